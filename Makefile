@@ -1,0 +1,61 @@
+# Every target documents itself: `make help`. The README's two commands are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+JARS_DIR ?= .jars
+ENV ?= local
+PYTEST_ARGS ?=
+
+VENV_STAMP := $(VENV)/.installed
+JARS_STAMP := $(JARS_DIR)/.resolved
+
+.PHONY: help setup venv jars run test lint typecheck check clean clean-data
+
+help: ## show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+setup: venv jars ## create the virtualenv and resolve the JVM libraries (done by run and test)
+
+venv: $(VENV_STAMP) ## create or reuse the virtualenv and install the package with its test extras
+
+$(VENV_STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or set PYTHON=...)" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip || { echo "error: pip could not reach PyPI; check the network or proxy" >&2; exit 1; }
+	@$(PY) -m pip install -q -e '.[test]' || { echo "error: installing Python dependencies failed; check the network to PyPI" >&2; exit 1; }
+	@touch $@
+
+jars: $(JARS_STAMP) ## resolve Delta, Deequ and hadoop-aws from jvm/pom.xml into .jars (cached)
+
+$(JARS_STAMP): jvm/pom.xml
+	@command -v java >/dev/null || { echo "error: java not found; install Java 17 (e.g. apt-get install openjdk-17-jdk-headless)" >&2; exit 1; }
+	@java -version 2>&1 | grep -qE 'version "17' || { echo "error: Java 17 is required (Spark 3.5 on EMR 7.x); found: $$(java -version 2>&1 | head -1)" >&2; exit 1; }
+	@command -v mvn >/dev/null || { echo "error: mvn not found; install Maven (e.g. apt-get install maven) to resolve the jars" >&2; exit 1; }
+	@mkdir -p $(JARS_DIR)
+	@mvn -B -q -f jvm/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath $(JARS_DIR)) \
+	  || { echo "error: resolving jars from Maven Central failed; check the network to Maven Central (see jvm/pom.xml)" >&2; exit 1; }
+	@touch $@
+
+run: venv jars ## run the whole pipeline on a locally generated sample (ENV=local)
+	$(VENV)/bin/lakehouse --env $(ENV) run
+
+test: venv jars ## run the test suite (one Spark session for the whole run)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv ## ruff on lib, jobs and tests
+	$(VENV)/bin/ruff check lib jobs tests
+
+typecheck: venv ## mypy on lib/lakehouse
+	$(VENV)/bin/mypy
+
+check: lint typecheck test ## lint, type-check and test
+
+clean-data: ## remove the generated data, lakehouse and reports under ./data
+	rm -rf data spark-warehouse metastore_db derby.log
+
+clean: clean-data ## also remove the virtualenv and the downloaded jars
+	rm -rf $(VENV) $(JARS_DIR) build dist lib/*.egg-info
