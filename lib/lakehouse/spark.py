@@ -13,6 +13,7 @@ before anything imports pydeequ.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -82,6 +83,9 @@ def get_spark(
         settings.update(DELTA_SETTINGS)
         settings["spark.jars"] = ",".join(str(j) for j in local_jars())
         settings["spark.driver.memory"] = config.driver_memory
+        # Python workers must run the driver's interpreter (the venv), not whatever is on PATH.
+        settings["spark.pyspark.python"] = sys.executable
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.master(config.master)
     settings["spark.sql.shuffle.partitions"] = str(config.shuffle_partitions)
     settings.update(config.settings)

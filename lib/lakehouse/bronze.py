@@ -1,0 +1,300 @@
+"""Bronze ingestion: every landed record as delivered, with where and when it came from.
+
+One Delta table per source at `<lakehouse_root>/bronze/<source>`, partitioned by `ingest_date`,
+Change Data Feed on (silver reads its increments). Columns:
+
+    _record_id  SHA-256 of the record's canonical content (see `lakehouse.landing`)
+    _source, _file (path relative to the landing root), _line (1-based line in the file)
+    ingest_date (from the landing path), raw (the record's text), fields (CSV: header -> value,
+    extra columns included; null for JSON sources), _ingested_at, _run_id
+
+Idempotency, in two layers: a file already ingested (by its relative path, recorded in
+`bronze/_files`) is skipped without being read; a record already in bronze (a re-delivered file,
+a repeated event, a retry after a crash between the two commits) is not inserted again, because the
+write is an insert-only MERGE on `_record_id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+
+from delta.tables import DeltaTable
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, Row, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    DateType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from lakehouse.config import Config, join_uri
+from lakehouse.delta_io import commit_metrics, ensure_table, with_conflict_retries
+from lakehouse.landing import parse_landed_file, parse_landed_path
+from lakehouse.ledger import LedgerEntry, LedgerImbalanceError, utcnow
+from lakehouse.quarantine import write_quarantine
+from lakehouse.sources import SourceSpec, load_sources
+
+PARSED_SCHEMA = StructType(
+    [
+        StructField("_source", StringType(), False),
+        StructField("_file", StringType(), False),
+        StructField("_line", LongType(), False),
+        StructField("ingest_date", StringType(), True),
+        StructField("raw", StringType(), True),
+        StructField("fields", MapType(StringType(), StringType()), True),
+        StructField("_record_id", StringType(), False),
+        StructField("reason", StringType(), True),
+    ]
+)
+
+BRONZE_SCHEMA = StructType(
+    [
+        StructField("_record_id", StringType(), False),
+        StructField("_source", StringType(), False),
+        StructField("_file", StringType(), False),
+        StructField("_line", LongType(), False),
+        StructField("ingest_date", DateType(), False),
+        StructField("raw", StringType(), False),
+        StructField("fields", MapType(StringType(), StringType()), True),
+        StructField("_ingested_at", TimestampType(), False),
+        StructField("_run_id", StringType(), False),
+    ]
+)
+
+FILES_SCHEMA = StructType(
+    [
+        StructField("source", StringType(), False),
+        StructField("file", StringType(), False),
+        StructField("ingest_date", DateType(), True),
+        StructField("size_bytes", LongType(), False),
+        StructField("run_id", StringType(), False),
+        StructField("ingested_at", TimestampType(), False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    path: str
+    source: str
+    relative: str
+    ingest_date: str | None
+    size: int
+
+
+def bronze_path(config: Config, source: str) -> str:
+    return config.table_path("bronze", source)
+
+
+def files_path(config: Config) -> str:
+    return config.table_path("bronze", "_files")
+
+
+def list_landing_files(spark: SparkSession, landing_root: str) -> list[LandedFile]:
+    """Every file under the landing root (local folder or object store, through Hadoop's file
+    system API), hidden files (`.`/`_` prefixed) left out."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    root = jvm.org.apache.hadoop.fs.Path(landing_root)
+    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    if not fs.exists(root):
+        return []
+    found: list[LandedFile] = []
+    entries = fs.listFiles(root, True)
+    while entries.hasNext():
+        status = entries.next()
+        path = status.getPath().toString()
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith((".", "_")):
+            continue
+        parts = parse_landed_path(path)
+        if parts is None:
+            relative = path.split(landing_root.rstrip("/").split("://")[-1], 1)[-1].lstrip("/")
+            source = relative.split("/", 1)[0]
+            found.append(LandedFile(path, source, relative, None, int(status.getLen())))
+        else:
+            found.append(
+                LandedFile(path, parts.source, parts.relative, parts.ingest_date, int(status.getLen()))
+            )
+    return sorted(found, key=lambda f: f.relative)
+
+
+def _parse_rows(
+    rows: Iterator[Row], sources: dict[str, SourceSpec], files: dict[str, LandedFile]
+) -> Iterator[tuple[object, ...]]:
+    for row in rows:
+        landed = files[row["path"]]
+        if landed.ingest_date is None:
+            yield (landed.source, landed.relative, 0, None, f"<file {landed.relative}>", None,
+                   f"bad-path:{landed.relative}",
+                   "file is not under <source>/ingest_date=YYYY-MM-DD/ as the landing contract lays out")
+            continue
+        spec = sources[landed.source]
+        for rec in parse_landed_file(
+            landed.source, spec, landed.relative, landed.ingest_date, bytes(row["content"])
+        ):
+            yield (landed.source, landed.relative, rec.line, landed.ingest_date, rec.raw,
+                   rec.fields, rec.record_id, rec.reason)
+
+
+def parse_files(
+    spark: SparkSession, files: list[LandedFile], sources: dict[str, SourceSpec]
+) -> DataFrame:
+    """The records of `files` (columns of PARSED_SCHEMA; `reason` set for bad input)."""
+    by_path = {f.path: f for f in files}
+    raw = spark.read.format("binaryFile").load([f.path for f in files]).select("path", "content")
+    # Spark may report a local path as file:/x while Hadoop listed file:/x too; key by both forms.
+    by_path.update({p.replace("file:///", "file:/"): f for p, f in list(by_path.items())})
+    parsed = raw.rdd.mapPartitions(lambda rows: _parse_rows(rows, sources, by_path))
+    return spark.createDataFrame(parsed, PARSED_SCHEMA)
+
+
+def ingest(
+    spark: SparkSession, config: Config, run_id: str, sources: dict[str, SourceSpec] | None = None
+) -> list[LedgerEntry]:
+    """Ingest every landing file not ingested yet into bronze; one ledger entry per source.
+
+    Raises `LedgerImbalanceError` if any record read has no outcome."""
+    sources = sources or load_sources()
+    started = utcnow()
+    landed = list_landing_files(spark, config.storage.landing_root)
+    unknown = sorted({f.source for f in landed if f.source not in sources})
+    if unknown:
+        raise ValueError(
+            f"landing root {config.storage.landing_root} holds folders for unknown sources: "
+            f"{', '.join(unknown)} (known: {', '.join(sources)})"
+        )
+    files_table = ensure_table(spark, files_path(config), FILES_SCHEMA, change_data_feed=False)
+    done = {r["file"] for r in files_table.toDF().select("file").collect()}
+    new = [f for f in landed if f.relative not in done]
+    skipped = {s: sum(1 for f in landed if f.source == s and f.relative in done) for s in sources}
+    entries = {
+        s: LedgerEntry(run_id=run_id, layer="bronze", table_name=s, records_read=0, files_read=0,
+                       files_skipped=skipped[s], records_written=0, duplicates=0, quarantined=0,
+                       started_at=started)
+        for s in sources
+    }
+    for s in sources:
+        ensure_table(spark, bronze_path(config, s), BRONZE_SCHEMA, partition_by=("ingest_date",))
+    if new:
+        parsed = parse_files(spark, new, sources).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            _write_batch(spark, config, run_id, parsed, new, entries)
+        finally:
+            parsed.unpersist()
+    finished = utcnow()
+    for entry in entries.values():
+        entry.finished_at = finished
+        entry.check_balance()
+    return list(entries.values())
+
+
+def _write_batch(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    parsed: DataFrame,
+    new: list[LandedFile],
+    entries: dict[str, LedgerEntry],
+) -> None:
+    now = utcnow()
+    counts = {
+        r["_source"]: r
+        for r in parsed.groupBy("_source")
+        .agg(
+            F.count(F.lit(1)).alias("read"),
+            F.sum(F.col("reason").isNotNull().cast("long")).alias("bad"),
+            F.countDistinct(F.when(F.col("reason").isNull(), F.col("_record_id"))).alias("distinct_good"),
+            F.countDistinct(F.when(F.col("reason").isNotNull(), F.col("_record_id"))).alias("distinct_bad"),
+        )
+        .collect()
+    }
+    for source, entry in entries.items():
+        entry.files_read = sum(1 for f in new if f.source == source)
+        if source not in counts:
+            continue
+        c = counts[source]
+        path = bronze_path(config, source)
+        rows = parsed.where(F.col("_source") == source)
+        good = _first_copy(rows.where(F.col("reason").isNull()))
+        existing = (
+            good.join(spark.read.format("delta").load(path).select("_record_id"), "_record_id", "left_semi")
+            .count()
+        )
+        inserted = _insert_new(spark, path, good, run_id, now) if c["distinct_good"] else 0
+        bad = _first_copy(rows.where(F.col("reason").isNotNull()))
+        quarantined = write_quarantine(spark, config.storage.lakehouse_root, _as_quarantine(bad, run_id, now)) if c["bad"] else 0
+        entry.records_read = int(c["read"])
+        entry.records_written = inserted
+        entry.quarantined = quarantined
+        good_total = int(c["read"]) - int(c["bad"])
+        entry.duplicates = (good_total - int(c["distinct_good"])) + existing + (
+            int(c["bad"]) - quarantined
+        )
+        if inserted != int(c["distinct_good"]) - existing:
+            raise LedgerImbalanceError(
+                f"run {run_id}, bronze.{source}: {int(c['distinct_good']) - existing} new records "
+                f"expected, Delta reports {inserted} inserted; the files are not marked ingested"
+            )
+    files_df = spark.createDataFrame(
+        [(f.source, f.relative, date.fromisoformat(f.ingest_date) if f.ingest_date else None,
+          f.size, run_id, now) for f in new],
+        FILES_SCHEMA,
+    )
+    with_conflict_retries(
+        lambda: files_df.write.format("delta").mode("append").save(files_path(config)),
+        what="record ingested files",
+    )
+
+
+def _first_copy(rows: DataFrame) -> DataFrame:
+    """One row per `_record_id`: the first delivered (by file, then line)."""
+    w = Window.partitionBy("_record_id").orderBy("_file", "_line")
+    return rows.withColumn("_n", F.row_number().over(w)).where("_n = 1").drop("_n")
+
+
+def _insert_new(spark: SparkSession, path: str, good: DataFrame, run_id: str, now: object) -> int:
+    batch = good.select(
+        "_record_id", "_source", "_file", "_line",
+        F.to_date("ingest_date").alias("ingest_date"), "raw", "fields",
+        F.lit(now).cast("timestamp").alias("_ingested_at"), F.lit(run_id).alias("_run_id"),
+    )
+    target = DeltaTable.forPath(spark, path)
+
+    def merge() -> None:
+        (
+            target.alias("t")
+            .merge(batch.alias("s"), "t._record_id = s._record_id")
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    with_conflict_retries(merge, what=f"insert into {path}")
+    return commit_metrics(spark, path).get("numTargetRowsInserted", 0)
+
+
+def _as_quarantine(bad: DataFrame, run_id: str, now: object) -> DataFrame:
+    return bad.select(
+        F.lit("bronze").alias("layer"),
+        F.col("_source").alias("source"),
+        F.col("_record_id").alias("record_id"),
+        F.col("_file").alias("file"),
+        F.col("_line").alias("line"),
+        F.to_date("ingest_date").alias("ingest_date"),
+        "raw",
+        F.lit(None).cast("string").alias("column_name"),
+        "reason",
+        F.lit(run_id).alias("run_id"),
+        F.lit(now).cast("timestamp").alias("quarantined_at"),
+    )
+
+
+def landing_uri(config: Config, source: str, day: str) -> str:
+    return join_uri(config.storage.landing_root, source, f"ingest_date={day}")

@@ -1,0 +1,56 @@
+"""The quarantine table (`quarantine.records`): bad input kept with where it came from and why.
+
+One table for every layer: bronze puts records it cannot parse at all, silver records that parse
+but break a rule of the contract. A record quarantined again (a re-delivery of the same bad
+line, a re-run) is not added twice: rows are keyed by layer, source and record id.
+"""
+
+from __future__ import annotations
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
+
+from lakehouse.delta_io import commit_metrics, ensure_table, with_conflict_retries
+
+QUARANTINE_SCHEMA = StructType(
+    [
+        StructField("layer", StringType(), False),
+        StructField("source", StringType(), False),
+        StructField("record_id", StringType(), False),
+        StructField("file", StringType(), True),
+        StructField("line", LongType(), True),
+        StructField("ingest_date", DateType(), True),
+        StructField("raw", StringType(), True),
+        StructField("column_name", StringType(), True),
+        StructField("reason", StringType(), False),
+        StructField("run_id", StringType(), False),
+        StructField("quarantined_at", TimestampType(), False),
+    ]
+)
+
+
+def quarantine_path(lakehouse_root: str) -> str:
+    return lakehouse_root.rstrip("/") + "/quarantine/records"
+
+
+def write_quarantine(spark: SparkSession, lakehouse_root: str, bad: DataFrame) -> int:
+    """Insert the rows of `bad` (columns of QUARANTINE_SCHEMA) not already quarantined; returns
+    how many were inserted."""
+    path = quarantine_path(lakehouse_root)
+    target = ensure_table(spark, path, QUARANTINE_SCHEMA, change_data_feed=False)
+    source = bad.select(*[F.col(f.name).cast(f.dataType) for f in QUARANTINE_SCHEMA.fields])
+    keys = "t.layer = s.layer AND t.source = s.source AND t.record_id = s.record_id"
+
+    def merge() -> None:
+        target.alias("t").merge(source.alias("s"), keys).whenNotMatchedInsertAll().execute()
+
+    with_conflict_retries(merge, what="quarantine insert")
+    return commit_metrics(spark, path).get("numTargetRowsInserted", 0)
+
+
+def read_quarantine(spark: SparkSession, lakehouse_root: str) -> DataFrame:
+    path = quarantine_path(lakehouse_root)
+    ensure_table(spark, path, QUARANTINE_SCHEMA, change_data_feed=False)
+    return DeltaTable.forPath(spark, path).toDF()
