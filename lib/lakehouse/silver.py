@@ -251,6 +251,9 @@ def apply_table(
             _apply_batch(spark, config, run_id, spec, key, typed, target, entry, end)
         finally:
             typed.unpersist()
+    if spec.parent is not None:
+        # Runs even without new lines: the parent rows they wait for may have arrived now.
+        _adopt_orphans(spark, config, spec, target, end)
     entry.table_version = current_version(spark, path)
     entry.finished_at = utcnow()
     entry.check_balance()
@@ -451,6 +454,54 @@ def _attach_parent(
     return joined.withColumn("_op", F.when(killed, "d").otherwise(F.col("_op"))).drop(
         "_p_seq", "_p_deleted"
     )
+
+
+def _adopt_orphans(
+    spark: SparkSession, config: Config, spec: TableSpec, target: DeltaTable, input_version: int
+) -> None:
+    """Lines that arrived before their order wait with a null partition value; once the order is
+    in silver they move (in one commit) to its partition, deleted if the order was deleted later."""
+    assert spec.parent is not None
+    pcols = list(spec.parent.columns)
+    orphans = target.toDF().where(" AND ".join(f"{c} IS NULL" for c in pcols))
+    parent = DeltaTable.forPath(spark, table_path(config, spec.parent.table)).toDF().select(
+        spec.parent.key, *[F.col(c).alias(f"_p_{c}") for c in pcols],
+        F.col("_seq").alias("_p_seq"), F.col("_is_deleted").alias("_p_deleted"),
+    ).where(" AND ".join(f"_p_{c} IS NOT NULL" for c in pcols))
+    found = orphans.join(parent, spec.parent.key).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        values = [r.asDict() for r in found.select(*[F.col(f"_p_{c}").alias(c) for c in pcols])
+                  .distinct().collect()]
+        if not values:
+            return
+        columns = [f.name for f in silver_schema(spec).fields]
+        killed = F.col("_p_deleted") & (F.col("_p_seq") > F.col("_seq"))
+        moved = found
+        for c in pcols:
+            moved = moved.withColumn(c, F.col(f"_p_{c}"))
+        moved = moved.withColumn("_is_deleted", F.col("_is_deleted") | killed).select(
+            *columns, F.lit("move").alias("_action"))
+        leave = found.select(*columns, F.lit("delete").alias("_action"))
+        source = moved.unionByName(leave)
+        where = partition_literals(spec, values + [dict.fromkeys(spec.partition_by)])
+        keys = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
+        same_part = " AND ".join(f"t.{c} <=> s.{c}" for c in spec.partition_by)
+
+        def merge() -> None:
+            with delta_txn(spark, f"silver.{spec.name}.adopt", input_version):
+                (
+                    target.alias("t")
+                    .merge(source.alias("s"), f"{where} AND {keys} AND {same_part}")
+                    .whenMatchedDelete(condition="s._action = 'delete'")
+                    .whenMatchedUpdateAll(condition="s._action = 'move' AND s._seq > t._seq")
+                    .whenNotMatchedInsert(condition="s._action = 'move'",
+                                          values={c: f"s.{c}" for c in columns})
+                    .execute()
+                )
+
+        with_conflict_retries(merge, what=f"move waiting lines into silver.{spec.name}")
+    finally:
+        found.unpersist()
 
 
 def _cascade_order_deletes(
