@@ -24,6 +24,7 @@ class DefectSwitches:
     bom: bool = True
     empty_file: bool = True
     gzip: bool = True
+    missing_column: bool = True
 
     @classmethod
     def none(cls) -> DefectSwitches:
@@ -40,6 +41,7 @@ class DefectSwitches:
             bom=False,
             empty_file=False,
             gzip=False,
+            missing_column=False,
         )
 
 
