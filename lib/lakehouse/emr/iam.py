@@ -1,0 +1,267 @@
+"""Least-privilege IAM policy documents, rendered per environment from `conf/<env>.yaml` and
+`emr/account.yaml` (copies for dev and prod are committed under `emr/iam/<env>/`).
+
+- `job-role-policy.json`: what the Spark jobs need, for the EMR Serverless execution role and the
+  EMR on EC2 instance profile role alike: read the bundle and landing prefixes, read and write the
+  lakehouse and reports prefixes, write logs, use the env's Glue databases, the KMS key, the SNS
+  topic and CloudWatch metrics in the Lakehouse namespace.
+- `scheduler-role-policy.json`: what EventBridge Scheduler needs to start the daily run:
+  StartJobRun on this env's applications, PassRole of the job role to EMR Serverless only,
+  SendMessage to the DLQ.
+- trust policies for the three roles, limited to this account.
+
+No action is `*` or a wildcard such as `s3:*`; every resource is inside the configured prefixes,
+databases, log group, topic, key or queue. Two unavoidable exceptions are narrowed by conditions:
+`cloudwatch:PutMetricData` has no resource type (so `*`, limited to the namespace), and
+`s3:ListBucket` applies to a bucket (limited to the configured prefixes with `s3:prefix`). Spark's
+Hive client also looks up the Glue `default` database when it starts, so `glue:GetDatabase` is
+allowed on it (read only).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lakehouse.config import Config, is_uri
+from lakehouse.emr.bundle import split_s3_uri
+from lakehouse.emr.definitions import EmrDefinitions, require_aws
+
+VERSION = "2012-10-17"
+GLUE_READ = [
+    "glue:GetDatabase",
+    "glue:GetTable",
+    "glue:GetTables",
+    "glue:GetPartition",
+    "glue:GetPartitions",
+    "glue:BatchGetPartition",
+]
+GLUE_WRITE = [
+    "glue:CreateDatabase",
+    "glue:UpdateDatabase",
+    "glue:CreateTable",
+    "glue:UpdateTable",
+    "glue:DeleteTable",
+    "glue:CreatePartition",
+    "glue:BatchCreatePartition",
+    "glue:UpdatePartition",
+    "glue:DeletePartition",
+    "glue:BatchDeletePartition",
+]
+
+
+def _s3_prefix(uri: str) -> tuple[str, str]:
+    bucket, key = split_s3_uri(uri)
+    return bucket, key.strip("/")
+
+
+def _objects(uri: str) -> str:
+    bucket, prefix = _s3_prefix(uri)
+    return f"arn:aws:s3:::{bucket}/{prefix}/*" if prefix else f"arn:aws:s3:::{bucket}/*"
+
+
+def _listing_statements(uris: list[str]) -> list[dict[str, Any]]:
+    """s3:ListBucket per bucket, only under the configured prefixes of that bucket."""
+    by_bucket: dict[str, list[str]] = {}
+    for uri in uris:
+        bucket, prefix = _s3_prefix(uri)
+        by_bucket.setdefault(bucket, [])
+        for p in (prefix, f"{prefix}/*") if prefix else ("*",):
+            if p not in by_bucket[bucket]:
+                by_bucket[bucket].append(p)
+    return [
+        {
+            "Sid": f"List{_sid(bucket)}",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [f"arn:aws:s3:::{bucket}"],
+            "Condition": {"StringLike": {"s3:prefix": prefixes}},
+        }
+        for bucket, prefixes in sorted(by_bucket.items())
+    ]
+
+
+def _sid(text: str) -> str:
+    parts = text.replace("_", "-").replace(".", "-").split("-")
+    return "".join(part.capitalize() for part in parts)
+
+
+def job_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
+    """The job role's permissions (see the module docstring)."""
+    require_aws(config)
+    assert config.aws is not None
+    region, account = config.aws.region, defs.account.account_id
+    storage = config.storage
+    for root in (storage.landing_root, storage.lakehouse_root, storage.reports_root):
+        if not is_uri(root):
+            raise ValueError(f"env {config.env}: storage root {root!r} is not in S3")
+    glue = f"arn:aws:glue:{region}:{account}"
+    databases = defs.account.glue_databases
+    log_group = f"arn:aws:logs:{region}:{account}:log-group:{defs.account.log_group}"
+    certificates = defs.cluster.security.certificates_s3_uri
+    cert_bucket, cert_key = split_s3_uri(certificates)
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ReadBundleAndLanding",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": [_objects(config.aws.artifacts_uri), _objects(storage.landing_root)],
+        },
+        {
+            "Sid": "ReadClusterCertificates",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": [f"arn:aws:s3:::{cert_bucket}/{cert_key}"],
+        },
+        {
+            "Sid": "ReadWriteLakehouseAndReports",
+            "Effect": "Allow",
+            "Action": [
+                "s3:GetObject",
+                "s3:PutObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+            ],
+            "Resource": [_objects(storage.lakehouse_root), _objects(storage.reports_root)],
+        },
+        {
+            "Sid": "WriteLogs",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject"],
+            "Resource": [_objects(config.aws.logs_uri)],
+        },
+        *_listing_statements(
+            [
+                config.aws.artifacts_uri,
+                config.aws.logs_uri,
+                storage.landing_root,
+                storage.lakehouse_root,
+                storage.reports_root,
+            ]
+        ),
+        {
+            "Sid": "GlueDatabasesOfThisEnv",
+            "Effect": "Allow",
+            "Action": GLUE_READ + GLUE_WRITE,
+            "Resource": [f"{glue}:catalog"]
+            + [f"{glue}:database/{db}" for db in databases]
+            + [f"{glue}:table/{db}/*" for db in databases],
+        },
+        {
+            "Sid": "GlueDefaultDatabaseLookup",
+            "Effect": "Allow",
+            "Action": ["glue:GetDatabase"],
+            "Resource": [f"{glue}:catalog", f"{glue}:database/default"],
+        },
+        {
+            "Sid": "JobLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [log_group, f"{log_group}:*"],
+        },
+        {
+            "Sid": "DataKey",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+            "Resource": [defs.account.kms_key_arn],
+        },
+        {
+            "Sid": "RunNotifications",
+            "Effect": "Allow",
+            "Action": ["sns:Publish"],
+            "Resource": [defs.account.sns_topic_arn],
+        },
+        {
+            "Sid": "RunMetrics",
+            "Effect": "Allow",
+            "Action": ["cloudwatch:PutMetricData"],
+            "Resource": ["*"],
+            "Condition": {"StringEquals": {"cloudwatch:namespace": defs.account.metrics_namespace}},
+        },
+    ]
+    return {"Version": VERSION, "Statement": statements}
+
+
+def scheduler_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
+    """The scheduler role's permissions (see the module docstring)."""
+    require_aws(config)
+    assert config.aws is not None
+    region, account = config.aws.region, defs.account.account_id
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "StartDailyRun",
+                "Effect": "Allow",
+                "Action": ["emr-serverless:StartJobRun"],
+                "Resource": [f"arn:aws:emr-serverless:{region}:{account}:/applications/*"],
+                "Condition": {
+                    "StringEquals": {
+                        "aws:ResourceTag/project": config.project,
+                        "aws:ResourceTag/env": config.env,
+                    }
+                },
+            },
+            {
+                "Sid": "PassJobRoleToEmrServerless",
+                "Effect": "Allow",
+                "Action": ["iam:PassRole"],
+                "Resource": [defs.account.job_role_arn],
+                "Condition": {
+                    "StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}
+                },
+            },
+            {
+                "Sid": "DeadLetters",
+                "Effect": "Allow",
+                "Action": ["sqs:SendMessage"],
+                "Resource": [defs.account.dlq_arn],
+            },
+        ],
+    }
+
+
+def trust_policy(service: str, account_id: str) -> dict[str, Any]:
+    """Trust for one AWS service principal, only on behalf of this account."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+            }
+        ],
+    }
+
+
+def render_policies(config: Config, defs: EmrDefinitions) -> dict[str, dict[str, Any]]:
+    """Every policy document of the environment, by file name."""
+    account = defs.account.account_id
+    ec2_trust = trust_policy("ec2.amazonaws.com", account)
+    del ec2_trust["Statement"][0]["Condition"]  # EC2 sends no source account to condition on
+    return {
+        "job-role-policy.json": job_role_policy(config, defs),
+        "job-role-trust.json": trust_policy("emr-serverless.amazonaws.com", account),
+        "instance-role-trust.json": ec2_trust,
+        "scheduler-role-policy.json": scheduler_role_policy(config, defs),
+        "scheduler-role-trust.json": trust_policy("scheduler.amazonaws.com", account),
+    }
+
+
+def to_text(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2) + "\n"
+
+
+def write_policies(config: Config, defs: EmrDefinitions, out_dir: Path) -> list[Path]:
+    """Write the rendered documents into `out_dir` (e.g. `emr/iam/dev`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, document in render_policies(config, defs).items():
+        path = out_dir / name
+        path.write_text(to_text(document), encoding="utf-8")
+        written.append(path)
+    return written

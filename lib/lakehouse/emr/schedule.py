@@ -1,0 +1,137 @@
+"""The daily EventBridge Scheduler schedule: at 02:00 UTC it calls EMR Serverless StartJobRun
+directly (the universal target `arn:aws:scheduler:::aws-sdk:emrserverless:startJobRun`), with a
+retry policy and a dead-letter queue for invocations that still fail.
+
+The schedule cannot compute "yesterday", so the run gets
+`--scheduled-time <aws.scheduler.scheduled-time>` (Scheduler fills in e.g. `2024-01-04T02:00:00Z`)
+and the pipeline turns it into the day to process with `processing_date` (the day before, in UTC).
+The run's idempotency token is the invocation's `<aws.scheduler.execution-id>`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from lakehouse.config import Config
+from lakehouse.emr.bundle import BundleLayout
+from lakehouse.emr.clients import AwsClients, Request, error_code
+from lakehouse.emr.definitions import EmrDefinitions
+from lakehouse.emr.serverless import start_job_run_params
+
+UNIVERSAL_TARGET = "arn:aws:scheduler:::aws-sdk:emrserverless:startJobRun"
+SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
+EXECUTION_ID = "<aws.scheduler.execution-id>"
+
+
+def processing_date(scheduled_time: str) -> date:
+    """The day a scheduled run processes: the UTC day before the schedule fired
+    (`2024-01-04T02:00:00Z` -> 2024-01-03)."""
+    fired = datetime.fromisoformat(scheduled_time.replace("Z", "+00:00"))
+    if fired.tzinfo is None:
+        fired = fired.replace(tzinfo=UTC)
+    return fired.astimezone(UTC).date() - timedelta(days=1)
+
+
+def target_input(
+    config: Config, defs: EmrDefinitions, layout: BundleLayout, application_id: str
+) -> dict[str, Any]:
+    """The StartJobRun request the schedule sends (as JSON in the target's Input)."""
+    return start_job_run_params(
+        config,
+        defs,
+        layout,
+        application_id,
+        name=f"{defs.serverless.job.name}-scheduled-{SCHEDULED_TIME}",
+        token=EXECUTION_ID,
+        arguments=["--env", config.env, "--scheduled-time", SCHEDULED_TIME],
+    )
+
+
+def schedule_params(
+    config: Config, defs: EmrDefinitions, layout: BundleLayout, application_id: str
+) -> dict[str, Any]:
+    """CreateSchedule / UpdateSchedule parameters (the two take the same ones)."""
+    s = defs.schedule
+    window: dict[str, Any] = (
+        {"Mode": "FLEXIBLE", "MaximumWindowInMinutes": s.flexible_window_minutes}
+        if s.flexible_window_minutes
+        else {"Mode": "OFF"}
+    )
+    return {
+        "Name": s.name,
+        "GroupName": s.group,
+        "ScheduleExpression": s.expression,
+        "ScheduleExpressionTimezone": s.timezone,
+        "Description": s.description,
+        "State": s.state,
+        "FlexibleTimeWindow": window,
+        "Target": {
+            "Arn": UNIVERSAL_TARGET,
+            "RoleArn": defs.account.scheduler_role_arn,
+            "Input": json.dumps(target_input(config, defs, layout, application_id), sort_keys=True),
+            "RetryPolicy": {
+                "MaximumEventAgeInSeconds": s.retry.maximum_event_age_seconds,
+                "MaximumRetryAttempts": s.retry.maximum_retry_attempts,
+            },
+            "DeadLetterConfig": {"Arn": defs.account.dlq_arn},
+        },
+    }
+
+
+def schedule_plan(
+    config: Config, defs: EmrDefinitions, layout: BundleLayout, application_id: str
+) -> list[Request]:
+    """The scheduler requests `schedule` sends (after the application look-up), for `--dry-run`."""
+    s = defs.schedule
+    params = schedule_params(config, defs, layout, application_id)
+    plan = []
+    if s.group != "default":
+        plan += [
+            Request("scheduler", "get_schedule_group", {"Name": s.group}),
+            Request("scheduler", "create_schedule_group", {"Name": s.group}).only_if(
+                f"only if schedule group {s.group!r} does not exist"
+            ),
+        ]
+    plan += [
+        Request("scheduler", "get_schedule", {"Name": s.name, "GroupName": s.group}),
+        Request("scheduler", "update_schedule", params).only_if("if the schedule exists"),
+        Request("scheduler", "create_schedule", params).only_if("if it does not"),
+    ]
+    return plan
+
+
+def upsert_schedule(
+    clients: AwsClients,
+    config: Config,
+    defs: EmrDefinitions,
+    layout: BundleLayout,
+    application_id: str,
+    log: Callable[[str], None] = print,
+) -> str:
+    """Create the schedule, or update it in place when it exists; return its ARN."""
+    s = defs.schedule
+    if s.group != "default":
+        try:
+            clients.call(Request("scheduler", "get_schedule_group", {"Name": s.group}))
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            clients.call(Request("scheduler", "create_schedule_group", {"Name": s.group}))
+    params = schedule_params(config, defs, layout, application_id)
+    try:
+        clients.call(Request("scheduler", "get_schedule", {"Name": s.name, "GroupName": s.group}))
+        exists = True
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        exists = False
+    operation = "update_schedule" if exists else "create_schedule"
+    arn = str(clients.call(Request("scheduler", operation, params))["ScheduleArn"])
+    verb = "updated" if exists else "created"
+    log(f"{verb} schedule {s.name} ({s.expression} {s.timezone}): {arn}")
+    return arn

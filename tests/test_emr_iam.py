@@ -1,0 +1,163 @@
+"""The least-privilege IAM documents: valid JSON, no wildcard actions, every resource inside the
+environment's configured prefixes, and the committed copies in emr/iam/<env>/ up to date."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lakehouse.config import PROJECT_ROOT, load_config
+from lakehouse.emr.definitions import load_definitions
+from lakehouse.emr.iam import render_policies
+
+ACTION = re.compile(r"^[a-z0-9-]+:[A-Za-z]+$")
+EMR_DIR = PROJECT_ROOT / "emr"
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _statements(document: dict[str, Any]) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = document["Statement"]
+    return statements
+
+
+def _s3_scopes(env: str) -> list[tuple[str, str]]:
+    """(bucket, prefix) of every S3 location the environment's configuration names, read from the
+    YAML files directly rather than through the code under test."""
+    conf = {**_yaml(PROJECT_ROOT / "conf" / f"{env}.yaml")}
+    uris = [*conf["storage"].values(), conf["aws"]["artifacts_uri"], conf["aws"]["logs_uri"]]
+    scopes = []
+    for uri in uris:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        scopes.append((bucket, prefix.strip("/")))
+    return scopes
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_committed_policy_documents_match_the_configuration(env: str) -> None:
+    rendered = render_policies(load_config(env), load_definitions(env))
+    folder = EMR_DIR / "iam" / env
+
+    committed = {p.name: json.loads(p.read_text(encoding="utf-8")) for p in folder.glob("*.json")}
+
+    assert committed == rendered
+    assert sorted(committed) == [
+        "instance-role-trust.json",
+        "job-role-policy.json",
+        "job-role-trust.json",
+        "scheduler-role-policy.json",
+        "scheduler-role-trust.json",
+    ]
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_no_action_is_a_wildcard(env: str) -> None:
+    for name, document in render_policies(load_config(env), load_definitions(env)).items():
+        assert document["Version"] == "2012-10-17"
+        for statement in _statements(document):
+            assert statement["Effect"] == "Allow"
+            assert "NotAction" not in statement and "NotResource" not in statement
+            actions = statement["Action"]
+            actions = [actions] if isinstance(actions, str) else actions
+            for action in actions:
+                assert ACTION.match(action), f"{name}: {action!r} is not one explicit action"
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_every_resource_is_inside_the_configured_scope(env: str) -> None:
+    account = {**_yaml(EMR_DIR / "account.yaml"), **_yaml(EMR_DIR / f"account.{env}.yaml")}
+    cluster = {**_yaml(EMR_DIR / "cluster.yaml"), **_yaml(EMR_DIR / f"cluster.{env}.yaml")}
+    region = _yaml(PROJECT_ROOT / "conf" / f"{env}.yaml")["aws"]["region"]
+    acct = account["account_id"]
+    scopes = _s3_scopes(env)
+    object_prefixes = [f"arn:aws:s3:::{b}/{p}/" for b, p in scopes]
+    certificates = "arn:aws:s3:::" + cluster["security"]["certificates_s3_uri"].removeprefix(
+        "s3://"
+    )
+    databases = ["bronze", "silver", "gold", "quality"]
+    glue = f"arn:aws:glue:{region}:{acct}"
+    log_group = f"arn:aws:logs:{region}:{acct}:log-group:/aws/emr-serverless/lakehouse-{env}"
+    exact = {
+        certificates,
+        f"{glue}:catalog",
+        *(f"{glue}:database/{db}" for db in databases),
+        *(f"{glue}:table/{db}/*" for db in databases),
+        log_group,
+        f"{log_group}:*",
+        account["kms_key_arn"],
+        account["sns_topic_arn"],
+        account["dlq_arn"],
+        account["job_role_arn"],
+    }
+
+    for document in render_policies(load_config(env), load_definitions(env)).values():
+        for statement in _statements(document):
+            if "Principal" in statement:
+                assert statement["Action"] == "sts:AssumeRole"
+                continue
+            for resource in statement["Resource"]:
+                if resource in exact:
+                    continue
+                if any(resource.startswith(p) and resource.endswith("/*") for p in object_prefixes):
+                    continue
+                if resource == f"{glue}:database/default":
+                    assert statement["Action"] == ["glue:GetDatabase"]
+                    continue
+                if resource.startswith("arn:aws:s3:::") and "/" not in resource:
+                    # A bucket: listing only, and only under this env's prefixes of that bucket.
+                    bucket = resource.removeprefix("arn:aws:s3:::")
+                    assert statement["Action"] == ["s3:ListBucket"]
+                    allowed = [p for b, p in scopes if b == bucket]
+                    listed = statement["Condition"]["StringLike"]["s3:prefix"]
+                    assert allowed and listed
+                    assert all(any(x.startswith(p) for p in allowed) for x in listed)
+                    continue
+                if resource == f"arn:aws:emr-serverless:{region}:{acct}:/applications/*":
+                    assert statement["Action"] == ["emr-serverless:StartJobRun"]
+                    assert statement["Condition"] == {
+                        "StringEquals": {
+                            "aws:ResourceTag/project": "lakehouse",
+                            "aws:ResourceTag/env": env,
+                        }
+                    }
+                    continue
+                if resource == "*":
+                    assert statement["Action"] == ["cloudwatch:PutMetricData"]
+                    assert statement["Condition"] == {
+                        "StringEquals": {"cloudwatch:namespace": "Lakehouse"}
+                    }
+                    continue
+                pytest.fail(f"{env}: resource {resource!r} is outside the configured scope")
+
+
+def test_dev_job_role_reads_landing_and_writes_only_the_lake() -> None:
+    policy = render_policies(load_config("dev"), load_definitions("dev"))["job-role-policy.json"]
+    by_sid = {s["Sid"]: s for s in _statements(policy)}
+
+    assert by_sid["ReadBundleAndLanding"]["Action"] == ["s3:GetObject"]
+    assert by_sid["ReadBundleAndLanding"]["Resource"] == [
+        "arn:aws:s3:::lakehouse-dev-artifacts/lakehouse/*",
+        "arn:aws:s3:::lakehouse-dev-landing/landing/*",
+    ]
+    assert by_sid["ReadWriteLakehouseAndReports"]["Resource"] == [
+        "arn:aws:s3:::lakehouse-dev-lake/lakehouse/*",
+        "arn:aws:s3:::lakehouse-dev-lake/reports/*",
+    ]
+    assert by_sid["ListLakehouseDevLake"]["Condition"] == {
+        "StringLike": {"s3:prefix": ["lakehouse", "lakehouse/*", "reports", "reports/*"]}
+    }
+    writers = [s for s in _statements(policy) if "s3:PutObject" in s["Action"]]
+    written = sorted(r for s in writers for r in s["Resource"])
+    assert written == [
+        "arn:aws:s3:::lakehouse-dev-lake/lakehouse/*",
+        "arn:aws:s3:::lakehouse-dev-lake/reports/*",
+        "arn:aws:s3:::lakehouse-dev-logs/emr/*",
+    ]

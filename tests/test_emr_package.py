@@ -1,0 +1,240 @@
+"""The job bundle (`emr/package.py`) and its upload to S3 (against a moto server).
+
+The tests give `build_bundle` a small wheel made here instead of running `pip wheel` (which needs
+the network for its build environment and takes seconds); the wheel declares the real package's
+requirements, so dependency resolution runs on the real virtualenv.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import moto_server
+from lakehouse.config import PROJECT_ROOT, load_typed_yaml
+from lakehouse.emr.definitions import BundleDef
+from moto_server import run_cli
+
+moto_url = moto_server.moto_url
+moto = moto_server.moto
+
+JOBS = ["bronze", "silver", "quality", "gold", "pipeline"]
+
+
+def _package_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "emr_package", PROJECT_ROOT / "emr" / "package.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["emr_package"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def package() -> ModuleType:
+    return _package_module()
+
+
+def _project(root: Path) -> tuple[Path, Path]:
+    """A project folder with pyproject.toml, the entry points, a Deequ jar and a wheel."""
+    (root / "jobs").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "lakehouse"\nversion = "0.1.0"\n')
+    for job in JOBS:
+        (root / "jobs" / f"{job}.py").write_text(f"# {job} entry point\n")
+    jars = root / ".jars"
+    jars.mkdir()
+    (jars / "deequ-2.0.7-spark-3.5.jar").write_bytes(b"PK fake jar")
+    wheel = root / "build" / "lakehouse-0.1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    requires = importlib.metadata.requires("lakehouse") or []
+    metadata = "Metadata-Version: 2.1\nName: lakehouse\nVersion: 0.1.0\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires
+    )
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("lakehouse/__init__.py", "__version__ = '0.1.0'\n")
+        zf.writestr("lakehouse/generate/spec.py", "SPEC = 1\n")
+        zf.writestr("lakehouse-0.1.0.dist-info/METADATA", metadata)
+    return wheel, jars
+
+
+def _bundle_def() -> BundleDef:
+    return load_typed_yaml(PROJECT_ROOT / "emr" / "bundle.yaml", BundleDef)
+
+
+def test_bundle_holds_wheel_pure_python_deps_jobs_and_deequ(
+    package: ModuleType, tmp_path: Path
+) -> None:
+    wheel, jars = _project(tmp_path / "project")
+
+    target = package.build_bundle(
+        tmp_path / "dist",
+        project_root=tmp_path / "project",
+        wheel=wheel,
+        jars_dir=jars,
+        bundle_def=_bundle_def(),
+    )
+
+    assert target == tmp_path / "dist" / "lakehouse-0.1.0"
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert sorted(e["path"] for e in manifest["files"]) == sorted(
+        [
+            "jars/deequ-2.0.7-spark-3.5.jar",
+            *(f"jobs/{j}.py" for j in JOBS),
+            "lakehouse-0.1.0-py3-none-any.whl",
+            "pyfiles.zip",
+        ]
+    )
+    assert sorted(manifest["dependencies"]) == sorted(
+        ["delta-spark", "importlib_metadata", "lazy-importer", "pydeequ", "PyYAML", "zipp"]
+    )
+    with zipfile.ZipFile(target / "pyfiles.zip") as zf:
+        names = zf.namelist()
+    tops = {n.split("/")[0] for n in names if not n.endswith(".dist-info/") and "/" in n}
+    assert {"lakehouse", "yaml", "pydeequ", "delta", "zipp", "importlib_metadata"} <= tops
+    assert not {"pyspark", "numpy", "pandas", "boto3", "botocore", "pyarrow"} & tops
+    assert not [n for n in names if n.endswith((".so", ".pyc"))]
+    assert "lakehouse/generate/" in names  # directory entries let zipimport find namespace packages
+
+
+def test_pyfiles_zip_imports_without_site_packages(package: ModuleType, tmp_path: Path) -> None:
+    wheel, jars = _project(tmp_path / "project")
+    target = package.build_bundle(
+        tmp_path / "dist",
+        project_root=tmp_path / "project",
+        wheel=wheel,
+        jars_dir=jars,
+        bundle_def=_bundle_def(),
+    )
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import yaml, zipp, lakehouse.generate.spec;"
+        "print(yaml.__with_libyaml__, yaml.safe_load('a: [1]'), lakehouse.generate.spec.SPEC)"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code, str(target / "pyfiles.zip")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.stderr == ""
+    assert result.stdout == "False {'a': [1]} 1\n"
+
+
+def test_bundle_is_reproducible(package: ModuleType, tmp_path: Path) -> None:
+    wheel, jars = _project(tmp_path / "project")
+    kwargs = {
+        "project_root": tmp_path / "project",
+        "wheel": wheel,
+        "jars_dir": jars,
+        "bundle_def": _bundle_def(),
+    }
+
+    first = package.build_bundle(tmp_path / "one", **kwargs)
+    second = package.build_bundle(tmp_path / "two", **kwargs)
+
+    assert (first / "pyfiles.zip").read_bytes() == (second / "pyfiles.zip").read_bytes()
+
+
+def test_missing_entry_points_or_jars_stop_the_build(package: ModuleType, tmp_path: Path) -> None:
+    wheel, jars = _project(tmp_path / "project")
+    (tmp_path / "project" / "jobs" / "gold.py").unlink()
+
+    with pytest.raises(package.PackageError, match=r"missing entry points in .*: gold"):
+        package.build_bundle(
+            tmp_path / "dist",
+            project_root=tmp_path / "project",
+            wheel=wheel,
+            jars_dir=jars,
+            bundle_def=_bundle_def(),
+        )
+    (jars / "deequ-2.0.7-spark-3.5.jar").unlink()
+    with pytest.raises(package.PackageError, match=r"deequ-2.0.7-spark-3.5.jar .*make jars"):
+        package.build_bundle(
+            tmp_path / "dist",
+            project_root=tmp_path / "project",
+            wheel=wheel,
+            jars_dir=jars,
+            bundle_def=_bundle_def(),
+            allow_missing_jobs=True,
+        )
+
+
+def test_compiled_dependencies_are_refused(package: ModuleType) -> None:
+    provided = [p for p in _bundle_def().emr_provided if p != "pyarrow"]
+    (pyarrow,) = package.resolve_dependencies(["pyarrow"], provided)
+
+    with pytest.raises(package.PackageError, match=r"pyarrow .* compiled code"):
+        package.dependency_files(pyarrow, ["pyyaml"])
+
+
+def test_upload_puts_the_bundle_under_the_version(
+    package: ModuleType, moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheel, jars = _project(tmp_path / "project")
+    target = package.build_bundle(
+        tmp_path / "dist",
+        project_root=tmp_path / "project",
+        wheel=wheel,
+        jars_dir=jars,
+        bundle_def=_bundle_def(),
+    )
+    s3 = moto_server.client(moto, "s3")
+    s3.create_bucket(
+        Bucket="lakehouse-dev-artifacts",
+        CreateBucketConfiguration={"LocationConstraint": "eu-west-1"},
+    )
+
+    argv = ["emr", "upload", "--env", "dev", "--dist", str(tmp_path / "dist")]
+    assert run_cli([*argv, "--bundle-version", "0.1.0"], monkeypatch) == 0
+
+    listed = s3.list_objects_v2(Bucket="lakehouse-dev-artifacts")["Contents"]
+    assert sorted(o["Key"] for o in listed) == sorted(
+        f"lakehouse/0.1.0/{p}"
+        for p in [
+            "jars/deequ-2.0.7-spark-3.5.jar",
+            *(f"jobs/{j}.py" for j in JOBS),
+            "lakehouse-0.1.0-py3-none-any.whl",
+            "pyfiles.zip",
+            "manifest.json",
+        ]
+    )
+    body = s3.get_object(Bucket="lakehouse-dev-artifacts", Key="lakehouse/0.1.0/pyfiles.zip")
+    assert body["Body"].read() == (target / "pyfiles.zip").read_bytes()
+    manifest = json.loads((target / "manifest.json").read_text())
+    zip_entry = next(e for e in manifest["files"] if e["path"] == "pyfiles.zip")
+    assert body["Metadata"] == {"sha256": zip_entry["sha256"]}
+
+
+def test_upload_refuses_a_file_changed_after_packaging(
+    package: ModuleType, moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheel, jars = _project(tmp_path / "project")
+    target = package.build_bundle(
+        tmp_path / "dist",
+        project_root=tmp_path / "project",
+        wheel=wheel,
+        jars_dir=jars,
+        bundle_def=_bundle_def(),
+    )
+    (target / "jobs" / "gold.py").write_text("# edited by hand\n")
+    s3 = moto_server.client(moto, "s3")
+    s3.create_bucket(
+        Bucket="lakehouse-dev-artifacts",
+        CreateBucketConfiguration={"LocationConstraint": "eu-west-1"},
+    )
+
+    argv = ["emr", "upload", "--env", "dev", "--dist", str(tmp_path / "dist")]
+    assert run_cli([*argv, "--bundle-version", "0.1.0"], monkeypatch) == 2
+
+    assert s3.list_objects_v2(Bucket="lakehouse-dev-artifacts")["KeyCount"] == 0
