@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 VENV_STAMP := $(VENV)/.installed
 JARS_STAMP := $(JARS_DIR)/.resolved
 
-.PHONY: help setup venv jars run test lint typecheck check clean clean-data
+.PHONY: help setup venv jars run package upload test lint typecheck check clean clean-data
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -40,8 +40,18 @@ $(JARS_STAMP): jvm/pom.xml
 	  || { echo "error: resolving jars from Maven Central failed; check the network to Maven Central (see jvm/pom.xml)" >&2; exit 1; }
 	@touch $@
 
+# A local-only pseudonymisation key so `make run` works out of the box; real environments set
+# LAKEHOUSE_PII_HMAC_KEY from their secret store.
+export LAKEHOUSE_PII_HMAC_KEY ?= local-development-key-not-a-secret
+
 run: venv jars ## run the whole pipeline on a locally generated sample (ENV=local)
 	$(VENV)/bin/lakehouse --env $(ENV) run
+
+package: venv jars ## build the EMR job bundle into dist/lakehouse-<version>/ (wheel, pyfiles.zip, jobs, jars)
+	$(PY) emr/package.py --out dist/
+
+upload: package ## upload the bundle to <aws.artifacts_uri>/<version>/ (ENV=dev|prod)
+	$(VENV)/bin/lakehouse --env $(ENV) emr upload
 
 test: venv jars ## run the test suite (one Spark session for the whole run)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -159,10 +159,19 @@ def _add(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 
 def write_pyfiles_zip(
-    out: Path, wheel: Path, deps: Sequence[Dependency], optional_native: Sequence[str]
+    out: Path,
+    wheel: Path,
+    deps: Sequence[Dependency],
+    optional_native: Sequence[str],
+    conf_dir: Path | None = None,
 ) -> list[str]:
-    """Write the zip: the wheel's contents plus each dependency's files. Returns its entries."""
+    """Write the zip: the wheel's contents plus each dependency's files, and the project's conf/
+    as `lakehouse/_conf/` (where `lakehouse.config` finds it when no conf folder is on disk).
+    Returns its entries."""
     entries: dict[str, bytes] = {}
+    if conf_dir is not None:
+        for path in sorted(conf_dir.rglob("*.yaml")):
+            entries["lakehouse/_conf/" + path.relative_to(conf_dir).as_posix()] = path.read_bytes()
     with zipfile.ZipFile(wheel) as zf:
         for name in zf.namelist():
             if not name.endswith("/"):
@@ -224,7 +233,10 @@ def build_bundle(
             raise PackageError(f"{built.name} is not version {version} of the lakehouse wheel")
         shutil.copy2(built, target / built.name)
         deps = resolve_dependencies(wheel_requirements(built), definition.emr_provided)
-        write_pyfiles_zip(target / definition.pyfiles, built, deps, definition.optional_native)
+        write_pyfiles_zip(
+            target / definition.pyfiles, built, deps, definition.optional_native,
+            conf_dir=project_root / "conf",
+        )
     for job in definition.jobs:
         if job not in missing_jobs:
             shutil.copy2(jobs_dir / f"{job}.py", target / "jobs" / f"{job}.py")

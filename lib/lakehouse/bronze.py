@@ -157,14 +157,21 @@ def parse_files(
 
 
 def ingest(
-    spark: SparkSession, config: Config, run_id: str, sources: dict[str, SourceSpec] | None = None
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    sources: dict[str, SourceSpec] | None = None,
+    ingest_dates: set[str] | None = None,
 ) -> list[LedgerEntry]:
-    """Ingest every landing file not ingested yet into bronze; one ledger entry per source.
+    """Ingest every landing file not ingested yet into bronze (only those of `ingest_dates` when
+    given); one ledger entry per source.
 
     Raises `LedgerImbalanceError` if any record read has no outcome."""
     sources = sources or load_sources()
     started = utcnow()
     landed = list_landing_files(spark, config.storage.landing_root)
+    if ingest_dates is not None:
+        landed = [f for f in landed if f.ingest_date in ingest_dates]
     unknown = sorted({f.source for f in landed if f.source not in sources})
     if unknown:
         raise ValueError(

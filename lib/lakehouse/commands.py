@@ -1,4 +1,4 @@
-"""Pipeline subcommands of the `lakehouse` command: generate, ingest, silver, run.
+"""Pipeline subcommands of the `lakehouse` command: generate, ingest, silver, gold, run.
 
 Each is a thin edge: load the configuration, build the session with the one factory, call the
 layer's function, print what happened, and exit non-zero on failure.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from lakehouse.config import Config, load_config
-from lakehouse.ledger import LedgerEntry, new_run_id, record
+from lakehouse.ledger import LedgerEntry, new_run_id
 
 
 def register(sub: Any) -> None:
@@ -26,12 +26,18 @@ def register(sub: Any) -> None:
     gen.set_defaults(func=cmd_generate)
 
     ing = sub.add_parser("ingest", help="land new files into bronze")
+    ing.add_argument("--date", action="append", help="only this ingest_date (repeatable)")
     ing.set_defaults(func=cmd_ingest)
 
     sil = sub.add_parser("silver", help="apply new bronze records to silver")
     sil.set_defaults(func=cmd_silver)
 
-    run = sub.add_parser("run", help="the whole pipeline on a generated sample (local)")
+    gold = sub.add_parser("gold", help="bring the gold tables up to date with silver")
+    gold.add_argument("--mode", choices=("incremental", "full"), default="incremental")
+    gold.set_defaults(func=cmd_gold)
+
+    run = sub.add_parser("run", help="the whole pipeline (generating a local sample if empty)")
+    run.add_argument("--date", action="append", help="only this ingest_date (repeatable)")
     run.add_argument("--no-generate", action="store_true", help="use the landing zone as it is")
     run.set_defaults(func=cmd_run)
 
@@ -67,8 +73,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
         changes["defects"] = DefectSwitches.none()
     spec = dataclasses.replace(spec, **changes)
     summary = generate_landing(config.storage.landing_root, spec, overwrite=args.overwrite)
-    print(f"generated landing zone in {config.storage.landing_root}: {summary}")
+    print(f"generated landing zone in {config.storage.landing_root}: {describe_generation(summary)}")
     return 0
+
+
+def describe_generation(summary: Any) -> str:
+    """One line: files and records per source and the number of injected defects."""
+    parts = ", ".join(f"{src} {summary.records[src]}" for src in summary.records)
+    return (f"{sum(summary.files.values())} files; records: {parts}; "
+            f"{len(summary.defects)} injected defects")
 
 
 def print_ledger(title: str, entries: Sequence[LedgerEntry], columns: Sequence[str]) -> None:
@@ -81,46 +94,44 @@ def print_ledger(title: str, entries: Sequence[LedgerEntry], columns: Sequence[s
         print("  " + "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True))))
 
 
-BRONZE_COLUMNS = ("files_read", "files_skipped", "records_read", "records_written", "duplicates",
-                  "quarantined")
-
-
-def run_step(
-    config: Config, run_id: str, step: Callable[..., list[LedgerEntry]], spark: Any
-) -> list[LedgerEntry]:
-    """Run one layer's step and record its ledger rows (only after its own balance checks)."""
-    entries = step(spark, config, run_id)
-    record(spark, config.storage.lakehouse_root, entries)
-    return entries
-
-
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from lakehouse import bronze
+    from lakehouse.pipeline import BRONZE_COLUMNS, run_bronze
 
     config = _config(args)
-    spark = _session(config, "lakehouse-ingest")
     run_id = new_run_id()
-    entries = run_step(config, run_id, bronze.ingest, spark)
+    entries = run_bronze(_session(config, "lakehouse-ingest"), config, run_id, args.date or None)
     print_ledger(f"bronze, run {run_id}", entries, BRONZE_COLUMNS)
     return 0
 
 
 def cmd_silver(args: argparse.Namespace) -> int:
-    from lakehouse import silver
+    from lakehouse.pipeline import run_silver
+    from lakehouse.silver import LEDGER_COLUMNS
 
     config = _config(args)
-    spark = _session(config, "lakehouse-silver")
     run_id = new_run_id()
-    entries = run_step(config, run_id, silver.apply, spark)
-    print_ledger(f"silver, run {run_id}", entries, silver.LEDGER_COLUMNS)
+    entries = run_silver(_session(config, "lakehouse-silver"), config, run_id)
+    print_ledger(f"silver, run {run_id}", entries, LEDGER_COLUMNS)
+    return 0
+
+
+def cmd_gold(args: argparse.Namespace) -> int:
+    from lakehouse.pipeline import run_gold
+
+    config = _config(args)
+    run_id = new_run_id()
+    result = run_gold(_session(config, "lakehouse-gold"), config, run_id, mode=args.mode)
+    print(f"gold, run {run_id}: {result}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lakehouse import bronze
     from lakehouse.config import is_uri
+    from lakehouse.gold.dashboard import kpi_summary_text
+    from lakehouse.pipeline import BRONZE_COLUMNS, run_pipeline
+    from lakehouse.silver import LEDGER_COLUMNS
 
     config = _config(args)
     landing = config.storage.landing_root
@@ -128,15 +139,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from lakehouse.generate import generate_landing
 
         summary = generate_landing(landing, config.generator)
-        print(f"generated a sample landing zone in {landing}: {summary}")
+        print(f"generated a sample landing zone in {landing}: {describe_generation(summary)}")
     spark = _session(config, "lakehouse-pipeline")
     run_id = new_run_id()
-    entries = run_step(config, run_id, bronze.ingest, spark)
-    print_ledger(f"bronze, run {run_id}", entries, BRONZE_COLUMNS)
-    try:
-        from lakehouse import silver
-    except ModuleNotFoundError:
-        return 0
-    s_entries = run_step(config, run_id, silver.apply, spark)
-    print_ledger(f"silver, run {run_id}", s_entries, silver.LEDGER_COLUMNS)
+    report = run_pipeline(spark, config, run_id, dates=args.date or None)
+    print_ledger(f"bronze, run {run_id}", report.bronze, BRONZE_COLUMNS)
+    print_ledger(f"silver, run {run_id}", report.silver, LEDGER_COLUMNS)
+    print()
+    print(kpi_summary_text(spark, config.storage.lakehouse_root))
+    if report.dashboard is not None:
+        print(f"\ndashboard: {report.dashboard}")
     return 0

@@ -24,7 +24,37 @@ import yaml
 from lakehouse.generate.spec import DefectSwitches, GeneratorSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONF_DIR = PROJECT_ROOT / "conf"
+CONF_DIR_ENV = "LAKEHOUSE_CONF_DIR"
+
+
+def _default_conf_dir() -> Path:
+    """`$LAKEHOUSE_CONF_DIR`, else the project's `conf/`, else (inside the EMR job bundle, where
+    the package is imported from a zip) the copy packed as `lakehouse/_conf/`, extracted once."""
+    if os.environ.get(CONF_DIR_ENV):
+        return Path(os.environ[CONF_DIR_ENV])
+    if (PROJECT_ROOT / "conf").is_dir():
+        return PROJECT_ROOT / "conf"
+    import importlib.resources
+    import tempfile
+
+    packed = importlib.resources.files("lakehouse") / "_conf"
+    if not packed.is_dir():
+        return PROJECT_ROOT / "conf"
+    out = Path(tempfile.mkdtemp(prefix="lakehouse-conf-"))
+
+    def copy(node: Any, into: Path) -> None:
+        for child in node.iterdir():
+            if child.is_dir():
+                (into / child.name).mkdir()
+                copy(child, into / child.name)
+            else:
+                (into / child.name).write_bytes(child.read_bytes())
+
+    copy(packed, out)
+    return out
+
+
+DEFAULT_CONF_DIR = _default_conf_dir()
 ENVIRONMENTS = ("local", "dev", "prod")
 T = TypeVar("T")
 
