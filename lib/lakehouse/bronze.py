@@ -16,7 +16,8 @@ write is an insert-only MERGE on `_record_id`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -35,7 +36,12 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.config import Config, join_uri
-from lakehouse.delta_io import commit_metrics, ensure_table, with_conflict_retries
+from lakehouse.delta_io import (
+    current_version,
+    ensure_table,
+    rows_inserted_since,
+    with_conflict_retries,
+)
 from lakehouse.landing import parse_landed_file, parse_landed_path
 from lakehouse.ledger import LedgerEntry, LedgerImbalanceError, utcnow
 from lakehouse.quarantine import write_quarantine
@@ -103,7 +109,7 @@ def list_landing_files(spark: SparkSession, landing_root: str) -> list[LandedFil
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     root = jvm.org.apache.hadoop.fs.Path(landing_root)
-    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     if not fs.exists(root):
         return []
     found: list[LandedFile] = []
@@ -121,27 +127,44 @@ def list_landing_files(spark: SparkSession, landing_root: str) -> list[LandedFil
             found.append(LandedFile(path, source, relative, None, int(status.getLen())))
         else:
             found.append(
-                LandedFile(path, parts.source, parts.relative, parts.ingest_date, int(status.getLen()))
+                LandedFile(
+                    path, parts.source, parts.relative, parts.ingest_date, int(status.getLen())
+                )
             )
     return sorted(found, key=lambda f: f.relative)
 
 
 def _parse_rows(
-    rows: Iterator[Row], sources: dict[str, SourceSpec], files: dict[str, LandedFile]
+    rows: Iterable[Row], sources: dict[str, SourceSpec], files: dict[str, LandedFile]
 ) -> Iterator[tuple[object, ...]]:
     for row in rows:
         landed = files[row["path"]]
         if landed.ingest_date is None:
-            yield (landed.source, landed.relative, 0, None, f"<file {landed.relative}>", None,
-                   f"bad-path:{landed.relative}",
-                   "file is not under <source>/ingest_date=YYYY-MM-DD/ as the landing contract lays out")
+            yield (
+                landed.source,
+                landed.relative,
+                0,
+                None,
+                f"<file {landed.relative}>",
+                None,
+                f"bad-path:{landed.relative}",
+                "file is not under <source>/ingest_date=YYYY-MM-DD/ as the landing contract says",
+            )
             continue
         spec = sources[landed.source]
         for rec in parse_landed_file(
             landed.source, spec, landed.relative, landed.ingest_date, bytes(row["content"])
         ):
-            yield (landed.source, landed.relative, rec.line, landed.ingest_date, rec.raw,
-                   rec.fields, rec.record_id, rec.reason)
+            yield (
+                landed.source,
+                landed.relative,
+                rec.line,
+                landed.ingest_date,
+                rec.raw,
+                rec.fields,
+                rec.record_id,
+                rec.reason,
+            )
 
 
 def parse_files(
@@ -149,7 +172,9 @@ def parse_files(
 ) -> DataFrame:
     """The records of `files` (columns of PARSED_SCHEMA; `reason` set for bad input)."""
     by_path = {f.path: f for f in files}
-    raw = spark.read.format("binaryFile").load([f.path for f in files]).select("path", "content")
+    # Paths are glob patterns to Spark: escape the characters globbing would interpret.
+    patterns = [re.sub(r"([\\\[\]{}*?])", r"\\\1", f.path) for f in files]
+    raw = spark.read.format("binaryFile").load(patterns).select("path", "content")
     # Spark may report a local path as file:/x while Hadoop listed file:/x too; key by both forms.
     by_path.update({p.replace("file:///", "file:/"): f for p, f in list(by_path.items())})
     parsed = raw.rdd.mapPartitions(lambda rows: _parse_rows(rows, sources, by_path))
@@ -183,9 +208,18 @@ def ingest(
     new = [f for f in landed if f.relative not in done]
     skipped = {s: sum(1 for f in landed if f.source == s and f.relative in done) for s in sources}
     entries = {
-        s: LedgerEntry(run_id=run_id, layer="bronze", table_name=s, records_read=0, files_read=0,
-                       files_skipped=skipped[s], records_written=0, duplicates=0, quarantined=0,
-                       started_at=started)
+        s: LedgerEntry(
+            run_id=run_id,
+            layer="bronze",
+            table_name=s,
+            records_read=0,
+            files_read=0,
+            files_skipped=skipped[s],
+            records_written=0,
+            duplicates=0,
+            quarantined=0,
+            started_at=started,
+        )
         for s in sources
     }
     for s in sources:
@@ -218,8 +252,12 @@ def _write_batch(
         .agg(
             F.count(F.lit(1)).alias("read"),
             F.sum(F.col("reason").isNotNull().cast("long")).alias("bad"),
-            F.countDistinct(F.when(F.col("reason").isNull(), F.col("_record_id"))).alias("distinct_good"),
-            F.countDistinct(F.when(F.col("reason").isNotNull(), F.col("_record_id"))).alias("distinct_bad"),
+            F.countDistinct(F.when(F.col("reason").isNull(), F.col("_record_id"))).alias(
+                "distinct_good"
+            ),
+            F.countDistinct(F.when(F.col("reason").isNotNull(), F.col("_record_id"))).alias(
+                "distinct_bad"
+            ),
         )
         .collect()
     }
@@ -231,19 +269,22 @@ def _write_batch(
         path = bronze_path(config, source)
         rows = parsed.where(F.col("_source") == source)
         good = _first_copy(rows.where(F.col("reason").isNull()))
-        existing = (
-            good.join(spark.read.format("delta").load(path).select("_record_id"), "_record_id", "left_semi")
-            .count()
-        )
+        existing = good.join(
+            spark.read.format("delta").load(path).select("_record_id"), "_record_id", "left_semi"
+        ).count()
         inserted = _insert_new(spark, path, good, run_id, now) if c["distinct_good"] else 0
         bad = _first_copy(rows.where(F.col("reason").isNotNull()))
-        quarantined = write_quarantine(spark, config.storage.lakehouse_root, _as_quarantine(bad, run_id, now)) if c["bad"] else 0
+        quarantined = (
+            write_quarantine(spark, config.storage.lakehouse_root, _as_quarantine(bad, run_id, now))
+            if c["bad"]
+            else 0
+        )
         entry.records_read = int(c["read"])
         entry.records_written = inserted
         entry.quarantined = quarantined
         good_total = int(c["read"]) - int(c["bad"])
-        entry.duplicates = (good_total - int(c["distinct_good"])) + existing + (
-            int(c["bad"]) - quarantined
+        entry.duplicates = (
+            (good_total - int(c["distinct_good"])) + existing + (int(c["bad"]) - quarantined)
         )
         if inserted != int(c["distinct_good"]) - existing:
             raise LedgerImbalanceError(
@@ -251,8 +292,17 @@ def _write_batch(
                 f"expected, Delta reports {inserted} inserted; the files are not marked ingested"
             )
     files_df = spark.createDataFrame(
-        [(f.source, f.relative, date.fromisoformat(f.ingest_date) if f.ingest_date else None,
-          f.size, run_id, now) for f in new],
+        [
+            (
+                f.source,
+                f.relative,
+                date.fromisoformat(f.ingest_date) if f.ingest_date else None,
+                f.size,
+                run_id,
+                now,
+            )
+            for f in new
+        ],
         FILES_SCHEMA,
     )
     with_conflict_retries(
@@ -269,11 +319,18 @@ def _first_copy(rows: DataFrame) -> DataFrame:
 
 def _insert_new(spark: SparkSession, path: str, good: DataFrame, run_id: str, now: object) -> int:
     batch = good.select(
-        "_record_id", "_source", "_file", "_line",
-        F.to_date("ingest_date").alias("ingest_date"), "raw", "fields",
-        F.lit(now).cast("timestamp").alias("_ingested_at"), F.lit(run_id).alias("_run_id"),
+        "_record_id",
+        "_source",
+        "_file",
+        "_line",
+        F.to_date("ingest_date").alias("ingest_date"),
+        "raw",
+        "fields",
+        F.lit(now).cast("timestamp").alias("_ingested_at"),
+        F.lit(run_id).alias("_run_id"),
     )
     target = DeltaTable.forPath(spark, path)
+    before = current_version(spark, path)
 
     def merge() -> None:
         (
@@ -284,7 +341,7 @@ def _insert_new(spark: SparkSession, path: str, good: DataFrame, run_id: str, no
         )
 
     with_conflict_retries(merge, what=f"insert into {path}")
-    return commit_metrics(spark, path).get("numTargetRowsInserted", 0)
+    return rows_inserted_since(spark, path, before)
 
 
 def _as_quarantine(bad: DataFrame, run_id: str, now: object) -> DataFrame:

@@ -20,7 +20,7 @@ def table_locations(spark: SparkSession, config: Config) -> dict[str, str]:
     """`layer.table` → location, for every Delta table under the lakehouse root."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
-    hconf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    hconf = spark.sparkContext._jsc.hadoopConfiguration()
     found: dict[str, str] = {}
     for layer in LAYERS:
         root = join_uri(config.storage.lakehouse_root, layer)
@@ -31,8 +31,10 @@ def table_locations(spark: SparkSession, config: Config) -> dict[str, str]:
         for status in fs.listStatus(path):
             name = status.getPath().getName()
             location = join_uri(root, name)
-            if status.isDirectory() and not name.startswith(".") and DeltaTable.isDeltaTable(
-                spark, location
+            if (
+                status.isDirectory()
+                and not name.startswith(".")
+                and DeltaTable.isDeltaTable(spark, location)
             ):
                 found[f"{layer}.{name.lstrip('_')}"] = location
     return found

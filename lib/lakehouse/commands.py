@@ -73,15 +73,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
         changes["defects"] = DefectSwitches.none()
     spec = dataclasses.replace(spec, **changes)
     summary = generate_landing(config.storage.landing_root, spec, overwrite=args.overwrite)
-    print(f"generated landing zone in {config.storage.landing_root}: {describe_generation(summary)}")
+    print(
+        f"generated landing zone in {config.storage.landing_root}: {describe_generation(summary)}"
+    )
     return 0
 
 
 def describe_generation(summary: Any) -> str:
     """One line: files and records per source and the number of injected defects."""
     parts = ", ".join(f"{src} {summary.records[src]}" for src in summary.records)
-    return (f"{sum(summary.files.values())} files; records: {parts}; "
-            f"{len(summary.defects)} injected defects")
+    return (
+        f"{sum(summary.files.values())} files; records: {parts}; "
+        f"{len(summary.defects)} injected defects"
+    )
 
 
 def print_ledger(title: str, entries: Sequence[LedgerEntry], columns: Sequence[str]) -> None:
@@ -91,7 +95,13 @@ def print_ledger(title: str, entries: Sequence[LedgerEntry], columns: Sequence[s
     rows = [[e.table_name, *(str(getattr(e, c)) for c in columns)] for e in entries]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
-        print("  " + "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True))))
+        print(
+            "  "
+            + "  ".join(
+                cell.rjust(w) if i else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

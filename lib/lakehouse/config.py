@@ -153,8 +153,9 @@ def load_config(
     base_file = conf_path / "base.yaml"
     env_file = conf_path / f"{env}.yaml"
     if not env_file.exists():
-        known = sorted(p.stem for p in conf_path.glob("*.yaml") if p.stem != "base")
-        raise ConfigError(f"{env_file}: no such environment '{env}' (known: {', '.join(known)})")
+        raise ConfigError(
+            f"{env_file}: no such environment '{env}' (known: {', '.join(sorted(ENVIRONMENTS))})"
+        )
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for path in (base_file, env_file):
@@ -207,11 +208,9 @@ def _parse(tp: Any, value: Any, key: str, origin: dict[str, str], default_file: 
 
     def fail(expected: str) -> ConfigError:
         where = _file_of(origin, key, default_file)
-        return ConfigError(
-            f"{where}: key '{key or '<top>'}': expected {expected}, got {value!r}"
-        )
+        return ConfigError(f"{where}: key '{key or '<top>'}': expected {expected}, got {value!r}")
 
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise fail(f"a mapping for {tp.__name__}")
         hints = typing.get_type_hints(tp)
@@ -238,9 +237,11 @@ def _parse(tp: Any, value: Any, key: str, origin: dict[str, str], default_file: 
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        candidates = [a for a in args if a is not type(None)]
+        if len(candidates) == 1:
+            # An optional section: its own error (the dotted key inside it) is the useful one.
+            return _parse(candidates[0], value, key, origin, default_file)
+        for arg in candidates:
             try:
                 return _parse(arg, value, key, origin, default_file)
             except ConfigError:
@@ -264,7 +265,9 @@ def _parse(tp: Any, value: Any, key: str, origin: dict[str, str], default_file: 
         (item_tp, *_) = get_args(tp)
         if not isinstance(value, list):
             raise fail("a list")
-        items = [_parse(item_tp, v, f"{key}[{i}]", origin, default_file) for i, v in enumerate(value)]
+        items = [
+            _parse(item_tp, v, f"{key}[{i}]", origin, default_file) for i, v in enumerate(value)
+        ]
         return tuple(items) if origin_tp is tuple else items
     if tp is bool:
         if not isinstance(value, bool):
@@ -295,15 +298,20 @@ def _parse(tp: Any, value: Any, key: str, origin: dict[str, str], default_file: 
 
 
 def _describe(tp: Any) -> str:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return f"a mapping for {tp.__name__}"
     origin_tp = get_origin(tp)
     if origin_tp in (Union, types.UnionType):
         return " or ".join(_describe(a) for a in get_args(tp) if a is not type(None)) + " or null"
     if origin_tp is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-             date: "a date YYYY-MM-DD"}
+    names = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        date: "a date YYYY-MM-DD",
+    }
     return names.get(tp, str(tp))
 
 

@@ -73,6 +73,15 @@ def commit_metrics(spark: SparkSession, path: str, version: int | None = None) -
     return {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
 
 
+def rows_inserted_since(spark: SparkSession, path: str, version_before: int) -> int:
+    """Rows a MERGE inserted, read from its commit; 0 when it committed nothing (an insert-only
+    MERGE with nothing new writes no version, so the newest commit is someone else's)."""
+    after = current_version(spark, path)
+    if after == version_before:
+        return 0
+    return commit_metrics(spark, path, after).get("numTargetRowsInserted", 0)
+
+
 def with_conflict_retries(
     action: Callable[[], T],
     what: str,

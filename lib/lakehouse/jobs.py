@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from lakehouse.config import ENVIRONMENTS, load_config
+from lakehouse.config import ENVIRONMENTS, Config, load_config
 from lakehouse.emr.schedule import processing_date
 from lakehouse.ledger import new_run_id
 from lakehouse.pipeline import STEPS, run_pipeline
@@ -29,12 +29,14 @@ def parse_args(step: str, argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--conf-dir", default=None)
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--date", help="the ingest day to process (YYYY-MM-DD)")
-    when.add_argument("--scheduled-time", help="ISO time the schedule fired; processes the day before")
+    when.add_argument(
+        "--scheduled-time", help="ISO time the schedule fired; processes the day before"
+    )
     return parser.parse_args(argv)
 
 
 def job_main(step: str, argv: Sequence[str] | None = None) -> int:
-    """Run `step` ('bronze', 'silver', 'gold' or 'pipeline' for all) and exit non-zero on failure."""
+    """Run `step` (bronze, silver, gold, or pipeline for all); non-zero on failure."""
     args = parse_args(step, argv)
     config = load_config(args.env, args.conf_dir)
     day = processing_date(args.scheduled_time).isoformat() if args.scheduled_time else args.date
@@ -53,7 +55,7 @@ def job_main(step: str, argv: Sequence[str] | None = None) -> int:
         stop_spark(spark)
 
 
-def _notify(config: object, run_id: str, status: str, report: object, duration_s: float) -> None:
+def _notify(config: Config, run_id: str, status: str, report: object, duration_s: float) -> None:
     topic = os.environ.get("LAKEHOUSE_SNS_TOPIC_ARN")
     aws = getattr(config, "aws", None)
     if not topic or aws is None:
@@ -63,12 +65,22 @@ def _notify(config: object, run_id: str, status: str, report: object, duration_s
 
     entries = [*getattr(report, "bronze", []), *getattr(report, "silver", [])]
     ledger_rows = [
-        {"source": e.table_name, "records_read": e.records_read,
-         "records_quarantined": e.quarantined or 0} for e in entries
+        {
+            "source": e.table_name,
+            "records_read": e.records_read,
+            "records_quarantined": e.quarantined or 0,
+        }
+        for e in entries
     ]
     publish_run_outcome(
-        AwsClients(aws), topic, env=config.env, run_id=run_id,  # type: ignore[attr-defined]
-        status=status, ledger_rows=ledger_rows, quality_rows=[], duration_s=duration_s,
+        AwsClients(aws),
+        topic,
+        env=config.env,
+        run_id=run_id,
+        status=status,
+        ledger_rows=ledger_rows,
+        quality_rows=[],
+        duration_s=duration_s,
     )
 
 

@@ -1,4 +1,4 @@
-"""Reading landed files: from bytes as delivered to records with lineage, or to a reason they are bad.
+"""Reading landed files: from bytes as delivered to records, or to a reason they are bad.
 
 This is pure Python (it runs inside Spark tasks, one landed file per call) so that every byte
 rule of the landing contract is applied exactly and tested without Spark:
@@ -30,7 +30,9 @@ from dataclasses import dataclass
 
 from lakehouse.sources import SourceSpec
 
-INGEST_DATE_RE = re.compile(r"(?:^|/)(?P<source>[^/]+)/ingest_date=(?P<day>\d{4}-\d{2}-\d{2})/(?P<name>[^/]+)$")
+INGEST_DATE_RE = re.compile(
+    r"(?:^|/)(?P<source>[^/]+)/ingest_date=(?P<day>\d{4}-\d{2}-\d{2})/(?P<name>[^/]+)$"
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class LandedPath:
 
 
 def parse_landed_path(path: str) -> LandedPath | None:
-    """`<anything>/<source>/ingest_date=YYYY-MM-DD/<file>` → its parts; None if it is not laid out so."""
+    """`.../<source>/ingest_date=YYYY-MM-DD/<file>` → its parts; None if not laid out so."""
     match = INGEST_DATE_RE.search(path)
     if match is None:
         return None
@@ -109,7 +111,9 @@ def parse_landed_file(
 
 
 def _parse_json_lines(source: str, text: str) -> Iterator[LandedRecord]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Only \n (with an optional \r) ends a line: JSON strings may hold U+2028 and friends,
+    # which str.splitlines() would treat as line breaks.
+    for number, line in enumerate(text.split("\n"), start=1):
         raw = line.strip()
         if not raw:
             continue
@@ -128,8 +132,11 @@ def _parse_json_lines(source: str, text: str) -> Iterator[LandedRecord]:
         yield LandedRecord(number, raw, record_id(source, canonical))
 
 
-def _parse_csv(source: str, spec: SourceSpec, ingest_date: str, text: str) -> Iterator[LandedRecord]:
-    lines = text.splitlines(keepends=True)
+def _parse_csv(
+    source: str, spec: SourceSpec, ingest_date: str, text: str
+) -> Iterator[LandedRecord]:
+    # newline="" splits on \r\n, \r and \n only (not on U+2028 etc.), keeping the endings.
+    lines = io.StringIO(text, newline="").readlines()
     if not lines:
         return
     reader = csv.reader(iter(lines), strict=True)
@@ -166,10 +173,16 @@ def _parse_csv(source: str, spec: SourceSpec, ingest_date: str, text: str) -> It
             yield _bad(source, first, raw, file_reason)
         elif len(row) != len(header):
             yield _bad(
-                source, first, raw, f"expected {len(header)} fields as in the header, found {len(row)}"
+                source,
+                first,
+                raw,
+                f"expected {len(header)} fields as in the header, found {len(row)}",
             )
         else:
             fields: dict[str, str | None] = dict(zip(header, row, strict=True))
-            canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            # Identity is the contract's columns: a record repeated after a schema-drift column
+            # appeared is still the same record.
+            named = {k: v for k, v in fields.items() if k in spec.required_columns}
+            canonical = json.dumps(named, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
             identity = f"{ingest_date}\x1f{canonical}" if spec.snapshot else canonical
             yield LandedRecord(first, raw, record_id(source, identity), fields)

@@ -114,8 +114,16 @@ class LedgerEntry:
             )
 
     def _describe(self) -> str:
-        names = ("records_written", "inserted", "updated", "deleted", "unchanged", "duplicates",
-                 "stale_ignored", "quarantined")
+        names = (
+            "records_written",
+            "inserted",
+            "updated",
+            "deleted",
+            "unchanged",
+            "duplicates",
+            "stale_ignored",
+            "quarantined",
+        )
         return ", ".join(f"{n}={getattr(self, n)}" for n in names if getattr(self, n) is not None)
 
 

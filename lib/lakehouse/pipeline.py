@@ -18,8 +18,14 @@ from lakehouse.config import Config, is_uri, join_uri
 from lakehouse.ledger import LedgerEntry, record
 
 STEPS = ("bronze", "silver", "gold")
-BRONZE_COLUMNS = ("files_read", "files_skipped", "records_read", "records_written", "duplicates",
-                  "quarantined")
+BRONZE_COLUMNS = (
+    "files_read",
+    "files_skipped",
+    "records_read",
+    "records_written",
+    "duplicates",
+    "quarantined",
+)
 
 
 @dataclass
@@ -62,7 +68,9 @@ def write_reports(spark: SparkSession, config: Config) -> Path | None:
     if is_uri(config.storage.reports_root):
         return None
     return write_dashboard(
-        spark, config.storage.lakehouse_root, join_uri(config.storage.reports_root, "dashboard.html")
+        spark,
+        config.storage.lakehouse_root,
+        join_uri(config.storage.reports_root, "dashboard.html"),
     )
 
 

@@ -12,7 +12,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
 
-from lakehouse.delta_io import commit_metrics, ensure_table, with_conflict_retries
+from lakehouse.delta_io import (
+    current_version,
+    ensure_table,
+    rows_inserted_since,
+    with_conflict_retries,
+)
 
 QUARANTINE_SCHEMA = StructType(
     [
@@ -41,13 +46,14 @@ def write_quarantine(spark: SparkSession, lakehouse_root: str, bad: DataFrame) -
     path = quarantine_path(lakehouse_root)
     target = ensure_table(spark, path, QUARANTINE_SCHEMA, change_data_feed=False)
     source = bad.select(*[F.col(f.name).cast(f.dataType) for f in QUARANTINE_SCHEMA.fields])
+    before = current_version(spark, path)
     keys = "t.layer = s.layer AND t.source = s.source AND t.record_id = s.record_id"
 
     def merge() -> None:
         target.alias("t").merge(source.alias("s"), keys).whenNotMatchedInsertAll().execute()
 
     with_conflict_retries(merge, what="quarantine insert")
-    return commit_metrics(spark, path).get("numTargetRowsInserted", 0)
+    return rows_inserted_since(spark, path, before)
 
 
 def read_quarantine(spark: SparkSession, lakehouse_root: str) -> DataFrame:

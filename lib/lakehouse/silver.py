@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import reduce
 from dataclasses import dataclass
 from datetime import date
+from functools import reduce
 
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
@@ -49,8 +49,17 @@ from lakehouse.quarantine import write_quarantine
 from lakehouse.tables import DECIMAL_RE, TableSpec, load_tables
 from lakehouse.validate import pseudonymise, split_valid, typed_records
 
-LEDGER_COLUMNS = ("records_read", "inserted", "updated", "deleted", "unchanged", "duplicates",
-                  "stale_ignored", "quarantined", "table_version")
+LEDGER_COLUMNS = (
+    "records_read",
+    "inserted",
+    "updated",
+    "deleted",
+    "unchanged",
+    "duplicates",
+    "stale_ignored",
+    "quarantined",
+    "table_version",
+)
 
 META_FIELDS = [
     StructField("_seq", StringType(), True),
@@ -105,11 +114,14 @@ def silver_schema(spec: TableSpec) -> StructType:
 
 
 def history_schema(spec: TableSpec) -> StructType:
-    business = [f for f in silver_schema(spec).fields if not f.name.startswith("_")
-                and f.name not in ("snapshot_date", "inactive_from")]
+    business = [
+        f
+        for f in silver_schema(spec).fields
+        if not f.name.startswith("_") and f.name not in ("snapshot_date", "inactive_from")
+    ]
     return StructType(
-        business
-        + [
+        [
+            *business,
             StructField("valid_from", TimestampType(), False),
             StructField("valid_to", TimestampType(), True),
             StructField("is_current", BooleanType(), False),
@@ -140,7 +152,9 @@ class Outcome:
 def rank_versions(keys: tuple[str, ...]) -> Column:
     """1 for the newest version of a key in the batch (highest `_seq`, then the latest delivery)."""
     w = Window.partitionBy(*keys).orderBy(
-        F.col("_seq").desc(), F.col("_ingest_date").desc(), F.col("_source_file").desc(),
+        F.col("_seq").desc(),
+        F.col("_ingest_date").desc(),
+        F.col("_source_file").desc(),
         F.col("_line").desc(),
     )
     return F.row_number().over(w)
@@ -165,8 +179,11 @@ def partition_literals(spec: TableSpec, values: list[dict[str, object]]) -> str:
         seen = sorted({v[col] for v in values if v[col] is not None}, key=str)
         clause = []
         if seen:
-            clause.append(f"t.{col} IN (" + ", ".join(f"DATE'{v}'" if isinstance(v, date)
-                                                       else repr(str(v)) for v in seen) + ")")
+            clause.append(
+                f"t.{col} IN ("
+                + ", ".join(f"DATE'{v}'" if isinstance(v, date) else repr(str(v)) for v in seen)
+                + ")"
+            )
         if any(v[col] is None for v in values):
             clause.append(f"t.{col} IS NULL")
         parts.append("(" + " OR ".join(clause or ["false"]) + ")")
@@ -236,17 +253,30 @@ def apply_table(
     if spec.history == "scd2":
         ensure_table(spark, table_path(config, f"{spec.name}_history"), history_schema(spec))
     before = current_version(spark, path)
-    entry = LedgerEntry(run_id=run_id, layer="silver", table_name=spec.name, started_at=started,
-                        inserted=0, updated=0, deleted=0, unchanged=0, duplicates=0,
-                        stale_ignored=0, quarantined=0, table_version_before=before)
+    entry = LedgerEntry(
+        run_id=run_id,
+        layer="silver",
+        table_name=spec.name,
+        started_at=started,
+        inserted=0,
+        updated=0,
+        deleted=0,
+        unchanged=0,
+        duplicates=0,
+        stale_ignored=0,
+        quarantined=0,
+        table_version_before=before,
+    )
     consumed = last_input_version(spark, root, "silver", spec.name)
     bronze_path = config.table_path("bronze", spec.source)
     increment, end = read_increment(spark, bronze_path, consumed)
     entry.input_version = end
     if increment is not None:
-        typed = increment.transform(typed_records(spec)).select(
-            "*", F.col("_file").alias("_source_file")
-        ).persist(StorageLevel.MEMORY_AND_DISK)
+        typed = (
+            increment.transform(typed_records(spec))
+            .select("*", F.col("_file").alias("_source_file"))
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        )
         try:
             _apply_batch(spark, config, run_id, spec, key, typed, target, entry, end)
         finally:
@@ -286,9 +316,11 @@ def _apply_batch(
     prepared = valid.transform(pseudonymise(spec, key))
     if spec.parent is not None:
         prepared = _attach_parent(spark, config, spec, prepared)
-    prepared = prepared.withColumn("_run_id", F.lit(run_id)).withColumn(
-        "_updated_at", F.lit(now).cast("timestamp")
-    ).withColumn("_ingest_date", F.col("ingest_date"))
+    prepared = (
+        prepared.withColumn("_run_id", F.lit(run_id))
+        .withColumn("_updated_at", F.lit(now).cast("timestamp"))
+        .withColumn("_ingest_date", F.col("ingest_date"))
+    )
     if spec.kind == "snapshot":
         _apply_snapshots(spark, config, spec, prepared, target, entry, input_version)
     else:
@@ -343,11 +375,15 @@ def _merge_versions(
         if spec.partition_by:
             # A delete carries only its key: take its partition values from the key's newest
             # version in the batch that has them (and below, from the table).
-            w = Window.partitionBy(*keys).orderBy(F.col("_seq").desc()).rowsBetween(
-                Window.unboundedPreceding, Window.unboundedFollowing
+            w = (
+                Window.partitionBy(*keys)
+                .orderBy(F.col("_seq").desc())
+                .rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
             )
             for p in spec.partition_by:
-                ranked = ranked.withColumn(p, F.coalesce(F.col(p), F.first(p, ignorenulls=True).over(w)))
+                ranked = ranked.withColumn(
+                    p, F.coalesce(F.col(p), F.first(p, ignorenulls=True).over(w))
+                )
         newest = ranked.where(F.col("_rank") == 1)
         columns = _business_columns(spec)
         meta = [f.name for f in META_FIELDS if f.name != "_is_deleted"]
@@ -388,7 +424,8 @@ def _merge_source(
     try:
         partition_values = (
             [r.asDict() for r in source.select(*spec.partition_by).distinct().collect()]
-            if spec.partition_by else []
+            if spec.partition_by
+            else []
         )
         condition = " AND ".join(f"t.{k} = s.{k}" for k in keys)
         pruning = partition_literals(spec, partition_values) if spec.partition_by else ""
@@ -398,29 +435,41 @@ def _merge_source(
         if pruning:
             current = current.where(F.expr(pruning.replace("t.", "")))
         joined = source.alias("s").join(
-            current.select(*keys, F.col("_seq").alias("_t_seq"),
-                           F.col("_is_deleted").alias("_t_deleted")).alias("t"),
-            list(keys), "left",
+            current.select(
+                *keys, F.col("_seq").alias("_t_seq"), F.col("_is_deleted").alias("_t_deleted")
+            ).alias("t"),
+            list(keys),
+            "left",
         )
         summary = joined.agg(
             F.sum((F.col("_t_seq").isNull() & ~F.col("_is_deleted")).cast("long")).alias("ins"),
             F.sum((F.col("_t_seq").isNull() & F.col("_is_deleted")).cast("long")).alias("ins_del"),
-            F.sum(((F.col("_t_seq") < F.col("_seq")) & ~F.col("_is_deleted")).cast("long")).alias("upd"),
-            F.sum(((F.col("_t_seq") < F.col("_seq")) & F.col("_is_deleted")).cast("long")).alias("del"),
+            F.sum(((F.col("_t_seq") < F.col("_seq")) & ~F.col("_is_deleted")).cast("long")).alias(
+                "upd"
+            ),
+            F.sum(((F.col("_t_seq") < F.col("_seq")) & F.col("_is_deleted")).cast("long")).alias(
+                "del"
+            ),
             F.sum((F.col("_t_seq") == F.col("_seq")).cast("long")).alias("same"),
             F.sum((F.col("_t_seq") > F.col("_seq")).cast("long")).alias("stale"),
         ).first()
         assert summary is not None
         entry.inserted = (entry.inserted or 0) + int(summary["ins"] or 0)
-        entry.deleted = (entry.deleted or 0) + int(summary["ins_del"] or 0) + int(summary["del"] or 0)
+        entry.deleted = (
+            (entry.deleted or 0) + int(summary["ins_del"] or 0) + int(summary["del"] or 0)
+        )
         entry.updated = (entry.updated or 0) + int(summary["upd"] or 0)
         entry.duplicates = (entry.duplicates or 0) + int(summary["same"] or 0)
         entry.stale_ignored = (entry.stale_ignored or 0) + int(summary["stale"] or 0)
-        changes = int(summary["ins"] or 0) + int(summary["ins_del"] or 0) + int(
-            summary["upd"] or 0) + int(summary["del"] or 0)
+        changes = (
+            int(summary["ins"] or 0)
+            + int(summary["ins_del"] or 0)
+            + int(summary["upd"] or 0)
+            + int(summary["del"] or 0)
+        )
         if changes == 0:
             return
-        tombstone = {f.name: f"s.{f.name}" for f in META_FIELDS}
+        tombstone: dict[str, str | Column] = {f.name: f"s.{f.name}" for f in META_FIELDS}
 
         def merge() -> None:
             with delta_txn(spark, f"silver.{spec.name}", input_version):
@@ -445,9 +494,15 @@ def _attach_parent(
     """Take the parent's columns (order_items: `order_date` of its order), and turn a line whose
     order is deleted with a newer `_seq` into a delete: a late line cannot outlive its order."""
     assert spec.parent is not None
-    parent = DeltaTable.forPath(spark, table_path(config, spec.parent.table)).toDF().select(
-        F.col(spec.parent.key), *spec.parent.columns,
-        F.col("_seq").alias("_p_seq"), F.col("_is_deleted").alias("_p_deleted"),
+    parent = (
+        DeltaTable.forPath(spark, table_path(config, spec.parent.table))
+        .toDF()
+        .select(
+            F.col(spec.parent.key),
+            *spec.parent.columns,
+            F.col("_seq").alias("_p_seq"),
+            F.col("_is_deleted").alias("_p_deleted"),
+        )
     )
     joined = prepared.join(parent, spec.parent.key, "left")
     killed = F.col("_p_deleted") & (F.col("_p_seq") > F.col("_seq"))
@@ -464,14 +519,23 @@ def _adopt_orphans(
     assert spec.parent is not None
     pcols = list(spec.parent.columns)
     orphans = target.toDF().where(" AND ".join(f"{c} IS NULL" for c in pcols))
-    parent = DeltaTable.forPath(spark, table_path(config, spec.parent.table)).toDF().select(
-        spec.parent.key, *[F.col(c).alias(f"_p_{c}") for c in pcols],
-        F.col("_seq").alias("_p_seq"), F.col("_is_deleted").alias("_p_deleted"),
-    ).where(" AND ".join(f"_p_{c} IS NOT NULL" for c in pcols))
+    parent = (
+        DeltaTable.forPath(spark, table_path(config, spec.parent.table))
+        .toDF()
+        .select(
+            spec.parent.key,
+            *[F.col(c).alias(f"_p_{c}") for c in pcols],
+            F.col("_seq").alias("_p_seq"),
+            F.col("_is_deleted").alias("_p_deleted"),
+        )
+        .where(" AND ".join(f"_p_{c} IS NOT NULL" for c in pcols))
+    )
     found = orphans.join(parent, spec.parent.key).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        values = [r.asDict() for r in found.select(*[F.col(f"_p_{c}").alias(c) for c in pcols])
-                  .distinct().collect()]
+        values = [
+            r.asDict()
+            for r in found.select(*[F.col(f"_p_{c}").alias(c) for c in pcols]).distinct().collect()
+        ]
         if not values:
             return
         columns = [f.name for f in silver_schema(spec).fields]
@@ -480,10 +544,11 @@ def _adopt_orphans(
         for c in pcols:
             moved = moved.withColumn(c, F.col(f"_p_{c}"))
         moved = moved.withColumn("_is_deleted", F.col("_is_deleted") | killed).select(
-            *columns, F.lit("move").alias("_action"))
+            *columns, F.lit("move").alias("_action")
+        )
         leave = found.select(*columns, F.lit("delete").alias("_action"))
         source = moved.unionByName(leave)
-        where = partition_literals(spec, values + [dict.fromkeys(spec.partition_by)])
+        where = partition_literals(spec, [*values, dict.fromkeys(spec.partition_by)])
         keys = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
         same_part = " AND ".join(f"t.{c} <=> s.{c}" for c in spec.partition_by)
 
@@ -494,8 +559,9 @@ def _adopt_orphans(
                     .merge(source.alias("s"), f"{where} AND {keys} AND {same_part}")
                     .whenMatchedDelete(condition="s._action = 'delete'")
                     .whenMatchedUpdateAll(condition="s._action = 'move' AND s._seq > t._seq")
-                    .whenNotMatchedInsert(condition="s._action = 'move'",
-                                          values={c: f"s.{c}" for c in columns})
+                    .whenNotMatchedInsert(
+                        condition="s._action = 'move'", values={c: f"s.{c}" for c in columns}
+                    )
                     .execute()
                 )
 
@@ -510,12 +576,17 @@ def _cascade_order_deletes(
     """Tombstone the lines of every order deleted in this batch, whether or not their own delete
     events were delivered (landing contract)."""
     deleted = orders.where(F.col("_op") == "d").select("order_id", "order_date", "_seq")
-    deleted = deleted.join(
-        DeltaTable.forPath(spark, table_path(config, "orders")).toDF()
-        .where(F.col("_is_deleted")).select("order_id", F.col("order_date").alias("_od"),
-                                            F.col("_seq").alias("_oseq")),
-        "order_id",
-    ).where(F.col("_oseq") == F.col("_seq")).select("order_id", F.col("_od").alias("order_date"), "_seq")
+    deleted = (
+        deleted.join(
+            DeltaTable.forPath(spark, table_path(config, "orders"))
+            .toDF()
+            .where(F.col("_is_deleted"))
+            .select("order_id", F.col("order_date").alias("_od"), F.col("_seq").alias("_oseq")),
+            "order_id",
+        )
+        .where(F.col("_oseq") == F.col("_seq"))
+        .select("order_id", F.col("_od").alias("order_date"), "_seq")
+    )
     rows = deleted.collect()
     items_path = table_path(config, "order_items")
     if not rows or not DeltaTable.isDeltaTable(spark, items_path):
@@ -525,7 +596,9 @@ def _cascade_order_deletes(
     pruning = "(t.order_date IS NULL" + (
         " OR t.order_date IN (" + ", ".join(f"DATE'{d}'" for d in dates) + "))" if dates else ")"
     )
-    source = spark.createDataFrame([(r["order_id"], r["_seq"]) for r in rows], "order_id string, _seq string")
+    source = spark.createDataFrame(
+        [(r["order_id"], r["_seq"]) for r in rows], "order_id string, _seq string"
+    )
 
     def merge() -> None:
         with delta_txn(spark, "silver.order_items.cascade", input_version):
@@ -553,7 +626,10 @@ def _apply_snapshots(
 ) -> None:
     """Apply each snapshot day in order: its rows upsert (newest `_seq` wins) and a live, active
     product absent from that day's snapshot becomes inactive from that day."""
-    days = [r["ingest_date"] for r in prepared.select("ingest_date").distinct().orderBy("ingest_date").collect()]
+    days = [
+        r["ingest_date"]
+        for r in prepared.select("ingest_date").distinct().orderBy("ingest_date").collect()
+    ]
     prepared = prepared.withColumn("snapshot_date", F.col("ingest_date")).withColumn(
         "inactive_from", F.lit(None).cast("date")
     )
@@ -576,12 +652,14 @@ def _apply_snapshots(
                 (
                     target.alias("t")
                     .merge(source.alias("s"), condition)
-                    .whenMatchedUpdate(set={
-                        "active": "false",
-                        "inactive_from": f"DATE'{day}'",
-                        "snapshot_date": f"DATE'{day}'",
-                        "_seq": F.concat_ws("|", F.lit(str(day)), F.lit("absent")),
-                    })
+                    .whenMatchedUpdate(
+                        set={
+                            "active": "false",
+                            "inactive_from": f"DATE'{day}'",
+                            "snapshot_date": f"DATE'{day}'",
+                            "_seq": F.concat_ws("|", F.lit(str(day)), F.lit("absent")),
+                        }
+                    )
                     .execute()
                 )
 
@@ -597,18 +675,30 @@ def _update_history(
     hpath = table_path(config, f"{spec.name}_history")
     history = DeltaTable.forPath(spark, hpath)
     keys = list(spec.keys)
-    business = [f.name for f in history_schema(spec).fields
-                if f.name not in ("valid_from", "valid_to", "is_current", "_seq", "_lsn")]
+    business = [
+        f.name
+        for f in history_schema(spec).fields
+        if f.name not in ("valid_from", "valid_to", "is_current", "_seq", "_lsn")
+    ]
     attrs = [c for c in business if c not in keys]
     batch = prepared.select(
-        *business, F.col("_event_ts").alias("valid_from"), "_seq", "_lsn",
+        *business,
+        F.col("_event_ts").alias("valid_from"),
+        "_seq",
+        "_lsn",
         (F.col("_op") == "d").alias("_end"),
     )
     affected = batch.select(*keys).distinct()
-    stored = history.toDF().join(affected, keys, "left_semi").select(
-        *business, "valid_from", "_seq", "_lsn", F.lit(False).alias("_end")
+    stored = (
+        history.toDF()
+        .join(affected, keys, "left_semi")
+        .select(*business, "valid_from", "_seq", "_lsn", F.lit(False).alias("_end"))
     )
-    current = DeltaTable.forPath(spark, table_path(config, spec.name)).toDF().join(affected, keys, "left_semi")
+    current = (
+        DeltaTable.forPath(spark, table_path(config, spec.name))
+        .toDF()
+        .join(affected, keys, "left_semi")
+    )
     # A delete ends the key's history; a product absent from a snapshot gets an inactive version.
     ends = current.where(F.col("_is_deleted")).select(
         *business, F.col("_event_ts").alias("valid_from"), "_seq", "_lsn", F.lit(True).alias("_end")
@@ -616,20 +706,31 @@ def _update_history(
     if spec.kind == "snapshot":
         ends = ends.unionByName(
             current.where(~F.col("_is_deleted") & F.col("inactive_from").isNotNull()).select(
-                *business, F.col("inactive_from").cast("timestamp").alias("valid_from"), "_seq",
-                "_lsn", F.lit(False).alias("_end"),
+                *business,
+                F.col("inactive_from").cast("timestamp").alias("valid_from"),
+                "_seq",
+                "_lsn",
+                F.lit(False).alias("_end"),
             )
         )
     versions = batch.unionByName(stored).unionByName(ends).dropDuplicates([*keys, "_seq"])
     order = Window.partitionBy(*keys).orderBy("_seq")
     fingerprint = F.sha2(F.to_json(F.struct(*[F.col(a) for a in attrs], F.col("_end"))), 256)
-    versions = versions.withColumn("_fp", fingerprint).withColumn(
-        "_prev_fp", F.lag("_fp").over(order)
-    ).where(F.col("_prev_fp").isNull() | (F.col("_fp") != F.col("_prev_fp")))
-    versions = versions.withColumn("valid_to", F.lead("valid_from").over(order)).where(~F.col("_end"))
+    versions = (
+        versions.withColumn("_fp", fingerprint)
+        .withColumn("_prev_fp", F.lag("_fp").over(order))
+        .where(F.col("_prev_fp").isNull() | (F.col("_fp") != F.col("_prev_fp")))
+    )
+    versions = versions.withColumn("valid_to", F.lead("valid_from").over(order)).where(
+        ~F.col("_end")
+    )
     survivors = versions.select(
-        *business, "valid_from", "valid_to", F.col("valid_to").isNull().alias("is_current"),
-        "_seq", "_lsn",
+        *business,
+        "valid_from",
+        "valid_to",
+        F.col("valid_to").isNull().alias("is_current"),
+        "_seq",
+        "_lsn",
     )
     gone = stored.join(survivors.select(*keys, "_seq"), [*keys, "_seq"], "left_anti").select(
         *keys, "_seq"
@@ -638,7 +739,7 @@ def _update_history(
         gone.withColumn("_action", F.lit("delete")), allowMissingColumns=True
     )
     condition = " AND ".join(f"t.{k} = s.{k}" for k in [*keys, "_seq"])
-    updates = {c: f"s.{c}" for c in ("valid_to", "is_current")}
+    updates: dict[str, str | Column] = {c: f"s.{c}" for c in ("valid_to", "is_current")}
 
     def merge() -> None:
         with delta_txn(spark, f"silver.{spec.name}_history", input_version):
@@ -647,7 +748,9 @@ def _update_history(
                 .merge(source.alias("s"), condition)
                 .whenMatchedDelete(condition="s._action = 'delete'")
                 .whenMatchedUpdate(
-                    condition="t.valid_to IS DISTINCT FROM s.valid_to OR t.is_current <> s.is_current",
+                    condition=(
+                        "t.valid_to IS DISTINCT FROM s.valid_to OR t.is_current <> s.is_current"
+                    ),
                     set=updates,
                 )
                 .whenNotMatchedInsert(

@@ -89,8 +89,10 @@ def _check(spec: TableSpec, path: Path) -> TableSpec:
     names = [c.name for c in spec.columns]
     for c in spec.columns:
         if c.type not in TYPES and not DECIMAL_RE.match(c.type):
-            raise ConfigError(f"{path}: column '{c.name}': type '{c.type}' is not one of "
-                              f"{', '.join(TYPES)} or decimal(p,s)")
+            raise ConfigError(
+                f"{path}: column '{c.name}': type '{c.type}' is not one of "
+                f"{', '.join(TYPES)} or decimal(p,s)"
+            )
     for key in spec.keys:
         if key not in names:
             raise ConfigError(f"{path}: key '{key}' is not a declared column")

@@ -25,7 +25,9 @@ TS_RE = (
     r"(Z|[+-][0-9]{2}:?[0-9]{2})?$"
 )
 CDC_OPS = ("c", "u", "d", "r")
-ENVELOPE = "op string, ts_ms string, lsn string, before map<string,string>, after map<string,string>"
+ENVELOPE = (
+    "op string, ts_ms string, lsn string, before map<string,string>, after map<string,string>"
+)
 SEQ_TS_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
 
 
@@ -72,16 +74,26 @@ def column_errors(c: ColumnSpec, raw: Column, typed: Column) -> list[Column]:
     if c.required:
         out.append(err(raw.isNull() | (F.trim(raw) == ""), F.lit(f"{c.name}: missing")))
     out.append(
-        err(raw.isNotNull() & (F.trim(raw) != "") & typed.isNull(),
-            F.concat(name, _quote(raw), F.lit(f" is not {_describe(c)}")))
+        err(
+            raw.isNotNull() & (F.trim(raw) != "") & typed.isNull(),
+            F.concat(name, _quote(raw), F.lit(f" is not {_describe(c)}")),
+        )
     )
     present = raw.isNotNull() & typed.isNotNull()
     if c.allowed is not None:
-        out.append(err(present & ~typed.isin(*c.allowed),
-                       F.concat(name, _quote(raw), F.lit(" is not one of " + ", ".join(c.allowed)))))
+        out.append(
+            err(
+                present & ~typed.isin(*c.allowed),
+                F.concat(name, _quote(raw), F.lit(" is not one of " + ", ".join(c.allowed))),
+            )
+        )
     if c.pattern is not None:
-        out.append(err(present & ~typed.rlike(c.pattern),
-                       F.concat(name, _quote(raw), F.lit(f" does not match {c.pattern}"))))
+        out.append(
+            err(
+                present & ~typed.rlike(c.pattern),
+                F.concat(name, _quote(raw), F.lit(f" does not match {c.pattern}")),
+            )
+        )
     bounds = (
         (c.min, lambda v: typed < F.lit(v), "is below the minimum"),
         (c.max, lambda v: typed > F.lit(v), "is above the maximum"),
@@ -91,12 +103,17 @@ def column_errors(c: ColumnSpec, raw: Column, typed: Column) -> list[Column]:
     for bound, breaks, words in bounds:
         if bound is not None:
             shown = int(bound) if float(bound).is_integer() else bound
-            out.append(err(present & breaks(bound),
-                           F.concat(name, raw, F.lit(f" {words} {shown}"))))
+            out.append(
+                err(present & breaks(bound), F.concat(name, raw, F.lit(f" {words} {shown}")))
+            )
     if c.scale is not None:
         decimals = F.length(F.regexp_extract(F.trim(raw), r"\.([0-9]*)$", 1))
-        out.append(err(present & (decimals > c.scale),
-                       F.concat(name, _quote(raw), F.lit(f" has more than {c.scale} decimals"))))
+        out.append(
+            err(
+                present & (decimals > c.scale),
+                F.concat(name, _quote(raw), F.lit(f" has more than {c.scale} decimals")),
+            )
+        )
     return out
 
 
@@ -128,21 +145,44 @@ def typed_records(spec: TableSpec) -> Transform:
                 F.when(ts_ms.rlike(INT_RE), F.timestamp_millis(ts_ms.cast("long"))),
             )
             envelope_errors = [
-                F.when(op.isNull() | ~op.isin(*CDC_OPS), F.struct(
-                    F.lit("op").alias("column"),
-                    F.concat(F.lit("op: "), F.coalesce(_quote(op), F.lit("missing")),
-                             F.lit(" is not one of c, u, d, r")).alias("reason"))),
-                F.when(F.col("_lsn").isNull(), F.struct(
-                    F.lit("lsn").alias("column"),
-                    F.concat(F.lit("lsn: "), F.coalesce(_quote(lsn_raw), F.lit("missing")),
-                             F.lit(" is not an integer")).alias("reason"))),
-                F.when(F.col("_event_ts").isNull(), F.struct(
-                    F.lit("ts_ms").alias("column"),
-                    F.lit("ts_ms: missing or not epoch milliseconds").alias("reason"))),
-                F.when(F.col("_f").isNull(), F.struct(
-                    F.lit("after").alias("column"),
-                    F.when(op == "d", F.lit("before: missing for a delete"))
-                    .otherwise(F.lit("after: missing for a create or update")).alias("reason"))),
+                F.when(
+                    op.isNull() | ~op.isin(*CDC_OPS),
+                    F.struct(
+                        F.lit("op").alias("column"),
+                        F.concat(
+                            F.lit("op: "),
+                            F.coalesce(_quote(op), F.lit("missing")),
+                            F.lit(" is not one of c, u, d, r"),
+                        ).alias("reason"),
+                    ),
+                ),
+                F.when(
+                    F.col("_lsn").isNull(),
+                    F.struct(
+                        F.lit("lsn").alias("column"),
+                        F.concat(
+                            F.lit("lsn: "),
+                            F.coalesce(_quote(lsn_raw), F.lit("missing")),
+                            F.lit(" is not an integer"),
+                        ).alias("reason"),
+                    ),
+                ),
+                F.when(
+                    F.col("_event_ts").isNull(),
+                    F.struct(
+                        F.lit("ts_ms").alias("column"),
+                        F.lit("ts_ms: missing or not epoch milliseconds").alias("reason"),
+                    ),
+                ),
+                F.when(
+                    F.col("_f").isNull(),
+                    F.struct(
+                        F.lit("after").alias("column"),
+                        F.when(op == "d", F.lit("before: missing for a delete"))
+                        .otherwise(F.lit("after: missing for a create or update"))
+                        .alias("reason"),
+                    ),
+                ),
             ]
         elif spec.source == "clickstream" or "fields" not in bronze.columns:
             df = df.withColumn("_f", F.from_json("raw", "map<string,string>"))
@@ -173,15 +213,22 @@ def typed_records(spec: TableSpec) -> Transform:
             df = df.withColumn("_event_ts", F.col("ingest_date").cast("timestamp"))
             df = df.withColumn(
                 "_seq",
-                F.concat_ws("|", F.date_format("ingest_date", "yyyy-MM-dd"),
-                            F.date_format("updated_at", SEQ_TS_FORMAT)),
+                F.concat_ws(
+                    "|",
+                    F.date_format("ingest_date", "yyyy-MM-dd"),
+                    F.date_format("updated_at", SEQ_TS_FORMAT),
+                ),
             )
         elif spec.kind == "corrections":
             df = df.withColumn("_event_ts", F.col("ingest_date").cast("timestamp"))
             df = df.withColumn(
                 "_seq",
-                F.concat_ws("|", F.date_format("ingest_date", "yyyy-MM-dd"), F.col("_file"),
-                            F.lpad(F.col("_line").cast("string"), 12, "0")),
+                F.concat_ws(
+                    "|",
+                    F.date_format("ingest_date", "yyyy-MM-dd"),
+                    F.col("_file"),
+                    F.lpad(F.col("_line").cast("string"), 12, "0"),
+                ),
             )
         return df.drop("_env")
 
