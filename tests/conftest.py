@@ -24,7 +24,10 @@ def spark() -> Iterator[SparkSession]:
     stop_spark(session)
 
 
-@pytest.fixture(autouse=True)
-def _pii_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A known HMAC key for every test; tests of a missing key unset it themselves."""
-    monkeypatch.setenv("LAKEHOUSE_PII_HMAC_KEY", os.environ.get("TEST_PII_KEY", TEST_PII_KEY))
+@pytest.fixture(autouse=True, scope="session")
+def _pii_key() -> Iterator[None]:
+    """A known HMAC key for the whole run (module fixtures too); tests of a missing key unset it
+    with their own monkeypatch."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAKEHOUSE_PII_HMAC_KEY", os.environ.get("TEST_PII_KEY", TEST_PII_KEY))
+        yield

@@ -30,6 +30,9 @@ DELTA_SETTINGS = {
 }
 
 LOCAL_DEFAULTS = {
+    # Local mode talks to itself only: bind the driver to loopback, whatever the host name says.
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.databricks.delta.snapshotPartitions": "2",
@@ -86,6 +89,7 @@ def get_spark(
         # Python workers must run the driver's interpreter (the venv), not whatever is on PATH.
         settings["spark.pyspark.python"] = sys.executable
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(config.master)
     settings["spark.sql.shuffle.partitions"] = str(config.shuffle_partitions)
     settings.update(config.settings)
