@@ -36,7 +36,7 @@ $(JARS_STAMP): jvm/pom.xml
 	@java -version 2>&1 | grep -qE 'version "17' || { echo "error: Java 17 is required (Spark 3.5 on EMR 7.x); found: $$(java -version 2>&1 | head -1)" >&2; exit 1; }
 	@command -v mvn >/dev/null || { echo "error: mvn not found; install Maven (e.g. apt-get install maven) to resolve the jars" >&2; exit 1; }
 	@mkdir -p $(JARS_DIR)
-	@mvn -B -q -f jvm/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath $(JARS_DIR)) \
+	@mvn -B -q -Dstyle.color=never -f jvm/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath $(JARS_DIR)) \
 	  || { echo "error: resolving jars from Maven Central failed; check the network to Maven Central (see jvm/pom.xml)" >&2; exit 1; }
 	@touch $@
 

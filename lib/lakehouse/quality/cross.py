@@ -1,0 +1,64 @@
+"""Cross-table checks computed with Spark joins. Each returns the offending rows as a DataFrame
+and the fraction of checked rows (or keys) that passed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from lakehouse.quality.suites import EqualsAggregateSpec, ExistsInSpec, ReconcilesSpec, SideSpec
+
+Reader = Callable[[str], DataFrame]
+
+
+def exists_in(df: DataFrame, spec: ExistsInSpec, read: Reader) -> tuple[DataFrame, float]:
+    """Rows of `df` whose non-null `spec.column` is absent from `spec.table`; the fraction
+    present (1.0 for no rows)."""
+    ref = spec.ref_column or spec.column
+    parents = read(spec.table).select(F.col(ref).alias(spec.column)).distinct()
+    checked = df.where(F.col(spec.column).isNotNull())
+    missing = checked.join(parents, spec.column, "left_anti")
+    return missing, _fraction_ok(checked.count(), missing.count())
+
+
+def _side_sums(side: SideSpec, default_table: str, key: str, alias: str, read: Reader) -> DataFrame:
+    rows = read(side.table or default_table)
+    if side.where:
+        rows = rows.where(F.expr(side.where))
+    source_key = side.key or key
+    return rows.groupBy(F.col(source_key).alias(key)).agg(F.sum(F.expr(side.value)).alias(alias))
+
+
+def reconciles(table: str, spec: ReconcilesSpec, read: Reader) -> tuple[DataFrame, float]:
+    """Keys whose left sum differs from the right sum (0 when absent) by more than the
+    tolerance: `key`, `left_total`, `right_total`, `difference`; the fraction of keys within it."""
+    left = _side_sums(spec.left, table, spec.key, "left_total", read)
+    right = _side_sums(spec.right, table, spec.key, "right_total", read)
+    joined = left.join(right, spec.key, "left").withColumn(
+        "difference",
+        F.abs(F.col("left_total") - F.coalesce(F.col("right_total"), F.lit(0))),
+    )
+    bad = joined.where(F.col("left_total").isNull() | (F.col("difference") > F.lit(spec.tolerance)))
+    return bad, _fraction_ok(joined.count(), bad.count())
+
+
+def equals_aggregate(
+    df: DataFrame, table: str, spec: EqualsAggregateSpec, read: Reader
+) -> tuple[DataFrame, float]:
+    """Keys where `df.column` differs from the source's sum rounded half-up (Spark's `round` on
+    decimals is HALF_UP) or exists on one side only: `key`, `actual`, `expected`; the fraction of
+    keys that match."""
+    actual = df.select(F.col(spec.key), F.col(spec.column).alias("actual"))
+    expected = _side_sums(spec.source, table, spec.key, "_sum", read).select(
+        spec.key, F.round(F.col("_sum"), spec.decimals).alias("expected")
+    )
+    joined = actual.join(expected, spec.key, "full_outer")
+    matches = F.coalesce(F.col("actual") == F.coalesce(F.col("expected"), F.lit(0)), F.lit(False))
+    bad = joined.where(~matches)
+    return bad, _fraction_ok(joined.count(), bad.count())
+
+
+def _fraction_ok(total: int, bad: int) -> float:
+    return 1.0 if total == 0 else (total - bad) / total

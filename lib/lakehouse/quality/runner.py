@@ -1,0 +1,454 @@
+"""Run quality suites: one Deequ `VerificationSuite` pass per table (all of its Deequ and
+anomaly checks), cross-table checks with Spark joins, results appended to the Delta table
+`<root>/quality/results` and Deequ metrics to `<root>/quality/metrics.json`.
+
+pydeequ reads `SPARK_VERSION` at import, so it is imported inside functions only, after
+`lakehouse.spark.get_spark` has set it. Two pydeequ 1.7 gaps against Deequ 2.0.7 are bridged
+through the JVM: `addAnomalyCheck` with an `AnomalyCheckConfig` (pydeequ raises
+NotImplementedError) and reading each constraint's metric from the `VerificationResult`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    DoubleType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from lakehouse.config import join_uri
+from lakehouse.quality import cross
+from lakehouse.quality.suites import (
+    AllowedSpec,
+    AnomalySpec,
+    CheckSpec,
+    CompletenessSpec,
+    EqualsAggregateSpec,
+    ExistsInSpec,
+    NonNegativeSpec,
+    RangeSpec,
+    ReconcilesSpec,
+    SizeSpec,
+    SqlSpec,
+    Suite,
+    UniquenessSpec,
+    load_suites,
+)
+
+MAX_EXAMPLES = 5
+
+RESULT_SCHEMA = StructType(
+    [
+        StructField("run_id", StringType(), False),
+        StructField("run_ts", TimestampType(), False),
+        StructField("layer", StringType(), False),
+        StructField("table", StringType(), False),
+        StructField("check", StringType(), False),
+        StructField("kind", StringType(), False),
+        StructField("severity", StringType(), False),
+        StructField("status", StringType(), False),
+        StructField("message", StringType(), True),
+        StructField("metric", StringType(), True),
+        StructField("value", DoubleType(), True),
+        StructField("examples", ArrayType(StringType()), True),
+    ]
+)
+
+
+class QualityGateError(RuntimeError):
+    """Error-severity checks failed; the message names every one of them."""
+
+    def __init__(self, outcome: QualityOutcome) -> None:
+        self.outcome = outcome
+        lines = [
+            f"{r.layer}.{r.table}/{r.check} ({r.kind}): {r.message or 'failed'}"
+            for r in outcome.errors
+        ]
+        super().__init__(
+            f"quality gate failed for run {outcome.run_id}: {len(lines)} error check(s) failed: "
+            + "; ".join(lines)
+        )
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's outcome: the row written to `<root>/quality/results`."""
+
+    run_id: str
+    run_ts: dt.datetime
+    layer: str
+    table: str
+    check: str
+    kind: str
+    severity: str
+    status: str  # passed | failed
+    message: str | None
+    metric: str | None
+    value: float | None
+    examples: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+@dataclass(frozen=True)
+class QualityOutcome:
+    run_id: str
+    results: tuple[CheckResult, ...] = field(default_factory=tuple)
+
+    @property
+    def errors(self) -> tuple[CheckResult, ...]:
+        """Failed checks of severity error: these stop publishing."""
+        return tuple(r for r in self.results if r.failed and r.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[CheckResult, ...]:
+        """Failed checks of severity warning: reported only."""
+        return tuple(r for r in self.results if r.failed and r.severity == "warning")
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def status_of(self, table: str, check: str) -> str:
+        """`passed`/`failed` of check `check` of table `layer.table`."""
+        for r in self.results:
+            if f"{r.layer}.{r.table}" == table and r.check == check:
+                return r.status
+        raise KeyError(f"{table}/{check}")
+
+
+def results_path(root: str) -> str:
+    return join_uri(root, "quality", "results")
+
+
+def metrics_path(root: str) -> str:
+    return join_uri(root, "quality", "metrics.json")
+
+
+def gate(outcome: QualityOutcome) -> QualityOutcome:
+    """Return `outcome` when no error check failed; otherwise raise `QualityGateError` naming
+    every failed error check. Warnings never fail the gate."""
+    if outcome.errors:
+        raise QualityGateError(outcome)
+    return outcome
+
+
+def run_quality(
+    spark: SparkSession,
+    root: str,
+    run_id: str,
+    tables: Iterable[str],
+    *,
+    conf_dir: str | Path | None = None,
+    locations: Mapping[str, str] | None = None,
+) -> QualityOutcome:
+    """Run the suites of `tables` (names `layer.table`, each with `conf/quality/<name>.yaml`)
+    against the Delta tables under `root` (`<root>/<layer>/<table>`, or `locations[name]` to
+    check, say, a staged gold table before it is published). Silver is checked on live rows.
+    Appends one row per check to `<root>/quality/results` and returns the outcome; it never
+    raises for failed checks (see `gate`)."""
+    suites = load_suites(list(tables), conf_dir)
+    locations = dict(locations or {})
+
+    def read(name: str) -> DataFrame:
+        layer, _, table = name.partition(".")
+        df = spark.read.format("delta").load(locations.get(name) or join_uri(root, layer, table))
+        if layer == "silver" and "_is_deleted" in df.columns:
+            df = df.where(~F.col("_is_deleted"))
+        return df
+
+    run_ts = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    results: list[CheckResult] = []
+    for suite in suites:
+        results.extend(run_suite(spark, root, run_id, run_ts, suite, read))
+    if results:
+        rows = [
+            (
+                r.run_id,
+                r.run_ts,
+                r.layer,
+                r.table,
+                r.check,
+                r.kind,
+                r.severity,
+                r.status,
+                r.message,
+                r.metric,
+                r.value,
+                list(r.examples),
+            )
+            for r in results
+        ]
+        spark.createDataFrame(rows, RESULT_SCHEMA).write.format("delta").mode("append").save(
+            results_path(root)
+        )
+    return QualityOutcome(run_id=run_id, results=tuple(results))
+
+
+def run_suite(
+    spark: SparkSession,
+    root: str,
+    run_id: str,
+    run_ts: dt.datetime,
+    suite: Suite,
+    read: cross.Reader,
+) -> list[CheckResult]:
+    """All checks of one suite, in the suite's order: one Deequ pass, then cross-table checks."""
+    df = read(suite.full_name)
+    by_name: dict[str, CheckResult] = {}
+
+    def result(
+        check: CheckSpec,
+        passed: bool,
+        message: str | None,
+        metric: str | None,
+        value: float | None,
+        examples: tuple[str, ...] = (),
+    ) -> CheckResult:
+        return CheckResult(
+            run_id,
+            run_ts,
+            suite.layer,
+            suite.table,
+            check.name,
+            check.kind,
+            check.severity,
+            "passed" if passed else "failed",
+            message,
+            metric,
+            value,
+            examples,
+        )
+
+    deequ_checks = [c for c in suite.checks if c.kind not in cross_kinds()]
+    if deequ_checks:
+        for check, passed, message, metric, value in _run_deequ(
+            spark, root, run_id, suite, df, deequ_checks
+        ):
+            examples = () if passed else _examples(df, check)
+            by_name[check.name] = result(check, passed, message, metric, value, examples)
+    for check in suite.checks:
+        if check.kind not in cross_kinds():
+            continue
+        bad, fraction = _run_cross(df, suite, check, read)
+        threshold = 1.0 if isinstance(check.spec, EqualsAggregateSpec) else check.spec.threshold  # type: ignore[attr-defined]
+        passed = fraction >= threshold
+        message = (
+            None
+            if passed
+            else (f"Value: {fraction} does not meet the constraint requirement (>= {threshold})")
+        )
+        examples = () if passed else tuple(bad.limit(MAX_EXAMPLES).toJSON().collect())
+        by_name[check.name] = result(
+            check, passed, message, f"{check.kind}_fraction", fraction, examples
+        )
+    return [by_name[c.name] for c in suite.checks]
+
+
+def cross_kinds() -> tuple[str, ...]:
+    return ("exists_in", "reconciles", "equals_aggregate")
+
+
+def _run_cross(
+    df: DataFrame, suite: Suite, check: CheckSpec, read: cross.Reader
+) -> tuple[DataFrame, float]:
+    spec = check.spec
+    if isinstance(spec, ExistsInSpec):
+        return cross.exists_in(df, spec, read)
+    if isinstance(spec, ReconcilesSpec):
+        return cross.reconciles(suite.full_name, spec, read)
+    assert isinstance(spec, EqualsAggregateSpec)
+    return cross.equals_aggregate(df, suite.full_name, spec, read)
+
+
+def _sql_literal(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return repr(value)
+
+
+def row_predicate(check: CheckSpec) -> str | None:
+    """The SQL condition each row must meet for row-wise kinds (None for the others)."""
+    spec = check.spec
+    if isinstance(spec, CompletenessSpec):
+        return f"`{spec.column}` IS NOT NULL"
+    if isinstance(spec, AllowedSpec):
+        values = ", ".join(_sql_literal(v) for v in spec.values)
+        return f"`{spec.column}` IS NULL OR `{spec.column}` IN ({values})"
+    if isinstance(spec, RangeSpec):
+        bounds = []
+        if spec.min is not None:
+            bounds.append(f"`{spec.column}` >= {spec.min!r}")
+        if spec.max is not None:
+            bounds.append(f"`{spec.column}` <= {spec.max!r}")
+        return f"`{spec.column}` IS NULL OR ({' AND '.join(bounds)})"
+    if isinstance(spec, NonNegativeSpec):
+        return f"`{spec.column}` IS NULL OR `{spec.column}` >= 0"
+    if isinstance(spec, SqlSpec):
+        return spec.expression
+    return None
+
+
+def _examples(df: DataFrame, check: CheckSpec) -> tuple[str, ...]:
+    """Up to `MAX_EXAMPLES` offending rows as JSON, for kinds that have offending rows."""
+    predicate = row_predicate(check)
+    if predicate is not None:
+        bad = df.where(~F.coalesce(F.expr(f"({predicate})"), F.lit(False)))
+    elif isinstance(check.spec, UniquenessSpec):
+        cols = list(check.spec.columns)
+        bad = df.groupBy(*cols).count().where(F.col("count") > 1)
+    else:
+        return ()
+    return tuple(bad.limit(MAX_EXAMPLES).toJSON().collect())
+
+
+def _add_constraint(check_obj: Any, check: CheckSpec) -> Any:
+    spec = check.spec
+    hint = check.name
+    if isinstance(spec, SizeSpec):
+        lo, hi = spec.min, spec.max
+        return check_obj.hasSize(
+            lambda x: (lo is None or x >= lo) and (hi is None or x <= hi), hint
+        )
+    threshold = spec.threshold  # type: ignore[attr-defined]
+
+    def at_least(x: float) -> bool:
+        return x >= threshold
+
+    if isinstance(spec, CompletenessSpec):
+        return check_obj.hasCompleteness(spec.column, at_least, hint)
+    if isinstance(spec, UniquenessSpec):
+        return check_obj.hasUniqueness(list(spec.columns), at_least, hint)
+    if isinstance(spec, AllowedSpec):
+        return check_obj.isContainedIn(spec.column, [str(v) for v in spec.values], at_least, hint)
+    if isinstance(spec, NonNegativeSpec):
+        return check_obj.isNonNegative(spec.column, at_least, hint)
+    predicate = row_predicate(check)
+    assert predicate is not None
+    return check_obj.satisfies(predicate, check.name, at_least, hint)
+
+
+def _scala_map(spark: SparkSession, values: Mapping[str, str]) -> Any:
+    jvm = spark._jvm
+    assert jvm is not None
+    java_map = jvm.java.util.HashMap()
+    for k, v in values.items():
+        java_map.put(k, v)
+    return (
+        jvm.scala.collection.JavaConverters.mapAsScalaMapConverter(java_map)
+        .asScala()
+        .toMap(jvm.scala.Predef.conforms())
+    )
+
+
+def _has_history(spark: SparkSession, repository: Any, suite: Suite) -> bool:
+    """Whether the metrics repository holds any earlier result of this table."""
+    loaded = repository.repository.load().withTagValues(
+        _scala_map(spark, {"table": suite.full_name})
+    )
+    return not loaded.get().isEmpty()
+
+
+def _run_deequ(
+    spark: SparkSession,
+    root: str,
+    run_id: str,
+    suite: Suite,
+    df: DataFrame,
+    checks: list[CheckSpec],
+) -> list[tuple[CheckSpec, bool, str | None, str | None, float | None]]:
+    """One `VerificationSuite.run` for all Deequ and anomaly checks of the suite. Each check is
+    its own Deequ `Check` (description = check name) with a single constraint, so results map
+    back by name."""
+    from pydeequ.analyzers import Completeness, Size
+    from pydeequ.anomaly_detection import RelativeRateOfChangeStrategy
+    from pydeequ.checks import Check, CheckLevel
+    from pydeequ.repository import FileSystemMetricsRepository, ResultKey
+    from pydeequ.verification import VerificationSuite
+
+    jvm = spark._jvm
+    assert jvm is not None
+    repository = FileSystemMetricsRepository(spark, metrics_path(root))
+    key = ResultKey(
+        spark,
+        int(time.time() * 1000),
+        {"table": suite.full_name, "layer": suite.layer, "run_id": run_id},
+    )
+    builder = VerificationSuite(spark).onData(df).useRepository(repository).saveOrAppendResult(key)
+    for check in checks:
+        level = CheckLevel.Error if check.severity == "error" else CheckLevel.Warning
+        if isinstance(check.spec, AnomalySpec) and not _has_history(spark, repository, suite):
+            # Deequ fails an anomaly check without history; on a table's first run the metric
+            # is only computed and stored (an always-true constraint), so the next run has one.
+            first = Check(spark, level, check.name)
+            if check.spec.metric == "size":
+                builder.addCheck(first.hasSize(lambda _: True, "first run: no history yet"))
+            else:
+                builder.addCheck(
+                    first.hasCompleteness(
+                        check.spec.column, lambda _: True, "first run: no history yet"
+                    )
+                )
+        elif isinstance(check.spec, AnomalySpec):
+            spec = check.spec
+            strategy = RelativeRateOfChangeStrategy(
+                maxRateDecrease=spec.max_rate_decrease, maxRateIncrease=spec.max_rate_increase
+            )
+            strategy._set_jvm(jvm)
+            analyzer = Size() if spec.metric == "size" else Completeness(spec.column)
+            analyzer._set_jvm(jvm)
+            jlevel = (
+                jvm.com.amazon.deequ.checks.CheckLevel.Error()
+                if check.severity == "error"
+                else jvm.com.amazon.deequ.checks.CheckLevel.Warning()
+            )
+            # pydeequ 1.7 refuses an AnomalyCheckConfig; without one the history would mix
+            # tables, so the config (history filtered by this table's tag) is built in the JVM.
+            config = jvm.com.amazon.deequ.AnomalyCheckConfig(
+                jlevel,
+                check.name,
+                _scala_map(spark, {"table": suite.full_name}),
+                jvm.scala.Option.apply(None),
+                jvm.scala.Option.apply(None),
+            )
+            builder._VerificationRunBuilder.addAnomalyCheck(
+                strategy._anomaly_jvm, analyzer._analyzer_jvm, jvm.scala.Option.apply(config)
+            )
+        else:
+            builder.addCheck(_add_constraint(Check(spark, level, check.name), check))
+    jresult = builder.run().verificationRun
+    outcomes: dict[str, tuple[bool, str | None, str | None, float | None]] = {}
+    iterator = jresult.checkResults().values().iterator()
+    while iterator.hasNext():
+        check_result = iterator.next()
+        name = check_result.check().description()
+        constraint = check_result.constraintResults().apply(0)
+        passed = constraint.status().toString() == "Success"
+        message = None
+        if not passed and constraint.message().isDefined():
+            message = str(constraint.message().get())
+        metric_name, value = None, None
+        if constraint.metric().isDefined():
+            metric = constraint.metric().get()
+            instance = metric.instance()
+            metric_name = metric.name() if instance == "*" else f"{metric.name()}({instance})"
+            if metric.value().isSuccess():
+                value = float(metric.value().get())
+            elif not passed and message is None:
+                message = str(metric.value().failed().get().getMessage())
+        outcomes[name] = (passed, message, metric_name, value)
+    return [(c, *outcomes[c.name]) for c in checks]

@@ -1,0 +1,289 @@
+"""Quality suites: `conf/quality/<layer>.<table>.yaml`, parsed strictly into frozen dataclasses.
+
+A suite lists checks; each check has a unique `name`, a `severity` (`error` stops publishing,
+`warning` is reported only) and exactly one kind section:
+
+- Deequ checks, run in one `VerificationSuite` pass per table: `size` (min/max rows),
+  `completeness` (column, threshold), `uniqueness` (columns, threshold), `allowed` (column,
+  values), `range` (column, min/max), `non_negative` (column), `sql` (a Spark SQL boolean
+  expression that must hold for a `threshold` fraction of rows, all of them by default) and
+  `anomaly` (Deequ anomaly detection over the metrics repository's history of this table).
+- Cross-table checks, computed with Spark joins: `exists_in`, `reconciles`, `equals_aggregate`.
+
+Any mistake fails at load with a `ConfigError` naming the file, the check and what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from lakehouse.config import DEFAULT_CONF_DIR, ConfigError, load_typed_yaml
+
+Severity = Literal["error", "warning"]
+Fail = Callable[..., ConfigError]
+LAYERS = ("silver", "gold")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+TABLE_RE = re.compile(r"^(silver|gold)\.[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    min: int | None = None
+    max: int | None = None
+
+
+@dataclass(frozen=True)
+class CompletenessSpec:
+    column: str
+    threshold: float = 1.0
+
+
+@dataclass(frozen=True)
+class UniquenessSpec:
+    columns: tuple[str, ...]
+    threshold: float = 1.0
+
+
+@dataclass(frozen=True)
+class AllowedSpec:
+    column: str
+    values: tuple[str, ...]
+    threshold: float = 1.0
+
+
+@dataclass(frozen=True)
+class RangeSpec:
+    column: str
+    min: float | None = None
+    max: float | None = None
+    threshold: float = 1.0
+
+
+@dataclass(frozen=True)
+class NonNegativeSpec:
+    column: str
+    threshold: float = 1.0
+
+
+@dataclass(frozen=True)
+class SqlSpec:
+    expression: str
+    threshold: float = 1.0
+
+
+@dataclass(frozen=True)
+class ExistsInSpec:
+    """Every non-null `column` of this table exists as `ref_column` (default: same name) of
+    `table`."""
+
+    column: str
+    table: str
+    ref_column: str | None = None
+    threshold: float = 1.0
+
+
+@dataclass(frozen=True)
+class SideSpec:
+    """One side of a comparison: rows of `table` (default: the suite's table) kept by `where`,
+    summed as the SQL expression `value`, grouped by `key` (default: the check's key)."""
+
+    value: str
+    table: str | None = None
+    where: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class ReconcilesSpec:
+    """Per `key` present on the left, |sum(left) - sum(right)| <= `tolerance` (right missing
+    counts as 0) for a `threshold` fraction of keys."""
+
+    key: str
+    left: SideSpec
+    right: SideSpec
+    tolerance: float = 0.01
+    threshold: float = 1.0
+
+
+@dataclass(frozen=True)
+class EqualsAggregateSpec:
+    """This table's `column` equals `source`'s sum rounded half-up to `decimals`, per `key`; a key
+    on only one side is a mismatch (a missing source sum counts as 0)."""
+
+    column: str
+    key: str
+    source: SideSpec
+    decimals: int = 2
+
+
+@dataclass(frozen=True)
+class AnomalySpec:
+    metric: Literal["size", "completeness"]
+    strategy: Literal["relative_rate_of_change"]
+    column: str | None = None
+    max_rate_increase: float | None = None
+    max_rate_decrease: float | None = None
+
+
+DEEQU_KINDS = ("size", "completeness", "uniqueness", "allowed", "range", "non_negative", "sql")
+CROSS_KINDS = ("exists_in", "reconciles", "equals_aggregate")
+KINDS = (*DEEQU_KINDS, "anomaly", *CROSS_KINDS)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    severity: Severity = "error"
+    description: str | None = None
+    size: SizeSpec | None = None
+    completeness: CompletenessSpec | None = None
+    uniqueness: UniquenessSpec | None = None
+    allowed: AllowedSpec | None = None
+    range: RangeSpec | None = None
+    non_negative: NonNegativeSpec | None = None
+    sql: SqlSpec | None = None
+    anomaly: AnomalySpec | None = None
+    exists_in: ExistsInSpec | None = None
+    reconciles: ReconcilesSpec | None = None
+    equals_aggregate: EqualsAggregateSpec | None = None
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in KINDS if getattr(self, k) is not None)
+
+    @property
+    def spec(self) -> object:
+        return getattr(self, self.kind)
+
+
+@dataclass(frozen=True)
+class Suite:
+    layer: Literal["silver", "gold"]
+    table: str
+    checks: tuple[CheckSpec, ...] = field(default_factory=tuple)
+    description: str | None = None
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.layer}.{self.table}"
+
+
+def suite_path(table: str, conf_dir: str | Path | None = None) -> Path:
+    """`<conf>/quality/<layer>.<table>.yaml` for a table named `layer.table`."""
+    return (
+        Path(conf_dir if conf_dir is not None else DEFAULT_CONF_DIR) / "quality" / f"{table}.yaml"
+    )
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and validate one suite file."""
+    path = Path(path)
+    try:
+        suite = load_typed_yaml(path, Suite)
+    except ConfigError as exc:
+        raise ConfigError(_name_checks(str(exc), path)) from None
+    _validate(suite, path)
+    return suite
+
+
+def load_suites(
+    tables: list[str] | tuple[str, ...], conf_dir: str | Path | None = None
+) -> list[Suite]:
+    """The suites of `tables` (names `layer.table`), in order; a table without a file fails."""
+    return [load_suite(suite_path(t, conf_dir)) for t in tables]
+
+
+def _name_checks(message: str, path: Path) -> str:
+    """Put the check's name after the file in a parse error about `checks[i]`."""
+    match = re.search(r"checks\[(\d+)\]", message)
+    if not match:
+        return message
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        item = (raw.get("checks") or [])[int(match.group(1))]
+        name = item.get("name") if isinstance(item, dict) else None
+    except (OSError, yaml.YAMLError, AttributeError, IndexError, TypeError):
+        return message
+    if not name:
+        return message
+    prefix = f"{path}: "
+    if message.startswith(prefix):
+        return f"{prefix}check '{name}': {message[len(prefix) :]}"
+    return f"{message} (check '{name}')"
+
+
+def _validate(suite: Suite, path: Path) -> None:
+    def fail(what: str, check: CheckSpec | None = None) -> ConfigError:
+        where = f"check '{check.name}'" if check else "suite"
+        return ConfigError(f"{path}: {where}: {what}")
+
+    if not NAME_RE.match(suite.table):
+        raise fail(f"table {suite.table!r} is not a snake_case name")
+    if path.name != f"{suite.full_name}.yaml":
+        raise fail(f"file must be named {suite.full_name}.yaml for layer/table {suite.full_name}")
+    seen: set[str] = set()
+    for check in suite.checks:
+        if not NAME_RE.match(check.name):
+            raise fail("name must be snake_case (a-z, 0-9, _)", check)
+        if check.name in seen:
+            raise fail("name is used by another check of this suite", check)
+        seen.add(check.name)
+        kinds = [k for k in KINDS if getattr(check, k) is not None]
+        if len(kinds) != 1:
+            raise fail(
+                f"needs exactly one kind of {', '.join(KINDS)}; got {', '.join(kinds) or 'none'}",
+                check,
+            )
+        _validate_spec(check, suite, fail)
+
+
+def _validate_spec(check: CheckSpec, suite: Suite, fail: Fail) -> None:
+    spec = check.spec
+    threshold = getattr(spec, "threshold", None)
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise fail(f"{check.kind}.threshold must be between 0 and 1, got {threshold}", check)
+    if isinstance(spec, SizeSpec):
+        if spec.min is None and spec.max is None:
+            raise fail("size needs min or max", check)
+        if spec.min is not None and spec.max is not None and spec.min > spec.max:
+            raise fail(f"size.min {spec.min} is greater than size.max {spec.max}", check)
+    elif isinstance(spec, RangeSpec):
+        if spec.min is None and spec.max is None:
+            raise fail("range needs min or max", check)
+        if spec.min is not None and spec.max is not None and spec.min > spec.max:
+            raise fail(f"range.min {spec.min} is greater than range.max {spec.max}", check)
+    elif isinstance(spec, UniquenessSpec) and not spec.columns:
+        raise fail("uniqueness.columns must list at least one column", check)
+    elif isinstance(spec, AllowedSpec) and not spec.values:
+        raise fail("allowed.values must list at least one value", check)
+    elif isinstance(spec, SqlSpec) and not spec.expression.strip():
+        raise fail("sql.expression is empty", check)
+    elif isinstance(spec, AnomalySpec):
+        if spec.metric == "completeness" and not spec.column:
+            raise fail("anomaly on completeness needs column", check)
+        if spec.max_rate_increase is None and spec.max_rate_decrease is None:
+            raise fail("anomaly needs max_rate_increase or max_rate_decrease", check)
+    elif isinstance(spec, ExistsInSpec):
+        _check_table(spec.table, "exists_in.table", check, fail)
+    elif isinstance(spec, ReconcilesSpec):
+        for side, s in (("left", spec.left), ("right", spec.right)):
+            if s.table is not None:
+                _check_table(s.table, f"reconciles.{side}.table", check, fail)
+        if spec.tolerance < 0:
+            raise fail("reconciles.tolerance must not be negative", check)
+    elif isinstance(spec, EqualsAggregateSpec):
+        if spec.source.table is not None:
+            _check_table(spec.source.table, "equals_aggregate.source.table", check, fail)
+        if not 0 <= spec.decimals <= 18:
+            raise fail("equals_aggregate.decimals must be between 0 and 18", check)
+
+
+def _check_table(name: str, key: str, check: CheckSpec, fail: Fail) -> None:
+    if not TABLE_RE.match(name):
+        raise fail(f"{key} must be a table named silver.<name> or gold.<name>, got {name!r}", check)

@@ -1,0 +1,331 @@
+"""Quality runs on real Deequ: every check kind reports the exact check and status, the gate
+fails on errors only, anomaly history works across runs, and the report reads back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from lakehouse.config import PROJECT_ROOT
+from lakehouse.quality import (
+    QualityGateError,
+    gate,
+    metrics_path,
+    results_path,
+    run_quality,
+    suggest,
+    write_report,
+)
+
+CONF = PROJECT_ROOT / "conf"
+D1, D2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
+SHA = "a" * 64
+
+ORDERS = (
+    "order_id string, customer_id string, order_ts timestamp, status string, currency string, "
+    "shipping_country string, order_date date, _is_deleted boolean"
+)
+ITEMS = (
+    "order_id string, line_no int, product_id string, quantity int, unit_price decimal(18,2), "
+    "discount decimal(5,4), order_date date, _is_deleted boolean"
+)
+PAYMENTS = (
+    "event_id string, payment_id string, order_id string, event_ts timestamp, event_type string, "
+    "amount decimal(18,2), currency string, method string, event_date date, _is_deleted boolean"
+)
+CUSTOMERS = (
+    "customer_id string, email_hash string, country string, signup_ts timestamp, "
+    "_is_deleted boolean"
+)
+FACT = (
+    "order_id string, line_no int, order_date date, status string, is_counted boolean, "
+    "line_amount decimal(19,6), line_amount_usd decimal(38,14)"
+)
+KPIS = (
+    "order_date date, orders long, gross_revenue_usd decimal(18,2), "
+    "net_revenue_usd decimal(18,2), customers long, new_customers long, returning_customers long"
+)
+
+
+def ts(day: dt.date, hour: int) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, hour)
+
+
+def dec(value: str) -> Decimal:
+    return Decimal(value)
+
+
+def clean_data() -> dict[str, tuple[str, list[tuple]]]:
+    """A consistent tiny lakehouse. o1's amount is 24.725, which rounds half-up to 24.73."""
+    orders = [
+        ("o1", "c1", ts(D1, 10), "paid", "USD", "US", D1, False),
+        ("o2", "c2", ts(D1, 11), "cancelled", "EUR", "DE", D1, False),
+        ("o3", "c1", ts(D2, 9), "delivered", "USD", "US", D2, False),
+        # A tombstone breaking several checks: live rows only, so it must not count.
+        ("o9", None, ts(D2, 9), "bogus", "XXX", None, D1, True),
+    ]
+    items = [
+        ("o1", 1, "p1", 2, dec("10.00"), dec("0"), D1, False),
+        ("o1", 2, "p2", 1, dec("5.25"), dec("0.1"), D1, False),
+        ("o2", 1, "p1", 1, dec("10.00"), dec("0"), D1, False),
+        ("o3", 1, "p3", 3, dec("1.10"), dec("0"), D2, False),
+    ]
+    payments = [
+        ("e1", "pay1", "o1", ts(D1, 12), "captured", dec("24.73"), "USD", "card", D1, False),
+        ("e2", "pay3", "o3", ts(D2, 10), "authorized", dec("3.30"), "USD", "card", D2, False),
+        ("e3", "pay3", "o3", ts(D2, 11), "captured", dec("3.30"), "USD", "card", D2, False),
+    ]
+    customers = [
+        ("c1", SHA, "US", ts(D1, 1), False),
+        ("c2", SHA, "DE", ts(D1, 2), False),
+    ]
+    fact = [
+        ("o1", 1, D1, "paid", True, dec("20"), dec("20")),
+        ("o1", 2, D1, "paid", True, dec("4.725"), dec("4.725")),
+        ("o2", 1, D1, "cancelled", False, dec("10"), dec("11")),
+        ("o3", 1, D2, "delivered", True, dec("3.3"), dec("3.3")),
+    ]
+    kpis = [
+        (D1, 1, dec("24.73"), dec("24.73"), 1, 1, 0),
+        (D2, 1, dec("3.30"), dec("3.30"), 1, 0, 1),
+    ]
+    return {
+        "silver.orders": (ORDERS, orders),
+        "silver.order_items": (ITEMS, items),
+        "silver.payments": (PAYMENTS, payments),
+        "silver.customers": (CUSTOMERS, customers),
+        "gold.fact_orders": (FACT, fact),
+        "gold.daily_kpis": (KPIS, kpis),
+    }
+
+
+def broken_data() -> dict[str, tuple[str, list[tuple]]]:
+    data = clean_data()
+    orders = data["silver.orders"][1] + [
+        ("o1", "c1", ts(D1, 13), "paid", "USD", "US", D1, False),  # duplicate key
+        ("o4", None, ts(D2, 8), "lost", "USD", None, D2, False),  # no customer, bad status
+        ("o5", "c2", ts(D2, 8), "paid", "GBP", "GB", D1, False),  # date not the ts's date
+    ]
+    items = data["silver.order_items"][1] + [
+        ("o3", 2, "p4", 0, dec("-1.00"), dec("0"), D2, False),  # quantity 0, negative price
+        ("o404", 1, "p1", 1, dec("1.00"), dec("0"), None, False),  # order does not exist
+    ]
+    payments = [
+        ("e1", "pay1", "o1", ts(D1, 12), "captured", dec("30.00"), "USD", "card", D1, False),
+        ("e2", "pay3", "o3", ts(D2, 10), "chargeback", dec("3.30"), "USD", "card", D2, False),
+        ("e3", "pay3", "o3", ts(D2, 11), "captured", dec("3.30"), "USD", "card", D2, False),
+    ]
+    kpis = [
+        (D1, 1, dec("24.72"), dec("24.72"), 1, 1, 0),  # half-even rounding: off by a cent
+        (D2, 1, dec("3.30"), dec("3.30"), 1, 0, 1),
+    ]
+    data["silver.orders"] = (ORDERS, orders)
+    data["silver.order_items"] = (ITEMS, items)
+    data["silver.payments"] = (PAYMENTS, payments)
+    data["gold.daily_kpis"] = (KPIS, kpis)
+    return data
+
+
+EXPECTED_FAILED = {
+    ("silver.orders", "order_id_unique"): "error",
+    ("silver.orders", "customer_id_complete"): "error",
+    ("silver.orders", "status_allowed"): "error",
+    ("silver.orders", "order_date_matches_order_ts"): "error",
+    ("silver.orders", "shipping_country_mostly_present"): "warning",
+    ("silver.order_items", "quantity_positive"): "error",
+    ("silver.order_items", "unit_price_non_negative"): "error",
+    ("silver.order_items", "order_exists"): "warning",
+    ("silver.payments", "event_type_allowed"): "error",
+    ("silver.payments", "captures_match_order_amount"): "warning",
+    ("gold.daily_kpis", "gross_revenue_matches_fact_orders"): "error",
+}
+
+
+def write_lakehouse(spark: SparkSession, root: Path, data: dict, tables: list[str]) -> None:
+    for name in tables:
+        schema, rows = data[name]
+        layer, _, table = name.partition(".")
+        spark.createDataFrame(rows, schema).write.format("delta").mode("overwrite").save(
+            str(root / layer / table)
+        )
+
+
+@pytest.fixture(scope="module")
+def broken_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("broken")
+    tables = [
+        "silver.orders",
+        "silver.order_items",
+        "silver.payments",
+        "gold.fact_orders",
+        "gold.daily_kpis",
+    ]
+    write_lakehouse(spark, root, broken_data(), tables)
+    return root, run_quality(spark, str(root), "run-broken", tables, conf_dir=CONF)
+
+
+def test_clean_data_passes_shipped_checks_not_covered_by_broken_run(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """The broken run shows every other shipped check passing; here customers and the half-up
+    rounded revenue (24.725 -> 24.73) pass too."""
+    tables = ["silver.customers", "gold.daily_kpis"]
+    write_lakehouse(spark, tmp_path, clean_data(), [*tables, "gold.fact_orders"])
+    outcome = run_quality(spark, str(tmp_path), "run-clean", tables, conf_dir=CONF)
+    failed = [(r.table, r.check, r.message) for r in outcome.results if r.failed]
+    assert failed == []
+    assert len(outcome.results) == 13
+    assert outcome.status_of("gold.daily_kpis", "gross_revenue_matches_fact_orders") == "passed"
+    assert gate(outcome) is outcome
+
+
+def test_each_broken_check_is_reported_failed_and_only_those(broken_run) -> None:
+    _, outcome = broken_run
+    failed = {(f"{r.layer}.{r.table}", r.check): r.severity for r in outcome.results if r.failed}
+    assert failed == EXPECTED_FAILED
+    passed = {(f"{r.layer}.{r.table}", r.check) for r in outcome.results if not r.failed}
+    assert ("silver.orders", "currency_allowed") in passed  # the tombstone's XXX is not live
+    assert ("silver.order_items", "key_unique") in passed
+    assert ("gold.fact_orders", "key_unique") in passed
+
+
+def test_failed_results_carry_metric_message_and_examples(broken_run) -> None:
+    _, outcome = broken_run
+    by = {(r.table, r.check): r for r in outcome.results}
+    status = by[("orders", "status_allowed")]
+    assert status.value == pytest.approx(5 / 6)
+    assert status.metric.startswith("Compliance")
+    assert "does not meet the constraint requirement" in status.message
+    assert [json.loads(e)["status"] for e in status.examples] == ["lost"]
+    unique = by[("orders", "order_id_unique")]
+    assert [json.loads(e)["order_id"] for e in unique.examples] == ["o1"]
+    revenue = by[("daily_kpis", "gross_revenue_matches_fact_orders")]
+    (example,) = [json.loads(e) for e in revenue.examples]
+    assert (example["order_date"], example["actual"], example["expected"]) == (
+        "2024-01-01", 24.72, 24.73,
+    )  # fmt: skip
+    (missing,) = [json.loads(e) for e in by[("order_items", "order_exists")].examples]
+    assert missing["order_id"] == "o404"
+    (mismatch,) = [json.loads(e) for e in by[("payments", "captures_match_order_amount")].examples]
+    assert mismatch["order_id"] == "o1"
+
+
+def test_gate_raises_naming_every_failed_error_check(broken_run) -> None:
+    _, outcome = broken_run
+    with pytest.raises(QualityGateError) as err:
+        gate(outcome)
+    message = str(err.value)
+    for (table, check), severity in EXPECTED_FAILED.items():
+        assert (f"{table}/{check}" in message) == (severity == "error"), (table, check)
+    assert len(outcome.errors) == 8 and len(outcome.warnings) == 3
+
+
+def test_results_and_metrics_are_stored(spark: SparkSession, broken_run) -> None:
+    root, outcome = broken_run
+    stored = spark.read.format("delta").load(results_path(str(root)))
+    rows = stored.where("run_id = 'run-broken'").collect()
+    assert {(f"{r['layer']}.{r['table']}", r["check"], r["status"]) for r in rows} == {
+        (f"{r.layer}.{r.table}", r.check, r.status) for r in outcome.results
+    }
+    history = json.loads(Path(metrics_path(str(root))).read_text())
+    tags = {tuple(sorted(h["resultKey"]["tags"].items())) for h in history}
+    assert (("layer", "silver"), ("run_id", "run-broken"), ("table", "silver.orders")) in tags
+
+
+def test_report_shows_every_check_status_and_json_twin(broken_run, spark, tmp_path) -> None:
+    root, outcome = broken_run
+    html_path, json_path = write_report(spark, str(root), "run-broken", tmp_path / "reports")
+    page = html_path.read_text(encoding="utf-8")
+    rows = re.findall(r"<tr class='(passed|failed)' id='([^']+)'>", page)
+    statuses = {check: status for status, check in rows}
+    assert len(rows) == len(outcome.results)
+    assert statuses == {f"{r.layer}.{r.table}/{r.check}": r.status for r in outcome.results}
+    assert (
+        "<svg" in page
+        and "<script" not in page
+        and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    )
+    assert "&quot;lost&quot;" in page  # a failing example
+    doc = json.loads(json_path.read_text(encoding="utf-8"))
+    assert doc["summary"] == {"error": {"passed": 22, "failed": 8},
+                              "warning": {"passed": 6, "failed": 3}}  # fmt: skip
+    assert {(c["table"], c["check"]): c["status"] for c in doc["checks"]} == {
+        (f"{r.layer}.{r.table}", r.check): r.status for r in outcome.results
+    }
+
+
+ANOMALY_SUITE = """
+layer: silver
+table: events
+checks:
+  - {name: at_most_five_rows, severity: warning, size: {max: 5}}
+  - name: rows_jump
+    severity: error
+    anomaly: {metric: size, strategy: relative_rate_of_change, max_rate_increase: 2.0}
+"""
+
+
+def test_anomaly_passes_on_normal_day_and_fails_on_jump(spark: SparkSession, tmp_path) -> None:
+    conf = tmp_path / "conf"
+    (conf / "quality").mkdir(parents=True)
+    (conf / "quality" / "silver.events.yaml").write_text(ANOMALY_SUITE, encoding="utf-8")
+    root = tmp_path / "lake"
+
+    def day(run_id: str, rows: int):
+        data = [(f"e{i}", False) for i in range(rows)]
+        spark.createDataFrame(data, "event_id string, _is_deleted boolean").write.format(
+            "delta"
+        ).mode("overwrite").save(str(root / "silver" / "events"))
+        return run_quality(spark, str(root), run_id, ["silver.events"], conf_dir=conf)
+
+    first, normal, jump = day("d1", 2), day("d2", 3), day("d3", 9)
+    assert first.status_of("silver.events", "rows_jump") == "passed"  # no history yet
+    assert normal.status_of("silver.events", "rows_jump") == "passed"  # 1.5x <= 2x
+    assert gate(normal) is normal
+    assert jump.status_of("silver.events", "rows_jump") == "failed"  # 3x > 2x
+    assert jump.status_of("silver.events", "at_most_five_rows") == "failed"
+    assert [r.check for r in jump.warnings] == ["at_most_five_rows"]
+    with pytest.raises(QualityGateError, match=r"silver\.events/rows_jump"):
+        gate(jump)
+    doc = json.loads(write_report(spark, str(root), "d3", tmp_path / "r")[1].read_text())
+    assert [p["value"] for p in doc["trends"]["silver.events/rows_jump"]] == [2.0, 3.0, 9.0]
+
+
+def test_warning_only_failures_do_not_fail_the_gate(spark: SparkSession, tmp_path) -> None:
+    conf = tmp_path / "conf"
+    (conf / "quality").mkdir(parents=True)
+    (conf / "quality" / "silver.events.yaml").write_text(
+        "layer: silver\ntable: events\nchecks:\n"
+        "  - {name: few_rows, severity: warning, size: {max: 1}}\n"
+        "  - {name: ids_present, severity: error, completeness: {column: event_id}}\n",
+        encoding="utf-8",
+    )
+    spark.createDataFrame([("a", False), ("b", False)], "event_id string, _is_deleted boolean") \
+        .write.format("delta").save(str(tmp_path / "silver" / "events"))  # fmt: skip
+    outcome = run_quality(spark, str(tmp_path), "w1", ["silver.events"], conf_dir=conf)
+    assert [(r.check, r.status) for r in outcome.results] == [
+        ("few_rows", "failed"),
+        ("ids_present", "passed"),
+    ]
+    assert gate(outcome) is outcome
+
+
+def test_suggest_drafts_a_loadable_suite(spark: SparkSession, tmp_path: Path) -> None:
+    from lakehouse.quality.suites import load_suite
+
+    df = spark.createDataFrame(
+        [(f"o{i}", "paid" if i % 2 else "placed", i) for i in range(20)],
+        "order_id string, status string, quantity int",
+    )
+    draft = suggest(spark, df, layer="silver", table="orders")
+    path = tmp_path / "silver.orders.yaml"
+    path.write_text(draft, encoding="utf-8")
+    kinds = {(c.kind, getattr(c.spec, "column", None)) for c in load_suite(path).checks}
+    assert ("completeness", "order_id") in kinds
+    assert ("non_negative", "quantity") in kinds

@@ -1,0 +1,131 @@
+"""Quality suites: the shipped YAML loads, and a YAML mistake names the file, the check and what
+is wrong. No Spark needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lakehouse.config import PROJECT_ROOT, ConfigError
+from lakehouse.quality.suites import load_suite, load_suites
+
+REQUIRED = (
+    "silver.orders",
+    "silver.order_items",
+    "silver.payments",
+    "silver.customers",
+    "gold.daily_kpis",
+    "gold.fact_orders",
+)
+
+
+def _write(tmp_path: Path, body: str, name: str = "silver.orders.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_shipped_suites_load_with_every_check_kind_used() -> None:
+    suites = load_suites(list(REQUIRED), PROJECT_ROOT / "conf")
+    assert [s.full_name for s in suites] == list(REQUIRED)
+    kinds = {c.kind for s in suites for c in s.checks}
+    assert kinds == {
+        "size", "completeness", "uniqueness", "allowed", "range", "non_negative", "sql",
+        "anomaly", "exists_in", "reconciles", "equals_aggregate",
+    }  # fmt: skip
+
+
+def test_check_parses_into_typed_spec(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "layer: silver\ntable: orders\nchecks:\n"
+        "  - {name: q, severity: warning, range: {column: quantity, min: 1, max: 10}}\n",
+    )
+    (check,) = load_suite(path).checks
+    assert (check.kind, check.severity, check.spec.min, check.spec.max) == (
+        "range",
+        "warning",
+        1.0,
+        10.0,
+    )
+
+
+def test_wrong_type_names_file_and_check(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "layer: silver\ntable: orders\nchecks:\n"
+        "  - {name: ok_one, size: {min: 1}}\n"
+        "  - {name: id_complete, completeness: {column: order_id, threshold: high}}\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "check 'id_complete'" in message
+    assert "threshold" in message and "a number" in message
+
+
+def test_unknown_key_names_file_and_check(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "layer: silver\ntable: orders\nchecks:\n"
+        "  - {name: status_ok, allowed: {column: status, value: [a]}}\n",
+    )
+    with pytest.raises(ConfigError, match=r"silver\.orders\.yaml.*check 'status_ok'.*unknown key"):
+        load_suite(path)
+
+
+def test_check_without_kind_or_with_two_kinds_fails(tmp_path: Path) -> None:
+    none = _write(tmp_path, "layer: silver\ntable: orders\nchecks:\n  - {name: nothing}\n")
+    with pytest.raises(ConfigError, match=r"check 'nothing': needs exactly one kind.*got none"):
+        load_suite(none)
+    two = _write(
+        tmp_path,
+        "layer: silver\ntable: orders\nchecks:\n"
+        "  - {name: both, size: {min: 1}, sql: {expression: 'a > 0'}}\n",
+    )
+    with pytest.raises(ConfigError, match=r"check 'both': needs exactly one kind.*got size, sql"):
+        load_suite(two)
+
+
+@pytest.mark.parametrize(
+    ("check", "expected"),
+    [
+        ("{name: c, severity: fatal, size: {min: 1}}", "one of 'error', 'warning'"),
+        ("{name: c, size: {min: 5, max: 1}}", "size.min 5 is greater than size.max 1"),
+        ("{name: c, completeness: {column: a, threshold: 1.5}}", "between 0 and 1"),
+        ("{name: c, exists_in: {column: a, table: orders}}", "silver.<name> or gold.<name>"),
+        (
+            "{name: c, anomaly: {metric: size, strategy: relative_rate_of_change}}",
+            "max_rate_increase or max_rate_decrease",
+        ),
+        (
+            "{name: c, anomaly: {metric: size, strategy: zscore, max_rate_increase: 2}}",
+            "relative_rate_of_change",
+        ),
+    ],
+)
+def test_invalid_check_is_rejected_with_reason(tmp_path: Path, check: str, expected: str) -> None:
+    path = _write(tmp_path, f"layer: silver\ntable: orders\nchecks:\n  - {check}\n")
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert str(path) in str(err.value)
+    assert "check 'c'" in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_duplicate_check_name_fails(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "layer: silver\ntable: orders\nchecks:\n"
+        "  - {name: dup, size: {min: 1}}\n  - {name: dup, size: {max: 9}}\n",
+    )
+    with pytest.raises(ConfigError, match="check 'dup': name is used by another check"):
+        load_suite(path)
+
+
+def test_file_name_must_match_layer_and_table(tmp_path: Path) -> None:
+    path = _write(tmp_path, "layer: gold\ntable: orders\nchecks: []\n", name="silver.orders.yaml")
+    with pytest.raises(ConfigError, match=r"must be named gold\.orders\.yaml"):
+        load_suite(path)
