@@ -36,6 +36,16 @@ def register(sub: Any) -> None:
     gold.add_argument("--mode", choices=("incremental", "full"), default="incremental")
     gold.set_defaults(func=cmd_gold)
 
+    quality = sub.add_parser("quality", help="Deequ quality reports and suite suggestions")
+    qsub = quality.add_subparsers(dest="quality_command", required=True, metavar="ACTION")
+    report = qsub.add_parser("report", help="write the HTML and JSON report of a run")
+    report.add_argument("--run", default=None, help="run id (default: the newest checked run)")
+    report.set_defaults(func=cmd_quality_report)
+    suggest = qsub.add_parser("suggest", help="draft a YAML suite for TABLE (layer.name)")
+    suggest.add_argument("table")
+    suggest.add_argument("--out", default=None, help="file to write (default: stdout)")
+    suggest.set_defaults(func=cmd_quality_suggest)
+
     run = sub.add_parser("run", help="the whole pipeline (generating a local sample if empty)")
     run.add_argument("--date", action="append", help="only this ingest_date (repeatable)")
     run.add_argument("--no-generate", action="store_true", help="use the landing zone as it is")
@@ -135,6 +145,47 @@ def cmd_gold(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quality_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pyspark.sql import functions as F
+
+    from lakehouse.quality import write_report
+
+    config = _config(args)
+    spark = _session(config, "lakehouse-quality")
+    root = config.storage.lakehouse_root
+    run_id = args.run
+    if run_id is None:
+        results = spark.read.format("delta").load(config.table_path("quality", "results"))
+        newest = results.orderBy(F.col("run_ts").desc()).select("run_id").first()
+        if newest is None:
+            print("no quality results yet: run the pipeline first")
+            return 1
+        run_id = newest["run_id"]
+    html, js = write_report(spark, root, run_id, Path(config.storage.reports_root) / "quality")
+    print(f"quality report of run {run_id}: {html} (and {js})")
+    return 0
+
+
+def cmd_quality_suggest(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lakehouse.quality import suggest
+
+    config = _config(args)
+    spark = _session(config, "lakehouse-quality")
+    layer, _, name = args.table.partition(".")
+    df = spark.read.format("delta").load(config.table_path(layer, name))
+    draft = suggest(spark, df, layer=layer, table=name)
+    if args.out:
+        Path(args.out).write_text(draft, encoding="utf-8")
+        print(f"draft suite written to {args.out}")
+    else:
+        print(draft)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -159,4 +210,5 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(kpi_summary_text(spark, config.storage.lakehouse_root))
     if report.dashboard is not None:
         print(f"\ndashboard: {report.dashboard}")
+        print(f"quality report: {Path(config.storage.reports_root) / 'quality'}")
     return 0

@@ -17,7 +17,9 @@ from pyspark.sql import SparkSession
 from lakehouse.config import Config, is_uri, join_uri
 from lakehouse.ledger import LedgerEntry, record
 
-STEPS = ("bronze", "silver", "gold")
+STEPS = ("bronze", "silver", "quality", "gold")
+SILVER_SUITES = ("silver.orders", "silver.order_items", "silver.payments", "silver.customers")
+GOLD_SUITES = ("gold.fact_orders", "gold.daily_kpis")
 BRONZE_COLUMNS = (
     "files_read",
     "files_skipped",
@@ -34,6 +36,7 @@ class RunReport:
     bronze: list[LedgerEntry] = field(default_factory=list)
     silver: list[LedgerEntry] = field(default_factory=list)
     gold: object | None = None
+    quality: list[object] = field(default_factory=list)
     dashboard: Path | None = None
 
 
@@ -74,6 +77,26 @@ def write_reports(spark: SparkSession, config: Config) -> Path | None:
     )
 
 
+def run_quality_gate(
+    spark: SparkSession, config: Config, run_id: str, suites: Sequence[str], gate_errors: bool
+) -> object:
+    """Run the suites, write the run's report (local reports root), then stop the run with
+    `QualityGateError` if an error-severity check failed and `gate_errors` is set."""
+    from lakehouse.quality import gate, run_quality, write_report
+
+    outcome = run_quality(spark, config.storage.lakehouse_root, run_id, list(suites))
+    if not is_uri(config.storage.reports_root):
+        write_report(
+            spark,
+            config.storage.lakehouse_root,
+            run_id,
+            Path(config.storage.reports_root) / "quality",
+        )
+    if gate_errors:
+        gate(outcome)
+    return outcome
+
+
 def run_pipeline(
     spark: SparkSession,
     config: Config,
@@ -89,8 +112,15 @@ def run_pipeline(
         report.bronze = run_bronze(spark, config, run_id, dates)
     if "silver" in steps:
         report.silver = run_silver(spark, config, run_id)
+    if "quality" in steps:
+        # Silver is checked before gold reads it: an error stops the run here and gold keeps
+        # the version dashboards read (see docs/QUALITY.md).
+        report.quality.append(run_quality_gate(spark, config, run_id, SILVER_SUITES, True))
     if "gold" in steps:
         report.gold = run_gold(spark, config, run_id)
+        if "quality" in steps:
+            # Gold is built in place, so its checks are recorded and reported, not a gate yet.
+            report.quality.append(run_quality_gate(spark, config, run_id, GOLD_SUITES, False))
         report.dashboard = write_reports(spark, config)
     register_tables(spark, config)
     return report

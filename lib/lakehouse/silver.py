@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from functools import reduce
+from functools import partial, reduce
 
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
@@ -283,7 +283,10 @@ def apply_table(
             typed.unpersist()
     if spec.parent is not None:
         # Runs even without new lines: the parent rows they wait for may have arrived now.
-        _adopt_orphans(spark, config, spec, target, end)
+        # Its commits are keyed by the parent's silver version and this table's input: both only
+        # grow, and a move waits for a new parent version whether or not new lines came.
+        parent_version = current_version(spark, table_path(config, spec.parent.table))
+        _adopt_orphans(spark, config, spec, target, parent_version * 1_000_000 + end)
     entry.table_version = current_version(spark, path)
     entry.finished_at = utcnow()
     entry.check_balance()
@@ -304,8 +307,12 @@ def _apply_batch(
     root = config.storage.lakehouse_root
     valid, invalid = split_valid(typed)
     now = utcnow()
-    entry.records_read = typed.count()
-    n_invalid = invalid.count()
+    counts = typed.agg(
+        F.count(F.lit(1)).alias("read"), F.sum((F.size("_errors") > 0).cast("long")).alias("bad")
+    ).first()
+    assert counts is not None
+    entry.records_read = int(counts["read"])
+    n_invalid = int(counts["bad"] or 0)
     if n_invalid:
         inserted_q = write_quarantine(spark, root, _quarantine_rows(spec, invalid, run_id, now))
         entry.quarantined = inserted_q
@@ -325,7 +332,7 @@ def _apply_batch(
         _apply_snapshots(spark, config, spec, prepared, target, entry, input_version)
     else:
         _merge_versions(spark, config, spec, prepared, target, entry, input_version)
-    if spec.history == "scd2":
+    if spec.history == "scd2" and spec.kind != "snapshot":
         _update_history(spark, config, spec, prepared, input_version)
     if spec.name == "orders":
         _cascade_order_deletes(spark, config, prepared, input_version)
@@ -642,7 +649,22 @@ def _apply_snapshots(
             .where(~F.col("_is_deleted") & F.col("active") & (F.col("snapshot_date") < F.lit(day)))
             .join(keys, list(spec.keys), "left_anti")
         )
-        if absent.limit(1).count() == 0:
+        absent_keys = [tuple(r) for r in absent.select(*spec.keys).collect()]
+        if spec.history == "scd2":
+            # History per day, so an absence between two days of one batch is kept as a version.
+            gone = spark.createDataFrame(absent_keys, ", ".join(f"{k} string" for k in spec.keys))
+            history_after = partial(
+                _update_history,
+                spark,
+                config,
+                spec,
+                rows,
+                input_version * 10_000 + i,
+                extra_keys=gone,
+            )
+        if not absent_keys:
+            if spec.history == "scd2":
+                history_after()
             continue
 
         def deactivate(absent: DataFrame = absent, day: date = day, i: int = i) -> None:
@@ -664,10 +686,17 @@ def _apply_snapshots(
                 )
 
         with_conflict_retries(deactivate, what=f"deactivate products absent on {day}")
+        if spec.history == "scd2":
+            history_after()
 
 
 def _update_history(
-    spark: SparkSession, config: Config, spec: TableSpec, prepared: DataFrame, input_version: int
+    spark: SparkSession,
+    config: Config,
+    spec: TableSpec,
+    prepared: DataFrame,
+    input_version: int,
+    extra_keys: DataFrame | None = None,
 ) -> None:
     """Recompute SCD type 2 history for the keys in the batch from their stored versions plus the
     batch's: ordered by `_seq`, consecutive identical versions folded, `valid_to` the next
@@ -688,7 +717,10 @@ def _update_history(
         "_lsn",
         (F.col("_op") == "d").alias("_end"),
     )
-    affected = batch.select(*keys).distinct()
+    affected = batch.select(*keys)
+    if extra_keys is not None:
+        affected = affected.unionByName(extra_keys)
+    affected = affected.distinct()
     stored = (
         history.toDF()
         .join(affected, keys, "left_semi")
