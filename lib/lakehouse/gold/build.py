@@ -1,0 +1,543 @@
+"""Build the gold layer from silver: read silver (snapshots and Change Data Feed), run the pure
+transforms of `star.py` and `kpis.py`, write gold Delta tables, remember what was consumed.
+
+- `full`: every gold table is recomputed from the silver snapshots and overwritten.
+- `incremental` (default): silver's Change Data Feed since the versions the last run consumed
+  (`<lakehouse_root>/gold/_consumed_versions`) says which keys are affected (`incremental.py`);
+  only those are recomputed from current silver and written over the old rows of those keys in
+  one `replaceWhere` commit per table (a key that no longer produces rows loses its old ones).
+  No state yet, or a gold table missing, means a full build. No new silver version means nothing
+  is written at all.
+
+Silver is read at the versions pinned when the run starts, so a run is consistent even while
+silver is being written, and the next run starts exactly where this one stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any, Literal
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
+
+from lakehouse.config import join_uri
+from lakehouse.gold import incremental as inc
+from lakehouse.gold.kpis import (
+    customer_retention,
+    daily_kpis,
+    daily_payments,
+    first_order_dates,
+    newest_month,
+)
+from lakehouse.gold.pricing import live, priced_orders, rate_calendar
+from lakehouse.gold.star import dim_customers, dim_date, dim_products, fact_orders, fact_payments
+
+Mode = Literal["incremental", "full"]
+
+# The silver tables gold reads, in the order their versions are recorded.
+SILVER_INPUTS = (
+    "orders",
+    "order_items",
+    "fx_rates",
+    "payments",
+    "customers",
+    "customers_history",
+    "products_history",
+)
+GOLD_TABLES = (
+    "dim_customers",
+    "dim_products",
+    "dim_date",
+    "fact_orders",
+    "fact_payments",
+    "daily_kpis",
+    "daily_payments",
+    "customer_retention",
+)
+STATE_TABLE = "_consumed_versions"
+# Beyond this many affected keys a table is recomputed whole and overwritten: a predicate over a
+# literal list that long is slower than a rewrite of a gold table.
+MAX_SCOPE_KEYS = 10_000
+
+STATE_SCHEMA = StructType(
+    [
+        StructField("run_id", StringType(), False),
+        StructField("table", StringType(), False),
+        StructField("version", LongType(), False),
+        StructField("mode", StringType(), False),
+        StructField("consumed_at", TimestampType(), False),
+    ]
+)
+
+
+class GoldBuildError(RuntimeError):
+    """Gold cannot be built incrementally from the recorded state; the message says why."""
+
+
+@dataclass(frozen=True)
+class TableWrite:
+    """What one run did to one gold table: `overwrite` (whole table), `replace` (the rows of the
+    affected keys, one `replaceWhere` commit) or `unchanged`. `version` is the new Delta version
+    (None when unchanged); `rows_written` the rows written (all rows for an overwrite);
+    `rows_replaced` the rows the affected keys had before."""
+
+    table: str
+    action: Literal["overwrite", "replace", "unchanged"]
+    version: int | None = None
+    rows_written: int = 0
+    rows_replaced: int = 0
+
+
+@dataclass(frozen=True)
+class GoldResult:
+    """The outcome of `build_gold`: the mode actually run (an incremental call without state runs
+    full), the silver versions consumed and what happened to each gold table."""
+
+    run_id: str
+    mode: Mode
+    consumed_versions: dict[str, int]
+    tables: dict[str, TableWrite]
+
+    @property
+    def written(self) -> tuple[str, ...]:
+        """Names of the gold tables that got a new version."""
+        return tuple(n for n, w in self.tables.items() if w.action != "unchanged")
+
+    @property
+    def versions(self) -> dict[str, int | None]:
+        return {n: w.version for n, w in self.tables.items()}
+
+    @property
+    def rows_written(self) -> dict[str, int]:
+        return {n: w.rows_written for n, w in self.tables.items()}
+
+
+def gold_tables() -> tuple[str, ...]:
+    """The gold table names, to register as `gold.<name>` in the catalog."""
+    return GOLD_TABLES
+
+
+def gold_path(lakehouse_root: str, table: str) -> str:
+    """Location of `gold.<table>` (and of the `_consumed_versions` state table)."""
+    return join_uri(lakehouse_root, "gold", table)
+
+
+def silver_path(lakehouse_root: str, table: str) -> str:
+    return join_uri(lakehouse_root, "silver", table)
+
+
+def build_gold(
+    spark: SparkSession, lakehouse_root: str, run_id: str, mode: Mode = "incremental"
+) -> GoldResult:
+    """Bring every gold table up to date with silver; see the module docstring for the modes.
+
+    Both modes produce identical tables. An incremental run with no new silver version writes
+    nothing, not even the state table.
+    """
+    if mode not in ("incremental", "full"):
+        raise ValueError(f"mode must be 'incremental' or 'full', not {mode!r}")
+    silver = _Silver(spark, lakehouse_root)
+    consumed = _consumed_versions(spark, lakehouse_root)
+    can_increment = (
+        mode == "incremental"
+        and all(t in consumed for t in SILVER_INPUTS)
+        and all(DeltaTable.isDeltaTable(spark, gold_path(lakehouse_root, t)) for t in GOLD_TABLES)
+    )
+    if can_increment:
+        for table in SILVER_INPUTS:
+            if silver.versions[table] < consumed[table]:
+                raise GoldBuildError(
+                    f"silver.{table} is at version {silver.versions[table]}, older than the "
+                    f"version {consumed[table]} gold consumed: the table was recreated; run "
+                    "build_gold(..., mode='full')"
+                )
+        if all(silver.versions[t] == consumed[t] for t in SILVER_INPUTS):
+            unchanged = {t: TableWrite(t, "unchanged") for t in GOLD_TABLES}
+            return GoldResult(run_id, "incremental", dict(silver.versions), unchanged)
+        writes = _build_incremental(spark, lakehouse_root, silver, consumed)
+        ran: Mode = "incremental"
+    else:
+        writes = _build_full(spark, lakehouse_root, silver)
+        ran = "full"
+    _record_consumed(spark, lakehouse_root, run_id, silver.versions, ran)
+    return GoldResult(run_id, ran, dict(silver.versions), writes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading silver
+
+
+class _Silver:
+    """Silver tables pinned at their newest version when the run starts."""
+
+    def __init__(self, spark: SparkSession, lakehouse_root: str) -> None:
+        self.spark = spark
+        self.root = lakehouse_root
+        self.versions = {t: _latest_version(spark, silver_path(lakehouse_root, t))
+                         for t in SILVER_INPUTS}
+
+    def snapshot(self, table: str) -> DataFrame:
+        return (
+            self.spark.read.format("delta")
+            .option("versionAsOf", self.versions[table])
+            .load(silver_path(self.root, table))
+        )
+
+    def changes(self, table: str, after_version: int) -> DataFrame:
+        """Change Data Feed rows committed after `after_version`, up to the pinned version."""
+        return (
+            self.spark.read.format("delta")
+            .option("readChangeFeed", "true")
+            .option("startingVersion", after_version + 1)
+            .option("endingVersion", self.versions[table])
+            .load(silver_path(self.root, table))
+        )
+
+
+def _latest_version(spark: SparkSession, path: str) -> int:
+    if not DeltaTable.isDeltaTable(spark, path):
+        raise GoldBuildError(f"no Delta table at {path}: gold needs every silver table it reads")
+    return _last_commit(spark, path)[0]
+
+
+def _consumed_versions(spark: SparkSession, lakehouse_root: str) -> dict[str, int]:
+    """The newest silver version each table was consumed at, by table name (no `silver.`)."""
+    path = gold_path(lakehouse_root, STATE_TABLE)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return {}
+    rows = (
+        spark.read.format("delta").load(path).groupBy("table").agg(F.max("version")).collect()
+    )
+    return {r[0].removeprefix("silver."): int(r[1]) for r in rows}
+
+
+def _record_consumed(
+    spark: SparkSession, lakehouse_root: str, run_id: str, versions: dict[str, int], mode: Mode
+) -> None:
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rows = [(run_id, f"silver.{t}", versions[t], mode, now) for t in SILVER_INPUTS]
+    (
+        spark.createDataFrame(rows, STATE_SCHEMA)
+        .write.format("delta")
+        .mode("append")
+        .save(gold_path(lakehouse_root, STATE_TABLE))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# What each gold table is, given (optionally filtered) silver
+
+
+class _Sources:
+    """Live silver rows and the recompute of each gold table for a scope of keys (None = all)."""
+
+    def __init__(self, silver: _Silver) -> None:
+        self.orders = live(silver.snapshot("orders"))
+        self.items = live(silver.snapshot("order_items"))
+        self.fx = live(silver.snapshot("fx_rates"))
+        self.payments = live(silver.snapshot("payments"))
+        self.customers = silver.snapshot("customers")
+        self.customers_history = silver.snapshot("customers_history")
+        self.products_history = silver.snapshot("products_history")
+        # Every live order, narrow: first order dates and cohorts need a customer's whole
+        # history whatever the scope.
+        self.order_heads = self.orders.select(
+            "order_id", "customer_id", "order_date", "status", "currency"
+        )
+
+    def dim_customers(self, ids: Sequence[Any] | None = None) -> DataFrame:
+        history = _scoped(self.customers_history, "customer_id", ids)
+        return dim_customers(history, self.customers)
+
+    def dim_products(self, ids: Sequence[Any] | None = None) -> DataFrame:
+        return dim_products(_scoped(self.products_history, "product_id", ids))
+
+    def dates(self) -> DataFrame:
+        """Every order and payment date: the span of dim_date."""
+        return self.orders.select(F.col("order_date").alias("date")).union(
+            self.payments.select(F.col("event_date").alias("date"))
+        )
+
+    def dim_date(self) -> DataFrame:
+        return dim_date(self.dates())
+
+    def _orders_on(self, dates: Sequence[Any] | None) -> tuple[DataFrame, DataFrame, DataFrame]:
+        orders = _scoped(self.orders, "order_date", dates)
+        items = _scoped(self.items, "order_date", dates)
+        calendar = rate_calendar(self.fx, orders.select(F.col("order_date").alias("date")))
+        return orders, items, calendar
+
+    def fact_orders(self, dates: Sequence[Any] | None = None) -> DataFrame:
+        orders, items, calendar = self._orders_on(dates)
+        return fact_orders(orders, items, calendar, self.dim_customers(), self.dim_products())
+
+    def daily_kpis(self, dates: Sequence[Any] | None = None) -> DataFrame:
+        orders, items, calendar = self._orders_on(dates)
+        customers = orders.select("customer_id").distinct()
+        firsts = first_order_dates(
+            self.order_heads.join(customers, "customer_id", "left_semi")
+        )
+        return daily_kpis(priced_orders(orders, items, calendar), firsts)
+
+    def fact_payments(self, dates: Sequence[Any] | None = None) -> DataFrame:
+        payments = _scoped(self.payments, "event_date", dates)
+        calendar = rate_calendar(self.fx, payments.select(F.col("event_date").alias("date")))
+        return fact_payments(payments, calendar)
+
+    def daily_payments(self, dates: Sequence[Any] | None = None) -> DataFrame:
+        return daily_payments(self.fact_payments(dates))
+
+    def customer_retention(
+        self, cohorts: Sequence[Any] | None = None, through: dt.date | None = None
+    ) -> DataFrame:
+        if cohorts is None:
+            return customer_retention(self.order_heads)
+        members = first_order_dates(self.order_heads).where(
+            F.trunc("first_order_date", "month").isin(list(cohorts))
+        )
+        orders = self.order_heads.join(members.select("customer_id"), "customer_id", "left_semi")
+        return customer_retention(orders, through_month=through)
+
+
+def _scoped(df: DataFrame, column: str, values: Sequence[Any] | None) -> DataFrame:
+    return df if values is None else df.where(F.col(column).isin(list(values)))
+
+
+# Scope column: the affected keys are values of it.
+_SCOPE = {
+    "dim_customers": "customer_id",
+    "dim_products": "product_id",
+    "fact_orders": "order_date",
+    "fact_payments": "event_date",
+    "daily_kpis": "order_date",
+    "daily_payments": "event_date",
+    "customer_retention": "cohort_month",
+}
+
+
+def _build_full(spark: SparkSession, root: str, silver: _Silver) -> dict[str, TableWrite]:
+    src = _Sources(silver)
+    tables: dict[str, Callable[[], DataFrame]] = {
+        "dim_customers": src.dim_customers,
+        "dim_products": src.dim_products,
+        "dim_date": src.dim_date,
+        "fact_orders": src.fact_orders,
+        "fact_payments": src.fact_payments,
+        "daily_kpis": src.daily_kpis,
+        "daily_payments": src.daily_payments,
+        "customer_retention": src.customer_retention,
+    }
+    return {name: _overwrite(spark, gold_path(root, name), name, make())
+            for name, make in tables.items()}
+
+
+def _build_incremental(
+    spark: SparkSession, root: str, silver: _Silver, consumed: dict[str, int]
+) -> dict[str, TableWrite]:
+    changes = {
+        t: silver.changes(t, consumed[t])
+        for t in SILVER_INPUTS
+        if silver.versions[t] > consumed[t]
+    }
+    src = _Sources(silver)
+    src.order_heads = src.order_heads.cache()
+    try:
+        found = _affected(spark, root, src, changes)
+        writes: dict[str, TableWrite] = {}
+        for name in ("dim_customers", "dim_products", "fact_orders", "fact_payments",
+                     "daily_kpis", "daily_payments"):
+            writes[name] = _apply_scope(spark, root, name, found.scopes[name], getattr(src, name))
+        writes["customer_retention"] = _retention(spark, root, src, found)
+        path = gold_path(root, "dim_date")
+        writes["dim_date"] = (
+            _overwrite(spark, path, "dim_date", src.dim_date())
+            if found.span != found.span_before
+            else TableWrite("dim_date", "unchanged")
+        )
+    finally:
+        src.order_heads.unpersist()
+    return writes
+
+
+@dataclass(frozen=True)
+class _Affected:
+    """What a batch of changes touches: the affected keys of each table (`_SCOPE` column), the
+    newest month with data now and in gold, and the span of order and payment dates now and in
+    gold.dim_date (None when the changes cannot move them)."""
+
+    scopes: dict[str, list[Any]]
+    newest_month: dt.date | None
+    newest_month_before: dt.date | None
+    span: tuple[dt.date | None, dt.date | None] | None
+    span_before: tuple[dt.date | None, dt.date | None] | None
+
+
+def _affected(
+    spark: SparkSession, root: str, src: _Sources, changes: dict[str, DataFrame]
+) -> _Affected:
+    """The affected keys of each table (see `incremental.py` for the reasoning), found in one
+    Spark job."""
+    parts: list[tuple[str, DataFrame]] = []
+    orders_ch = changes.get("orders")
+    ranges = (
+        inc.fx_change_ranges(changes["fx_rates"], src.fx) if "fx_rates" in changes else None
+    )
+    if orders_ch is not None:
+        parts.append(("order_change_dates", inc.changed_values(orders_ch, "order_date")))
+        parts.append(("shift_dates", inc.first_order_shift_dates(orders_ch, src.order_heads)))
+    if "order_items" in changes:
+        parts.append(("money_dates", inc.changed_values(changes["order_items"], "order_date")))
+    if "payments" in changes:
+        parts.append(("payment_dates", inc.changed_values(changes["payments"], "event_date")))
+    if ranges is not None:
+        parts.append(("money_dates", inc.dates_in_ranges(src.order_heads, "order_date", ranges)))
+        parts.append(("payment_dates", inc.dates_in_ranges(src.payments, "event_date", ranges)))
+    for table in ("customers", "customers_history"):
+        if table in changes:
+            ids = inc.changed_values(changes[table], "customer_id")
+            parts.append(("customer_ids", ids))
+            parts.append(("fact_dates", inc.order_dates_of(src.order_heads, "customer_id", ids)))
+    if "products_history" in changes:
+        ids = inc.changed_values(changes["products_history"], "product_id")
+        parts.append(("product_ids", ids))
+        parts.append(("fact_dates", inc.order_dates_of(src.items, "product_id", ids)))
+    if orders_ch is not None:
+        before = spark.read.format("delta").load(gold_path(root, "customer_retention"))
+        parts.append(("newest_month", newest_month(src.order_heads)))
+        parts.append(("newest_month_before", before.select(
+            F.max(F.add_months("cohort_month", F.col("months_since"))))))
+    dates_may_move = orders_ch is not None or "payments" in changes
+    if dates_may_move:
+        dim = spark.read.format("delta").load(gold_path(root, "dim_date"))
+        parts += [
+            ("span_min", src.dates().select(F.min("date"))),
+            ("span_max", src.dates().select(F.max("date"))),
+            ("span_before_min", dim.select(F.min("date"))),
+            ("span_before_max", dim.select(F.max("date"))),
+        ]
+    found = _collect_tagged(parts)
+
+    def dates(*tags: str) -> set[dt.date]:
+        return {dt.date.fromisoformat(v) for tag in tags for v in found.get(tag, ())}
+
+    def one(tag: str) -> dt.date | None:
+        return next(iter(dates(tag)), None)
+
+    money = dates("order_change_dates", "money_dates")
+    cohorts = {d.replace(day=1) for d in dates("order_change_dates", "shift_dates")}
+    payment_dates = sorted(dates("payment_dates"))
+    return _Affected(
+        scopes={
+            "dim_customers": sorted(found.get("customer_ids", ())),
+            "dim_products": sorted(found.get("product_ids", ())),
+            "fact_orders": sorted(money | dates("fact_dates")),
+            "fact_payments": payment_dates,
+            "daily_kpis": sorted(money | dates("shift_dates")),
+            "daily_payments": payment_dates,
+            "customer_retention": sorted(cohorts),
+        },
+        newest_month=one("newest_month"),
+        newest_month_before=one("newest_month_before"),
+        span=(one("span_min"), one("span_max")) if dates_may_move else None,
+        span_before=(one("span_before_min"), one("span_before_max")) if dates_may_move else None,
+    )
+
+
+def _collect_tagged(parts: Iterable[tuple[str, DataFrame]]) -> dict[str, set[str]]:
+    """Collect the distinct non-null values of single-column frames, as strings, by tag."""
+    frames = [
+        df.select(F.lit(tag).alias("tag"), F.col(df.columns[0]).cast("string").alias("value"))
+        for tag, df in parts
+    ]
+    if not frames:
+        return {}
+    found: dict[str, set[str]] = {}
+    for row in reduce(DataFrame.union, frames).where(F.col("value").isNotNull()).collect():
+        found.setdefault(row["tag"], set()).add(row["value"])
+    return found
+
+
+def _apply_scope(
+    spark: SparkSession,
+    root: str,
+    name: str,
+    scope: list[Any],
+    compute: Callable[[Sequence[Any] | None], DataFrame],
+) -> TableWrite:
+    path = gold_path(root, name)
+    if not scope:
+        return TableWrite(name, "unchanged")
+    if len(scope) > MAX_SCOPE_KEYS:
+        return _overwrite(spark, path, name, compute(None))
+    return _replace_scope(spark, path, name, compute(scope), _SCOPE[name], scope)
+
+
+def _retention(spark: SparkSession, root: str, src: _Sources, found: _Affected) -> TableWrite:
+    """Retention rows of the affected cohorts; every cohort when the newest month moved (each
+    cohort gains or loses a `months_since`)."""
+    cohorts = found.scopes["customer_retention"]
+    if not cohorts:
+        return TableWrite("customer_retention", "unchanged")
+    path = gold_path(root, "customer_retention")
+    if found.newest_month != found.newest_month_before or len(cohorts) > MAX_SCOPE_KEYS:
+        return _overwrite(spark, path, "customer_retention", src.customer_retention())
+    rows = src.customer_retention(cohorts, found.newest_month)
+    return _replace_scope(spark, path, "customer_retention", rows, "cohort_month", cohorts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing gold
+
+
+def _overwrite(spark: SparkSession, path: str, name: str, df: DataFrame) -> TableWrite:
+    df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
+    version, metrics = _last_commit(spark, path)
+    return TableWrite(name, "overwrite", version, int(metrics.get("numOutputRows", 0)))
+
+
+def _replace_scope(
+    spark: SparkSession,
+    path: str,
+    name: str,
+    rows: DataFrame,
+    scope_col: str,
+    scope: Sequence[Any],
+) -> TableWrite:
+    """Replace the rows of `path` whose `scope_col` is in `scope` with `rows`, in one commit
+    (Delta `replaceWhere`): a key that no longer produces rows loses its old ones. `rows` hold
+    only keys in `scope` (Delta checks it)."""
+    predicate = f"`{scope_col}` IN ({', '.join(_sql_literal(v) for v in scope)})"
+    rows.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(path)
+    version, metrics = _last_commit(spark, path)
+    return TableWrite(
+        name,
+        "replace",
+        version,
+        int(metrics.get("numOutputRows", 0)) - int(metrics.get("numCopiedRows", 0)),
+        int(metrics.get("numDeletedRows", 0)),
+    )
+
+
+def _sql_literal(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return f"TIMESTAMP'{value.isoformat(sep=' ')}'"
+    if isinstance(value, dt.date):
+        return f"DATE'{value.isoformat()}'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def _last_commit(spark: SparkSession, path: str) -> tuple[int, dict[str, str]]:
+    rows = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics")
+    row = rows.collect()[0]
+    return int(row[0]), dict(row[1] or {})
