@@ -194,11 +194,12 @@ def test_steps_run_the_layers_in_order_and_stop_on_failure(dev_config: Config) -
     assert [s["Name"] for s in steps] == [
         "bronze 2024-01-03",
         "silver 2024-01-03",
+        "quality 2024-01-03",
         "gold 2024-01-03",
     ]
     assert {s["ActionOnFailure"] for s in steps} == {"CANCEL_AND_WAIT"}
     assert {s["Config"]["Jar"] for s in steps} == {"command-runner.jar"}
-    assert steps[1]["Config"]["Args"] == [
+    assert steps[2]["Config"]["Args"] == [
         "spark-submit",
         "--deploy-mode",
         "cluster",
@@ -212,7 +213,7 @@ def test_steps_run_the_layers_in_order_and_stop_on_failure(dev_config: Config) -
         "spark.yarn.appMasterEnv.LAKEHOUSE_METRICS_NAMESPACE=Lakehouse",
         "--conf",
         f"spark.yarn.appMasterEnv.LAKEHOUSE_SNS_TOPIC_ARN={TOPIC}",
-        f"{ARTIFACTS}/jobs/silver.py",
+        f"{ARTIFACTS}/jobs/quality.py",
         "--env",
         "dev",
         "--date",
@@ -229,7 +230,7 @@ def test_steps_of_a_day_are_not_submitted_twice(dev_config: Config) -> None:
     _, second = cluster.submit_steps(clients, dev_config, defs, layout, DAY, log=lambda _: None)
 
     assert sorted(second) == sorted(first)
-    assert len(clients.client("emr").list_steps(ClusterId=cluster_id)["Steps"]) == 3
+    assert len(clients.client("emr").list_steps(ClusterId=cluster_id)["Steps"]) == 4
 
 
 def test_waiting_for_steps_reports_the_failed_layer(dev_config: Config) -> None:
@@ -238,10 +239,10 @@ def test_waiting_for_steps_reports_the_failed_layer(dev_config: Config) -> None:
     layout = bundle_layout("s3://lakehouse-dev-artifacts/lakehouse", defs.bundle, "0.1.0")
     _, step_ids = cluster.submit_steps(clients, dev_config, defs, layout, DAY, log=lambda _: None)
     # moto never moves steps out of PENDING/RUNNING: the test sets what EMR would do when silver
-    # fails under CANCEL_AND_WAIT (bronze done, silver failed, the later step cancelled).
+    # fails under CANCEL_AND_WAIT (bronze done, silver failed, the later steps cancelled).
     steps = {s.id: s for s in backend("emr").clusters[cluster_id].steps}
     for step_id, state in zip(
-        step_ids, ["COMPLETED", "FAILED", "CANCELLED"], strict=True
+        step_ids, ["COMPLETED", "FAILED", "CANCELLED", "CANCELLED"], strict=True
     ):
         steps[step_id].state = state
     changes: list[str] = []
@@ -255,9 +256,10 @@ def test_waiting_for_steps_reports_the_failed_layer(dev_config: Config) -> None:
         on_change=lambda _, s: changes.append(s),
     )
 
-    assert list(states.values()) == ["COMPLETED", "FAILED", "CANCELLED"]
+    assert list(states.values()) == ["COMPLETED", "FAILED", "CANCELLED", "CANCELLED"]
     assert changes == [
-        "bronze 2024-01-03=COMPLETED, silver 2024-01-03=FAILED, gold 2024-01-03=CANCELLED"
+        "bronze 2024-01-03=COMPLETED, silver 2024-01-03=FAILED, "
+        "quality 2024-01-03=CANCELLED, gold 2024-01-03=CANCELLED"
     ]
 
 

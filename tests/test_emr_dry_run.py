@@ -100,6 +100,7 @@ def test_cluster_down_and_steps_dry_runs_send_nothing(
     assert [s["Name"] for s in steps[1]["params"]["Steps"]] == [
         "bronze 2024-01-03",
         "silver 2024-01-03",
+        "quality 2024-01-03",
         "gold 2024-01-03",
     ]
     _moto_is_empty(moto)
