@@ -89,8 +89,10 @@ def json_id(source: str, raw: str) -> str:
 
 
 def csv_id(source: str, fields: dict[str, str], snapshot_day: str | None = None) -> str:
-    """The record id of a CSV row: its fields as canonical JSON, plus the day for snapshots."""
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    """The record id of a CSV row: its contract columns (a drift column like `fee` left out) as
+    canonical JSON, plus the day for snapshots."""
+    named = {k: v for k, v in fields.items() if k in load_sources()[source].required_columns}
+    canonical = json.dumps(named, sort_keys=True, separators=(",", ":"))
     return record_id(source, f"{snapshot_day}\x1f{canonical}" if snapshot_day else canonical)
 
 
