@@ -55,6 +55,16 @@ def job_main(step: str, argv: Sequence[str] | None = None) -> int:
         stop_spark(spark)
 
 
+def _quality_rows(report: object) -> list[dict[str, str]]:
+    """Checks of the run for the notification; a failed warning is reported as `warning`."""
+    rows = []
+    for outcome in getattr(report, "quality", []):
+        for r in outcome.results:
+            status = "warning" if r.failed and r.severity == "warning" else r.status
+            rows.append({"check": f"{r.layer}.{r.table}/{r.check}", "status": status})
+    return rows
+
+
 def _notify(config: Config, run_id: str, status: str, report: object, duration_s: float) -> None:
     topic = os.environ.get("LAKEHOUSE_SNS_TOPIC_ARN")
     aws = getattr(config, "aws", None)
@@ -79,7 +89,7 @@ def _notify(config: Config, run_id: str, status: str, report: object, duration_s
         run_id=run_id,
         status=status,
         ledger_rows=ledger_rows,
-        quality_rows=[],
+        quality_rows=_quality_rows(report),
         duration_s=duration_s,
     )
 
