@@ -35,7 +35,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from lakehouse.config import Config, join_uri
+from lakehouse.config import Config
 from lakehouse.delta_io import (
     current_version,
     ensure_table,
@@ -358,7 +358,3 @@ def _as_quarantine(bad: DataFrame, run_id: str, now: object) -> DataFrame:
         F.lit(run_id).alias("run_id"),
         F.lit(now).cast("timestamp").alias("quarantined_at"),
     )
-
-
-def landing_uri(config: Config, source: str, day: str) -> str:
-    return join_uri(config.storage.landing_root, source, f"ingest_date={day}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import date
 from functools import partial, reduce
 
@@ -134,16 +133,6 @@ def history_schema(spec: TableSpec) -> StructType:
 def live(df: DataFrame) -> DataFrame:
     """Only the rows readers should see: tombstones left out."""
     return df.where(~F.col("_is_deleted"))
-
-
-@dataclass
-class Outcome:
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    duplicates: int = 0
-    stale_ignored: int = 0
 
 
 # --- pure transforms -------------------------------------------------------------------------
