@@ -13,6 +13,8 @@ from lakehouse.config import ENVIRONMENTS, ConfigError
 # Modules that add subcommands; each has `register(subparsers)` and sets `func(args) -> int`.
 COMMAND_MODULES = (
     "lakehouse.commands",
+    "lakehouse.history_commands",
+    "lakehouse.maintenance_commands",
     "lakehouse.emr.commands",
 )
 

@@ -112,6 +112,9 @@ class Config:
     secrets: SecretsConfig
     generator: GeneratorSpec
     aws: AwsConfig | None = None
+    # Set by `load_config`: the folder the configuration was read from (quality suites and table
+    # specs are read from the same folder).
+    conf_dir: str | None = None
 
     def table_path(self, layer: str, name: str) -> str:
         """Location of the Delta table `layer.name` under the lakehouse root."""
@@ -164,6 +167,8 @@ def load_config(
         _deep_merge(merged, dict(overrides), origin, "<overrides>", "")
     merged["env"] = env
     origin["env"] = "--env"
+    merged["conf_dir"] = str(conf_path.resolve())
+    origin["conf_dir"] = "--conf-dir"
     config = _parse(Config, merged, "", origin, str(env_file))
     return _resolve_local_roots(config, conf_path.resolve().parent)
 
