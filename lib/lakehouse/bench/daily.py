@@ -1,0 +1,96 @@
+"""The whole-pipeline figures: first run of a day, its replay, the run without the Deequ
+suites, and the floor (one plain pass over the day's landing files written once as Parquet).
+
+Every run starts from a fresh copy of `p0/` (the lakehouse after day 1) and runs day 2 through
+`lakehouse.pipeline.run_pipeline`, the function the CLI, the jobs and EMR call.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+from lakehouse.bench.runner import ALL_STEPS, DAY1, DAY2, NO_QUALITY, data_files, log, timed
+
+if TYPE_CHECKING:
+    from lakehouse.bench.runner import Bench
+
+
+def measure(bench: Bench) -> None:
+    """First run, replay, run without quality and the floor, alternately, `reps` times."""
+    from lakehouse.pipeline import run_pipeline
+
+    assert bench.spark is not None
+    spark = bench.spark
+    n_orders = bench.scale.pipeline_orders_per_day or bench.scale.orders_per_day
+    if n_orders == bench.scale.orders_per_day:
+        landing = "landing"
+    else:
+        landing = "landing-pipe"
+        bench.generate(landing, n_orders)
+    log("day 1 through the whole pipeline (p0)")
+    with timed() as t:
+        run_pipeline(
+            spark, bench.config("p0", landing), bench.run_id("day1"), ALL_STEPS, [str(DAY1)]
+        )
+    bench.details.append(f"day 1 through the whole pipeline (setup of p0): {t[0]:.1f} s")
+    day = [str(DAY2)]
+    with_q: list[float] = []
+    without_q: list[float] = []
+    replay: list[float] = []
+    floor: list[float] = []
+    added: list[int] = []
+    bookkeeping: list[int] = []
+    reps = bench.scale.pipeline_reps or bench.reps
+    for rep in range(reps):
+        order = ("with", "without", "floor") if rep % 2 == 0 else ("floor", "without", "with")
+        for what in order:
+            log(f"pipeline rep {rep + 1}/{reps}: {what}")
+            if what == "with":
+                cfg = bench.fresh("p0", "work-pipe", landing)
+                lake = bench.root / "work-pipe"
+                with timed() as t:
+                    run_pipeline(spark, cfg, bench.run_id("first"), ALL_STEPS, day)
+                with_q.append(t[0])
+                log(f"  first run {t[0]:.1f} s")
+                before = data_files(lake)
+                books_before = data_files(lake, ("ledger", "quality"))
+                with timed() as t:
+                    run_pipeline(spark, cfg, bench.run_id("replay"), ALL_STEPS, day)
+                replay.append(t[0])
+                added.append(len(data_files(lake) - before))
+                bookkeeping.append(len(data_files(lake, ("ledger", "quality")) - books_before))
+                log(f"  replay {t[0]:.1f} s, {added[-1]} data files added")
+            elif what == "without":
+                cfg = bench.fresh("p0", "work-pipe", landing)
+                with timed() as t:
+                    run_pipeline(spark, cfg, bench.run_id("noq"), NO_QUALITY, day)
+                without_q.append(t[0])
+                log(f"  {t[0]:.1f} s")
+            else:
+                out = bench.root / "floor"
+                shutil.rmtree(out, ignore_errors=True)
+                files = [
+                    str(p)
+                    for p in (bench.root / landing).glob(f"*/ingest_date={DAY2}/*")
+                    if p.is_file()
+                ]
+                with timed() as t:
+                    spark.read.text(files).write.parquet(str(out))
+                floor.append(t[0])
+                log(f"  {t[0]:.1f} s")
+    bench.figures["pipeline"] = {
+        "with_quality": with_q,
+        "without_quality": without_q,
+        "floor": floor,
+    }
+    bench.figures["replay"] = {
+        "first": with_q,
+        "replay": replay,
+        "files_added": added,
+        "bookkeeping_files_added": bookkeeping,
+    }
+    bench.details.append(
+        "the replay adds only bookkeeping files (the run's ledger rows and quality results): "
+        f"{bookkeeping} per repetition"
+    )

@@ -1,0 +1,163 @@
+"""The benchmark's pure parts: medians, targets and verdicts, and the report it writes. No
+benchmark runs here (`make bench` does that)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lakehouse.bench.report import (
+    GIB,
+    evaluate,
+    median,
+    render_section,
+    splice,
+    write_markdown,
+)
+from lakehouse.bench.runner import copy_table_dir, data_files
+
+
+def _results(**figures: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "history": {
+            "small_days": 5,
+            "large_days": 50,
+            "small": [10.0, 12.0, 11.0],
+            "large": [12.0, 11.5, 13.0],
+        },
+        "replay": {
+            "first": [100.0, 90.0, 95.0],
+            "replay": [10.0, 12.0, 11.0],
+            "files_added": [0, 0, 0],
+        },
+        "pipeline": {
+            "with_quality": [100.0, 90.0, 95.0],
+            "without_quality": [85.0, 80.0, 82.0],
+            "floor": [30.0, 28.0, 29.0],
+        },
+        "peer": {"tables": ["orders"], "spark": [4.0, 5.0, 6.0], "deltars": [5.0, 5.0, 5.0]},
+        "memory": {"peak_rss_bytes": 3 * GIB},
+    }
+    base.update(figures)
+    return {
+        "scale": "small",
+        "command": "make bench SCALE=small",
+        "params": {"orders_per_day": 1000, "reps": 3},
+        "machine": {"cores": 2, "memory_gib": 24.0, "busy": True},
+        "figures": base,
+    }
+
+
+def _verdicts(results: dict[str, object]) -> dict[str, str]:
+    return {r.key: r.verdict for r in evaluate(results)}
+
+
+def test_median_of_odd_and_even_counts() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0, 2.0, 3.0]) == 2.5
+    with pytest.raises(ValueError):
+        median([])
+
+
+def test_every_figure_met_when_the_medians_are_within_target() -> None:
+    verdicts = _verdicts(_results())
+    assert verdicts == {
+        "history": "met",  # 12.0 / 11.0 = 1.09
+        "replay": "met",  # 11 / 95 = 0.12, no files
+        "floor": "met",  # 95 / 29 = 3.3
+        "quality": "met",  # 95 / 82 = 1.16
+        "peer": "met",  # 5 / 5 = 1.0, aim <= 1
+        "memory": "met",
+        "throughput": "reported",
+    }
+
+
+def test_history_ratio_compares_medians_not_single_samples() -> None:
+    # One slow outlier in the 50-day samples must not make the figure miss.
+    results = _results(
+        history={
+            "small_days": 5,
+            "large_days": 50,
+            "small": [10.0, 10.0, 10.0],
+            "large": [11.0, 40.0, 12.0],
+        }
+    )
+    assert _verdicts(results)["history"] == "met"
+    results["figures"]["history"]["large"] = [13.0, 40.0, 12.6]  # type: ignore[index]
+    assert _verdicts(results)["history"] == "missed"
+
+
+def test_replay_misses_when_it_adds_a_data_file_even_if_fast() -> None:
+    results = _results(replay={"first": [100.0], "replay": [1.0], "files_added": [0, 1, 0]})
+    assert _verdicts(results)["replay"] == "missed"
+
+
+def test_memory_above_six_gib_misses() -> None:
+    results = _results(memory={"peak_rss_bytes": int(6.5 * GIB)})
+    assert _verdicts(results)["memory"] == "missed"
+
+
+def test_a_failed_measurement_is_reported_as_not_measured_with_its_reason() -> None:
+    results = _results(peer={"error": "failed: OSError: no space"})
+    rows = {r.key: r for r in evaluate(results)}
+    assert rows["peer"].verdict == "not measured"
+    assert "no space" in rows["peer"].measured
+
+
+def test_section_says_plainly_which_targets_are_missed() -> None:
+    results = _results(
+        pipeline={"with_quality": [100.0], "without_quality": [50.0], "floor": [10.0]},
+        replay={"first": [100.0], "replay": [10.0], "files_added": [0]},
+    )
+    results["figures"]["peer"] = {"error": "not measured in this run (--only)"}  # type: ignore[index]
+    text = render_section(results, "bench/results-small.json", "bench/bench-small.png")
+    assert "Not measured in this run: **against a peer engine**" in text
+    assert "Targets missed in this run: **cost over the floor**, **quality overhead**" in text
+    assert "| cost over the floor |" in text and "| **missed** |" in text
+    assert "make bench SCALE=small" in text
+    assert "The machine was busy" in text
+
+
+def test_splice_replaces_only_its_own_scale_section() -> None:
+    doc = "# Benchmarks\n\nhand-written part\n"
+    small = render_section(_results(), "a.json", "a.png")
+    once = splice(doc, small, "small")
+    twice = splice(once, small.replace("make bench SCALE=small", "again"), "small")
+    assert twice.count("<!-- bench:small:start -->") == 1
+    assert "again" in twice and "hand-written part" in twice
+    default = splice(
+        twice, "<!-- bench:default:start -->\nD\n<!-- bench:default:end -->", "default"
+    )
+    assert "again" in default and "\nD\n" in default
+
+
+def test_write_markdown_links_the_json_and_chart_relative_to_the_document(tmp_path: Path) -> None:
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n\nkept\n")
+    write_markdown(_results(), doc, tmp_path / "bench" / "r.json", tmp_path / "bench" / "c.png")
+    text = doc.read_text()
+    assert "kept" in text and "(bench/r.json)" in text and "(bench/c.png)" in text
+
+
+def test_copies_share_data_files_but_not_logs(tmp_path: Path) -> None:
+    src = tmp_path / "src" / "silver" / "orders"
+    (src / "_delta_log").mkdir(parents=True)
+    (src / "part-0.parquet").write_bytes(b"data")
+    (src / "_delta_log" / "00.json").write_text("{}")
+    copy_table_dir(tmp_path / "src", tmp_path / "dst")
+    copied = tmp_path / "dst" / "silver" / "orders"
+    assert (copied / "part-0.parquet").stat().st_ino == (src / "part-0.parquet").stat().st_ino
+    (copied / "_delta_log" / "00.json").write_text('{"changed": 1}')
+    assert (src / "_delta_log" / "00.json").read_text() == "{}"
+    assert data_files(tmp_path / "dst") == {"silver/orders/part-0.parquet"}
+
+
+def test_memory_of_this_process_tree_is_measured() -> None:
+    import psutil
+
+    from lakehouse.bench.memory import tree_memory
+
+    rss, pss = tree_memory(psutil.Process())
+    assert rss > 10 * 1024**2
+    assert pss is None or 0 < pss <= rss
