@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from lakehouse.config import ENVIRONMENTS, ConfigError
+from lakehouse.errors import UserError
 
 # Modules that add subcommands; each has `register(subparsers)` and sets `func(args) -> int`.
 COMMAND_MODULES = (
@@ -45,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ def register(sub: Any) -> None:
 
     gold = sub.add_parser("gold", help="bring the gold tables up to date with silver")
     gold.add_argument("--mode", choices=("incremental", "full"), default="incremental")
+    gold.add_argument(
+        "--no-checks", action="store_true", help="publish without the gold quality suites"
+    )
     gold.set_defaults(func=cmd_gold)
 
     quality = sub.add_parser("quality", help="Deequ quality reports and suite suggestions")
@@ -115,33 +118,41 @@ def print_ledger(title: str, entries: Sequence[LedgerEntry], columns: Sequence[s
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from lakehouse.pipeline import BRONZE_COLUMNS, run_bronze
+    from lakehouse.pipeline import BRONZE_COLUMNS, run_pipeline
 
     config = _config(args)
     run_id = new_run_id()
-    entries = run_bronze(_session(config, "lakehouse-ingest"), config, run_id, args.date or None)
-    print_ledger(f"bronze, run {run_id}", entries, BRONZE_COLUMNS)
+    spark = _session(config, "lakehouse-ingest")
+    report = run_pipeline(spark, config, run_id, steps=("bronze",), dates=args.date or None)
+    print_ledger(f"bronze, run {run_id}", report.bronze, BRONZE_COLUMNS)
     return 0
 
 
 def cmd_silver(args: argparse.Namespace) -> int:
-    from lakehouse.pipeline import run_silver
+    from lakehouse.pipeline import run_pipeline
     from lakehouse.silver import LEDGER_COLUMNS
 
     config = _config(args)
     run_id = new_run_id()
-    entries = run_silver(_session(config, "lakehouse-silver"), config, run_id)
-    print_ledger(f"silver, run {run_id}", entries, LEDGER_COLUMNS)
+    report = run_pipeline(_session(config, "lakehouse-silver"), config, run_id, steps=("silver",))
+    print_ledger(f"silver, run {run_id}", report.silver, LEDGER_COLUMNS)
     return 0
 
 
 def cmd_gold(args: argparse.Namespace) -> int:
-    from lakehouse.pipeline import run_gold
+    from lakehouse.pipeline import run_pipeline
 
     config = _config(args)
     run_id = new_run_id()
-    result = run_gold(_session(config, "lakehouse-gold"), config, run_id, mode=args.mode)
-    print(f"gold, run {run_id}: {result}")
+    report = run_pipeline(
+        _session(config, "lakehouse-gold"),
+        config,
+        run_id,
+        steps=("gold",),
+        checks=not args.no_checks,
+        gold_mode=args.mode,
+    )
+    print(f"gold, run {run_id}: {report.gold}")
     return 0
 
 

@@ -11,6 +11,14 @@ transforms of `star.py` and `kpis.py`, write gold Delta tables, remember what wa
 
 Silver is read at the versions pinned when the run starts, so a run is consistent even while
 silver is being written, and the next run starts exactly where this one stopped.
+
+Staging and publishing: `stage_gold` computes every write and materialises its rows in staging
+Delta tables (`<root>/_staging/<run_id>/gold/<table>`) without touching gold;
+`StagedGold.candidates()` are the tables gold would become (for a scoped replace: the published
+rows outside the scope plus the staged rows), which the gold quality suites check; `publish_gold`
+then copies the staged rows into gold (one commit per table) and records the consumed silver
+versions. A run stopped between the two leaves gold and its state exactly as they were, so the
+next run recomputes the same changes. `build_gold` is stage + publish without checks.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
 from lakehouse.config import join_uri
+from lakehouse.delta_io import delete_path
 from lakehouse.gold import incremental as inc
 from lakehouse.gold.kpis import (
     customer_retention,
@@ -132,18 +141,79 @@ def silver_path(lakehouse_root: str, table: str) -> str:
     return join_uri(lakehouse_root, "silver", table)
 
 
+@dataclass(frozen=True)
+class StagedWrite:
+    """One gold table's pending write: its rows materialised at `staged_path`; `action`
+    `overwrite` (the whole table) or `replace` (the rows whose `scope_col` is in `scope`)."""
+
+    table: str
+    action: Literal["overwrite", "replace"]
+    staged_path: str
+    scope_col: str | None = None
+    scope: tuple[Any, ...] = ()
+
+    def predicate(self) -> str:
+        """The SQL predicate of the replaced rows (`replaceWhere`)."""
+        values = ", ".join(_sql_literal(v) for v in self.scope)
+        return f"`{self.scope_col}` IN ({values})"
+
+
+@dataclass(frozen=True)
+class StagedGold:
+    """A gold build computed but not published: see the module docstring."""
+
+    spark: SparkSession
+    root: str
+    run_id: str
+    mode: Mode
+    consumed_versions: dict[str, int]
+    writes: dict[str, StagedWrite]
+    staging_root: str
+    # False when silver had no new version since the last publish: nothing to publish or record.
+    has_changes: bool = True
+
+    def candidates(self) -> dict[str, DataFrame]:
+        """`gold.<table>` -> the rows that table would hold once published (the published table
+        itself when the run leaves it unchanged)."""
+        out: dict[str, DataFrame] = {}
+        for name in GOLD_TABLES:
+            write = self.writes.get(name)
+            published = gold_path(self.root, name)
+            if write is None:
+                out[f"gold.{name}"] = self.spark.read.format("delta").load(published)
+                continue
+            staged = self.spark.read.format("delta").load(write.staged_path)
+            if write.action == "overwrite":
+                out[f"gold.{name}"] = staged
+            else:
+                kept = self.spark.read.format("delta").load(published).where(
+                    F.expr(f"NOT coalesce({write.predicate()}, false)")
+                )
+                out[f"gold.{name}"] = kept.unionByName(staged)
+        return out
+
+
 def build_gold(
     spark: SparkSession, lakehouse_root: str, run_id: str, mode: Mode = "incremental"
 ) -> GoldResult:
-    """Bring every gold table up to date with silver; see the module docstring for the modes.
+    """Bring every gold table up to date with silver (stage, then publish without checks); see
+    the module docstring for the modes.
 
     Both modes produce identical tables. An incremental run with no new silver version writes
     nothing, not even the state table.
     """
+    return publish_gold(stage_gold(spark, lakehouse_root, run_id, mode))
+
+
+def stage_gold(
+    spark: SparkSession, lakehouse_root: str, run_id: str, mode: Mode = "incremental"
+) -> StagedGold:
+    """Compute this run's gold writes into staging tables; gold itself is not touched."""
     if mode not in ("incremental", "full"):
         raise ValueError(f"mode must be 'incremental' or 'full', not {mode!r}")
     silver = _Silver(spark, lakehouse_root)
     consumed = _consumed_versions(spark, lakehouse_root)
+    staging = join_uri(lakehouse_root, "_staging", run_id, "gold")
     can_increment = (
         mode == "incremental"
         and all(t in consumed for t in SILVER_INPUTS)
@@ -158,15 +228,56 @@ def build_gold(
                     "build_gold(..., mode='full')"
                 )
         if all(silver.versions[t] == consumed[t] for t in SILVER_INPUTS):
-            unchanged = {t: TableWrite(t, "unchanged") for t in GOLD_TABLES}
-            return GoldResult(run_id, "incremental", dict(silver.versions), unchanged)
-        writes = _build_incremental(spark, lakehouse_root, silver, consumed)
+            return StagedGold(spark, lakehouse_root, run_id, "incremental",
+                              dict(silver.versions), {}, staging, has_changes=False)
+        writes = _build_incremental(spark, lakehouse_root, staging, silver, consumed)
         ran: Mode = "incremental"
     else:
-        writes = _build_full(spark, lakehouse_root, silver)
+        writes = _build_full(staging, silver)
         ran = "full"
-    _record_consumed(spark, lakehouse_root, run_id, silver.versions, ran)
-    return GoldResult(run_id, ran, dict(silver.versions), writes)
+    return StagedGold(spark, lakehouse_root, run_id, ran, dict(silver.versions), writes, staging)
+
+
+def publish_gold(staged: StagedGold) -> GoldResult:
+    """Copy the staged rows into gold (one commit per written table), record the consumed silver
+    versions, remove the staging tables."""
+    spark, root = staged.spark, staged.root
+    tables: dict[str, TableWrite] = {}
+    for name in GOLD_TABLES:
+        write = staged.writes.get(name)
+        if write is None:
+            tables[name] = TableWrite(name, "unchanged")
+            continue
+        rows = spark.read.format("delta").load(write.staged_path)
+        path = gold_path(root, name)
+        if write.action == "overwrite":
+            tables[name] = _overwrite(spark, path, name, rows)
+        else:
+            tables[name] = _replace_scope(spark, path, name, rows, write.predicate())
+    if staged.has_changes:
+        _record_consumed(spark, root, staged.run_id, staged.consumed_versions, staged.mode)
+    discard_staged(staged)
+    return GoldResult(staged.run_id, staged.mode, dict(staged.consumed_versions), tables)
+
+
+def discard_staged(staged: StagedGold) -> None:
+    """Remove the staging tables of a run (published or refused)."""
+    delete_path(staged.spark, join_uri(staged.root, "_staging", staged.run_id))
+
+
+def compute_table(
+    spark: SparkSession, lakehouse_root: str, table: str, silver_versions: dict[str, int]
+) -> DataFrame:
+    """Gold `table` as a full build computes it from silver read at `silver_versions` (every
+    table of `SILVER_INPUTS`): a past run's figures, reproduced from the versions it consumed."""
+    missing = [t for t in SILVER_INPUTS if t not in silver_versions]
+    if missing:
+        raise GoldBuildError(f"no silver version given for {', '.join(missing)}")
+    if table not in GOLD_TABLES:
+        raise ValueError(f"unknown gold table {table!r} (known: {', '.join(GOLD_TABLES)})")
+    sources = _Sources(_Silver(spark, lakehouse_root, dict(silver_versions)))
+    result: DataFrame = getattr(sources, table)()
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,11 +287,14 @@ def build_gold(
 class _Silver:
     """Silver tables pinned at their newest version when the run starts."""
 
-    def __init__(self, spark: SparkSession, lakehouse_root: str) -> None:
+    def __init__(
+        self, spark: SparkSession, lakehouse_root: str, versions: dict[str, int] | None = None
+    ) -> None:
         self.spark = spark
         self.root = lakehouse_root
-        self.versions = {t: _latest_version(spark, silver_path(lakehouse_root, t))
-                         for t in SILVER_INPUTS}
+        self.versions = versions or {
+            t: _latest_version(spark, silver_path(lakehouse_root, t)) for t in SILVER_INPUTS
+        }
 
     def snapshot(self, table: str) -> DataFrame:
         return (
@@ -321,7 +435,7 @@ _SCOPE = {
 }
 
 
-def _build_full(spark: SparkSession, root: str, silver: _Silver) -> dict[str, TableWrite]:
+def _build_full(staging: str, silver: _Silver) -> dict[str, StagedWrite]:
     src = _Sources(silver)
     tables: dict[str, Callable[[], DataFrame]] = {
         "dim_customers": src.dim_customers,
@@ -333,13 +447,12 @@ def _build_full(spark: SparkSession, root: str, silver: _Silver) -> dict[str, Ta
         "daily_payments": src.daily_payments,
         "customer_retention": src.customer_retention,
     }
-    return {name: _overwrite(spark, gold_path(root, name), name, make())
-            for name, make in tables.items()}
+    return {name: _stage(staging, name, make()) for name, make in tables.items()}
 
 
 def _build_incremental(
-    spark: SparkSession, root: str, silver: _Silver, consumed: dict[str, int]
-) -> dict[str, TableWrite]:
+    spark: SparkSession, root: str, staging: str, silver: _Silver, consumed: dict[str, int]
+) -> dict[str, StagedWrite]:
     changes = {
         t: silver.changes(t, consumed[t])
         for t in SILVER_INPUTS
@@ -349,20 +462,16 @@ def _build_incremental(
     src.order_heads = src.order_heads.cache()
     try:
         found = _affected(spark, root, src, changes)
-        writes: dict[str, TableWrite] = {}
+        writes: dict[str, StagedWrite | None] = {}
         for name in ("dim_customers", "dim_products", "fact_orders", "fact_payments",
                      "daily_kpis", "daily_payments"):
-            writes[name] = _apply_scope(spark, root, name, found.scopes[name], getattr(src, name))
-        writes["customer_retention"] = _retention(spark, root, src, found)
-        path = gold_path(root, "dim_date")
-        writes["dim_date"] = (
-            _overwrite(spark, path, "dim_date", src.dim_date())
-            if found.span != found.span_before
-            else TableWrite("dim_date", "unchanged")
-        )
+            writes[name] = _apply_scope(staging, name, found.scopes[name], getattr(src, name))
+        writes["customer_retention"] = _retention(staging, src, found)
+        if found.span != found.span_before:
+            writes["dim_date"] = _stage(staging, "dim_date", src.dim_date())
     finally:
         src.order_heads.unpersist()
-    return writes
+    return {name: w for name, w in writes.items() if w is not None}
 
 
 @dataclass(frozen=True)
@@ -464,35 +573,49 @@ def _collect_tagged(parts: Iterable[tuple[str, DataFrame]]) -> dict[str, set[str
 
 
 def _apply_scope(
-    spark: SparkSession,
-    root: str,
+    staging: str,
     name: str,
     scope: list[Any],
     compute: Callable[[Sequence[Any] | None], DataFrame],
-) -> TableWrite:
-    path = gold_path(root, name)
+) -> StagedWrite | None:
     if not scope:
-        return TableWrite(name, "unchanged")
+        return None
     if len(scope) > MAX_SCOPE_KEYS:
-        return _overwrite(spark, path, name, compute(None))
-    return _replace_scope(spark, path, name, compute(scope), _SCOPE[name], scope)
+        return _stage(staging, name, compute(None))
+    return _stage(staging, name, compute(scope), _SCOPE[name], scope)
 
 
-def _retention(spark: SparkSession, root: str, src: _Sources, found: _Affected) -> TableWrite:
+def _retention(staging: str, src: _Sources, found: _Affected) -> StagedWrite | None:
     """Retention rows of the affected cohorts; every cohort when the newest month moved (each
     cohort gains or loses a `months_since`)."""
     cohorts = found.scopes["customer_retention"]
     if not cohorts:
-        return TableWrite("customer_retention", "unchanged")
-    path = gold_path(root, "customer_retention")
+        return None
     if found.newest_month != found.newest_month_before or len(cohorts) > MAX_SCOPE_KEYS:
-        return _overwrite(spark, path, "customer_retention", src.customer_retention())
+        return _stage(staging, "customer_retention", src.customer_retention())
     rows = src.customer_retention(cohorts, found.newest_month)
-    return _replace_scope(spark, path, "customer_retention", rows, "cohort_month", cohorts)
+    return _stage(staging, "customer_retention", rows, "cohort_month", cohorts)
 
 
 # ---------------------------------------------------------------------------------------------
 # Writing gold
+
+
+def _stage(
+    staging: str,
+    name: str,
+    rows: DataFrame,
+    scope_col: str | None = None,
+    scope: Sequence[Any] = (),
+) -> StagedWrite:
+    """Materialise `rows` as the staging table of `name`: computed once, read by the checks and
+    by the publish. With `scope_col`, the write replaces only the rows of those keys (`rows`
+    hold only keys in `scope`; Delta checks it at publish)."""
+    path = join_uri(staging, name)
+    rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
+    if scope_col is None:
+        return StagedWrite(name, "overwrite", path)
+    return StagedWrite(name, "replace", path, scope_col, tuple(scope))
 
 
 def _overwrite(spark: SparkSession, path: str, name: str, df: DataFrame) -> TableWrite:
@@ -502,17 +625,10 @@ def _overwrite(spark: SparkSession, path: str, name: str, df: DataFrame) -> Tabl
 
 
 def _replace_scope(
-    spark: SparkSession,
-    path: str,
-    name: str,
-    rows: DataFrame,
-    scope_col: str,
-    scope: Sequence[Any],
+    spark: SparkSession, path: str, name: str, rows: DataFrame, predicate: str
 ) -> TableWrite:
-    """Replace the rows of `path` whose `scope_col` is in `scope` with `rows`, in one commit
-    (Delta `replaceWhere`): a key that no longer produces rows loses its old ones. `rows` hold
-    only keys in `scope` (Delta checks it)."""
-    predicate = f"`{scope_col}` IN ({', '.join(_sql_literal(v) for v in scope)})"
+    """Replace the rows of `path` matching `predicate` with `rows`, in one commit (Delta
+    `replaceWhere`): a key that no longer produces rows loses its old ones."""
     rows.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(path)
     version, metrics = _last_commit(spark, path)
     return TableWrite(

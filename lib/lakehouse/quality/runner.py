@@ -29,6 +29,7 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.config import join_uri
+from lakehouse.errors import UserError
 from lakehouse.quality import cross
 from lakehouse.quality.suites import (
     AllowedSpec,
@@ -67,7 +68,7 @@ RESULT_SCHEMA = StructType(
 )
 
 
-class QualityGateError(RuntimeError):
+class QualityGateError(UserError):
     """Error-severity checks failed; the message names every one of them."""
 
     def __init__(self, outcome: QualityOutcome) -> None:
@@ -155,16 +156,21 @@ def run_quality(
     *,
     conf_dir: str | Path | None = None,
     locations: Mapping[str, str] | None = None,
+    frames: Mapping[str, DataFrame] | None = None,
 ) -> QualityOutcome:
     """Run the suites of `tables` (names `layer.table`, each with `conf/quality/<name>.yaml`)
-    against the Delta tables under `root` (`<root>/<layer>/<table>`, or `locations[name]` to
-    check, say, a staged gold table before it is published). Silver is checked on live rows.
+    against the Delta tables under `root` (`<root>/<layer>/<table>`, or `locations[name]`, or the
+    DataFrame `frames[name]`: a gold table as it would be once published, see
+    `gold.build.StagedGold.candidates`). Silver is checked on live rows.
     Appends one row per check to `<root>/quality/results` and returns the outcome; it never
     raises for failed checks (see `gate`)."""
     suites = load_suites(list(tables), conf_dir)
     locations = dict(locations or {})
+    given = dict(frames or {})
 
     def read(name: str) -> DataFrame:
+        if name in given:
+            return given[name]
         layer, _, table = name.partition(".")
         df = spark.read.format("delta").load(locations.get(name) or join_uri(root, layer, table))
         if layer == "silver" and "_is_deleted" in df.columns:

@@ -1,0 +1,206 @@
+"""The gold publish gate, through the `lakehouse run` command: an error check on the gold a run
+would publish stops the publish (gold keeps its Delta versions, the command exits 1 naming the
+check, the failure is recorded); a warning is recorded and does not block."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+import yaml
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.cli import main
+from lakehouse.config import DEFAULT_CONF_DIR, Config, load_config
+from lakehouse.generate import generate_landing
+from lakehouse.generate.spec import DefectSwitches
+from lakehouse.gold.build import GOLD_TABLES, STATE_TABLE, gold_path
+from lakehouse.pipeline import run_pipeline
+from lakehouse.quality import results_path
+
+DAYS = ("2024-01-01", "2024-01-02", "2024-01-03")
+
+
+@dataclass
+class Gated:
+    config: Config
+    gold_before: dict[str, int]
+    silver_before: dict[str, int]
+    refused_code: int
+    refused_err: str
+    gold_after_refusal: dict[str, int]
+    silver_after_refusal: dict[str, int]
+    kpi_dates_after_refusal: list[str]
+    warned_code: int
+    warned_err: str
+    gold_after_warning: dict[str, int]
+    kpi_dates_after_warning: list[str]
+
+
+def _versions(spark: SparkSession, root: str, layer: str, names: tuple[str, ...]) -> dict[str, int]:
+    return {
+        n: int(DeltaTable.forPath(spark, f"{root}/{layer}/{n}").history(1).first()["version"])
+        for n in names
+    }
+
+
+def _conf_with(base: Path, folder: Path, extra_checks: list[dict]) -> Path:
+    """A copy of the shipped conf whose local overlay points at `base` and whose
+    gold.daily_kpis suite has `extra_checks` appended."""
+    shutil.copytree(DEFAULT_CONF_DIR, folder)
+    (folder / "local.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "spark": {"mode": "local", "shuffle_partitions": 2},
+                "storage": {
+                    "landing_root": str(base / "landing"),
+                    "lakehouse_root": str(base / "lake"),
+                    "reports_root": str(base / "reports"),
+                },
+            }
+        )
+    )
+    suite_file = folder / "quality" / "gold.daily_kpis.yaml"
+    suite = yaml.safe_load(suite_file.read_text())
+    suite["checks"].extend(extra_checks)
+    suite_file.write_text(yaml.safe_dump(suite))
+    return folder
+
+
+def _kpi_dates(spark: SparkSession, root: str) -> list[str]:
+    rows = spark.read.format("delta").load(gold_path(root, "daily_kpis")).select("order_date")
+    return sorted(str(r[0]) for r in rows.collect())
+
+
+@pytest.fixture(scope="module")
+def gated(
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
+) -> Gated:
+    base = tmp_path_factory.mktemp("gate")
+    strict = _conf_with(
+        base,
+        base / "conf-strict",
+        [{"name": "at_most_two_days", "severity": "error", "size": {"max": 2}}],
+    )
+    warn = _conf_with(
+        base,
+        base / "conf-warn",
+        [{"name": "no_rows_at_all", "severity": "warning", "size": {"max": 0}}],
+    )
+    config = load_config("local", conf_dir=strict)
+    spec = replace(
+        config.generator, customers=30, days=3, orders_per_day=20, defects=DefectSwitches.none()
+    )
+    generate_landing(config.storage.landing_root, spec)
+    root = config.storage.lakehouse_root
+    silver_names = ("orders", "order_items", "payments")
+
+    # Day 1 and 2 with the shipped suites: published.
+    run_pipeline(spark, load_config("local", conf_dir=warn), "run-1", dates=DAYS[:2])
+    gold_before = _versions(spark, root, "gold", (*GOLD_TABLES, STATE_TABLE))
+    silver_before = _versions(spark, root, "silver", silver_names)
+
+    refused: list[str] = []
+    capsys_err = _capture_stderr(
+        lambda: refused.append(
+            str(main(["--conf-dir", str(strict), "run", "--no-generate", "--date", DAYS[2]]))
+        )
+    )
+    gold_after_refusal = _versions(spark, root, "gold", (*GOLD_TABLES, STATE_TABLE))
+    silver_after_refusal = _versions(spark, root, "silver", silver_names)
+    dates_after_refusal = _kpi_dates(spark, root)
+
+    warned_codes: list[int] = []
+    warned_err = _capture_stderr(
+        lambda: warned_codes.append(
+            main(["--conf-dir", str(warn), "run", "--no-generate", "--date", DAYS[2]])
+        )
+    )
+    return Gated(
+        config,
+        gold_before,
+        silver_before,
+        int(refused[0]),
+        capsys_err,
+        gold_after_refusal,
+        silver_after_refusal,
+        dates_after_refusal,
+        warned_codes[0],
+        warned_err,
+        _versions(spark, root, "gold", (*GOLD_TABLES, STATE_TABLE)),
+        _kpi_dates(spark, root),
+    )
+
+
+def _capture_stderr(call) -> str:  # type: ignore[no-untyped-def]
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        call()
+    return buffer.getvalue()
+
+
+def test_an_error_check_on_the_staged_gold_stops_the_run_with_a_message(gated: Gated) -> None:
+    assert gated.refused_code == 1
+    assert "quality gate failed" in gated.refused_err
+    assert "gold.daily_kpis/at_most_two_days" in gated.refused_err
+
+
+def test_a_refused_publish_leaves_every_gold_table_and_its_state_at_the_same_version(
+    gated: Gated,
+) -> None:
+    assert gated.gold_after_refusal == gated.gold_before
+    # Gold still shows the two published days, not the refused third.
+    assert gated.kpi_dates_after_refusal == list(DAYS[:2])
+
+
+def test_silver_is_published_when_only_gold_fails(gated: Gated) -> None:
+    assert all(
+        gated.silver_after_refusal[t] > gated.silver_before[t] for t in gated.silver_before
+    )
+
+
+def test_the_refusal_is_recorded_in_quality_results_and_nothing_stays_staged(
+    spark: SparkSession, gated: Gated
+) -> None:
+    root = gated.config.storage.lakehouse_root
+    failed = (
+        spark.read.format("delta")
+        .load(results_path(root))
+        .where((F.col("table") == "daily_kpis") & (F.col("check") == "at_most_two_days"))
+        .select("status", "severity", "value")
+        .collect()
+    )
+    assert [(r["status"], r["severity"], r["value"]) for r in failed] == [
+        ("failed", "error", 3.0)
+    ]
+    assert not list((Path(root) / "_staging").glob("*/gold/*"))
+
+
+def test_a_warning_is_recorded_and_the_next_run_publishes_the_held_back_day(
+    spark: SparkSession, gated: Gated
+) -> None:
+    assert gated.warned_code == 0, gated.warned_err
+    assert gated.kpi_dates_after_warning == list(DAYS)
+    assert gated.gold_after_warning["daily_kpis"] > gated.gold_before["daily_kpis"]
+    assert gated.gold_after_warning[STATE_TABLE] == gated.gold_before[STATE_TABLE] + 1
+    root = gated.config.storage.lakehouse_root
+    warned = (
+        spark.read.format("delta")
+        .load(results_path(root))
+        .where(F.col("check") == "no_rows_at_all")
+        .select("status", "severity", "value")
+        .collect()
+    )
+    # Run 1 and the last run published with the warning failing; the refused run checked
+    # with the strict suite, which does not have it.
+    assert sorted((r["status"], r["severity"], r["value"]) for r in warned) == [
+        ("failed", "warning", 2.0),
+        ("failed", "warning", 3.0),
+    ]
