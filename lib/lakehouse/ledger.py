@@ -154,11 +154,15 @@ def read_ledger(spark: SparkSession, lakehouse_root: str) -> DataFrame:
 def last_input_version(
     spark: SparkSession, lakehouse_root: str, layer: str, table_name: str
 ) -> int | None:
-    """The input version the newest successful run of `layer.table_name` consumed, if any."""
+    """The input version the newest successful run of `layer.table_name` consumed, if any.
+    Rows of rolled-back runs do not count; a rollback's own row (status `rollback`) says where
+    the table's input stands after it (`history.rollback`)."""
+    ledger = read_ledger(spark, lakehouse_root)
+    rolled_back = ledger.where(F.col("status") == "rolled_back").select("run_id")
     row = (
-        read_ledger(spark, lakehouse_root)
-        .where((F.col("layer") == layer) & (F.col("table_name") == table_name))
-        .where(F.col("status") == "ok")
+        ledger.where((F.col("layer") == layer) & (F.col("table_name") == table_name))
+        .where(F.col("status").isin("ok", "rollback"))
+        .join(rolled_back, "run_id", "left_anti")
         .agg(F.max("input_version").alias("v"))
         .first()
     )

@@ -8,11 +8,11 @@ unpublished.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.config import Config, is_uri, join_uri
 from lakehouse.ledger import LedgerEntry, record
@@ -41,11 +41,17 @@ class RunReport:
 
 
 def run_bronze(
-    spark: SparkSession, config: Config, run_id: str, dates: Sequence[str] | None = None
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    dates: Sequence[str] | None = None,
+    reprocess: bool = False,
 ) -> list[LedgerEntry]:
     from lakehouse import bronze
 
-    entries = bronze.ingest(spark, config, run_id, ingest_dates=set(dates) if dates else None)
+    entries = bronze.ingest(
+        spark, config, run_id, ingest_dates=set(dates) if dates else None, reprocess=reprocess
+    )
     record(spark, config.storage.lakehouse_root, entries)
     return entries
 
@@ -77,14 +83,46 @@ def write_reports(spark: SparkSession, config: Config) -> Path | None:
     )
 
 
+def run_gold_gated(
+    spark: SparkSession, config: Config, run_id: str, mode: str = "incremental"
+) -> tuple[object, object]:
+    """Stage gold, check the staged tables with the gold suites, publish only if no error check
+    failed. On a failure the staging is discarded, gold and its consumed versions stay as they
+    were (dashboards keep reading the previous gold) and `QualityGateError` is raised."""
+    from lakehouse.gold.build import discard_staged, publish_gold, stage_gold
+
+    staged = stage_gold(spark, config.storage.lakehouse_root, run_id, mode)  # type: ignore[arg-type]
+    try:
+        outcome = run_quality_gate(
+            spark, config, run_id, GOLD_SUITES, True, frames=staged.candidates()
+        )
+    except BaseException:
+        discard_staged(staged)
+        raise
+    return publish_gold(staged), outcome
+
+
 def run_quality_gate(
-    spark: SparkSession, config: Config, run_id: str, suites: Sequence[str], gate_errors: bool
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    suites: Sequence[str],
+    gate_errors: bool,
+    frames: Mapping[str, DataFrame] | None = None,
 ) -> object:
-    """Run the suites, write the run's report (local reports root), then stop the run with
-    `QualityGateError` if an error-severity check failed and `gate_errors` is set."""
+    """Run the suites (on `frames` where given, see `run_quality`), write the run's report
+    (local reports root), then stop the run with `QualityGateError` if an error-severity check
+    failed and `gate_errors` is set."""
     from lakehouse.quality import gate, run_quality, write_report
 
-    outcome = run_quality(spark, config.storage.lakehouse_root, run_id, list(suites))
+    outcome = run_quality(
+        spark,
+        config.storage.lakehouse_root,
+        run_id,
+        list(suites),
+        conf_dir=config.conf_dir,
+        frames=frames,
+    )
     if not is_uri(config.storage.reports_root):
         write_report(
             spark,
@@ -103,24 +141,54 @@ def run_pipeline(
     run_id: str,
     steps: Sequence[str] = STEPS,
     dates: Sequence[str] | None = None,
+    checks: bool = True,
+    gold_mode: str = "incremental",
+    reprocess: bool = False,
+    register: bool = True,
 ) -> RunReport:
-    """Run the given steps in order."""
-    from lakehouse.catalog import register_tables
+    """Run the given steps in order. The `quality` step checks silver; the `gold` step always
+    checks what it is about to publish (EMR runs the steps as separate jobs, so the gold gate
+    belongs to the gold step). `checks=False` runs neither (benchmarks, debugging).
 
+    Every Delta commit of the run carries the run id as its `userMetadata`, which is how
+    `lakehouse rollback --run` finds what a run wrote. `reprocess` re-reads the landing files of
+    `dates` even if ingested before (backfills); `register=False` leaves the catalog alone (a
+    dry run on a scratch copy)."""
+    from lakehouse.catalog import register_tables
+    from lakehouse.delta_io import commit_metadata
+
+    with commit_metadata(spark, run_id):
+        report = _run_steps(spark, config, run_id, steps, dates, checks, gold_mode, reprocess)
+    if register:
+        register_tables(spark, config)
+    return report
+
+
+def _run_steps(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    steps: Sequence[str],
+    dates: Sequence[str] | None,
+    checks: bool,
+    gold_mode: str,
+    reprocess: bool,
+) -> RunReport:
     report = RunReport(run_id)
     if "bronze" in steps:
-        report.bronze = run_bronze(spark, config, run_id, dates)
+        report.bronze = run_bronze(spark, config, run_id, dates, reprocess)
     if "silver" in steps:
         report.silver = run_silver(spark, config, run_id)
-    if "quality" in steps:
+    if "quality" in steps and checks:
         # Silver is checked before gold reads it: an error stops the run here and gold keeps
         # the version dashboards read (see docs/QUALITY.md).
         report.quality.append(run_quality_gate(spark, config, run_id, SILVER_SUITES, True))
     if "gold" in steps:
-        report.gold = run_gold(spark, config, run_id)
-        if "quality" in steps:
-            # Gold is built in place, so its checks are recorded and reported, not a gate yet.
-            report.quality.append(run_quality_gate(spark, config, run_id, GOLD_SUITES, False))
+        if checks:
+            # Gold is staged, checked, and published only if no error check failed.
+            report.gold, gold_outcome = run_gold_gated(spark, config, run_id, gold_mode)
+            report.quality.append(gold_outcome)
+        else:
+            report.gold = run_gold(spark, config, run_id, gold_mode)
         report.dashboard = write_reports(spark, config)
-    register_tables(spark, config)
     return report
