@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lakehouse.catalog import LAYERS
 from lakehouse.config import PROJECT_ROOT, load_config
 from lakehouse.emr.definitions import load_definitions
 from lakehouse.emr.iam import render_policies
@@ -82,7 +83,8 @@ def test_every_resource_is_inside_the_configured_scope(env: str) -> None:
     certificates = "arn:aws:s3:::" + cluster["security"]["certificates_s3_uri"].removeprefix(
         "s3://"
     )
-    databases = ["bronze", "silver", "gold", "quality"]
+    # Every database the catalog registers tables in (catalog.LAYERS) and nothing else.
+    databases = list(LAYERS)
     glue = f"arn:aws:glue:{region}:{acct}"
     log_group = f"arn:aws:logs:{region}:{acct}:log-group:/aws/emr-serverless/lakehouse-{env}"
     exact = {
