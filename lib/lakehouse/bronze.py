@@ -40,6 +40,7 @@ from lakehouse.delta_io import (
     current_version,
     ensure_table,
     rows_inserted_since,
+    stats_columns_property,
     with_conflict_retries,
 )
 from lakehouse.landing import parse_landed_file, parse_landed_path
@@ -73,6 +74,10 @@ BRONZE_SCHEMA = StructType(
         StructField("_run_id", StringType(), False),
     ]
 )
+
+# Per-file statistics of the record text would copy prefixes of raw records (emails, names) into
+# the transaction log, where VACUUM never reaches: Delta keeps none for `raw` and `fields`.
+BRONZE_PROPERTIES = stats_columns_property(BRONZE_SCHEMA, ("raw", "fields"), ("ingest_date",))
 
 FILES_SCHEMA = StructType(
     [
@@ -187,9 +192,11 @@ def ingest(
     run_id: str,
     sources: dict[str, SourceSpec] | None = None,
     ingest_dates: set[str] | None = None,
+    reprocess: bool = False,
 ) -> list[LedgerEntry]:
     """Ingest every landing file not ingested yet into bronze (only those of `ingest_dates` when
-    given); one ledger entry per source.
+    given); one ledger entry per source. With `reprocess` (a backfill) files already ingested are
+    read again: only records bronze does not hold are inserted, so unchanged files change nothing.
 
     Raises `LedgerImbalanceError` if any record read has no outcome."""
     sources = sources or load_sources()
@@ -205,8 +212,11 @@ def ingest(
         )
     files_table = ensure_table(spark, files_path(config), FILES_SCHEMA, change_data_feed=False)
     done = {r["file"] for r in files_table.toDF().select("file").collect()}
-    new = [f for f in landed if f.relative not in done]
-    skipped = {s: sum(1 for f in landed if f.source == s and f.relative in done) for s in sources}
+    new = [f for f in landed if reprocess or f.relative not in done]
+    skipped = {
+        s: sum(1 for f in landed if f.source == s and f.relative in done and not reprocess)
+        for s in sources
+    }
     entries = {
         s: LedgerEntry(
             run_id=run_id,
@@ -223,11 +233,17 @@ def ingest(
         for s in sources
     }
     for s in sources:
-        ensure_table(spark, bronze_path(config, s), BRONZE_SCHEMA, partition_by=("ingest_date",))
+        ensure_table(
+            spark,
+            bronze_path(config, s),
+            BRONZE_SCHEMA,
+            partition_by=("ingest_date",),
+            properties=BRONZE_PROPERTIES,
+        )
     if new:
         parsed = parse_files(spark, new, sources).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            _write_batch(spark, config, run_id, parsed, new, entries)
+            _write_batch(spark, config, run_id, parsed, new, entries, done)
         finally:
             parsed.unpersist()
     finished = utcnow()
@@ -244,7 +260,11 @@ def _write_batch(
     parsed: DataFrame,
     new: list[LandedFile],
     entries: dict[str, LedgerEntry],
+    already: set[str],
 ) -> None:
+    """Insert the new records of the parsed files, quarantine their bad ones, record the files
+    not in `already` (the files ingested before) in `bronze/_files`. A table with nothing new
+    gets no commit."""
     now = utcnow()
     counts = {
         r["_source"]: r
@@ -272,7 +292,11 @@ def _write_batch(
         existing = good.join(
             spark.read.format("delta").load(path).select("_record_id"), "_record_id", "left_semi"
         ).count()
-        inserted = _insert_new(spark, path, good, run_id, now) if c["distinct_good"] else 0
+        inserted = (
+            _insert_new(spark, path, good, run_id, now)
+            if int(c["distinct_good"]) > existing
+            else 0
+        )
         bad = _first_copy(rows.where(F.col("reason").isNotNull()))
         quarantined = (
             write_quarantine(spark, config.storage.lakehouse_root, _as_quarantine(bad, run_id, now))
@@ -302,9 +326,12 @@ def _write_batch(
                 now,
             )
             for f in new
+            if f.relative not in already
         ],
         FILES_SCHEMA,
     )
+    if files_df.isEmpty():
+        return
     with_conflict_retries(
         lambda: files_df.write.format("delta").mode("append").save(files_path(config)),
         what="record ingested files",

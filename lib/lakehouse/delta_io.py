@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TypeVar
 
 from delta.exceptions import (
@@ -46,14 +47,82 @@ def ensure_table(
     schema: StructType,
     partition_by: Sequence[str] = (),
     change_data_feed: bool = True,
+    properties: Mapping[str, str] | None = None,
 ) -> DeltaTable:
-    """The Delta table at `path`, created empty with `schema` if it does not exist yet."""
+    """The Delta table at `path`, created empty with `schema` (and table `properties`) if it
+    does not exist yet. An existing table is returned as it is."""
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     if change_data_feed:
         builder = builder.property("delta.enableChangeDataFeed", "true")
+    for key, value in (properties or {}).items():
+        builder = builder.property(key, value)
     return with_conflict_retries(builder.execute, what=f"create {path}")
+
+
+STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"
+# Types Delta keeps min/max statistics for (a listed boolean, map or array column is an error).
+_STATS_TYPES = (
+    "string",
+    "byte",
+    "short",
+    "integer",
+    "long",
+    "float",
+    "double",
+    "decimal",
+    "date",
+    "timestamp",
+    "timestamp_ntz",
+)
+
+
+def stats_columns_property(
+    schema: StructType, exclude: Iterable[str], partition_by: Sequence[str] = ()
+) -> dict[str, str]:
+    """Table properties that keep Delta from writing per-file statistics (min/max values, which
+    the transaction log keeps even after VACUUM) of the `exclude` columns: every other column of
+    `schema` Delta can keep statistics for is listed in `delta.dataSkippingStatsColumns`.
+    Partition columns are left out (Delta refuses them). Empty when nothing is excluded."""
+    excluded = set(exclude)
+    if not excluded & {f.name for f in schema.fields}:
+        return {}
+    kept = [
+        f.name
+        for f in schema.fields
+        if f.name not in excluded
+        and f.name not in partition_by
+        and f.dataType.typeName() in _STATS_TYPES
+    ]
+    return {STATS_COLUMNS_PROPERTY: ",".join(kept)}
+
+
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+@contextmanager
+def commit_metadata(spark: SparkSession, value: str) -> Iterator[None]:
+    """Every Delta commit inside carries `value` as `userMetadata` in its commit info (the
+    table's history shows it); the previous setting is restored afterwards."""
+    previous = spark.conf.get(USER_METADATA_CONF, None)
+    spark.conf.set(USER_METADATA_CONF, value)
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(USER_METADATA_CONF)
+        else:
+            spark.conf.set(USER_METADATA_CONF, previous)
+
+
+def delete_path(spark: SparkSession, uri: str) -> None:
+    """Delete a folder (recursively) through Hadoop's file system, so local paths and s3a://
+    URIs behave the same; a missing folder is no error."""
+    jvm = spark._jvm
+    assert jvm is not None
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    path.getFileSystem(spark._jsc.hadoopConfiguration()).delete(path, True)
 
 
 def current_version(spark: SparkSession, path: str) -> int:

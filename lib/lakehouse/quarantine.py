@@ -16,6 +16,7 @@ from lakehouse.delta_io import (
     current_version,
     ensure_table,
     rows_inserted_since,
+    stats_columns_property,
     with_conflict_retries,
 )
 
@@ -35,6 +36,10 @@ QUARANTINE_SCHEMA = StructType(
     ]
 )
 
+# No per-file statistics of the record text or the reason (which may quote a value): the
+# transaction log would keep them after VACUUM (docs/MAINTENANCE.md).
+QUARANTINE_PROPERTIES = stats_columns_property(QUARANTINE_SCHEMA, ("raw", "reason"))
+
 
 def quarantine_path(lakehouse_root: str) -> str:
     return lakehouse_root.rstrip("/") + "/quarantine/records"
@@ -44,8 +49,13 @@ def write_quarantine(spark: SparkSession, lakehouse_root: str, bad: DataFrame) -
     """Insert the rows of `bad` (columns of QUARANTINE_SCHEMA) not already quarantined; returns
     how many were inserted."""
     path = quarantine_path(lakehouse_root)
-    target = ensure_table(spark, path, QUARANTINE_SCHEMA, change_data_feed=False)
+    target = ensure_table(
+        spark, path, QUARANTINE_SCHEMA, change_data_feed=False, properties=QUARANTINE_PROPERTIES
+    )
     source = bad.select(*[F.col(f.name).cast(f.dataType) for f in QUARANTINE_SCHEMA.fields])
+    held = target.toDF().select("layer", "source", "record_id")
+    if source.join(held, ["layer", "source", "record_id"], "left_anti").isEmpty():
+        return 0  # all quarantined before (a backfill re-reading a file): no commit
     before = current_version(spark, path)
     keys = "t.layer = s.layer AND t.source = s.source AND t.record_id = s.record_id"
 
@@ -58,5 +68,7 @@ def write_quarantine(spark: SparkSession, lakehouse_root: str, bad: DataFrame) -
 
 def read_quarantine(spark: SparkSession, lakehouse_root: str) -> DataFrame:
     path = quarantine_path(lakehouse_root)
-    ensure_table(spark, path, QUARANTINE_SCHEMA, change_data_feed=False)
+    ensure_table(
+        spark, path, QUARANTINE_SCHEMA, change_data_feed=False, properties=QUARANTINE_PROPERTIES
+    )
     return DeltaTable.forPath(spark, path).toDF()
