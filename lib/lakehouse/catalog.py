@@ -1,5 +1,6 @@
 """Registering every Delta table in the Spark catalog as `bronze.*`, `silver.*`, `gold.*`,
-`quality.*`, `ledger.*` and `quarantine.*`, so SQL and notebooks find them by name.
+`quality.*`, `ledger.*`, `quarantine.*` and `audit.*` (erasure requests), so SQL and notebooks
+find them by name.
 
 Locally the catalog is Spark's in-memory one (registration lasts for the session, so every
 session registers again); on EMR the cluster's configuration makes it the Glue Data Catalog and
@@ -13,7 +14,7 @@ from pyspark.sql import SparkSession
 
 from lakehouse.config import Config, join_uri
 
-LAYERS = ("bronze", "silver", "gold", "quality", "ledger", "quarantine")
+LAYERS = ("bronze", "silver", "gold", "quality", "ledger", "quarantine", "audit")
 
 
 def table_locations(spark: SparkSession, config: Config) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -102,6 +103,29 @@ class AwsConfig:
 
 
 @dataclass(frozen=True)
+class TableMaintenance:
+    """What `lakehouse maintain` does to one table beyond compaction: the columns to Z-order by
+    (never partition columns; Delta refuses them)."""
+
+    zorder_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    """Compaction and retention (`lakehouse maintain`, see docs/MAINTENANCE.md).
+
+    `time_travel_window_hours` is how far back every table can be read by version (and how long
+    an erased customer's data can still be recovered by time travel); `vacuum_retention_hours`
+    is how old an unreferenced file must be before VACUUM deletes it, never below the window.
+    `tables` holds per-table settings keyed `layer.table` for tables without a
+    `conf/tables/*.yaml` definition (bronze, gold, silver history, ledger, ...)."""
+
+    time_travel_window_hours: int = 168
+    vacuum_retention_hours: int = 168
+    tables: dict[str, TableMaintenance] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one environment."""
 
@@ -112,6 +136,7 @@ class Config:
     secrets: SecretsConfig
     generator: GeneratorSpec
     aws: AwsConfig | None = None
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     # Set by `load_config`: the folder the configuration was read from (quality suites and table
     # specs are read from the same folder).
     conf_dir: str | None = None
@@ -170,7 +195,42 @@ def load_config(
     merged["conf_dir"] = str(conf_path.resolve())
     origin["conf_dir"] = "--conf-dir"
     config = _parse(Config, merged, "", origin, str(env_file))
+    _check_maintenance(config.maintenance, origin, str(env_file))
     return _resolve_local_roots(config, conf_path.resolve().parent)
+
+
+TABLE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+
+
+def _check_maintenance(m: MaintenanceConfig, origin: dict[str, str], default_file: str) -> None:
+    """Retention can never be below the time-travel window; table keys are `layer.table`."""
+
+    def where(key: str) -> str:
+        return _file_of(origin, f"maintenance.{key}", default_file)
+
+    if m.time_travel_window_hours < 1:
+        raise ConfigError(
+            f"{where('time_travel_window_hours')}: key 'maintenance.time_travel_window_hours': "
+            f"expected at least 1 hour, got {m.time_travel_window_hours}"
+        )
+    if m.vacuum_retention_hours < m.time_travel_window_hours:
+        raise ConfigError(
+            f"{where('vacuum_retention_hours')}: key 'maintenance.vacuum_retention_hours': "
+            f"{m.vacuum_retention_hours} hours is below the time-travel window "
+            f"(maintenance.time_travel_window_hours = {m.time_travel_window_hours}); VACUUM "
+            "would delete files that versions inside the window still need"
+        )
+    for name, table in m.tables.items():
+        if not TABLE_NAME_RE.match(name):
+            raise ConfigError(
+                f"{where('tables')}: key 'maintenance.tables.{name}': expected a table name "
+                "layer.table (e.g. gold.fact_orders)"
+            )
+        if len(set(table.zorder_by)) != len(table.zorder_by) or not all(table.zorder_by):
+            raise ConfigError(
+                f"{where(f'tables.{name}')}: key 'maintenance.tables.{name}.zorder_by': "
+                f"expected distinct column names, got {list(table.zorder_by)}"
+            )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -340,9 +400,11 @@ __all__ = [
     "ConfigError",
     "DefectSwitches",
     "GeneratorSpec",
+    "MaintenanceConfig",
     "SecretsConfig",
     "SparkConfig",
     "StorageConfig",
+    "TableMaintenance",
     "is_uri",
     "join_uri",
     "load_config",

@@ -42,7 +42,12 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.config import Config
-from lakehouse.delta_io import current_version, ensure_table, with_conflict_retries
+from lakehouse.delta_io import (
+    current_version,
+    ensure_table,
+    stats_columns_property,
+    with_conflict_retries,
+)
 from lakehouse.ledger import LedgerEntry, last_input_version, utcnow
 from lakehouse.quarantine import write_quarantine
 from lakehouse.tables import DECIMAL_RE, TableSpec, load_tables
@@ -128,6 +133,14 @@ def history_schema(spec: TableSpec) -> StructType:
             StructField("_lsn", LongType(), True),
         ]
     )
+
+
+def _stats_properties(spec: TableSpec, history: bool = False) -> dict[str, str]:
+    """No per-file statistics of the hashed personal columns: the transaction log would keep
+    their min/max values after an erasure and VACUUM (docs/MAINTENANCE.md)."""
+    schema = history_schema(spec) if history else silver_schema(spec)
+    partitions = () if history else spec.partition_by
+    return stats_columns_property(schema, [f"{c}_hash" for c in spec.pii.hash], partitions)
 
 
 def live(df: DataFrame) -> DataFrame:
@@ -238,9 +251,16 @@ def apply_table(
     started = utcnow()
     root = config.storage.lakehouse_root
     path = table_path(config, spec.name)
-    target = ensure_table(spark, path, silver_schema(spec), spec.partition_by)
+    target = ensure_table(
+        spark, path, silver_schema(spec), spec.partition_by, properties=_stats_properties(spec)
+    )
     if spec.history == "scd2":
-        ensure_table(spark, table_path(config, f"{spec.name}_history"), history_schema(spec))
+        ensure_table(
+            spark,
+            table_path(config, f"{spec.name}_history"),
+            history_schema(spec),
+            properties=_stats_properties(spec, history=True),
+        )
     before = current_version(spark, path)
     entry = LedgerEntry(
         run_id=run_id,

@@ -1,7 +1,8 @@
 """Silver table definitions (`conf/tables/*.yaml`), parsed and checked at load.
 
 A definition names the bronze source, the key, how versions are ordered (`kind`), the typed
-columns and their rules, partitioning, personal data and whether SCD type 2 history is kept.
+columns and their rules, partitioning, personal data, whether SCD type 2 history is kept and the
+Z-order columns of `lakehouse maintain`.
 Kinds:
 
 - `cdc`: CDC JSON lines, newest `lsn` per key wins, deletes leave a tombstone;
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lakehouse.config import DEFAULT_CONF_DIR, ConfigError, load_typed_yaml
+from lakehouse.config import DEFAULT_CONF_DIR, ConfigError, TableMaintenance, load_typed_yaml
 
 TYPES = ("string", "int", "long", "boolean", "timestamp", "date")
 DECIMAL_RE = re.compile(r"^decimal\((\d+),(\d+)\)$")
@@ -41,8 +42,19 @@ class ColumnSpec:
 
 @dataclass(frozen=True)
 class PiiSpec:
+    """Personal data of a source: columns hashed or dropped on the way to silver. For erasure
+    (`lakehouse.erasure`): `subject` is the column naming the customer a record belongs to, and
+    `linked_by` columns tie other records to the same person (a clickstream session)."""
+
     hash: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
+    subject: str | None = None
+    linked_by: tuple[str, ...] = ()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Every personal field of the source's records."""
+        return (*self.hash, *self.drop)
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class TableSpec:
     history: Literal["current", "scd2"] = "current"
     pii: PiiSpec = field(default_factory=PiiSpec)
     parent: ParentSpec | None = None
+    maintenance: TableMaintenance = field(default_factory=TableMaintenance)
 
     def column(self, name: str) -> ColumnSpec:
         return next(c for c in self.columns if c.name == name)
@@ -105,6 +118,27 @@ def _check(spec: TableSpec, path: Path) -> TableSpec:
     for col in (*spec.pii.hash, *spec.pii.drop):
         if col not in names:
             raise ConfigError(f"{path}: personal-data column '{col}' is not a declared column")
+    linking = [spec.pii.subject] if spec.pii.subject else []
+    for col in [*linking, *spec.pii.linked_by]:
+        if col not in names:
+            raise ConfigError(f"{path}: pii: column '{col}' is not a declared column")
+    silver_columns = spec.output_columns
+    for col in spec.maintenance.zorder_by:
+        if col in spec.partition_by:
+            raise ConfigError(
+                f"{path}: maintenance.zorder_by: '{col}' is a partition column (Delta Z-orders "
+                "files inside a partition, never by its partition columns)"
+            )
+        if col not in silver_columns:
+            raise ConfigError(
+                f"{path}: maintenance.zorder_by: '{col}' is not a column of silver.{spec.name} "
+                f"(columns: {', '.join(silver_columns)})"
+            )
+        if col.removesuffix("_hash") in spec.pii.hash:
+            raise ConfigError(
+                f"{path}: maintenance.zorder_by: '{col}' is personal data, which keeps no "
+                "statistics (docs/MAINTENANCE.md) and cannot be Z-ordered"
+            )
     return spec
 
 
