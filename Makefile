@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 VENV_STAMP := $(VENV)/.installed
 JARS_STAMP := $(JARS_DIR)/.resolved
 
-.PHONY: help setup venv jars run package upload test lint typecheck check clean clean-data
+.PHONY: help setup venv jars run maintain package upload test lint typecheck check clean clean-data bench notebooks
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -47,6 +47,21 @@ export LAKEHOUSE_PII_HMAC_KEY ?= local-development-key-not-a-secret
 run: venv jars ## run the whole pipeline on a locally generated sample (ENV=local)
 	$(VENV)/bin/lakehouse --env $(ENV) run
 
+maintain: venv jars ## compact and vacuum every table (conf maintenance section)
+	$(VENV)/bin/lakehouse --env $(ENV) maintain
+
+# JupyterLab for a person (the `notebooks` extra); the tests run the notebooks with nbclient and
+# need no server, so `make test` does not install it.
+NOTEBOOKS_STAMP := $(VENV)/.notebooks-installed
+
+$(NOTEBOOKS_STAMP): $(VENV_STAMP)
+	@$(PY) -m pip install -q -e '.[test,notebooks]' || { echo "error: installing JupyterLab failed; check the network to PyPI" >&2; exit 1; }
+	@touch $@
+
+notebooks: venv jars $(NOTEBOOKS_STAMP) ## open JupyterLab on notebooks/ against the local lakehouse (make run first)
+	@test -d data/lakehouse/gold || echo "note: no local lakehouse in data/lakehouse yet; run \`make run\` first" >&2
+	cd notebooks && $(abspath $(VENV))/bin/jupyter lab
+
 package: venv jars ## build the EMR job bundle into dist/lakehouse-<version>/ (wheel, pyfiles.zip, jobs, jars)
 	$(PY) emr/package.py --out dist/
 
@@ -55,6 +70,11 @@ upload: package ## upload the bundle to <aws.artifacts_uri>/<version>/ (ENV=dev|
 
 test: venv jars ## run the test suite (one Spark session for the whole run)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+SCALE ?= default
+
+bench: venv jars ## benchmark on generated data (SCALE=small|default) -> docs/BENCHMARKS.md, docs/bench/
+	$(PY) -m lakehouse.bench --scale $(SCALE) --command "make bench SCALE=$(SCALE)"
 
 lint: venv ## ruff on lib, jobs and tests
 	$(VENV)/bin/ruff check lib jobs tests

@@ -27,7 +27,7 @@ from lakehouse.errors import UserError
 from lakehouse.ledger import LedgerEntry, ledger_path, new_run_id, record, utcnow
 
 # Append-only logs: never rolled back (a rollback is recorded in them instead).
-LOG_TABLES = ("ledger.runs", "quality.results", "audit.erasures")
+LOG_TABLES = ("ledger.runs", "ledger.maintenance", "quality.results", "audit.erasures")
 # userMetadata of commits that are not pipeline runs and must never be undone by a cascade.
 NOT_RUNS = ("erasure:",)
 # Commits that change no row: a rollback steps over them.
