@@ -30,6 +30,7 @@ from lakehouse.ledger import LedgerEntry, ledger_path, new_run_id, record, utcno
 LOG_TABLES = ("ledger.runs", "ledger.maintenance", "quality.results", "audit.erasures")
 # userMetadata of commits that are not pipeline runs and must never be undone by a cascade.
 NOT_RUNS = ("erasure:",)
+MAINTENANCE_PREFIX = "maintain-"
 # Commits that change no row: a rollback steps over them.
 CONTENT_PRESERVING = ("OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES")
 ROLLBACK_PREFIX = "rollback of "
@@ -204,7 +205,12 @@ def rollback(
     if not any(c.run_id == run_id for c in commits):
         raise RollbackRefused(f"run {run_id} wrote no table under {root} (or it is unknown)")
     # Commits of runs rolled back before are undone already: they neither block nor cascade.
-    commits = [c for c in commits if c.run_id not in already]
+    # Maintenance rewrites (`maintain-<id>`: compaction, statistics) change no row either.
+    commits = [
+        c
+        for c in commits
+        if c.run_id not in already and not (c.run_id or "").startswith(MAINTENANCE_PREFIX)
+    ]
     runs = _runs_to_roll_back(commits, run_id, cascade)
     first: dict[str, int] = {}
     for c in commits:
