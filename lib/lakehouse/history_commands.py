@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lakehouse.config import Config, load_config
+from lakehouse.commands import _config, _session
 
 
 def register(sub: Any) -> None:
@@ -48,16 +48,6 @@ def register(sub: Any) -> None:
         "--cascade", action="store_true", help="also roll back the later runs that wrote since"
     )
     roll.set_defaults(func=cmd_rollback)
-
-
-def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.env, args.conf_dir)
-
-
-def _session(config: Config, app: str) -> Any:
-    from lakehouse.spark import get_spark
-
-    return get_spark(config.spark, app_name=app)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:

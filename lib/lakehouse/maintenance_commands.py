@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from lakehouse.config import Config, load_config
+from lakehouse.commands import _config, _session
 
 
 def register(sub: Any) -> None:
@@ -46,16 +46,6 @@ def register(sub: Any) -> None:
         "--reason", default=None, help="why (free text; never personal data: it is kept)"
     )
     erase.set_defaults(func=cmd_erase)
-
-
-def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.env, args.conf_dir)
-
-
-def _session(config: Config, app: str) -> Any:
-    from lakehouse.spark import get_spark
-
-    return get_spark(config.spark, app_name=app)
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
