@@ -178,6 +178,7 @@ ORDERS_DAY_1 = [
     cdc("u", 45, order("O3", "paid")),  # late update of a deleted order
     cdc("c", 60, order("O4")),
     cdc("c", 70, order("O5")), cdc("d", 71, before=deleted("O5")),
+    cdc("d", 131, before=deleted("O13")),  # its create (lsn 130) arrives tomorrow
 ]
 ITEMS_DAY_1 = [
     cdc("c", 61, item("O4", 1)), cdc("c", 62, item("O4", 2)), cdc("c", 11, item("O1", 1)),
@@ -193,6 +194,7 @@ ORDERS_DAY_2 = [
     cdc("u", 90, order("O5", "paid")),  # newer than the delete (lsn 71): the order is back
     cdc("c", 95, order("O6", ts=f"{D2}T09:00:00Z")),
     cdc("c", 79, order("O9", ts=f"{D2}T09:00:00Z")),
+    cdc("c", 130, order("O13")),  # older than yesterday's delete, which had no order_date
 ]
 ORDERS_DAY_3 = [
     cdc("c", 104, order("O11", ts=f"{D3}T09:00:00Z")),
@@ -326,6 +328,19 @@ def test_late_update_after_a_delete_in_a_later_batch_leaves_the_tombstone(
     assert live(orders).where(F.col("order_id") == "O3").count() == 0
 
 
+def test_create_arriving_a_day_after_its_delete_does_not_bring_the_order_back(
+    spark: SparkSession, orders_story: Story
+) -> None:
+    before = orders_story.read(spark, "orders", after="day-1")
+    after = orders_story.read(spark, "orders", after="day-2")
+
+    # The delete came first and carries no order_date: its tombstone waits in the null partition,
+    # and the late create (an older version) must find it there rather than be inserted beside it.
+    tombstone = TOMBSTONE_DDL + ", order_date date"
+    assert_rows(orders_of(before, "O13", columns=tombstone), tombstone, [("O13", 131, True, None)])
+    assert_rows(orders_of(after, "O13", columns=tombstone), tombstone, [("O13", 131, True, None)])
+
+
 def test_update_newer_than_the_delete_recreates_the_row(
     spark: SparkSession, orders_story: Story
 ) -> None:
@@ -340,9 +355,9 @@ def test_cdc_ledger_counts_each_outcome_per_run(orders_story: Story) -> None:
     silver_runs = orders_story.silver
 
     # read, inserted, updated, deleted, unchanged, duplicates, stale_ignored, quarantined
-    assert counts(silver_runs["day-1"]["orders"]) == (10, 3, 0, 2, 0, 1, 4, 0)
+    assert counts(silver_runs["day-1"]["orders"]) == (11, 3, 0, 3, 0, 1, 4, 0)
     assert counts(silver_runs["day-1"]["order_items"]) == (5, 5, 0, 0, 0, 0, 0, 0)
-    assert counts(silver_runs["day-2"]["orders"]) == (7, 2, 1, 1, 0, 1, 2, 0)
+    assert counts(silver_runs["day-2"]["orders"]) == (8, 2, 1, 1, 0, 1, 3, 0)
     assert counts(silver_runs["day-2"]["order_items"]) == (0, 0, 0, 0, 0, 0, 0, 0)
     assert counts(silver_runs["day-3"]["orders"]) == (3, 3, 0, 0, 0, 0, 0, 0)
     assert counts(silver_runs["day-4"]["orders"]) == (4, 1, 1, 1, 0, 0, 0, 1)
@@ -512,7 +527,8 @@ def test_final_orders_and_lines_after_every_day(spark: SparkSession, orders_stor
         order_row("O12", "placed", 123, f"{D3}T09:00:00"),
     ])
     assert_rows(orders.where("_is_deleted").select("order_id", "_lsn", "_is_deleted"),
-                TOMBSTONE_DDL, [("O3", 50, True), ("O4", 100, True), ("O8", 121, True)])
+                TOMBSTONE_DDL, [("O3", 50, True), ("O4", 100, True), ("O8", 121, True),
+                                ("O13", 131, True)])
     items = orders_story.read(spark, "order_items").where(F.col("order_id").isin("O7", "O8"))
     assert_rows(items.select(*silver_item_columns()), ITEM_DDL, [
         item_row("O7", 1, 107, D3), item_row("O8", 1, 108, D3, is_deleted=True),

@@ -192,6 +192,14 @@ def partition_literals(spec: TableSpec, values: list[dict[str, object]]) -> str:
     return " AND ".join(parts)
 
 
+def merge_partition_filter(spec: TableSpec, values: list[dict[str, object]]) -> str:
+    """The partition predicate of a silver MERGE: the batch's partitions and always the null
+    partition, where a key can sit without partition values (the tombstone of a delete that came
+    before any version of its row, a line waiting for its order). Without it, a late older
+    version of such a key would miss the tombstone and be inserted beside it, live again."""
+    return partition_literals(spec, [*values, dict.fromkeys(spec.partition_by)])
+
+
 # --- the engine ------------------------------------------------------------------------------
 
 
@@ -444,7 +452,7 @@ def _merge_source(
             else []
         )
         condition = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        pruning = partition_literals(spec, partition_values) if spec.partition_by else ""
+        pruning = merge_partition_filter(spec, partition_values) if spec.partition_by else ""
         if pruning:
             condition = f"{pruning} AND {condition}"
         current = target.toDF()
@@ -564,7 +572,7 @@ def _adopt_orphans(
         )
         leave = found.select(*columns, F.lit("delete").alias("_action"))
         source = moved.unionByName(leave)
-        where = partition_literals(spec, [*values, dict.fromkeys(spec.partition_by)])
+        where = merge_partition_filter(spec, values)
         keys = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
         same_part = " AND ".join(f"t.{c} <=> s.{c}" for c in spec.partition_by)
 

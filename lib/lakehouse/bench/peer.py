@@ -16,13 +16,13 @@ from pathlib import Path
 
 from pyspark.sql import Column, SparkSession
 
-from lakehouse.silver import META_FIELDS, partition_literals
+from lakehouse.silver import META_FIELDS, merge_partition_filter
 from lakehouse.tables import TableSpec
 
 
 def _condition(spec: TableSpec, partition_values: list[dict[str, object]]) -> str:
     keys = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
-    pruning = partition_literals(spec, partition_values) if spec.partition_by else ""
+    pruning = merge_partition_filter(spec, partition_values) if spec.partition_by else ""
     return f"{pruning} AND {keys}" if pruning else keys
 
 
