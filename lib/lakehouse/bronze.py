@@ -47,6 +47,10 @@ from lakehouse.landing import parse_landed_file, parse_landed_path
 from lakehouse.ledger import LedgerEntry, LedgerImbalanceError, utcnow
 from lakehouse.quarantine import write_quarantine
 from lakehouse.sources import SourceSpec, load_sources
+from lakehouse.spark import session_conf
+
+# Landed files read by one task together add up to at most this (a bigger file is read alone).
+LANDED_SPLIT_BYTES = 16 * 1024 * 1024
 
 PARSED_SCHEMA = StructType(
     [
@@ -158,7 +162,7 @@ def _parse_rows(
             continue
         spec = sources[landed.source]
         for rec in parse_landed_file(
-            landed.source, spec, landed.relative, landed.ingest_date, bytes(row["content"])
+            landed.source, spec, landed.relative, landed.ingest_date, row["content"]
         ):
             yield (
                 landed.source,
@@ -179,10 +183,16 @@ def parse_files(
     by_path = {f.path: f for f in files}
     # Paths are glob patterns to Spark: escape the characters globbing would interpret.
     patterns = [re.sub(r"([\\\[\]{}*?])", r"\\\1", f.path) for f in files]
-    raw = spark.read.format("binaryFile").load(patterns).select("path", "content")
+    # Each file is one row holding all its bytes, and rows go to the Python parser in pickled
+    # batches that grow while they stay small: many small files then a big one in one task can
+    # make a batch of several big files (the JVM ran out of heap on 69 MB files). A small split
+    # size gives every big file a task of its own; small files still share one. Spark plans the
+    # read's tasks when `.rdd` is taken, so the setting applies to this read only.
+    with session_conf(spark, {"spark.sql.files.maxPartitionBytes": str(LANDED_SPLIT_BYTES)}):
+        rdd = spark.read.format("binaryFile").load(patterns).select("path", "content").rdd
     # Spark may report a local path as file:/x while Hadoop listed file:/x too; key by both forms.
     by_path.update({p.replace("file:///", "file:/"): f for p, f in list(by_path.items())})
-    parsed = raw.rdd.mapPartitions(lambda rows: _parse_rows(rows, sources, by_path))
+    parsed = rdd.mapPartitions(lambda rows: _parse_rows(rows, sources, by_path))
     return spark.createDataFrame(parsed, PARSED_SCHEMA)
 
 

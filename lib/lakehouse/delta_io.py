@@ -21,6 +21,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql.types import StructType
 
+from lakehouse.spark import session_conf
+
 T = TypeVar("T")
 
 CONFLICTS = (
@@ -105,15 +107,8 @@ USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 def commit_metadata(spark: SparkSession, value: str) -> Iterator[None]:
     """Every Delta commit inside carries `value` as `userMetadata` in its commit info (the
     table's history shows it); the previous setting is restored afterwards."""
-    previous = spark.conf.get(USER_METADATA_CONF, None)
-    spark.conf.set(USER_METADATA_CONF, value)
-    try:
+    with session_conf(spark, {USER_METADATA_CONF: value}):
         yield
-    finally:
-        if previous is None:
-            spark.conf.unset(USER_METADATA_CONF)
-        else:
-            spark.conf.set(USER_METADATA_CONF, previous)
 
 
 def delete_path(spark: SparkSession, uri: str) -> None:

@@ -86,13 +86,43 @@ def decode_file(name: str, content: bytes) -> str:
     """Decompress (by `.gz` suffix) and decode as UTF-8, keeping undecodable bytes as surrogates.
 
     Raises ValueError with a readable reason when a `.gz` file is not valid gzip."""
-    if name.endswith(".gz"):
-        try:
-            content = gzip.decompress(content)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ValueError(f"not a valid gzip file: {exc}") from None
-    text = content.decode("utf-8", "surrogateescape")
+    text = _decompress(name, content).decode("utf-8", "surrogateescape")
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def _decompress(name: str, content: bytes) -> bytes:
+    """The file's bytes, decompressed by `.gz` suffix; ValueError with a readable reason when a
+    `.gz` file is not valid gzip."""
+    if not name.endswith(".gz"):
+        return content
+    try:
+        return gzip.decompress(content)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"not a valid gzip file: {exc}") from None
+
+
+def _text_lines(data: bytes, newline: str | None) -> Iterator[str]:
+    """The decoded lines of `data`, one at a time (a landed file can be tens of MB: it is never
+    held as one decoded string plus a list of its lines). `newline=""` splits on \r\n, \r and \n
+    keeping the endings (CSV); `newline=None` on \n only, ending kept (JSON lines), because JSON
+    strings may hold U+2028 and friends, which `str.splitlines()` would treat as line breaks.
+    Undecodable bytes become surrogates, as in `decode_file`; a leading byte order mark is
+    dropped."""
+    if newline is None:
+        lines: Iterator[str] = (
+            line.decode("utf-8", "surrogateescape") for line in io.BytesIO(data)
+        )
+    else:
+        lines = iter(
+            io.TextIOWrapper(
+                io.BytesIO(data), encoding="utf-8", errors="surrogateescape", newline=newline
+            )
+        )
+    first = next(lines, None)
+    if first is None:
+        return
+    yield first[1:] if first.startswith("\ufeff") else first
+    yield from lines
 
 
 def parse_landed_file(
@@ -100,20 +130,18 @@ def parse_landed_file(
 ) -> Iterator[LandedRecord]:
     """Every record of one landed file, in file order."""
     try:
-        text = decode_file(name, content)
+        data = _decompress(name, content)
     except ValueError as exc:
         yield _bad(source, 0, f"<{len(content)} bytes of {name}>", str(exc))
         return
     if spec.format == "csv":
-        yield from _parse_csv(source, spec, ingest_date, text)
+        yield from _parse_csv(source, spec, ingest_date, _text_lines(data, ""))
     else:
-        yield from _parse_json_lines(source, text)
+        yield from _parse_json_lines(source, _text_lines(data, None))
 
 
-def _parse_json_lines(source: str, text: str) -> Iterator[LandedRecord]:
-    # Only \n (with an optional \r) ends a line: JSON strings may hold U+2028 and friends,
-    # which str.splitlines() would treat as line breaks.
-    for number, line in enumerate(text.split("\n"), start=1):
+def _parse_json_lines(source: str, lines: Iterator[str]) -> Iterator[LandedRecord]:
+    for number, line in enumerate(lines, start=1):
         raw = line.strip()
         if not raw:
             continue
@@ -132,19 +160,43 @@ def _parse_json_lines(source: str, text: str) -> Iterator[LandedRecord]:
         yield LandedRecord(number, raw, record_id(source, canonical))
 
 
+class _Taken:
+    """Iterates `lines` and keeps what was taken since the last `take()`: the physical lines
+    of the CSV record the reader just returned (or failed on)."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self._taken: list[str] = []
+
+    def __iter__(self) -> _Taken:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._taken.append(line)
+        return line
+
+    def take(self) -> list[str]:
+        taken, self._taken = self._taken, []
+        return taken
+
+
 def _parse_csv(
-    source: str, spec: SourceSpec, ingest_date: str, text: str
+    source: str, spec: SourceSpec, ingest_date: str, lines: Iterator[str]
 ) -> Iterator[LandedRecord]:
-    # newline="" splits on \r\n, \r and \n only (not on U+2028 etc.), keeping the endings.
-    lines = io.StringIO(text, newline="").readlines()
-    if not lines:
-        return
-    reader = csv.reader(iter(lines), strict=True)
+    taken = _Taken(lines)
+    reader = csv.reader(taken, strict=True)
     try:
         header = [h.strip() for h in next(reader)]
-    except csv.Error as exc:
-        yield _bad(source, 1, _printable(lines[0].rstrip("\r\n")), f"unreadable CSV header: {exc}")
+    except StopIteration:
         return
+    except csv.Error as exc:
+        first_line = taken.take()[0]
+        yield _bad(
+            source, 1, _printable(first_line.rstrip("\r\n")), f"unreadable CSV header: {exc}"
+        )
+        return
+    taken.take()
     file_reason = None
     missing = [c for c in spec.required_columns if c not in header]
     duplicated = sorted({h for h in header if header.count(h) > 1})
@@ -159,12 +211,12 @@ def _parse_csv(
         except StopIteration:
             return
         except csv.Error as exc:
-            raw = "".join(lines[start : reader.line_num]).rstrip("\r\n")
+            raw = "".join(taken.take()).rstrip("\r\n")
             yield _bad(source, start + 1, _printable(raw), f"malformed CSV: {exc}")
             start = reader.line_num
             continue
         first, start = start + 1, reader.line_num
-        raw = "".join(lines[first - 1 : start]).rstrip("\r\n")
+        raw = "".join(taken.take()).rstrip("\r\n")
         if not raw.strip():
             continue
         if _has_bad_bytes(raw):

@@ -53,6 +53,7 @@ from lakehouse.delta_io import (
 )
 from lakehouse.errors import UserError
 from lakehouse.ledger import new_run_id, utcnow
+from lakehouse.spark import session_conf
 from lakehouse.tables import TableSpec, load_tables
 
 RETENTION_CHECK_CONF = "spark.databricks.delta.retentionDurationCheck.enabled"
@@ -253,15 +254,8 @@ def _retention_check(spark: SparkSession, hours: float, config: Config) -> Itera
     if hours >= config.maintenance.time_travel_window_hours:
         yield
         return
-    previous = spark.conf.get(RETENTION_CHECK_CONF, None)
-    spark.conf.set(RETENTION_CHECK_CONF, "false")
-    try:
+    with session_conf(spark, {RETENTION_CHECK_CONF: "false"}):
         yield
-    finally:
-        if previous is None:
-            spark.conf.unset(RETENTION_CHECK_CONF)
-        else:
-            spark.conf.set(RETENTION_CHECK_CONF, previous)
 
 
 def _plan(
