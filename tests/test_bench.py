@@ -1,11 +1,12 @@
-"""The benchmark's pure parts: medians, targets and verdicts, and the report it writes. No
-benchmark runs here (`make bench` does that)."""
+"""The benchmark's pure parts: medians, targets and verdicts, and the report it writes, and its
+work counter on a real Delta table. No benchmark runs here (`make bench` does that)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from pyspark.sql import SparkSession
 
 from lakehouse.bench.report import (
     GIB,
@@ -15,7 +16,7 @@ from lakehouse.bench.report import (
     splice,
     write_markdown,
 )
-from lakehouse.bench.runner import copy_table_dir, data_files
+from lakehouse.bench.runner import copy_table_dir, data_files, work_counted
 
 
 def _results(**figures: object) -> dict[str, object]:
@@ -156,8 +157,29 @@ def test_copies_share_data_files_but_not_logs(tmp_path: Path) -> None:
 def test_memory_of_this_process_tree_is_measured() -> None:
     import psutil
 
-    from lakehouse.bench.memory import tree_memory
+    from lakehouse.bench.memory import tree_memory, tree_memory_parts
 
     rss, pss = tree_memory(psutil.Process())
     assert rss > 10 * 1024**2
     assert pss is None or 0 < pss <= rss
+    _, _, parts = tree_memory_parts(psutil.Process())
+    assert parts["python driver"] > 10 * 1024**2
+    assert set(parts) <= {"python driver", "spark jvm", "python workers", "other"}
+
+
+def test_work_counter_counts_the_spark_jobs_and_delta_commits_made_inside(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "lake" / "t")
+    spark.range(3).write.format("delta").save(path)
+
+    with work_counted(spark, tmp_path / "lake", "two-appends") as work:
+        spark.range(2).write.format("delta").mode("append").save(path)
+        spark.range(2).write.format("delta").mode("append").save(path)
+    with work_counted(spark, tmp_path / "lake", "one-count") as idle:
+        assert spark.read.format("delta").load(path).count() == 7
+
+    assert work["delta_commits"] == 2
+    assert work["spark_jobs"] >= 2
+    assert idle["delta_commits"] == 0
+    assert idle["spark_jobs"] >= 1

@@ -10,7 +10,15 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
-from lakehouse.bench.runner import ALL_STEPS, DAY1, DAY2, NO_QUALITY, data_files, log, timed
+from lakehouse.bench.runner import (
+    ALL_STEPS,
+    DAY1,
+    DAY2,
+    data_files,
+    log,
+    timed,
+    work_counted,
+)
 
 if TYPE_CHECKING:
     from lakehouse.bench.runner import Bench
@@ -41,6 +49,7 @@ def measure(bench: Bench) -> None:
     floor: list[float] = []
     added: list[int] = []
     bookkeeping: list[int] = []
+    work: dict[str, dict[str, int]] = {}
     reps = bench.scale.pipeline_reps or bench.reps
     for rep in range(reps):
         order = ("with", "without", "floor") if rep % 2 == 0 else ("floor", "without", "with")
@@ -49,13 +58,13 @@ def measure(bench: Bench) -> None:
             if what == "with":
                 cfg = bench.fresh("p0", "work-pipe", landing)
                 lake = bench.root / "work-pipe"
-                with timed() as t:
+                with work_counted(spark, lake, f"first-{rep}") as work["first run"], timed() as t:
                     run_pipeline(spark, cfg, bench.run_id("first"), ALL_STEPS, day)
                 with_q.append(t[0])
                 log(f"  first run {t[0]:.1f} s")
                 before = data_files(lake)
                 books_before = data_files(lake, ("ledger", "quality"))
-                with timed() as t:
+                with work_counted(spark, lake, f"replay-{rep}") as work["replay"], timed() as t:
                     run_pipeline(spark, cfg, bench.run_id("replay"), ALL_STEPS, day)
                 replay.append(t[0])
                 added.append(len(data_files(lake) - before))
@@ -63,8 +72,11 @@ def measure(bench: Bench) -> None:
                 log(f"  replay {t[0]:.1f} s, {added[-1]} data files added")
             elif what == "without":
                 cfg = bench.fresh("p0", "work-pipe", landing)
-                with timed() as t:
-                    run_pipeline(spark, cfg, bench.run_id("noq"), NO_QUALITY, day)
+                lake = bench.root / "work-pipe"
+                counted = work_counted(spark, lake, f"noq-{rep}")
+                with counted as work["without quality"], timed() as t:
+                    # Neither silver's suites nor gold's gate: the same steps, no Deequ at all.
+                    run_pipeline(spark, cfg, bench.run_id("noq"), ALL_STEPS, day, checks=False)
                 without_q.append(t[0])
                 log(f"  {t[0]:.1f} s")
             else:
@@ -75,7 +87,7 @@ def measure(bench: Bench) -> None:
                     for p in (bench.root / landing).glob(f"*/ingest_date={DAY2}/*")
                     if p.is_file()
                 ]
-                with timed() as t:
+                with work_counted(spark, out.parent, f"floor-{rep}") as work["floor"], timed() as t:
                     spark.read.text(files).write.parquet(str(out))
                 floor.append(t[0])
                 log(f"  {t[0]:.1f} s")
@@ -90,6 +102,14 @@ def measure(bench: Bench) -> None:
         "files_added": added,
         "bookkeeping_files_added": bookkeeping,
     }
+    bench.figures["pipeline"]["work"] = work
+    bench.details.append(
+        "Spark jobs and Delta commits per run (last repetition): "
+        + "; ".join(
+            f"{what}: {w['spark_jobs']} jobs, {w['delta_commits']} commits"
+            for what, w in work.items()
+        )
+    )
     bench.details.append(
         "the replay adds only bookkeeping files (the run's ledger rows and quality results): "
         f"{bookkeeping} per repetition"

@@ -206,6 +206,15 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
                     if m.get("peak_rss_sum_bytes")
                     and m.get("peak_rss_sum_bytes") != m.get("peak_rss_bytes")
                     else ")"
+                )
+                + (
+                    "; at the peak: "
+                    + ", ".join(
+                        f"{kind} {size / GIB:.2f} GiB"
+                        for kind, size in sorted(m["peak_parts"].items(), key=lambda kv: -kv[1])
+                    )
+                    if m.get("peak_parts")
+                    else ""
                 ),
                 f"{value:.2f} GiB",
                 mem_target.describe(" GiB"),

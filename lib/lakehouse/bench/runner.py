@@ -41,7 +41,6 @@ from lakehouse.generate import GeneratorSpec, generate_landing
 
 MERGE_TABLES = ("orders", "order_items", "payments")
 ALL_STEPS = ("bronze", "silver", "quality", "gold")
-NO_QUALITY = ("bronze", "silver", "gold")
 DAY1 = date(2024, 1, 1)
 DAY2 = DAY1 + timedelta(days=1)
 
@@ -104,6 +103,28 @@ def data_files(root: Path, layers: tuple[str, ...] = ("bronze", "silver", "gold"
             if "_delta_log" not in p.parts:
                 found.add(str(p.relative_to(root)))
     return found
+
+
+def delta_commits(root: Path) -> int:
+    """Commits in every Delta log under `root` (its `_delta_log/<version>.json` files)."""
+    return sum(1 for _ in root.rglob("_delta_log/*.json"))
+
+
+@contextmanager
+def work_counted(spark: SparkSession, root: Path, label: str) -> Iterator[dict[str, int]]:
+    """Counts the Spark jobs started inside (by job group, on this thread) and the Delta commits
+    made under `root`: where the time of a small day goes is mostly the number of each."""
+    sc = spark.sparkContext
+    group = f"bench-{label}"
+    commits_before = delta_commits(root)
+    out: dict[str, int] = {}
+    sc.setJobGroup(group, label)
+    try:
+        yield out
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+        out["spark_jobs"] = len(sc.statusTracker().getJobIdsForGroup(group))
+        out["delta_commits"] = delta_commits(root) - commits_before
 
 
 @contextmanager
@@ -181,7 +202,15 @@ class Bench:
         os.environ.setdefault("LAKEHOUSE_PII_HMAC_KEY", "bench-only-key-not-a-secret")
         with self.memory:
             self.memory.mark("startup")
-            spark = get_spark(self.base_config.spark, app_name="lakehouse-bench")
+            # A run out of heap stops at once instead of hanging (the Python side would wait).
+            spark = get_spark(
+                self.base_config.spark,
+                app_name="lakehouse-bench",
+                extra={
+                    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC "
+                    "-XX:+ExitOnOutOfMemoryError"
+                },
+            )
             self.spark = spark
             self.versions = _versions(spark)
             try:
@@ -222,6 +251,7 @@ class Bench:
             "measure": "PSS sum" if self.memory.peak != self.memory.peak_rss else "RSS sum",
             "interval_s": self.memory.interval_s,
             "phases": dict(self.memory.phases),
+            "peak_parts": dict(self.memory.peak_parts),
         }
         load_end = _load()
         cfg = self.base_config.spark
