@@ -251,7 +251,10 @@ def ingest(
             properties=BRONZE_PROPERTIES,
         )
     if new:
-        parsed = parse_files(spark, new, sources).persist(StorageLevel.MEMORY_AND_DISK)
+        # On disk, not in memory: the cache is filled while the same tasks pickle whole files
+        # to the parser, buffers Spark's memory manager does not see, so cached blocks held in
+        # the heap are not given up for them (a 100k-order day ran a 2g driver out of heap).
+        parsed = parse_files(spark, new, sources).persist(StorageLevel.DISK_ONLY)
         try:
             _write_batch(spark, config, run_id, parsed, new, entries, done)
         finally:
