@@ -308,8 +308,9 @@ def render_section(results: dict[str, Any], json_name: str, png_name: str) -> st
     ]
     if m.get("busy"):
         out.append(
-            "- **The machine was busy**: other processes (other engineers' Spark tests) ran "
-            "during the measurement, so times are slower and noisier than on a quiet machine."
+            "- **The machine was busy**: other processes (other engineers' Spark tests) were "
+            "running when the measurement started, so times are slower and noisier than on a "
+            "quiet machine."
         )
     out += [
         "",
