@@ -183,3 +183,18 @@ def test_work_counter_counts_the_spark_jobs_and_delta_commits_made_inside(
     assert work["spark_jobs"] >= 2
     assert idle["delta_commits"] == 0
     assert idle["spark_jobs"] >= 1
+
+
+def test_a_run_given_its_own_section_leaves_the_scales_section_alone(tmp_path: Path) -> None:
+    doc = tmp_path / "BENCHMARKS.md"
+    json_path, png_path = tmp_path / "bench" / "r.json", tmp_path / "bench" / "c.png"
+    write_markdown(_results(), doc, json_path, png_path)
+    part = {**_results(), "section": "small-pipeline", "params": {"reps": 3, "pipeline_reps": 2}}
+
+    write_markdown(part, doc, json_path, png_path)
+
+    text = doc.read_text()
+    assert text.count("<!-- bench:small:start -->") == 1
+    assert text.count("<!-- bench:small-pipeline:start -->") == 1
+    assert "at scale `small` (issue #8): section `small-pipeline`" in text
+    assert "measured 3 times (2 for the whole-pipeline figures)" in text

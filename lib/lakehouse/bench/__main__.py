@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lakehouse.bench.report import write_chart, write_json, write_markdown
+from lakehouse.bench.report import section_name, write_chart, write_json, write_markdown
 from lakehouse.bench.runner import SCALES, Bench, log
 from lakehouse.config import PROJECT_ROOT
 
@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the preparation stages a previous run of this scale finished",
     )
     parser.add_argument(
+        "--section",
+        default=None,
+        help="write this section (and results-<section>.json, bench-<section>.png) instead of "
+        "the scale's: for a run that measures only part of a scale",
+    )
+    parser.add_argument(
         "--render",
         metavar="RESULTS_JSON",
         default=None,
@@ -65,10 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv
     )
     out = Path(args.out)
-    json_path = out / "bench" / f"results-{args.scale}.json"
-    png_path = out / "bench" / f"bench-{args.scale}.png"
+    name = args.section or args.scale
+    json_path = out / "bench" / f"results-{name}.json"
+    png_path = out / "bench" / f"bench-{name}.png"
 
     def write(results: dict[str, Any]) -> None:
+        if args.section:
+            results["section"] = args.section
         write_json(results, json_path)
         write_chart(results, png_path)
         doc = write_markdown(results, out / "BENCHMARKS.md", json_path, png_path)
@@ -76,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.render:
         results = json.loads(Path(args.render).read_text())
-        json_path = out / "bench" / f"results-{results['scale']}.json"
-        png_path = out / "bench" / f"bench-{results['scale']}.png"
+        name = args.section or section_name(results)
+        json_path = out / "bench" / f"results-{name}.json"
+        png_path = out / "bench" / f"bench-{name}.png"
         write(results)
         return 0
     scale = SCALES[args.scale]
