@@ -357,6 +357,19 @@ def test_bad_lines_are_quarantined_with_file_line_raw_and_reason_once(
     ]  # fmt: skip
 
 
+def test_bad_lines_of_every_source_are_quarantined_by_one_commit(
+    spark: SparkSession, handmade: HandMade
+) -> None:
+    path = quarantine_path(handmade.config.storage.lakehouse_root)
+
+    merges = DeltaTable.forPath(spark, path).history().where("operation = 'MERGE'")
+    first = merges.orderBy("version").first()
+
+    # The orders line and the payments line of run-1 (the ledger counts them per source).
+    assert first is not None
+    assert first["operationMetrics"]["numTargetRowsInserted"] == "2"
+
+
 def test_empty_file_is_recorded_as_ingested(spark: SparkSession, handmade: HandMade) -> None:
     files = spark.read.format("delta").load(files_path(handmade.config))
 

@@ -45,17 +45,30 @@ def quarantine_path(lakehouse_root: str) -> str:
     return lakehouse_root.rstrip("/") + "/quarantine/records"
 
 
-def write_quarantine(spark: SparkSession, lakehouse_root: str, bad: DataFrame) -> int:
-    """Insert the rows of `bad` (columns of QUARANTINE_SCHEMA) not already quarantined; returns
-    how many were inserted."""
+def write_quarantine(spark: SparkSession, lakehouse_root: str, bad: DataFrame) -> dict[str, int]:
+    """Insert the rows of `bad` (columns of QUARANTINE_SCHEMA) not already quarantined, in one
+    MERGE whatever sources they come from; returns how many were inserted per source (a source
+    with nothing new is absent).
+
+    The new rows are counted per source before the MERGE and the count is checked against the
+    rows the MERGE's commit reports inserted: a concurrent writer that quarantined some of them
+    in between makes this fail rather than misreport (a re-run then counts them as duplicates).
+    """
     path = quarantine_path(lakehouse_root)
     target = ensure_table(
         spark, path, QUARANTINE_SCHEMA, change_data_feed=False, properties=QUARANTINE_PROPERTIES
     )
     source = bad.select(*[F.col(f.name).cast(f.dataType) for f in QUARANTINE_SCHEMA.fields])
     held = target.toDF().select("layer", "source", "record_id")
-    if source.join(held, ["layer", "source", "record_id"], "left_anti").isEmpty():
-        return 0  # all quarantined before (a backfill re-reading a file): no commit
+    expected = {
+        r["source"]: int(r["count"])
+        for r in source.join(held, ["layer", "source", "record_id"], "left_anti")
+        .groupBy("source")
+        .count()
+        .collect()
+    }
+    if not expected:
+        return {}  # all quarantined before (a backfill re-reading a file): no commit
     before = current_version(spark, path)
     keys = "t.layer = s.layer AND t.source = s.source AND t.record_id = s.record_id"
 
@@ -63,7 +76,18 @@ def write_quarantine(spark: SparkSession, lakehouse_root: str, bad: DataFrame) -
         target.alias("t").merge(source.alias("s"), keys).whenNotMatchedInsertAll().execute()
 
     with_conflict_retries(merge, what="quarantine insert")
-    return rows_inserted_since(spark, path, before)
+    inserted = rows_inserted_since(spark, path, before)
+    if inserted != sum(expected.values()):
+        raise QuarantineCountError(
+            f"{path}: {sum(expected.values())} new quarantine rows expected "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(expected.items()))}), the MERGE "
+            f"inserted {inserted}: another writer quarantined some of them meanwhile; run again"
+        )
+    return expected
+
+
+class QuarantineCountError(RuntimeError):
+    """The quarantine MERGE inserted a different number of rows than were new before it."""
 
 
 def read_quarantine(spark: SparkSession, lakehouse_root: str) -> DataFrame:

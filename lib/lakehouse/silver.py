@@ -331,7 +331,9 @@ def _apply_batch(
     entry.records_read = int(counts["read"])
     n_invalid = int(counts["bad"] or 0)
     if n_invalid:
-        inserted_q = write_quarantine(spark, root, _quarantine_rows(spec, invalid, run_id, now))
+        inserted_q = sum(
+            write_quarantine(spark, root, _quarantine_rows(spec, invalid, run_id, now)).values()
+        )
         entry.quarantined = inserted_q
         # The same bad record quarantined by an earlier run (delivered again) is a duplicate.
         entry.duplicates = (entry.duplicates or 0) + n_invalid - inserted_q
