@@ -63,15 +63,19 @@ class Scale:
 
 
 SCALES = {
-    "small": Scale("small", orders_per_day=2_000, customers=2_000, reps=3),
+    # A quick check of every code path: one repetition (a pipeline run of even a small day
+    # costs about 1.5 minutes of fixed Spark and Delta work on 2 cores, docs/BENCHMARKS.md).
+    "small": Scale("small", orders_per_day=2_000, customers=2_000, reps=1),
     # The configured 2g driver runs out of heap in silver's MERGE of a 100k-order day into 50
-    # days of history (docs/BENCHMARKS.md, Findings): this scale runs with 4g.
+    # days of history (docs/BENCHMARKS.md, Findings): this scale runs with 4g. The
+    # whole-pipeline pairs run twice, to keep the run near its 30 minutes.
     "default": Scale(
         "default",
         orders_per_day=100_000,
         customers=100_000,
         reps=3,
         pipeline_orders_per_day=20_000,
+        pipeline_reps=2,
         driver_memory="4g",
     ),
     # For working on the benchmark itself: every code path, minimal data, one repetition.
@@ -194,9 +198,22 @@ class Bench:
         return f"bench-{self._seq:03d}-{what}"
 
     def fresh(self, template: str, work: str, landing: str = "landing") -> Config:
+        self.forget()
         copy_table_dir(self.root / template, self.root / work)
         shutil.rmtree(self.root / f"{work}-reports", ignore_errors=True)
         return self.config(work, landing)
+
+    def forget(self) -> None:
+        """Start the next measurement as a new daily job would: nothing cached from the ones
+        before. Delta keeps every table's log and newest snapshot it has opened (the run opens
+        some 30 tables in each of ~20 lakehouse copies); without this one process running every
+        figure ran out of its 4g heap in the pipeline phase, while a fresh process did not."""
+        assert self.spark is not None
+        jvm = self.spark.sparkContext._jvm
+        assert jvm is not None
+        self.spark.catalog.clearCache()
+        jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+        jvm.java.lang.System.gc()
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -218,7 +235,13 @@ class Bench:
                 app_name="lakehouse-bench",
                 extra={
                     "spark.driver.extraJavaOptions": "-Duser.timezone=UTC "
-                    "-XX:+ExitOnOutOfMemoryError"
+                    "-XX:+ExitOnOutOfMemoryError",
+                    # Jobs are counted by job group from the status store, which keeps 1,000 jobs
+                    # by default: a first run of a day makes more, so its count was cut short.
+                    "spark.ui.retainedJobs": "100000",
+                    # Each SQL execution kept holds its plan text and graph (MERGE and Deequ plans
+                    # are large); nothing here reads them.
+                    "spark.sql.ui.retainedExecutions": "20",
                 },
             )
             self.spark = spark
