@@ -198,3 +198,13 @@ def test_a_run_given_its_own_section_leaves_the_scales_section_alone(tmp_path: P
     assert text.count("<!-- bench:small-pipeline:start -->") == 1
     assert "at scale `small` (issue #8): section `small-pipeline`" in text
     assert "measured 3 times (2 for the whole-pipeline figures)" in text
+
+
+def test_a_single_repetition_is_called_a_quick_check_not_a_measurement() -> None:
+    one = {**_results(), "params": {"orders_per_day": 1000, "reps": 1}}
+
+    text = render_section(one, "bench/r.json", "bench/c.png")
+
+    assert "each pair measured once, alternately" in text
+    assert "one repetition gives no median" in text
+    assert "one repetition" not in render_section(_results(), "bench/r.json", "bench/c.png")

@@ -63,6 +63,10 @@ def ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
     return median(numerator) / median(denominator)
 
 
+def _times(n: object) -> str:
+    return "once" if n == 1 else f"{n if n is not None else '?'} times"
+
+
 def _pipeline_orders(params: dict[str, Any]) -> int:
     return int(params.get("pipeline_orders_per_day") or params.get("orders_per_day") or 0)
 
@@ -310,14 +314,21 @@ def render_section(results: dict[str, Any], json_name: str, png_name: str) -> st
         f"{_fmt(p.get('customers', 0))} customers), two days; history and peer figures on a "
         f"day of {_fmt(p.get('orders_per_day', 0))} orders, whole-pipeline figures on a day "
         f"of {_fmt(_pipeline_orders(p))} orders (all seven sources)",
-        f"- Repetitions: each pair measured {p.get('reps', '?')} times"
+        f"- Repetitions: each pair measured {_times(p.get('reps'))}"
         + (
-            f" ({p['pipeline_reps']} for the whole-pipeline figures)"
+            f" ({'once' if p['pipeline_reps'] == 1 else p['pipeline_reps']} for the "
+            "whole-pipeline figures)"
             if p.get("pipeline_reps") not in (None, p.get("reps"))
             else ""
         )
         + ", alternately, in this one process; medians reported, every sample below and in "
-        f"[`{json_name}`]({json_name})",
+        f"[`{json_name}`]({json_name})"
+        + (
+            "; **one repetition gives no median: a quick check of every code path, not a "
+            "measurement**"
+            if 1 in (p.get("reps"), p.get("pipeline_reps"))
+            else ""
+        ),
     ]
     if m.get("busy"):
         out.append(
