@@ -121,18 +121,29 @@ def delete_path(spark: SparkSession, uri: str) -> None:
 
 
 def current_version(spark: SparkSession, path: str) -> int:
-    """The newest committed version of the table at `path`."""
-    row = DeltaTable.forPath(spark, path).history(1).select("version").first()
-    assert row is not None
-    return int(row["version"])
+    """The newest committed version of the table at `path`.
+
+    Asks Delta's log directly (`DeltaLog.update`, which lists the log for new commits): reading
+    `history(1)` through a DataFrame cost a Spark job and 0.15 s, some 50 times a run."""
+    jvm = spark._jvm
+    assert jvm is not None
+    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+    none = jvm.scala.Option.empty()
+    version = int(log.update(False, none, none).version())
+    if version < 0:
+        raise ValueError(f"{path} is not a Delta table")
+    return version
 
 
 def commit_metrics(spark: SparkSession, path: str, version: int | None = None) -> dict[str, int]:
-    """`operationMetrics` of a commit (the newest by default) as integers."""
-    history = DeltaTable.forPath(spark, path).history()
-    if version is not None:
-        history = history.where(f"version = {int(version)}")
-    row = history.orderBy("version", ascending=False).select("operationMetrics").first()
+    """`operationMetrics` of a commit (the newest by default) as integers. Reads only the
+    commits from that version on, not the whole history."""
+    newest = current_version(spark, path)
+    wanted = newest if version is None else int(version)
+    if wanted > newest:
+        return {}
+    history = DeltaTable.forPath(spark, path).history(newest - wanted + 1)
+    row = history.where(f"version = {wanted}").select("operationMetrics").first()
     metrics = (row["operationMetrics"] if row else None) or {}
     return {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
 
