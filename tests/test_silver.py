@@ -37,7 +37,7 @@ from lakehouse import bronze, silver
 from lakehouse.config import Config, ConfigError, load_config
 from lakehouse.delta_io import current_version
 from lakehouse.ledger import LedgerEntry, ledger_path, read_ledger, record
-from lakehouse.quarantine import read_quarantine
+from lakehouse.quarantine import quarantine_path, read_quarantine
 from lakehouse.silver import live
 from lakehouse.sources import load_sources
 from lakehouse.tables import load_tables
@@ -822,6 +822,21 @@ def test_every_broken_rule_is_quarantined_with_its_column_and_reason(
         + expected("fx_rates", BAD_FX, 4),
     )
     assert {r["run_id"] for r in quarantined.select("run_id").distinct().collect()} == {"day-1"}
+
+
+def test_the_broken_records_of_every_table_are_quarantined_by_one_commit(
+    spark: SparkSession, shop_story: Shop
+) -> None:
+    silver_rows = read_quarantine(spark, shop_story.root).where("layer = 'silver'").count()
+    merges = DeltaTable.forPath(spark, quarantine_path(shop_story.root)).history()
+    inserted = [
+        int(m["operationMetrics"]["numTargetRowsInserted"])
+        for m in merges.where("operation = 'MERGE'").collect()
+    ]
+
+    assert silver_rows == (len(BAD_ORDERS) + len(BAD_ITEMS) + len(BAD_CUSTOMERS)
+                           + len(BAD_PAYMENTS) + len(BAD_FX))
+    assert silver_rows in inserted  # one MERGE for the five tables, not one each
 
 
 def test_every_silver_ledger_row_accounts_for_every_record_read(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 from functools import partial, reduce
 
@@ -244,18 +245,62 @@ def read_increment(
 def apply(
     spark: SparkSession, config: Config, run_id: str, tables: dict[str, TableSpec] | None = None
 ) -> list[LedgerEntry]:
-    """Apply every silver table's new bronze records; one ledger entry per table."""
+    """Apply every silver table's new bronze records; one ledger entry per table.
+
+    The records that break a rule are quarantined for all tables together, with one MERGE after
+    the tables' own (a MERGE per table cost a look-up, version reads and a commit each); every
+    entry's balance is checked once its quarantined count is known."""
     tables = tables or load_tables()
     key = config.secret(config.secrets.pii_hmac_key_env).encode()
     entries = []
-    for spec in tables.values():
-        entries.append(apply_table(spark, config, run_id, spec, key))
+    pending: list[_Quarantined] = []
+    try:
+        for spec in tables.values():
+            entry = apply_table(spark, config, run_id, spec, key, pending)
+            entries.append(entry)
+            if not any(q.entry is entry for q in pending):
+                entry.check_balance()  # nothing waits: stop at the first table out of balance
+        if pending:
+            inserted = write_quarantine(
+                spark,
+                config.storage.lakehouse_root,
+                reduce(DataFrame.unionByName, [q.rows for q in pending]),
+            )
+            for q in pending:
+                _count_quarantined(q.entry, q.invalid, inserted.get(q.entry.table_name, 0))
+                q.entry.check_balance()
+    finally:
+        for q in pending:
+            q.rows.unpersist()
     return entries
 
 
+@dataclass(frozen=True)
+class _Quarantined:
+    """A table's records to quarantine, kept (materialised) until the one quarantine MERGE."""
+
+    entry: LedgerEntry
+    invalid: int
+    rows: DataFrame
+
+
+def _count_quarantined(entry: LedgerEntry, invalid: int, inserted: int) -> None:
+    entry.quarantined = inserted
+    # The same bad record quarantined by an earlier run (delivered again) is a duplicate.
+    entry.duplicates = (entry.duplicates or 0) + invalid - inserted
+
+
 def apply_table(
-    spark: SparkSession, config: Config, run_id: str, spec: TableSpec, key: bytes
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    spec: TableSpec,
+    key: bytes,
+    pending: list[_Quarantined] | None = None,
 ) -> LedgerEntry:
+    """One table's new bronze records into silver. With `pending`, its records to quarantine are
+    added there for the caller to write (and the caller checks the entry's balance); without,
+    they are written here and the balance is checked before returning."""
     started = utcnow()
     root = config.storage.lakehouse_root
     path = table_path(config, spec.name)
@@ -295,7 +340,7 @@ def apply_table(
             .persist(StorageLevel.MEMORY_AND_DISK)
         )
         try:
-            _apply_batch(spark, config, run_id, spec, key, typed, target, entry, end)
+            _apply_batch(spark, config, run_id, spec, key, typed, target, entry, end, pending)
         finally:
             typed.unpersist()
     if spec.parent is not None:
@@ -306,7 +351,8 @@ def apply_table(
         _adopt_orphans(spark, config, spec, target, parent_version * 1_000_000 + end)
     entry.table_version = current_version(spark, path)
     entry.finished_at = utcnow()
-    entry.check_balance()
+    if pending is None:
+        entry.check_balance()
     return entry
 
 
@@ -320,6 +366,7 @@ def _apply_batch(
     target: DeltaTable,
     entry: LedgerEntry,
     input_version: int,
+    pending: list[_Quarantined] | None = None,
 ) -> None:
     root = config.storage.lakehouse_root
     valid, invalid = split_valid(typed)
@@ -331,12 +378,15 @@ def _apply_batch(
     entry.records_read = int(counts["read"])
     n_invalid = int(counts["bad"] or 0)
     if n_invalid:
-        inserted_q = sum(
-            write_quarantine(spark, root, _quarantine_rows(spec, invalid, run_id, now)).values()
-        )
-        entry.quarantined = inserted_q
-        # The same bad record quarantined by an earlier run (delivered again) is a duplicate.
-        entry.duplicates = (entry.duplicates or 0) + n_invalid - inserted_q
+        rows = _quarantine_rows(spec, invalid, run_id, now)
+        if pending is None:
+            inserted = write_quarantine(spark, root, rows).get(spec.name, 0)
+            _count_quarantined(entry, n_invalid, inserted)
+        else:
+            # Kept past this table's batch (whose cache is dropped when it is done).
+            rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+            rows.count()
+            pending.append(_Quarantined(entry, n_invalid, rows))
     if entry.records_read == n_invalid:
         return
     prepared = valid.transform(pseudonymise(spec, key))
