@@ -205,6 +205,6 @@ def test_a_single_repetition_is_called_a_quick_check_not_a_measurement() -> None
 
     text = render_section(one, "bench/r.json", "bench/c.png")
 
-    assert "each pair measured once, alternately" in text
+    assert "each pair measured once, alternately, in this one process; every sample" in text
     assert "one repetition gives no median" in text
     assert "one repetition" not in render_section(_results(), "bench/r.json", "bench/c.png")

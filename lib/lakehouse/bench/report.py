@@ -321,8 +321,9 @@ def render_section(results: dict[str, Any], json_name: str, png_name: str) -> st
             if p.get("pipeline_reps") not in (None, p.get("reps"))
             else ""
         )
-        + ", alternately, in this one process; medians reported, every sample below and in "
-        f"[`{json_name}`]({json_name})"
+        + ", alternately, in this one process; "
+        + ("medians reported, " if p.get("reps") != 1 else "")
+        + f"every sample below and in [`{json_name}`]({json_name})"
         + (
             "; **one repetition gives no median: a quick check of every code path, not a "
             "measurement**"
