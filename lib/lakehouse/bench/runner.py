@@ -66,17 +66,14 @@ SCALES = {
     # A quick check of every code path: one repetition (a pipeline run of even a small day
     # costs about 1.5 minutes of fixed Spark and Delta work on 2 cores, docs/BENCHMARKS.md).
     "small": Scale("small", orders_per_day=2_000, customers=2_000, reps=1),
-    # The configured 2g driver runs out of heap in silver's MERGE of a 100k-order day into 50
-    # days of history (docs/BENCHMARKS.md, Findings): this scale runs with 4g. The
-    # whole-pipeline pairs run twice, to keep the run near its 30 minutes.
+    # The configured driver (2g): silver's MERGE of a 100k-order day into 50 days of history
+    # once ran it out of heap (docs/BENCHMARKS.md, Findings), no longer.
     "default": Scale(
         "default",
         orders_per_day=100_000,
         customers=100_000,
         reps=3,
         pipeline_orders_per_day=20_000,
-        pipeline_reps=2,
-        driver_memory="4g",
     ),
     # For working on the benchmark itself: every code path, minimal data, one repetition.
     "smoke": Scale("smoke", orders_per_day=200, customers=200, reps=1, history_days=(2, 4)),
