@@ -51,5 +51,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The `lakehouse` program: `main`, then the Spark session it started is stopped, with the
+    Py4J callback server pydeequ leaves behind (a non-daemon thread: left running, it kept the
+    process alive after `lakehouse run` had finished). `main` leaves the session alone, so tests
+    and notebooks can call it in a session they keep."""
+    try:
+        status = main()
+    finally:
+        _stop_session()
+    sys.exit(status)
+
+
+def _stop_session() -> None:
+    if "pyspark" not in sys.modules:
+        return  # the command never started Spark
+    from pyspark.sql import SparkSession
+
+    from lakehouse.spark import stop_spark
+
+    spark = SparkSession.getActiveSession()
+    if spark is not None:
+        stop_spark(spark)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
