@@ -139,7 +139,10 @@ def commit_metrics(spark: SparkSession, path: str, version: int | None = None) -
     """`operationMetrics` of a commit (the newest by default) as integers. Reads only the
     commits from that version on, not the whole history."""
     newest = current_version(spark, path)
-    wanted = newest if version is None else int(version)
+    return _metrics_of(spark, path, newest if version is None else int(version), newest)
+
+
+def _metrics_of(spark: SparkSession, path: str, wanted: int, newest: int) -> dict[str, int]:
     if wanted > newest:
         return {}
     history = DeltaTable.forPath(spark, path).history(newest - wanted + 1)
@@ -154,7 +157,7 @@ def rows_inserted_since(spark: SparkSession, path: str, version_before: int) -> 
     after = current_version(spark, path)
     if after == version_before:
         return 0
-    return commit_metrics(spark, path, after).get("numTargetRowsInserted", 0)
+    return _metrics_of(spark, path, after, after).get("numTargetRowsInserted", 0)
 
 
 def with_conflict_retries(

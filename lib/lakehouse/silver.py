@@ -252,23 +252,29 @@ def apply(
     entry's balance is checked once its quarantined count is known."""
     tables = tables or load_tables()
     key = config.secret(config.secrets.pii_hmac_key_env).encode()
+    return _apply_tables(spark, config, run_id, list(tables.values()), key)
+
+
+def apply_table(
+    spark: SparkSession, config: Config, run_id: str, spec: TableSpec, key: bytes
+) -> LedgerEntry:
+    """One table's new bronze records into silver (`apply` for one table)."""
+    return _apply_tables(spark, config, run_id, [spec], key)[0]
+
+
+def _apply_tables(
+    spark: SparkSession, config: Config, run_id: str, specs: list[TableSpec], key: bytes
+) -> list[LedgerEntry]:
     entries = []
     pending: list[_Quarantined] = []
     try:
-        for spec in tables.values():
-            entry = apply_table(spark, config, run_id, spec, key, pending)
+        for spec in specs:
+            waiting = len(pending)
+            entry = _apply_table(spark, config, run_id, spec, key, pending)
             entries.append(entry)
-            if not any(q.entry is entry for q in pending):
+            if len(pending) == waiting:
                 entry.check_balance()  # nothing waits: stop at the first table out of balance
-        if pending:
-            inserted = write_quarantine(
-                spark,
-                config.storage.lakehouse_root,
-                reduce(DataFrame.unionByName, [q.rows for q in pending]),
-            )
-            for q in pending:
-                _count_quarantined(q.entry, q.invalid, inserted.get(q.entry.table_name, 0))
-                q.entry.check_balance()
+        _write_quarantined(spark, config, pending)
     finally:
         for q in pending:
             q.rows.unpersist()
@@ -284,23 +290,33 @@ class _Quarantined:
     rows: DataFrame
 
 
-def _count_quarantined(entry: LedgerEntry, invalid: int, inserted: int) -> None:
-    entry.quarantined = inserted
-    # The same bad record quarantined by an earlier run (delivered again) is a duplicate.
-    entry.duplicates = (entry.duplicates or 0) + invalid - inserted
+def _write_quarantined(spark: SparkSession, config: Config, pending: list[_Quarantined]) -> None:
+    """One MERGE for every table's waiting records; then each entry's quarantined count and
+    balance."""
+    if not pending:
+        return
+    inserted = write_quarantine(
+        spark,
+        config.storage.lakehouse_root,
+        reduce(DataFrame.unionByName, [q.rows for q in pending]),
+    )
+    for q in pending:
+        q.entry.quarantined = inserted.get(q.entry.table_name, 0)
+        # The same bad record quarantined by an earlier run (delivered again) is a duplicate.
+        q.entry.duplicates = (q.entry.duplicates or 0) + q.invalid - q.entry.quarantined
+        q.entry.check_balance()
 
 
-def apply_table(
+def _apply_table(
     spark: SparkSession,
     config: Config,
     run_id: str,
     spec: TableSpec,
     key: bytes,
-    pending: list[_Quarantined] | None = None,
+    pending: list[_Quarantined],
 ) -> LedgerEntry:
-    """One table's new bronze records into silver. With `pending`, its records to quarantine are
-    added there for the caller to write (and the caller checks the entry's balance); without,
-    they are written here and the balance is checked before returning."""
+    """One table's new bronze records into silver; its records to quarantine are added to
+    `pending` for the caller to write, and the caller checks the entry's balance."""
     started = utcnow()
     root = config.storage.lakehouse_root
     path = table_path(config, spec.name)
@@ -351,8 +367,6 @@ def apply_table(
         _adopt_orphans(spark, config, spec, target, parent_version * 1_000_000 + end)
     entry.table_version = current_version(spark, path)
     entry.finished_at = utcnow()
-    if pending is None:
-        entry.check_balance()
     return entry
 
 
@@ -366,9 +380,8 @@ def _apply_batch(
     target: DeltaTable,
     entry: LedgerEntry,
     input_version: int,
-    pending: list[_Quarantined] | None = None,
+    pending: list[_Quarantined],
 ) -> None:
-    root = config.storage.lakehouse_root
     valid, invalid = split_valid(typed)
     now = utcnow()
     counts = typed.agg(
@@ -378,15 +391,11 @@ def _apply_batch(
     entry.records_read = int(counts["read"])
     n_invalid = int(counts["bad"] or 0)
     if n_invalid:
-        rows = _quarantine_rows(spec, invalid, run_id, now)
-        if pending is None:
-            inserted = write_quarantine(spark, root, rows).get(spec.name, 0)
-            _count_quarantined(entry, n_invalid, inserted)
-        else:
-            # Kept past this table's batch (whose cache is dropped when it is done).
-            rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
-            rows.count()
-            pending.append(_Quarantined(entry, n_invalid, rows))
+        # Kept past this table's batch (whose cache is dropped when it is done) for the one
+        # quarantine MERGE.
+        rows = _quarantine_rows(spec, invalid, run_id, now).persist(StorageLevel.MEMORY_AND_DISK)
+        rows.count()
+        pending.append(_Quarantined(entry, n_invalid, rows))
     if entry.records_read == n_invalid:
         return
     prepared = valid.transform(pseudonymise(spec, key))
