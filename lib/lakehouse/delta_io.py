@@ -3,11 +3,12 @@ conflicting commits. Transforms never import this; jobs and layer writers do."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from delta.exceptions import (
     ConcurrentAppendException,
@@ -120,6 +121,12 @@ def delete_path(spark: SparkSession, uri: str) -> None:
     path.getFileSystem(spark._jsc.hadoopConfiguration()).delete(path, True)
 
 
+def _delta_log(spark: SparkSession, path: str) -> Any:
+    jvm = spark._jvm
+    assert jvm is not None
+    return jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
+
+
 def current_version(spark: SparkSession, path: str) -> int:
     """The newest committed version of the table at `path`.
 
@@ -127,27 +134,34 @@ def current_version(spark: SparkSession, path: str) -> int:
     `history(1)` through a DataFrame cost a Spark job and 0.15 s, some 50 times a run."""
     jvm = spark._jvm
     assert jvm is not None
-    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, path)
     none = jvm.scala.Option.empty()
-    version = int(log.update(False, none, none).version())
+    version = int(_delta_log(spark, path).update(False, none, none).version())
     if version < 0:
         raise ValueError(f"{path} is not a Delta table")
     return version
 
 
 def commit_metrics(spark: SparkSession, path: str, version: int | None = None) -> dict[str, int]:
-    """`operationMetrics` of a commit (the newest by default) as integers. Reads only the
-    commits from that version on, not the whole history."""
+    """`operationMetrics` of a commit (the newest by default) as integers."""
     newest = current_version(spark, path)
     return _metrics_of(spark, path, newest if version is None else int(version), newest)
 
 
 def _metrics_of(spark: SparkSession, path: str, wanted: int, newest: int) -> dict[str, int]:
+    """Read from the commit's own log file through Delta's log store (any file system): no Spark
+    job, where `history()` through a DataFrame cost one and 0.2-0.3 s, about ten times a run."""
     if wanted > newest:
         return {}
-    history = DeltaTable.forPath(spark, path).history(newest - wanted + 1)
-    row = history.where(f"version = {wanted}").select("operationMetrics").first()
-    metrics = (row["operationMetrics"] if row else None) or {}
+    jvm = spark._jvm
+    assert jvm is not None
+    log = _delta_log(spark, path)
+    commit_file = jvm.org.apache.hadoop.fs.Path(log.logPath(), f"{wanted:020d}.json")
+    lines = log.store().read(commit_file, log.newDeltaHadoopConf())
+    metrics: dict[str, str] = {}
+    for line in jvm.scala.collection.JavaConverters.seqAsJavaList(lines):
+        action = json.loads(line)
+        if "commitInfo" in action:
+            metrics = action["commitInfo"].get("operationMetrics") or {}
     return {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
 
 

@@ -151,19 +151,19 @@ def read_ledger(spark: SparkSession, lakehouse_root: str) -> DataFrame:
     return spark.read.format("delta").load(path)
 
 
-def last_input_version(
-    spark: SparkSession, lakehouse_root: str, layer: str, table_name: str
-) -> int | None:
-    """The input version the newest successful run of `layer.table_name` consumed, if any.
-    Rows of rolled-back runs do not count; a rollback's own row (status `rollback`) says where
-    the table's input stands after it (`history.rollback`)."""
+def last_input_versions(spark: SparkSession, lakehouse_root: str, layer: str) -> dict[str, int]:
+    """The input version the newest successful run of each table of `layer` consumed (tables
+    never run are absent). Rows of rolled-back runs do not count; a rollback's own row (status
+    `rollback`) says where the table's input stands after it (`history.rollback`). One read of
+    the ledger for all tables: a run reads it once, not once per table."""
     ledger = read_ledger(spark, lakehouse_root)
     rolled_back = ledger.where(F.col("status") == "rolled_back").select("run_id")
-    row = (
-        ledger.where((F.col("layer") == layer) & (F.col("table_name") == table_name))
+    rows = (
+        ledger.where(F.col("layer") == layer)
         .where(F.col("status").isin("ok", "rollback"))
         .join(rolled_back, "run_id", "left_anti")
+        .groupBy("table_name")
         .agg(F.max("input_version").alias("v"))
-        .first()
+        .collect()
     )
-    return None if row is None or row["v"] is None else int(row["v"])
+    return {r["table_name"]: int(r["v"]) for r in rows if r["v"] is not None}

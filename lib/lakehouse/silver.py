@@ -49,7 +49,7 @@ from lakehouse.delta_io import (
     stats_columns_property,
     with_conflict_retries,
 )
-from lakehouse.ledger import LedgerEntry, last_input_version, utcnow
+from lakehouse.ledger import LedgerEntry, last_input_versions, utcnow
 from lakehouse.quarantine import write_quarantine
 from lakehouse.tables import DECIMAL_RE, TableSpec, load_tables
 from lakehouse.validate import pseudonymise, split_valid, typed_records
@@ -267,10 +267,11 @@ def _apply_tables(
 ) -> list[LedgerEntry]:
     entries = []
     pending: list[_Quarantined] = []
+    consumed = last_input_versions(spark, config.storage.lakehouse_root, "silver")
     try:
         for spec in specs:
             waiting = len(pending)
-            entry = _apply_table(spark, config, run_id, spec, key, pending)
+            entry = _apply_table(spark, config, run_id, spec, key, pending, consumed.get(spec.name))
             entries.append(entry)
             if len(pending) == waiting:
                 entry.check_balance()  # nothing waits: stop at the first table out of balance
@@ -314,11 +315,12 @@ def _apply_table(
     spec: TableSpec,
     key: bytes,
     pending: list[_Quarantined],
+    consumed: int | None,
 ) -> LedgerEntry:
-    """One table's new bronze records into silver; its records to quarantine are added to
-    `pending` for the caller to write, and the caller checks the entry's balance."""
+    """One table's new bronze records into silver (those after the bronze version `consumed`);
+    its records to quarantine are added to `pending` for the caller to write, and the caller
+    checks the entry's balance."""
     started = utcnow()
-    root = config.storage.lakehouse_root
     path = table_path(config, spec.name)
     target = ensure_table(
         spark, path, silver_schema(spec), spec.partition_by, properties=_stats_properties(spec)
@@ -345,7 +347,6 @@ def _apply_table(
         quarantined=0,
         table_version_before=before,
     )
-    consumed = last_input_version(spark, root, "silver", spec.name)
     bronze_path = config.table_path("bronze", spec.source)
     increment, end = read_increment(spark, bronze_path, consumed)
     entry.input_version = end
