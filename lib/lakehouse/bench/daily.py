@@ -2,7 +2,9 @@
 suites, and the floor (one plain pass over the day's landing files written once as Parquet).
 
 Every run starts from a fresh copy of `p0/` (the lakehouse after day 1) and runs day 2 through
-`lakehouse.pipeline.run_pipeline`, the function the CLI, the jobs and EMR call.
+`lakehouse.pipeline.run_pipeline`, the function the CLI, the jobs and EMR call; at a scale with
+`pipeline_first_day` (the quick check) from an empty lakehouse and runs day 1, the first run
+leaving `p0/` for the merge template.
 """
 
 from __future__ import annotations
@@ -30,19 +32,19 @@ def measure(bench: Bench) -> None:
 
     assert bench.spark is not None
     spark = bench.spark
-    n_orders = bench.scale.pipeline_orders_per_day or bench.scale.orders_per_day
-    if n_orders == bench.scale.orders_per_day:
+    scale = bench.scale
+    if scale.shares_landing:
         landing = "landing"
     else:
         landing = "landing-pipe"
-        bench.generate(landing, n_orders)
-    log("day 1 through the whole pipeline (p0)")
-    with timed() as t:
-        run_pipeline(
-            spark, bench.config("p0", landing), bench.run_id("day1"), ALL_STEPS, [str(DAY1)]
-        )
-    bench.details.append(f"day 1 through the whole pipeline (setup of p0): {t[0]:.1f} s")
-    day = [str(DAY2)]
+        bench.generate(landing, scale.pipeline_orders)
+    if scale.pipeline_first_day:
+        template, measured = "empty", DAY1
+        (bench.root / template).mkdir(exist_ok=True)
+    else:
+        bench.ensure_p0(landing)
+        template, measured = "p0", DAY2
+    day = [str(measured)]
     with_q: list[float] = []
     without_q: list[float] = []
     replay: list[float] = []
@@ -56,12 +58,14 @@ def measure(bench: Bench) -> None:
         for what in order:
             log(f"pipeline rep {rep + 1}/{reps}: {what}")
             if what == "with":
-                cfg = bench.fresh("p0", "work-pipe", landing)
+                cfg = bench.fresh(template, "work-pipe", landing)
                 lake = bench.root / "work-pipe"
                 with work_counted(spark, lake, f"first-{rep}") as work["first run"], timed() as t:
                     run_pipeline(spark, cfg, bench.run_id("first"), ALL_STEPS, day)
                 with_q.append(t[0])
                 log(f"  first run {t[0]:.1f} s")
+                if scale.pipeline_first_day and scale.shares_landing and rep == 0:
+                    bench.keep_p0("work-pipe")  # day 1 through the pipeline: the merge template's
                 before = data_files(lake)
                 books_before = data_files(lake, ("ledger", "quality"))
                 with work_counted(spark, lake, f"replay-{rep}") as work["replay"], timed() as t:
@@ -71,7 +75,7 @@ def measure(bench: Bench) -> None:
                 bookkeeping.append(len(data_files(lake, ("ledger", "quality")) - books_before))
                 log(f"  replay {t[0]:.1f} s, {added[-1]} data files added")
             elif what == "without":
-                cfg = bench.fresh("p0", "work-pipe", landing)
+                cfg = bench.fresh(template, "work-pipe", landing)
                 lake = bench.root / "work-pipe"
                 counted = work_counted(spark, lake, f"noq-{rep}")
                 with counted as work["without quality"], timed() as t:
@@ -84,7 +88,7 @@ def measure(bench: Bench) -> None:
                 shutil.rmtree(out, ignore_errors=True)
                 files = [
                     str(p)
-                    for p in (bench.root / landing).glob(f"*/ingest_date={DAY2}/*")
+                    for p in (bench.root / landing).glob(f"*/ingest_date={measured}/*")
                     if p.is_file()
                 ]
                 with work_counted(spark, out.parent, f"floor-{rep}") as work["floor"], timed() as t:
@@ -92,6 +96,7 @@ def measure(bench: Bench) -> None:
                 floor.append(t[0])
                 log(f"  {t[0]:.1f} s")
     bench.figures["pipeline"] = {
+        "day": "first" if scale.pipeline_first_day else "second",
         "with_quality": with_q,
         "without_quality": without_q,
         "floor": floor,

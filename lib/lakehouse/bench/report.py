@@ -313,7 +313,13 @@ def render_section(results: dict[str, Any], json_name: str, png_name: str) -> st
         f"- Data: the real generator (seed {p.get('seed', '?')}, its default defects, "
         f"{_fmt(p.get('customers', 0))} customers), two days; history and peer figures on a "
         f"day of {_fmt(p.get('orders_per_day', 0))} orders, whole-pipeline figures on a day "
-        f"of {_fmt(_pipeline_orders(p))} orders (all seven sources)",
+        f"of {_fmt(_pipeline_orders(p))} orders (all seven sources)"
+        + (
+            "; **the whole-pipeline figures run day 1 into an empty lakehouse** (the quick "
+            "check: no setup run of day 1; the default scale runs day 2 on top of day 1)"
+            if p.get("pipeline_day") == 1
+            else "; the whole-pipeline figures run day 2 on top of day 1"
+        ),
         f"- Repetitions: each pair measured {_times(p.get('reps'))}"
         + (
             f" ({'once' if p['pipeline_reps'] == 1 else p['pipeline_reps']} for the "
