@@ -208,3 +208,25 @@ def test_a_single_repetition_is_called_a_quick_check_not_a_measurement() -> None
     assert "each pair measured once, alternately, in this one process; every sample" in text
     assert "one repetition gives no median" in text
     assert "one repetition" not in render_section(_results(), "bench/r.json", "bench/c.png")
+
+
+def test_the_section_says_which_day_the_whole_pipeline_figures_ran() -> None:
+    first_day = {**_results(), "params": {"orders_per_day": 1000, "reps": 1, "pipeline_day": 1}}
+
+    quick = render_section(first_day, "bench/r.json", "bench/c.png")
+    default = render_section(_results(), "bench/r.json", "bench/c.png")
+
+    assert "the whole-pipeline figures run day 1 into an empty lakehouse" in quick
+    assert "day 2 on top of day 1" not in quick.split("the default scale")[0]
+    assert "the whole-pipeline figures run day 2 on top of day 1" in default
+    assert "empty lakehouse" not in default
+
+
+def test_the_quick_check_shares_its_day_1_between_the_pipeline_and_merge_figures() -> None:
+    from lakehouse.bench.runner import SCALES
+
+    assert SCALES["small"].pipeline_first_day and SCALES["small"].shares_landing
+    # The default scale measures a smaller day 2 on top of day 1 for the pipeline figures.
+    assert not SCALES["default"].pipeline_first_day
+    assert not SCALES["default"].shares_landing
+    assert SCALES["default"].pipeline_orders == 20_000

@@ -316,7 +316,9 @@ def render_section(results: dict[str, Any], json_name: str, png_name: str) -> st
         f"of {_fmt(_pipeline_orders(p))} orders (all seven sources)"
         + (
             "; **the whole-pipeline figures run day 1 into an empty lakehouse** (the quick "
-            "check: no setup run of day 1; the default scale runs day 2 on top of day 1)"
+            "check: no setup run of day 1, so its first run is also the process's first "
+            "pipeline run, the JVM's warm-up included; the default scale runs day 2 on top of "
+            "day 1)"
             if p.get("pipeline_day") == 1
             else "; the whole-pipeline figures run day 2 on top of day 1"
         ),
