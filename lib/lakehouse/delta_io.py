@@ -141,21 +141,15 @@ def current_version(spark: SparkSession, path: str) -> int:
     return version
 
 
-def commit_metrics(spark: SparkSession, path: str, version: int | None = None) -> dict[str, int]:
-    """`operationMetrics` of a commit (the newest by default) as integers."""
-    newest = current_version(spark, path)
-    return _metrics_of(spark, path, newest if version is None else int(version), newest)
-
-
-def _metrics_of(spark: SparkSession, path: str, wanted: int, newest: int) -> dict[str, int]:
-    """Read from the commit's own log file through Delta's log store (any file system): no Spark
-    job, where `history()` through a DataFrame cost one and 0.2-0.3 s, about ten times a run."""
-    if wanted > newest:
-        return {}
+def _metrics_of(spark: SparkSession, path: str, version: int) -> dict[str, int]:
+    """`operationMetrics` of the commit `version` as integers, read from the commit's own log
+    file through Delta's log store (any file system): no Spark job, where `history()` through a
+    DataFrame cost one and 0.2-0.3 s, about ten times a run. Meant for a commit just made (an
+    old one's file may be gone with Delta's log clean-up)."""
     jvm = spark._jvm
     assert jvm is not None
     log = _delta_log(spark, path)
-    commit_file = jvm.org.apache.hadoop.fs.Path(log.logPath(), f"{wanted:020d}.json")
+    commit_file = jvm.org.apache.hadoop.fs.Path(log.logPath(), f"{version:020d}.json")
     lines = log.store().read(commit_file, log.newDeltaHadoopConf())
     metrics: dict[str, str] = {}
     for line in jvm.scala.collection.JavaConverters.seqAsJavaList(lines):
@@ -171,7 +165,7 @@ def rows_inserted_since(spark: SparkSession, path: str, version_before: int) -> 
     after = current_version(spark, path)
     if after == version_before:
         return 0
-    return _metrics_of(spark, path, after, after).get("numTargetRowsInserted", 0)
+    return _metrics_of(spark, path, after).get("numTargetRowsInserted", 0)
 
 
 def with_conflict_retries(
