@@ -96,7 +96,6 @@ def measure(bench: Bench) -> None:
                 floor.append(t[0])
                 log(f"  {t[0]:.1f} s")
     bench.figures["pipeline"] = {
-        "day": "first" if scale.pipeline_first_day else "second",
         "with_quality": with_q,
         "without_quality": without_q,
         "floor": floor,
