@@ -1,0 +1,71 @@
+"""Fingerprints of every data table of a lakehouse: row count and a SHA-256 of its rows, compared
+by key and value.
+
+Columns that name the run or the wall clock (`_run_id`, `_updated_at`, `_ingested_at`, `run_id`,
+`quarantined_at`, ...) are left out: they differ between any two runs by design. Every other
+column is in, so two lakehouses built from the same landing by two versions of the engines have
+the same fingerprints exactly when they hold the same rows.
+
+`python tests/fingerprint.py LAKEHOUSE_ROOT OUT.json` writes them (how `golden/pipeline.json`
+was made, from the engines before the architecture rework).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+VOLATILE = {
+    "_run_id",
+    "_updated_at",
+    "_ingested_at",
+    "run_id",
+    "ingested_at",
+    "quarantined_at",
+    "published_at",
+    "computed_at",
+    "consumed_at",
+}
+LAYERS = ("bronze", "silver", "gold", "quarantine")
+# State, not data: which silver versions gold consumed depends on how many commits silver made.
+SKIPPED = {"gold._consumed_versions"}
+
+
+def table_fingerprint(spark: SparkSession, path: str) -> dict[str, Any]:
+    """Row count and the SHA-256 of the table's rows (volatile columns dropped), each row as
+    canonical JSON, sorted."""
+    df = spark.read.format("delta").load(path)
+    kept = sorted(c for c in df.columns if c not in VOLATILE)
+    rows = df.select(F.to_json(F.struct(*[F.col(c) for c in kept])).alias("j")).collect()
+    lines = sorted(r["j"] for r in rows)
+    digest = hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+    return {"rows": len(lines), "sha256": digest}
+
+
+def lakehouse_fingerprints(spark: SparkSession, root: str) -> dict[str, dict[str, Any]]:
+    """`layer.table` -> fingerprint for every Delta table of the data layers under `root`."""
+    out = {}
+    for layer in LAYERS:
+        folder = Path(root) / layer
+        if not folder.is_dir():
+            continue
+        for table in sorted(p for p in folder.iterdir() if (p / "_delta_log").is_dir()):
+            name = f"{layer}.{table.name}"
+            if name not in SKIPPED:
+                out[name] = table_fingerprint(spark, str(table))
+    return out
+
+
+if __name__ == "__main__":
+    from lakehouse.config import SparkConfig
+    from lakehouse.spark import get_spark
+
+    session = get_spark(SparkConfig(mode="local"), app_name="fingerprint")
+    result = lakehouse_fingerprints(session, sys.argv[1])
+    Path(sys.argv[2]).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
