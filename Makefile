@@ -63,7 +63,7 @@ notebooks: venv jars $(NOTEBOOKS_STAMP) ## open JupyterLab on notebooks/ against
 	cd notebooks && $(abspath $(VENV))/bin/jupyter lab
 
 package: venv jars ## build the EMR job bundle into dist/lakehouse-<version>/ (wheel, pyfiles.zip, jobs, jars)
-	$(PY) emr/package.py --out dist/
+	$(PY) -m lakehouse.emr.package --out dist/
 
 upload: package ## upload the bundle to <aws.artifacts_uri>/<version>/ (ENV=dev|prod)
 	$(VENV)/bin/lakehouse --env $(ENV) emr upload
@@ -74,7 +74,7 @@ test: venv jars ## run the test suite (one Spark session for the whole run)
 SCALE ?= default
 
 bench: venv jars ## benchmark on generated data (SCALE=small|default) -> docs/BENCHMARKS.md, docs/bench/
-	$(PY) -m lakehouse.bench --scale $(SCALE) --command "make bench SCALE=$(SCALE)"
+	$(PY) -m lakehouse_dev.bench --scale $(SCALE) --command "make bench SCALE=$(SCALE)"
 
 lint: venv ## ruff on lib, jobs and tests
 	$(VENV)/bin/ruff check lib jobs tests

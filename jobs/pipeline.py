@@ -1,10 +1,10 @@
-"""spark-submit entry point: the pipeline step of the daily pipeline (see lakehouse.jobs)."""
+"""spark-submit entry point: the pipeline step of the daily pipeline (see lakehouse.cli.jobs)."""
 
 from __future__ import annotations
 
 import sys
 
-from lakehouse.jobs import job_main
+from lakehouse.cli.jobs import job_main
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from pyspark.sql import SparkSession
 
-from lakehouse.config import SparkConfig
-from lakehouse.spark import get_spark, stop_spark
+from lakehouse.core.config import SparkConfig
+from lakehouse.core.spark import get_spark, stop_spark
 
 TEST_PII_KEY = "test-only-hmac-key"
 

@@ -63,8 +63,8 @@ def lakehouse_fingerprints(spark: SparkSession, root: str) -> dict[str, dict[str
 
 
 if __name__ == "__main__":
-    from lakehouse.config import SparkConfig
-    from lakehouse.spark import get_spark
+    from lakehouse.core.config import SparkConfig
+    from lakehouse.core.spark import get_spark
 
     session = get_spark(SparkConfig(mode="local"), app_name="fingerprint")
     result = lakehouse_fingerprints(session, sys.argv[1])

@@ -22,7 +22,7 @@ from moto.emrserverless.models import EMRServerlessBackend
 from moto.server import ThreadedMotoServer
 
 from lakehouse import cli
-from lakehouse.config import Config, load_config
+from lakehouse.core.config import Config, load_config
 from lakehouse.emr.clients import AwsClients
 
 REGION = "eu-west-1"
@@ -140,9 +140,7 @@ def backend(service: str) -> Any:
 
 
 def run_cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    """Run the real `lakehouse` command with only the EMR commands registered (other areas'
-    commands are not needed here and are tested on their own)."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("lakehouse.emr.commands",))
+    """Run the real `lakehouse` command (every command group registered, as a user has it)."""
     return cli.main(argv)
 
 

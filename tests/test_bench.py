@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from lakehouse.bench.report import (
+from lakehouse_dev.bench.report import (
     GIB,
     evaluate,
     median,
@@ -16,7 +16,7 @@ from lakehouse.bench.report import (
     splice,
     write_markdown,
 )
-from lakehouse.bench.runner import copy_table_dir, data_files, work_counted
+from lakehouse_dev.bench.runner import copy_table_dir, data_files, work_counted
 
 
 def _results(**figures: object) -> dict[str, object]:
@@ -157,7 +157,7 @@ def test_copies_share_data_files_but_not_logs(tmp_path: Path) -> None:
 def test_memory_of_this_process_tree_is_measured() -> None:
     import psutil
 
-    from lakehouse.bench.memory import tree_memory, tree_memory_parts
+    from lakehouse_dev.bench.memory import tree_memory, tree_memory_parts
 
     rss, pss = tree_memory(psutil.Process())
     assert rss > 10 * 1024**2
@@ -223,7 +223,7 @@ def test_the_section_says_which_day_the_whole_pipeline_figures_ran() -> None:
 
 
 def test_the_quick_check_shares_its_day_1_between_the_pipeline_and_merge_figures() -> None:
-    from lakehouse.bench.runner import SCALES
+    from lakehouse_dev.bench.runner import SCALES
 
     assert SCALES["small"].pipeline_first_day and SCALES["small"].shares_landing
     # The default scale measures a smaller day 2 on top of day 1 for the pipeline figures.

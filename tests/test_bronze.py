@@ -31,20 +31,20 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from lakehouse.bronze import bronze_path, files_path, ingest
-from lakehouse.config import Config, load_config
-from lakehouse.generate import (
+from lakehouse.bronze.ingestion import bronze_path, files_path, ingest
+from lakehouse.bronze.landing import record_id
+from lakehouse.core.config import Config, load_config
+from lakehouse.core.sources import load_sources
+from lakehouse.state.ledger import LedgerEntry, LedgerImbalanceError, read_ledger, record
+from lakehouse.state.quarantine import quarantine_path, read_quarantine
+from lakehouse_dev.generate import (
     DEFECT_KINDS,
     GenerationSummary,
     GeneratorSpec,
     InjectedDefect,
     generate_landing,
 )
-from lakehouse.generate.summary import read_text
-from lakehouse.landing import record_id
-from lakehouse.ledger import LedgerEntry, LedgerImbalanceError, read_ledger, record
-from lakehouse.quarantine import quarantine_path, read_quarantine
-from lakehouse.sources import load_sources
+from lakehouse_dev.generate.summary import read_text
 
 SOURCES = tuple(load_sources())
 BOM = b"\xef\xbb\xbf"

@@ -11,9 +11,9 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 import moto_server
-from lakehouse import bronze
-from lakehouse.config import load_config
-from lakehouse.landing import record_id
+from lakehouse.bronze import ingestion as bronze
+from lakehouse.bronze.landing import record_id
+from lakehouse.core.config import load_config
 
 moto_url = moto_server.moto_url
 moto = moto_server.moto

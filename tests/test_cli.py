@@ -12,8 +12,8 @@ PROGRAM = textwrap.dedent(
     """
     import sys
     from lakehouse import cli
-    from lakehouse.config import load_config
-    from lakehouse.spark import get_spark
+    from lakehouse.core.config import load_config
+    from lakehouse.core.spark import get_spark
 
     def command():
         spark = get_spark(load_config("local").spark, app_name="cli-exit-test")

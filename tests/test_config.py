@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.config import (
+from lakehouse.core.config import (
     DEFAULT_CONF_DIR,
     PROJECT_ROOT,
     AwsConfig,

@@ -16,7 +16,7 @@ from datetime import date
 import pytest
 
 import moto_server
-from lakehouse.config import Config
+from lakehouse.core.config import Config
 from lakehouse.emr import cluster
 from lakehouse.emr.bundle import bundle_layout
 from lakehouse.emr.clients import AwsClients

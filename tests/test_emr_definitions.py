@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.config import PROJECT_ROOT, ConfigError
+from lakehouse.core.config import PROJECT_ROOT, ConfigError
 from lakehouse.emr.definitions import load_definitions
 from moto_server import run_cli
 

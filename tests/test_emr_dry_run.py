@@ -77,7 +77,7 @@ def test_cluster_up_dry_run_prints_the_exact_request_and_sends_nothing(
         captured.append(capture(clients.client("emr"), "RunJobFlow"))
         return clients
 
-    monkeypatch.setattr("lakehouse.emr.commands._clients", clients_with_capture)
+    monkeypatch.setattr("lakehouse.cli.emr._clients", clients_with_capture)
     assert run_cli(["emr", "cluster", "up", "--env", "dev"], monkeypatch) == 0
     (request,) = captured[0]
     assert request == printed[3]["params"]
@@ -132,7 +132,7 @@ def test_run_dry_run_prints_the_job_run_that_the_real_run_sends(
         captured.append(capture(clients.client("emr-serverless"), "StartJobRun"))
         return clients
 
-    monkeypatch.setattr("lakehouse.emr.commands._clients", clients_with_capture)
+    monkeypatch.setattr("lakehouse.cli.emr._clients", clients_with_capture)
     assert run_cli(["emr", "run", "--env", "dev", "--date", "2024-01-03"], monkeypatch) == 0
     (request,) = captured[0]
     app_id = moto_server.client(moto, "emr-serverless").list_applications()["applications"][0]["id"]

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from lakehouse.catalog import LAYERS
-from lakehouse.config import PROJECT_ROOT, load_config
+from lakehouse.core.config import PROJECT_ROOT, load_config
 from lakehouse.emr.definitions import load_definitions
 from lakehouse.emr.iam import render_policies
+from lakehouse.state.catalog import LAYERS
 
 ACTION = re.compile(r"^[a-z0-9-]+:[A-Za-z]+$")
 EMR_DIR = PROJECT_ROOT / "emr"

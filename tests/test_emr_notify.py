@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import moto_server
-from lakehouse.config import Config
+from lakehouse.core.config import Config
 from lakehouse.emr.notify import notification_target, publish_run_outcome
 from moto_server import aws_clients
 

@@ -1,4 +1,4 @@
-"""The job bundle (`emr/package.py`) and its upload to S3 (against a moto server).
+"""The job bundle (`lakehouse.emr.package`) and its upload to S3 (against a moto server).
 
 The tests give `build_bundle` a small wheel made here instead of running `pip wheel` (which needs
 the network for its build environment and takes seconds); the wheel declares the real package's
@@ -7,8 +7,8 @@ requirements, so dependency resolution runs on the real virtualenv.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,7 +19,7 @@ from types import ModuleType
 import pytest
 
 import moto_server
-from lakehouse.config import PROJECT_ROOT, load_typed_yaml
+from lakehouse.core.config import PROJECT_ROOT, load_typed_yaml
 from lakehouse.emr.definitions import BundleDef
 from moto_server import run_cli
 
@@ -29,20 +29,9 @@ moto = moto_server.moto
 JOBS = ["bronze", "silver", "quality", "gold", "pipeline"]
 
 
-def _package_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "emr_package", PROJECT_ROOT / "emr" / "package.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["emr_package"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def package() -> ModuleType:
-    return _package_module()
+    return importlib.import_module("lakehouse.emr.package")
 
 
 def _project(root: Path) -> tuple[Path, Path]:
@@ -62,7 +51,7 @@ def _project(root: Path) -> tuple[Path, Path]:
     )
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("lakehouse/__init__.py", "__version__ = '0.1.0'\n")
-        zf.writestr("lakehouse/generate/spec.py", "SPEC = 1\n")
+        zf.writestr("lakehouse/core/generator_spec.py", "SPEC = 1\n")
         zf.writestr("lakehouse-0.1.0.dist-info/METADATA", metadata)
     return wheel, jars
 
@@ -103,7 +92,7 @@ def test_bundle_holds_wheel_pure_python_deps_jobs_and_deequ(
     assert {"lakehouse", "yaml", "pydeequ", "delta", "zipp", "importlib_metadata"} <= tops
     assert not {"pyspark", "numpy", "pandas", "boto3", "botocore", "pyarrow"} & tops
     assert not [n for n in names if n.endswith((".so", ".pyc"))]
-    assert "lakehouse/generate/" in names  # directory entries let zipimport find namespace packages
+    assert "lakehouse/core/" in names  # directory entries let zipimport find namespace packages
 
 
 def test_pyfiles_zip_imports_without_site_packages(package: ModuleType, tmp_path: Path) -> None:
@@ -116,8 +105,9 @@ def test_pyfiles_zip_imports_without_site_packages(package: ModuleType, tmp_path
         bundle_def=_bundle_def(),
     )
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import yaml, zipp, lakehouse.generate.spec;"
-        "print(yaml.__with_libyaml__, yaml.safe_load('a: [1]'), lakehouse.generate.spec.SPEC)"
+        "import sys; sys.path.insert(0, sys.argv[1]); import yaml, zipp;"
+        "import lakehouse.core.generator_spec;"
+        "print(yaml.__with_libyaml__, yaml.safe_load('a: [1]'), lakehouse.core.generator_spec.SPEC)"
     )
 
     result = subprocess.run(

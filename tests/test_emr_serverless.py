@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import moto_server
-from lakehouse.config import Config
+from lakehouse.core.config import Config
 from lakehouse.emr import serverless
 from lakehouse.emr.bundle import bundle_layout
 from lakehouse.emr.definitions import load_definitions

@@ -27,8 +27,9 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.config import Config, load_config
-from lakehouse.erasure import (
+from lakehouse.core.config import Config, load_config
+from lakehouse.core.specs import load_tables
+from lakehouse.ops.erasure import (
     ERASED_HASH,
     ERASED_TEXT,
     ErasureError,
@@ -38,11 +39,10 @@ from lakehouse.erasure import (
     redact_json,
     scrub_text,
 )
-from lakehouse.generate import generate_landing
-from lakehouse.ledger import LedgerEntry
-from lakehouse.maintenance import MaintenanceRun, maintain
+from lakehouse.ops.maintenance import MaintenanceRun, maintain
 from lakehouse.pipeline import run_bronze, run_gold, run_silver
-from lakehouse.tables import load_tables
+from lakehouse.state.ledger import LedgerEntry
+from lakehouse_dev.generate import generate_landing
 
 SPECS = load_tables()
 NEW = {

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from lakehouse.generate import (
+from lakehouse_dev.generate import (
     DEFECT_KINDS,
     FILE_DEFECT_KINDS,
     SOURCES,

@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from lakehouse.landing import (
+from lakehouse.bronze.landing import (
     LandedPath,
     LandedRecord,
     decode_file,
@@ -14,7 +14,7 @@ from lakehouse.landing import (
     parse_landed_path,
     record_id,
 )
-from lakehouse.sources import SourceSpec, load_sources
+from lakehouse.core.sources import SourceSpec, load_sources
 
 SOURCES = load_sources()
 DAY = "2024-01-01"

@@ -23,8 +23,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.cli import build_parser, main
-from lakehouse.config import DEFAULT_CONF_DIR, Config, ConfigError, load_config
-from lakehouse.maintenance import (
+from lakehouse.core.config import DEFAULT_CONF_DIR, Config, ConfigError, load_config
+from lakehouse.core.specs import load_tables
+from lakehouse.ops.maintenance import (
     RETENTION_CHECK_CONF,
     MaintenanceConfigError,
     MaintenanceRun,
@@ -33,7 +34,6 @@ from lakehouse.maintenance import (
     maintain,
     read_maintenance,
 )
-from lakehouse.tables import load_tables
 
 EVENTS_DDL = "id long, day date, amount decimal(18,2), note string"
 LEGACY_DDL = "_record_id string, raw string"
@@ -269,7 +269,7 @@ def test_maintain_prints_files_and_bytes_before_and_after(
         f"  reports_root: {root / 'reports'}\n",
         encoding="utf-8",
     )
-    monkeypatch.setattr("lakehouse.maintenance_commands._session", lambda config, app: spark)
+    monkeypatch.setattr("lakehouse.cli.maintenance._session", lambda config, app: spark)
 
     status = main(["--conf-dir", str(conf), "maintain", "--table", "gold.events"])
     out = capsys.readouterr().out

@@ -26,9 +26,9 @@ from nbformat.v4 import new_code_cell
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.config import Config, load_config
-from lakehouse.generate import generate_landing
+from lakehouse.core.config import Config, load_config
 from lakehouse.pipeline import run_pipeline
+from lakehouse_dev.generate import generate_landing
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 VALUES_MARKER = "notebook-values:"

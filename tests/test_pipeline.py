@@ -12,11 +12,11 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.catalog import register_tables
-from lakehouse.config import Config, load_config
-from lakehouse.generate import generate_landing
-from lakehouse.ledger import read_ledger
+from lakehouse.core.config import Config, load_config
 from lakehouse.pipeline import RunReport, run_pipeline
+from lakehouse.state.catalog import register_tables
+from lakehouse.state.ledger import read_ledger
+from lakehouse_dev.generate import generate_landing
 
 
 @dataclass
@@ -71,7 +71,7 @@ def test_every_ledger_row_of_both_runs_balances(spark: SparkSession, lakehouse: 
         "stale_ignored",
         "quarantined",
     ]
-    rows = read_ledger(spark, lakehouse.config.storage.lakehouse_root).collect()
+    rows = read_ledger(spark, lakehouse.core.config.storage.lakehouse_root).collect()
 
     assert {(r["run_id"], r["layer"]) for r in rows} == {
         ("run-1", "bronze"),
@@ -89,13 +89,13 @@ def test_a_second_run_on_the_same_landing_zone_changes_no_table(lakehouse: Lakeh
 
 
 def test_tables_are_registered_by_layer_and_name(spark: SparkSession, lakehouse: Lakehouse) -> None:
-    names = register_tables(spark, lakehouse.config)
+    names = register_tables(spark, lakehouse.core.config)
 
     assert {"bronze.orders", "silver.orders", "gold.daily_kpis", "ledger.runs"} <= set(names)
     live_orders = spark.sql("SELECT count(*) AS n FROM silver.orders WHERE NOT _is_deleted")
     by_path = (
         spark.read.format("delta")
-        .load(lakehouse.config.table_path("silver", "orders"))
+        .load(lakehouse.core.config.table_path("silver", "orders"))
         .where(~F.col("_is_deleted"))
         .count()
     )
@@ -110,7 +110,7 @@ def test_the_dashboard_carries_the_gold_figures(spark: SparkSession, lakehouse: 
     embedded = json.loads(block.group(1))
     gold = (
         spark.read.format("delta")
-        .load(lakehouse.config.table_path("gold", "daily_kpis"))
+        .load(lakehouse.core.config.table_path("gold", "daily_kpis"))
         .orderBy("order_date")
         .collect()
     )

@@ -15,12 +15,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.cli import main
-from lakehouse.config import DEFAULT_CONF_DIR, Config, load_config
-from lakehouse.generate import generate_landing
-from lakehouse.generate.spec import DefectSwitches
+from lakehouse.core.config import DEFAULT_CONF_DIR, Config, load_config
+from lakehouse.core.generator_spec import DefectSwitches
 from lakehouse.gold.build import GOLD_TABLES, STATE_TABLE, gold_path
 from lakehouse.pipeline import run_pipeline
 from lakehouse.quality import results_path
+from lakehouse_dev.generate import generate_landing
 
 DAYS = ("2024-01-01", "2024-01-02", "2024-01-03")
 

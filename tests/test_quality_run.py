@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from lakehouse.config import PROJECT_ROOT
+from lakehouse.core.config import PROJECT_ROOT
 from lakehouse.quality import (
     QualityGateError,
     gate,

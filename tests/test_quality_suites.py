@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.config import PROJECT_ROOT, ConfigError
+from lakehouse.core.config import PROJECT_ROOT, ConfigError
 from lakehouse.quality.suites import load_suite, load_suites
 
 REQUIRED = (

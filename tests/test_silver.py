@@ -33,14 +33,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
-from lakehouse import bronze, silver
-from lakehouse.config import Config, ConfigError, load_config
-from lakehouse.delta_io import current_version
-from lakehouse.ledger import LedgerEntry, ledger_path, read_ledger, record
-from lakehouse.quarantine import quarantine_path, read_quarantine
-from lakehouse.silver import live
-from lakehouse.sources import load_sources
-from lakehouse.tables import load_tables
+from lakehouse.bronze import ingestion as bronze
+from lakehouse.core.config import Config, ConfigError, load_config
+from lakehouse.core.delta_io import current_version
+from lakehouse.core.sources import load_sources
+from lakehouse.core.specs import load_tables
+from lakehouse.silver import engine as silver
+from lakehouse.silver.engine import live
+from lakehouse.state.ledger import LedgerEntry, ledger_path, read_ledger, record
+from lakehouse.state.quarantine import quarantine_path, read_quarantine
 
 HMAC_KEY = "test-only-hmac-key"
 KEY_ENV = "LAKEHOUSE_PII_HMAC_KEY"

@@ -11,12 +11,11 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.backfill import backfill
-from lakehouse.config import Config, load_config
-from lakehouse.delta_io import current_version
-from lakehouse.generate import generate_landing
-from lakehouse.generate.spec import DefectSwitches
-from lakehouse.history import (
+from lakehouse.core.config import Config, load_config
+from lakehouse.core.delta_io import current_version
+from lakehouse.core.generator_spec import DefectSwitches
+from lakehouse.ops.backfill import backfill
+from lakehouse.ops.time_travel import (
     LOG_TABLES,
     RollbackRefused,
     history,
@@ -25,8 +24,9 @@ from lakehouse.history import (
     run_kpis,
     show,
 )
-from lakehouse.ledger import read_ledger
 from lakehouse.pipeline import run_pipeline
+from lakehouse.state.ledger import read_ledger
+from lakehouse_dev.generate import generate_landing
 
 DAYS = ("2024-01-01", "2024-01-02", "2024-01-03")
 

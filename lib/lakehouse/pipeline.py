@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from lakehouse.config import Config, is_uri, join_uri
-from lakehouse.ledger import LedgerEntry, record
+from lakehouse.core.config import Config, is_uri, join_uri
+from lakehouse.state.ledger import LedgerEntry, record
 
 STEPS = ("bronze", "silver", "quality", "gold")
 SILVER_SUITES = ("silver.orders", "silver.order_items", "silver.payments", "silver.customers")
@@ -47,7 +47,7 @@ def run_bronze(
     dates: Sequence[str] | None = None,
     reprocess: bool = False,
 ) -> list[LedgerEntry]:
-    from lakehouse import bronze
+    from lakehouse.bronze import ingestion as bronze
 
     entries = bronze.ingest(
         spark, config, run_id, ingest_dates=set(dates) if dates else None, reprocess=reprocess
@@ -57,7 +57,7 @@ def run_bronze(
 
 
 def run_silver(spark: SparkSession, config: Config, run_id: str) -> list[LedgerEntry]:
-    from lakehouse import silver
+    from lakehouse.silver import engine as silver
 
     entries = silver.apply(spark, config, run_id)
     record(spark, config.storage.lakehouse_root, entries)
@@ -154,8 +154,8 @@ def run_pipeline(
     `lakehouse rollback --run` finds what a run wrote. `reprocess` re-reads the landing files of
     `dates` even if ingested before (backfills); `register=False` leaves the catalog alone (a
     dry run on a scratch copy)."""
-    from lakehouse.catalog import register_tables
-    from lakehouse.delta_io import commit_metadata
+    from lakehouse.core.delta_io import commit_metadata
+    from lakehouse.state.catalog import register_tables
 
     with commit_metadata(spark, run_id):
         report = _run_steps(spark, config, run_id, steps, dates, checks, gold_mode, reprocess)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lakehouse import __version__
-from lakehouse.config import ConfigError, join_uri
+from lakehouse.core.config import ConfigError, join_uri
 from lakehouse.emr.clients import AwsClients, Request
 from lakehouse.emr.definitions import BundleDef
 
@@ -88,7 +88,7 @@ def read_manifest(local_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(
             f"{path}: no bundle here; build it first with `make package` "
-            "(python emr/package.py --out dist/)"
+            "(make package)"
         )
     manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return manifest

@@ -20,7 +20,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from lakehouse.config import AwsConfig
+from lakehouse.core.config import AwsConfig
 
 RETRIES: Any = {"mode": "standard", "max_attempts": 5}
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from lakehouse.config import Config, ConfigError, join_uri
+from lakehouse.core.config import Config, ConfigError, join_uri
 from lakehouse.emr.bundle import NAMESPACE_ENV, TOPIC_ENV, BundleLayout, spark_submit_args
 from lakehouse.emr.clients import AwsClients, Request, error_code
 from lakehouse.emr.definitions import ConfigurationDef, EmrDefinitions, FleetDef

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from lakehouse.config import PROJECT_ROOT, Config, ConfigError, load_typed_yaml
+from lakehouse.core.config import PROJECT_ROOT, Config, ConfigError, load_typed_yaml
 
 DEFAULT_EMR_DIR = PROJECT_ROOT / "emr"
 T = TypeVar("T")

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lakehouse.config import Config, is_uri
+from lakehouse.core.config import Config, is_uri
 from lakehouse.emr.bundle import split_s3_uri
 from lakehouse.emr.definitions import EmrDefinitions, require_aws
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from lakehouse.config import Config
+from lakehouse.core.config import Config
 from lakehouse.emr.bundle import BundleLayout
 from lakehouse.emr.clients import AwsClients, Request, error_code
 from lakehouse.emr.definitions import EmrDefinitions

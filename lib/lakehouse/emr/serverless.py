@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from lakehouse.config import Config, ConfigError, join_uri
+from lakehouse.core.config import Config, ConfigError, join_uri
 from lakehouse.emr.bundle import NAMESPACE_ENV, TOPIC_ENV, BundleLayout, spark_submit_args
 from lakehouse.emr.clients import Request
 from lakehouse.emr.definitions import EmrDefinitions

@@ -34,8 +34,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
-from lakehouse.config import join_uri
-from lakehouse.delta_io import delete_path
+from lakehouse.core.config import join_uri
+from lakehouse.core.delta_io import delete_path
 from lakehouse.gold import incremental as inc
 from lakehouse.gold.kpis import (
     customer_retention,

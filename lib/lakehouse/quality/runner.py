@@ -3,7 +3,7 @@ anomaly checks), cross-table checks with Spark joins, results appended to the De
 `<root>/quality/results` and Deequ metrics to `<root>/quality/metrics.json`.
 
 pydeequ reads `SPARK_VERSION` at import, so it is imported inside functions only, after
-`lakehouse.spark.get_spark` has set it. Two pydeequ 1.7 gaps against Deequ 2.0.7 are bridged
+`lakehouse.core.spark.get_spark` has set it. Two pydeequ 1.7 gaps against Deequ 2.0.7 are bridged
 through the JVM: `addAnomalyCheck` with an `AnomalyCheckConfig` (pydeequ raises
 NotImplementedError) and reading each constraint's metric from the `VerificationResult`.
 """
@@ -28,8 +28,8 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from lakehouse.config import join_uri
-from lakehouse.errors import UserError
+from lakehouse.core.config import join_uri
+from lakehouse.core.errors import UserError
 from lakehouse.quality import cross
 from lakehouse.quality.suites import (
     AllowedSpec,

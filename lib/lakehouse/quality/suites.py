@@ -23,7 +23,7 @@ from typing import Literal
 
 import yaml
 
-from lakehouse.config import DEFAULT_CONF_DIR, ConfigError, load_typed_yaml
+from lakehouse.core.config import DEFAULT_CONF_DIR, ConfigError, load_typed_yaml
 
 Severity = Literal["error", "warning"]
 Fail = Callable[..., ConfigError]

@@ -1,0 +1,240 @@
+"""Reading landed files: from bytes as delivered to records, or to a reason they are bad.
+
+This is pure Python (it runs inside Spark tasks, one landed file per call) so that every byte
+rule of the landing contract is applied exactly and tested without Spark:
+
+- `.gz` is decompressed; a file that is not valid gzip becomes one bad record naming the file.
+- A UTF-8 byte order mark is dropped; bytes that are not UTF-8 make that record bad.
+- JSON lines: each non-blank line must be a JSON object. Blank lines carry no record and are
+  not counted (a trailing newline is not a record).
+- CSV: RFC 4180 (quoted fields may hold commas, quotes and line breaks), one header line whose
+  names may come in any order; extra columns are kept. A missing required column makes every
+  row of that file bad; a row with a different number of fields than the header is bad.
+
+Each record gets a `record_id`: a SHA-256 of its canonical content, so the same record delivered
+again (a re-delivered file, a repeated event) has the same id wherever it lands. Snapshot sources
+add the delivery day, because an unchanged row in tomorrow's snapshot is tomorrow's fact.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from lakehouse.core.sources import SourceSpec
+
+INGEST_DATE_RE = re.compile(
+    r"(?:^|/)(?P<source>[^/]+)/ingest_date=(?P<day>\d{4}-\d{2}-\d{2})/(?P<name>[^/]+)$"
+)
+
+
+@dataclass(frozen=True)
+class LandedRecord:
+    """One record of a landed file: good (`reason` is None) or bad input with a readable reason.
+
+    `line` is the 1-based physical line where the record starts (a CSV header is line 1; 0 for a
+    reason that concerns the whole file)."""
+
+    line: int
+    raw: str
+    record_id: str
+    fields: dict[str, str | None] | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LandedPath:
+    source: str
+    ingest_date: str
+    relative: str
+
+
+def parse_landed_path(path: str) -> LandedPath | None:
+    """`.../<source>/ingest_date=YYYY-MM-DD/<file>` → its parts; None if not laid out so."""
+    match = INGEST_DATE_RE.search(path)
+    if match is None:
+        return None
+    source, day, name = match["source"], match["day"], match["name"]
+    return LandedPath(source, day, f"{source}/ingest_date={day}/{name}")
+
+
+def record_id(source: str, identity: str) -> str:
+    return hashlib.sha256(f"{source}\x1f{identity}".encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _bad(source: str, line: int, raw: str, reason: str) -> LandedRecord:
+    return LandedRecord(line, raw, record_id(source, "bad\x1f" + raw), None, reason)
+
+
+def _has_bad_bytes(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _printable(text: str) -> str:
+    """Text for storage: undecodable bytes shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def decode_file(name: str, content: bytes) -> str:
+    """Decompress (by `.gz` suffix) and decode as UTF-8, keeping undecodable bytes as surrogates.
+
+    Raises ValueError with a readable reason when a `.gz` file is not valid gzip."""
+    text = _decompress(name, content).decode("utf-8", "surrogateescape")
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _decompress(name: str, content: bytes) -> bytes:
+    """The file's bytes, decompressed by `.gz` suffix; ValueError with a readable reason when a
+    `.gz` file is not valid gzip."""
+    if not name.endswith(".gz"):
+        return content
+    try:
+        return gzip.decompress(content)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"not a valid gzip file: {exc}") from None
+
+
+def _text_lines(data: bytes, newline: str | None) -> Iterator[str]:
+    """The decoded lines of `data`, one at a time (a landed file can be tens of MB: it is never
+    held as one decoded string plus a list of its lines). `newline=""` splits on \r\n, \r and \n
+    keeping the endings (CSV); `newline=None` on \n only, ending kept (JSON lines), because JSON
+    strings may hold U+2028 and friends, which `str.splitlines()` would treat as line breaks.
+    Undecodable bytes become surrogates, as in `decode_file`; a leading byte order mark is
+    dropped."""
+    if newline is None:
+        lines: Iterator[str] = (
+            line.decode("utf-8", "surrogateescape") for line in io.BytesIO(data)
+        )
+    else:
+        lines = iter(
+            io.TextIOWrapper(
+                io.BytesIO(data), encoding="utf-8", errors="surrogateescape", newline=newline
+            )
+        )
+    first = next(lines, None)
+    if first is None:
+        return
+    yield first[1:] if first.startswith("\ufeff") else first
+    yield from lines
+
+
+def parse_landed_file(
+    source: str, spec: SourceSpec, name: str, ingest_date: str, content: bytes
+) -> Iterator[LandedRecord]:
+    """Every record of one landed file, in file order."""
+    try:
+        data = _decompress(name, content)
+    except ValueError as exc:
+        yield _bad(source, 0, f"<{len(content)} bytes of {name}>", str(exc))
+        return
+    if spec.format == "csv":
+        yield from _parse_csv(source, spec, ingest_date, _text_lines(data, ""))
+    else:
+        yield from _parse_json_lines(source, _text_lines(data, None))
+
+
+def _parse_json_lines(source: str, lines: Iterator[str]) -> Iterator[LandedRecord]:
+    for number, line in enumerate(lines, start=1):
+        raw = line.strip()
+        if not raw:
+            continue
+        if _has_bad_bytes(raw):
+            yield _bad(source, number, _printable(raw), "not valid UTF-8")
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield _bad(source, number, raw, f"not valid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        if not isinstance(value, dict):
+            yield _bad(source, number, raw, f"not a JSON object but a {type(value).__name__}")
+            continue
+        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        yield LandedRecord(number, raw, record_id(source, canonical))
+
+
+class _Taken:
+    """Iterates `lines` and keeps what was taken since the last `take()`: the physical lines
+    of the CSV record the reader just returned (or failed on)."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self._taken: list[str] = []
+
+    def __iter__(self) -> _Taken:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._taken.append(line)
+        return line
+
+    def take(self) -> list[str]:
+        taken, self._taken = self._taken, []
+        return taken
+
+
+def _parse_csv(
+    source: str, spec: SourceSpec, ingest_date: str, lines: Iterator[str]
+) -> Iterator[LandedRecord]:
+    taken = _Taken(lines)
+    reader = csv.reader(taken, strict=True)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        first_line = taken.take()[0]
+        yield _bad(
+            source, 1, _printable(first_line.rstrip("\r\n")), f"unreadable CSV header: {exc}"
+        )
+        return
+    taken.take()
+    file_reason = None
+    missing = [c for c in spec.required_columns if c not in header]
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if missing:
+        file_reason = "missing required column(s) in the header: " + ", ".join(missing)
+    elif duplicated:
+        file_reason = "duplicated column(s) in the header: " + ", ".join(duplicated)
+    start = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raw = "".join(taken.take()).rstrip("\r\n")
+            yield _bad(source, start + 1, _printable(raw), f"malformed CSV: {exc}")
+            start = reader.line_num
+            continue
+        first, start = start + 1, reader.line_num
+        raw = "".join(taken.take()).rstrip("\r\n")
+        if not raw.strip():
+            continue
+        if _has_bad_bytes(raw):
+            yield _bad(source, first, _printable(raw), "not valid UTF-8")
+        elif file_reason is not None:
+            yield _bad(source, first, raw, file_reason)
+        elif len(row) != len(header):
+            yield _bad(
+                source,
+                first,
+                raw,
+                f"expected {len(header)} fields as in the header, found {len(row)}",
+            )
+        else:
+            fields: dict[str, str | None] = dict(zip(header, row, strict=True))
+            # Identity is the contract's columns: a record repeated after a schema-drift column
+            # appeared is still the same record.
+            named = {k: v for k, v in fields.items() if k in spec.required_columns}
+            canonical = json.dumps(named, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            identity = f"{ingest_date}\x1f{canonical}" if spec.snapshot else canonical
+            yield LandedRecord(first, raw, record_id(source, identity), fields)

@@ -1,0 +1,290 @@
+"""`lakehouse emr ...`: upload the bundle, run the pipeline on EMR on EC2 or EMR Serverless,
+schedule it, backfill it, and render the IAM policies.
+
+Every subcommand takes `--dry-run`: it prints the exact requests (service, operation, parameters as
+JSON, one per line) and sends none. `--env` may be given before `emr` or after the subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from lakehouse.core.config import ENVIRONMENTS, Config, ConfigError, load_config
+from lakehouse.emr import cluster, iam, schedule, serverless
+from lakehouse.emr.bundle import BundleLayout, bundle_dir, bundle_layout, upload, upload_requests
+from lakehouse.emr.clients import AwsClients, Request, print_dry_run
+from lakehouse.emr.definitions import EmrDefinitions, load_definitions, require_aws
+from lakehouse.emr.wait import Backoff, WaitTimeout
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add `emr` and its subcommands to the `lakehouse` command."""
+    emr = subparsers.add_parser(
+        "emr", help="run the pipeline on AWS EMR (see docs/EMR.md)", description=__doc__
+    )
+    sub = emr.add_subparsers(dest="emr_command", required=True, metavar="EMR_COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--env",
+        default=argparse.SUPPRESS,
+        choices=ENVIRONMENTS,
+        help="configuration overlay conf/<env>.yaml (same as the global --env)",
+    )
+    common.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the AWS requests (service, operation, JSON parameters) and send none",
+    )
+    common.add_argument("--emr-dir", default=None, help="EMR definitions folder (default: ./emr)")
+    common.add_argument(
+        "--bundle-version",
+        default=None,
+        help="bundle version under <aws.artifacts_uri>/ (default: the installed package's)",
+    )
+
+    p = sub.add_parser("upload", parents=[common], help="upload the job bundle to S3")
+    p.add_argument("--dist", default="dist", help="folder holding lakehouse-<version>/ (dist)")
+    p.set_defaults(func=cmd_upload)
+
+    p = sub.add_parser("cluster", help="start or stop the EMR on EC2 cluster")
+    cluster_sub = p.add_subparsers(dest="cluster_command", required=True, metavar="ACTION")
+    up = cluster_sub.add_parser("up", parents=[common], help="start the cluster (or reuse it)")
+    up.set_defaults(func=cmd_cluster_up)
+    down = cluster_sub.add_parser("down", parents=[common], help="terminate the cluster")
+    down.add_argument("--cluster-id", default=None, help="default: the active cluster by name")
+    down.set_defaults(func=cmd_cluster_down)
+
+    p = sub.add_parser(
+        "steps", parents=[common], help="submit the day's pipeline as ordered cluster steps"
+    )
+    p.add_argument("--date", type=_date, required=True, help="the day to process, YYYY-MM-DD")
+    p.add_argument("--cluster-id", default=None, help="default: the active cluster by name")
+    p.add_argument("--wait", action="store_true", help="wait for the steps to finish")
+    p.set_defaults(func=cmd_steps)
+
+    p = sub.add_parser(
+        "run", parents=[common], help="run the day's pipeline on EMR Serverless and wait"
+    )
+    p.add_argument("--date", type=_date, required=True, help="the day to process, YYYY-MM-DD")
+    p.add_argument("--rerun", action="store_true", help="run again even if the day succeeded")
+    p.add_argument("--no-wait", action="store_true", help="submit and return")
+    p.add_argument("--deadline-minutes", type=float, default=None, help="give up (and cancel)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "schedule", parents=[common], help="create or update the daily EventBridge schedule"
+    )
+    p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser(
+        "backfill", parents=[common], help="run a range of days with bounded parallelism"
+    )
+    p.add_argument("--from", dest="from_date", type=_date, required=True, help="first day")
+    p.add_argument("--to", dest="to_date", type=_date, required=True, help="last day (included)")
+    p.add_argument("--parallel", type=_positive, default=None, help="runs in flight at most")
+    p.add_argument("--rerun", action="store_true", help="run again days that succeeded")
+    p.add_argument("--deadline-minutes", type=float, default=None, help="give up (and cancel)")
+    p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser(
+        "iam", parents=[common], help="render the least-privilege IAM policy documents"
+    )
+    p.add_argument("--out", default=None, help="write the documents here (e.g. emr/iam/dev)")
+    p.set_defaults(func=cmd_iam)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _context(args: argparse.Namespace) -> tuple[Config, EmrDefinitions]:
+    config = load_config(args.env, args.conf_dir)
+    require_aws(config)
+    return config, load_definitions(config.env, args.emr_dir)
+
+
+def _layout(config: Config, defs: EmrDefinitions, args: argparse.Namespace) -> BundleLayout:
+    assert config.aws is not None
+    return bundle_layout(config.aws.artifacts_uri, defs.bundle, args.bundle_version)
+
+
+def _clients(config: Config) -> AwsClients:
+    assert config.aws is not None
+    return AwsClients(config.aws)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    layout = _layout(config, defs, args)
+    local = bundle_dir(args.dist, layout.version)
+    if args.dry_run:
+        print_dry_run(upload_requests(local, layout))
+        return 0
+    for uri in upload(_clients(config), local, layout):
+        print(f"uploaded {uri}")
+    return 0
+
+
+def cmd_cluster_up(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    if args.dry_run:
+        print_dry_run(cluster.up_plan(config, defs))
+        return 0
+    print(cluster.cluster_up(_clients(config), config, defs))
+    return 0
+
+
+def cmd_cluster_down(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    if args.dry_run:
+        print_dry_run(cluster.down_plan(defs, args.cluster_id))
+        return 0
+    cluster.cluster_down(_clients(config), defs, args.cluster_id)
+    return 0
+
+
+def cmd_steps(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    layout = _layout(config, defs, args)
+    if args.dry_run:
+        print_dry_run(cluster.steps_plan(config, defs, layout, args.date, args.cluster_id))
+        return 0
+    clients = _clients(config)
+    try:
+        cluster_id, step_ids = cluster.submit_steps(
+            clients, config, defs, layout, args.date, args.cluster_id
+        )
+    except LookupError as exc:
+        return _fail(str(exc))
+    if not args.wait:
+        return 0
+    try:
+        states = cluster.wait_for_steps(
+            clients, cluster_id, step_ids, Backoff.from_def(defs.cluster.step_wait)
+        )
+    except WaitTimeout as exc:
+        return _fail(f"{exc}; open steps were cancelled")
+    return 0 if all(s == "COMPLETED" for s in states.values()) else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    layout = _layout(config, defs, args)
+    if args.dry_run:
+        print_dry_run(serverless.run_plan(config, defs, layout, [args.date], not args.no_wait))
+        return 0
+    es = _clients(config).client("emr-serverless")
+    app_id = serverless.ensure_application(es, config, defs)
+    ref = serverless.submit_daily_run(es, config, defs, layout, app_id, args.date, rerun=args.rerun)
+    if args.no_wait:
+        return 0
+    backoff = Backoff.from_def(defs.serverless.job.wait, args.deadline_minutes)
+    try:
+        state = serverless.wait_for_run(
+            es, app_id, ref.run_id, backoff, what=f"run {serverless.run_name(defs, args.date)}"
+        )
+    except WaitTimeout as exc:
+        return _fail(f"{exc}; the run was cancelled")
+    return 0 if state == "SUCCESS" else 1
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    layout = _layout(config, defs, args)
+    if args.dry_run:
+        name = defs.serverless.application.name
+        app_id = f"<id of application {name!r}>"
+        plan: list[Request] = [
+            serverless.list_applications_request(),
+            serverless.create_application_request(config, defs).only_if(
+                f"only if no application is named {name!r}"
+            ),
+            *schedule.schedule_plan(config, defs, layout, app_id),
+        ]
+        print_dry_run(plan)
+        return 0
+    clients = _clients(config)
+    app_id = serverless.ensure_application(clients.client("emr-serverless"), config, defs)
+    schedule.upsert_schedule(clients, config, defs, layout, app_id)
+    return 0
+
+
+def days_between(first: date, last: date) -> list[date]:
+    if last < first:
+        raise ConfigError(f"--to {last} is before --from {first}")
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    layout = _layout(config, defs, args)
+    days = days_between(args.from_date, args.to_date)
+    parallel = args.parallel or defs.serverless.backfill_parallel
+    if args.dry_run:
+        print(f"# backfill {len(days)} days, at most {parallel} runs in flight")
+        print_dry_run(serverless.run_plan(config, defs, layout, days, wait=True))
+        return 0
+    es = _clients(config).client("emr-serverless")
+    app_id = serverless.ensure_application(es, config, defs)
+
+    def submit(day: date) -> serverless.RunRef:
+        return serverless.submit_daily_run(es, config, defs, layout, app_id, day, rerun=args.rerun)
+
+    wait = defs.serverless.job.wait
+    minutes = args.deadline_minutes or wait.deadline_minutes * -(-len(days) // parallel)
+    try:
+        results = serverless.backfill(
+            es,
+            submit,
+            app_id,
+            days,
+            parallel,
+            Backoff.from_def(wait, minutes),
+            sleep=time.sleep,
+            clock=time.monotonic,
+        )
+    except WaitTimeout as exc:
+        return _fail(f"{exc}; runs in flight were cancelled")
+    print(serverless.summarise(results))
+    return 0 if all(s == "SUCCESS" for s in results.values()) else 1
+
+
+def cmd_iam(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    if args.dry_run:
+        print("# dry run: nothing is sent to AWS; rendering IAM documents sends no request")
+    if args.out and not args.dry_run:
+        for path in iam.write_policies(config, defs, Path(args.out)):
+            print(f"wrote {path}")
+        return 0
+    for name, document in iam.render_policies(config, defs).items():
+        print(f"# {name}")
+        print(iam.to_text(document), end="")
+    return 0

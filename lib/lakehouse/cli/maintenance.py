@@ -1,0 +1,128 @@
+"""Maintenance subcommands of the `lakehouse` command: maintain, erase.
+
+Thin edges like `lakehouse.cli.pipeline`: load the configuration, build the session with the one
+factory, call `lakehouse.ops.maintenance` or `lakehouse.ops.erasure`, print what happened. A
+refusal (a retention below the time-travel window, an erasure while silver is behind) is a
+`UserError`: `lakehouse.cli` prints its message and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from lakehouse.cli.pipeline import _config, _session
+
+
+def register(sub: Any) -> None:
+    maintain = sub.add_parser(
+        "maintain",
+        help="compact (Z-order) and vacuum every table (conf maintenance section)",
+        description="OPTIMIZE every Delta table under the lakehouse root (Z-ordered where "
+        "configured), then VACUUM it with maintenance.vacuum_retention_hours; prints files and "
+        "bytes before and after. See docs/MAINTENANCE.md.",
+    )
+    maintain.add_argument(
+        "--table", action="append", help="only this table, layer.name (repeatable)"
+    )
+    # Tests and throwaway sandboxes only: VACUUM below the time-travel window (also turns off
+    # Delta's own retention check for the call). Hidden from --help on purpose.
+    maintain.add_argument(
+        "--unsafe-retention-hours", type=float, default=None, help=argparse.SUPPRESS
+    )
+    maintain.set_defaults(func=cmd_maintain)
+
+    erase = sub.add_parser(
+        "erase",
+        help="erase a customer's personal data from every layer (audit.erasures records it)",
+        description="Remove the customer's personal data from bronze, quarantine, silver, gold "
+        "and the quality results; their orders stay, pseudonymised. Old versions keep it until "
+        "`lakehouse maintain` runs after the retention window. See docs/MAINTENANCE.md.",
+    )
+    erase.add_argument("--customer", required=True, help="the customer_id to erase")
+    erase.add_argument("--request-id", default=None, help="your reference (default: generated)")
+    erase.add_argument(
+        "--reason", default=None, help="why (free text; never personal data: it is kept)"
+    )
+    erase.set_defaults(func=cmd_erase)
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from lakehouse.ops.erasure import recoverable_erasures
+    from lakehouse.ops.maintenance import maintain
+
+    config = _config(args)
+    unsafe = args.unsafe_retention_hours
+    spark = _session(config, "lakehouse-maintain")
+    run = maintain(
+        spark,
+        config,
+        retention_hours=unsafe,
+        allow_below_window_for_tests=unsafe is not None,
+        only=args.table or None,
+    )
+    print(f"maintenance run {run.run_id}, VACUUM retention {run.retention_hours:g} hours")
+    print_table(
+        ["table", "optimize", "files", "bytes", "storage files", "storage bytes"],
+        [
+            [
+                r.table_name,
+                r.optimized + (f" ({','.join(r.zorder_by)})" if r.zorder_by else ""),
+                f"{r.files_before} -> {r.files_after}",
+                f"{r.bytes_before} -> {r.bytes_after}",
+                f"{r.storage_files_before} -> {r.storage_files_after}",
+                f"{r.storage_bytes_before} -> {r.storage_bytes_after}",
+            ]
+            for r in run.tables
+        ],
+    )
+    if run.not_found:
+        print(f"configured but not found (yet): {', '.join(run.not_found)}")
+    pending = recoverable_erasures(spark, config)
+    if pending:
+        print(
+            f"{pending} erased customer(s) still recoverable by time travel: their old files go "
+            "with the first maintenance run after their audit.erasures unrecoverable_after"
+        )
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from lakehouse.ops.erasure import erase
+
+    config = _config(args)
+    spark = _session(config, "lakehouse-erase")
+    result = erase(spark, config, args.customer, request_id=args.request_id, reason=args.reason)
+    print(f"erasure {result.request_id} of customer {result.customer_id}: {result.status}")
+    if result.tables:
+        print_table(
+            ["table", "rows changed", "version"],
+            [
+                [c.table, str(c.rows_changed), f"{c.version_before} -> {c.version_after}"]
+                for c in result.tables
+            ],
+        )
+    if result.landing_files:
+        print(
+            "the landing zone (outside the lakehouse) still holds their records in: "
+            + ", ".join(result.landing_files)
+        )
+    print(
+        "old table versions keep the data until `lakehouse maintain` runs after "
+        f"{result.unrecoverable_after:%Y-%m-%d %H:%M} UTC"
+    )
+    return 0
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A small aligned table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print(
+            "  "
+            + "  ".join(
+                cell.rjust(w) if i else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )

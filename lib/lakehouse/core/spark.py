@@ -1,0 +1,131 @@
+"""The one way to make a Spark session, for jobs, tests and notebooks alike.
+
+- `local` mode: `local[N]` master, Delta and Deequ from the jars `make jars` resolved into `.jars/`
+  (see `jvm/pom.xml`), UI off and small shuffle and Delta snapshot partitions so tests stay fast.
+- `emr` mode: no master and nothing downloaded; the cluster (EMR on EC2 or EMR Serverless) provides
+  Spark, Delta (`delta.enabled` / `--conf spark.jars=...delta...`), Deequ (`--jars`) and the Glue
+  catalog through its own configuration.
+
+pydeequ reads `SPARK_VERSION` when it is imported; `get_spark` sets it from the running Spark
+before anything imports pydeequ.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from lakehouse.core.config import PROJECT_ROOT, SparkConfig
+
+JARS_DIR_ENV = "LAKEHOUSE_JARS_DIR"
+REQUIRED_JARS = ("delta-spark_2.12-", "delta-storage-", "deequ-")
+OPTIONAL_JARS = ("hadoop-aws-", "aws-java-sdk-bundle-")
+
+DELTA_SETTINGS = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+LOCAL_DEFAULTS = {
+    # Local mode talks to itself only: bind the driver to loopback, whatever the host name says.
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+    "spark.default.parallelism": "2",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+    "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.databricks.delta.retentionDurationCheck.enabled": "true",
+}
+
+
+class SparkSetupError(RuntimeError):
+    """The local session cannot start: the message says what to install or run."""
+
+
+def jars_dir() -> Path:
+    """The folder holding the resolved JVM libraries (`.jars/` in the project unless overridden)."""
+    return Path(os.environ.get(JARS_DIR_ENV, PROJECT_ROOT / ".jars"))
+
+
+def local_jars(directory: Path | None = None) -> list[Path]:
+    """The jars a local session loads; fails with instructions when a required one is missing."""
+    directory = directory or jars_dir()
+    jars = sorted(directory.glob("*.jar")) if directory.is_dir() else []
+    names = [j.name for j in jars]
+    missing = [prefix for prefix in REQUIRED_JARS if not any(n.startswith(prefix) for n in names)]
+    if missing:
+        raise SparkSetupError(
+            f"missing JVM libraries in {directory}: {', '.join(p.rstrip('-_') for p in missing)}. "
+            "Run `make jars` (needs Java 17 and Maven, and network to Maven Central once)."
+        )
+    return [j for j in jars if j.name.startswith(REQUIRED_JARS + OPTIONAL_JARS)]
+
+
+def get_spark(
+    config: SparkConfig,
+    app_name: str = "lakehouse",
+    extra: dict[str, str] | None = None,
+) -> SparkSession:
+    """Build (or return the already running) session for `config`.
+
+    `extra` settings win over the configuration's; they are how a caller adds, say, the S3A endpoint
+    of a test server.
+    """
+    builder = SparkSession.builder.appName(app_name)
+    settings: dict[str, str] = {}
+    if config.mode == "local":
+        settings.update(LOCAL_DEFAULTS)
+        settings.update(DELTA_SETTINGS)
+        settings["spark.jars"] = ",".join(str(j) for j in local_jars())
+        settings["spark.driver.memory"] = config.driver_memory
+        # Python workers must run the driver's interpreter (the venv), not whatever is on PATH.
+        settings["spark.pyspark.python"] = sys.executable
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = builder.master(config.master)
+    settings["spark.sql.shuffle.partitions"] = str(config.shuffle_partitions)
+    settings.update(config.settings)
+    settings.update(extra or {})
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    # pydeequ picks its Deequ coordinate from SPARK_VERSION at import time.
+    os.environ["SPARK_VERSION"] = spark.version
+    return spark
+
+
+@contextmanager
+def session_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """`settings` for the session while inside; each key's previous value (or its absence) is
+    restored afterwards."""
+    previous: dict[str, str | None] = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, old in previous.items():
+            if old is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, old)
+
+
+def stop_spark(spark: SparkSession) -> None:
+    """Stop the session and the Py4J callback server pydeequ may have started, so the process
+    can exit."""
+    gateway = getattr(spark.sparkContext, "_gateway", None)
+    if gateway is not None:
+        gateway.shutdown_callback_server()
+    spark.stop()

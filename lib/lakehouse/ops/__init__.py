@@ -1,0 +1,1 @@
+"""Operations on the lakehouse: backfills, time travel and rollback, maintenance, erasure."""

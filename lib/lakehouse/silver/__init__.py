@@ -1,0 +1,1 @@
+"""Silver: one clean, typed, current row per key, kept by idempotent MERGEs applied in order."""

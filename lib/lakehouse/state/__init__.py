@@ -1,0 +1,1 @@
+"""State tables: the run ledger, the quarantine and the catalog registration."""

@@ -1,0 +1,52 @@
+"""Registering every Delta table in the Spark catalog as `bronze.*`, `silver.*`, `gold.*`,
+`quality.*`, `ledger.*`, `quarantine.*` and `audit.*` (erasure requests), so SQL and notebooks
+find them by name.
+
+Locally the catalog is Spark's in-memory one (registration lasts for the session, so every
+session registers again); on EMR the cluster's configuration makes it the Glue Data Catalog and
+registration is persistent. Tables are external: dropping a name never deletes data.
+"""
+
+from __future__ import annotations
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+
+from lakehouse.core.config import Config, join_uri
+
+LAYERS = ("bronze", "silver", "gold", "quality", "ledger", "quarantine", "audit")
+
+
+def table_locations(spark: SparkSession, config: Config) -> dict[str, str]:
+    """`layer.table` → location, for every Delta table under the lakehouse root."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    hconf = spark.sparkContext._jsc.hadoopConfiguration()
+    found: dict[str, str] = {}
+    for layer in LAYERS:
+        root = join_uri(config.storage.lakehouse_root, layer)
+        path = jvm.org.apache.hadoop.fs.Path(root)
+        fs = path.getFileSystem(hconf)
+        if not fs.exists(path):
+            continue
+        for status in fs.listStatus(path):
+            name = status.getPath().getName()
+            location = join_uri(root, name)
+            if (
+                status.isDirectory()
+                and not name.startswith(".")
+                and DeltaTable.isDeltaTable(spark, location)
+            ):
+                found[f"{layer}.{name.lstrip('_')}"] = location
+    return found
+
+
+def register_tables(spark: SparkSession, config: Config) -> list[str]:
+    """Create the databases and register each table at its location; returns the names."""
+    names = []
+    for name, location in sorted(table_locations(spark, config).items()):
+        database = name.split(".", 1)[0]
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{location}'")
+        names.append(name)
+    return names

@@ -1,0 +1,1 @@
+"""Development tools, never shipped to EMR: the landing-zone generator and the benchmark."""

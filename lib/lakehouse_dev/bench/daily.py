@@ -1,0 +1,120 @@
+"""The whole-pipeline figures: first run of a day, its replay, the run without the Deequ
+suites, and the floor (one plain pass over the day's landing files written once as Parquet).
+
+Every run starts from a fresh copy of `p0/` (the lakehouse after day 1) and runs day 2 through
+`lakehouse.pipeline.run_pipeline`, the function the CLI, the jobs and EMR call; at a scale with
+`pipeline_first_day` (the quick check) from an empty lakehouse and runs day 1, the first run
+leaving `p0/` for the merge template.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING
+
+from lakehouse_dev.bench.runner import (
+    ALL_STEPS,
+    DAY1,
+    DAY2,
+    data_files,
+    log,
+    timed,
+    work_counted,
+)
+
+if TYPE_CHECKING:
+    from lakehouse_dev.bench.runner import Bench
+
+
+def measure(bench: Bench) -> None:
+    """First run, replay, run without quality and the floor, alternately, `reps` times."""
+    from lakehouse.pipeline import run_pipeline
+
+    assert bench.spark is not None
+    spark = bench.spark
+    scale = bench.scale
+    if scale.shares_landing:
+        landing = "landing"
+    else:
+        landing = "landing-pipe"
+        bench.generate(landing, scale.pipeline_orders)
+    if scale.pipeline_first_day:
+        template, measured = "empty", DAY1
+        (bench.root / template).mkdir(exist_ok=True)
+    else:
+        bench.ensure_p0(landing)
+        template, measured = "p0", DAY2
+    day = [str(measured)]
+    with_q: list[float] = []
+    without_q: list[float] = []
+    replay: list[float] = []
+    floor: list[float] = []
+    added: list[int] = []
+    bookkeeping: list[int] = []
+    work: dict[str, dict[str, int]] = {}
+    reps = bench.scale.pipeline_reps or bench.reps
+    for rep in range(reps):
+        order = ("with", "without", "floor") if rep % 2 == 0 else ("floor", "without", "with")
+        for what in order:
+            log(f"pipeline rep {rep + 1}/{reps}: {what}")
+            if what == "with":
+                cfg = bench.fresh(template, "work-pipe", landing)
+                lake = bench.root / "work-pipe"
+                with work_counted(spark, lake, f"first-{rep}") as work["first run"], timed() as t:
+                    run_pipeline(spark, cfg, bench.run_id("first"), ALL_STEPS, day)
+                with_q.append(t[0])
+                log(f"  first run {t[0]:.1f} s")
+                if scale.pipeline_first_day and scale.shares_landing and rep == 0:
+                    bench.keep_p0("work-pipe")  # day 1 through the pipeline: the merge template's
+                before = data_files(lake)
+                books_before = data_files(lake, ("ledger", "quality"))
+                with work_counted(spark, lake, f"replay-{rep}") as work["replay"], timed() as t:
+                    run_pipeline(spark, cfg, bench.run_id("replay"), ALL_STEPS, day)
+                replay.append(t[0])
+                added.append(len(data_files(lake) - before))
+                bookkeeping.append(len(data_files(lake, ("ledger", "quality")) - books_before))
+                log(f"  replay {t[0]:.1f} s, {added[-1]} data files added")
+            elif what == "without":
+                cfg = bench.fresh(template, "work-pipe", landing)
+                lake = bench.root / "work-pipe"
+                counted = work_counted(spark, lake, f"noq-{rep}")
+                with counted as work["without quality"], timed() as t:
+                    # Neither silver's suites nor gold's gate: the same steps, no Deequ at all.
+                    run_pipeline(spark, cfg, bench.run_id("noq"), ALL_STEPS, day, checks=False)
+                without_q.append(t[0])
+                log(f"  {t[0]:.1f} s")
+            else:
+                out = bench.root / "floor"
+                shutil.rmtree(out, ignore_errors=True)
+                files = [
+                    str(p)
+                    for p in (bench.root / landing).glob(f"*/ingest_date={measured}/*")
+                    if p.is_file()
+                ]
+                with work_counted(spark, out.parent, f"floor-{rep}") as work["floor"], timed() as t:
+                    spark.read.text(files).write.parquet(str(out))
+                floor.append(t[0])
+                log(f"  {t[0]:.1f} s")
+    bench.figures["pipeline"] = {
+        "with_quality": with_q,
+        "without_quality": without_q,
+        "floor": floor,
+    }
+    bench.figures["replay"] = {
+        "first": with_q,
+        "replay": replay,
+        "files_added": added,
+        "bookkeeping_files_added": bookkeeping,
+    }
+    bench.figures["pipeline"]["work"] = work
+    bench.details.append(
+        "Spark jobs and Delta commits per run (last repetition): "
+        + "; ".join(
+            f"{what}: {w['spark_jobs']} jobs, {w['delta_commits']} commits"
+            for what, w in work.items()
+        )
+    )
+    bench.details.append(
+        "the replay adds only bookkeeping files (the run's ledger rows and quality results): "
+        f"{bookkeeping} per repetition"
+    )
