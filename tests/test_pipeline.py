@@ -12,6 +12,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from fingerprint import lakehouse_fingerprints
 from lakehouse.core.config import Config, load_config
 from lakehouse.pipeline import RunReport, run_pipeline
 from lakehouse.state.catalog import register_tables
@@ -119,3 +120,17 @@ def test_the_dashboard_carries_the_gold_figures(spark: SparkSession, lakehouse: 
     assert [(d["order_date"], d["orders"], d["gross_revenue_usd"]) for d in days] == [
         (r["order_date"].isoformat(), r["orders"], str(r["gross_revenue_usd"])) for r in gold
     ]
+
+
+def test_the_engines_keep_every_row_of_the_golden_lakehouse(
+    spark: SparkSession, lakehouse: Lakehouse
+) -> None:
+    """Every bronze, silver, gold and quarantine table holds exactly the rows (by key and value)
+    that the engines before the architecture rework wrote from the same landing."""
+    golden = Path(__file__).parent / "golden" / "pipeline.json"
+    expected = json.loads(golden.read_text(encoding="utf-8"))
+
+    found = lakehouse_fingerprints(spark, lakehouse.config.storage.lakehouse_root)
+
+    assert sorted(found) == sorted(expected)
+    assert {t: f for t, f in found.items() if f != expected[t]} == {}
