@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 VENV_STAMP := $(VENV)/.installed
 JARS_STAMP := $(JARS_DIR)/.resolved
 
-.PHONY: help setup venv jars run maintain package upload test lint typecheck check clean clean-data bench notebooks
+.PHONY: help setup venv jars run maintain package upload test lint format typecheck check clean clean-data bench notebooks
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -76,13 +76,18 @@ SCALE ?= default
 bench: venv jars ## benchmark on generated data (SCALE=small|default) -> docs/BENCHMARKS.md, docs/bench/
 	$(PY) -m lakehouse_dev.bench --scale $(SCALE) --command "make bench SCALE=$(SCALE)"
 
-lint: venv ## ruff on lib, jobs and tests
+lint: venv ## ruff (lint and format check) on lib, jobs and tests
 	$(VENV)/bin/ruff check lib jobs tests
+	$(VENV)/bin/ruff format --check lib jobs tests
 
-typecheck: venv ## mypy on lib/lakehouse
+format: venv ## format lib, jobs and tests with ruff (what `make lint` checks)
+	$(VENV)/bin/ruff format lib jobs tests
+	$(VENV)/bin/ruff check --fix lib jobs tests
+
+typecheck: venv ## mypy on lib/lakehouse and lib/lakehouse_dev
 	$(VENV)/bin/mypy
 
-check: lint typecheck test ## lint, type-check and test
+check: lint typecheck test ## lint, type-check and test (what CI runs: .ci/run)
 
 clean-data: ## remove the generated data, lakehouse and reports under ./data
 	rm -rf data spark-warehouse metastore_db derby.log

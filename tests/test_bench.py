@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
+from lakehouse_dev.bench.measure import copy_table_dir, data_files, work_counted
 from lakehouse_dev.bench.report import (
     GIB,
     evaluate,
@@ -16,7 +17,6 @@ from lakehouse_dev.bench.report import (
     splice,
     write_markdown,
 )
-from lakehouse_dev.bench.runner import copy_table_dir, data_files, work_counted
 
 
 def _results(**figures: object) -> dict[str, object]:
@@ -223,10 +223,122 @@ def test_the_section_says_which_day_the_whole_pipeline_figures_ran() -> None:
 
 
 def test_the_quick_check_shares_its_day_1_between_the_pipeline_and_merge_figures() -> None:
-    from lakehouse_dev.bench.runner import SCALES
+    from lakehouse_dev.bench.scales import SCALES
 
     assert SCALES["small"].pipeline_first_day and SCALES["small"].shares_landing
     # The default scale measures a smaller day 2 on top of day 1 for the pipeline figures.
     assert not SCALES["default"].pipeline_first_day
     assert not SCALES["default"].shares_landing
     assert SCALES["default"].pipeline_orders == 20_000
+
+
+BENCH_PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "lakehouse_dev" / "bench"
+
+
+def _bench_imports() -> dict[str, list[tuple[str, list[str]]]]:
+    """Per benchmark module, every `from X import a, b` and `import X` it holds anywhere (module
+    level, inside functions, under TYPE_CHECKING), with `from . import` made absolute."""
+    import ast
+
+    found: dict[str, list[tuple[str, list[str]]]] = {}
+    for path in sorted(BENCH_PACKAGE.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imports: list[tuple[str, list[str]]] = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imports.append((node.module, [a.name for a in node.names]))
+            elif isinstance(node, ast.Import):
+                imports.extend((a.name, []) for a in node.names)
+        found[f"lakehouse_dev.bench.{path.stem}"] = imports
+    return found
+
+
+def test_the_benchmark_modules_import_one_another_without_a_cycle() -> None:
+    modules = _bench_imports()
+    graph: dict[str, set[str]] = {}
+    for module, imports in modules.items():
+        targets = set()
+        for source, names in imports:
+            targets.update(n for n in [source] + [f"{source}.{a}" for a in names] if n in modules)
+        graph[module] = targets - {module, "lakehouse_dev.bench.__init__"}
+
+    def cycle_from(start: str, seen: tuple[str, ...]) -> tuple[str, ...] | None:
+        for nxt in sorted(graph[start]):
+            if nxt in seen:
+                return (*seen, nxt)
+            found = cycle_from(nxt, (*seen, nxt))
+            if found:
+                return found
+        return None
+
+    cycles = [c for m in graph if (c := cycle_from(m, (m,)))]
+    assert cycles == []
+
+
+def _private(dotted: str) -> bool:
+    return any(part.startswith("_") for part in dotted.split("."))
+
+
+def test_the_benchmark_uses_only_public_names_of_the_engines() -> None:
+    """No `from lakehouse.x import _y`, no `import lakehouse._x`, no `x._y` on a name imported
+    from `lakehouse`."""
+    import ast
+
+    private = []
+    for path in sorted(BENCH_PACKAGE.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported: dict[str, str] = {}  # local name -> what it is in `lakehouse`
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                for alias in node.names:
+                    imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    imported[alias.asname or alias.name.split(".")[0]] = alias.name
+        imported = {k: v for k, v in imported.items() if v.split(".")[0] == "lakehouse"}
+        private.extend(f"{path.name}: {v}" for v in imported.values() if _private(v))
+        private.extend(
+            f"{path.name}:{node.lineno}: {node.value.id}.{node.attr}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in imported
+            and node.attr.startswith("_")
+        )
+    assert private == []
+
+
+def test_each_lakehouse_folder_of_a_run_has_its_own_roots_and_the_same_specs(
+    tmp_path: Path,
+) -> None:
+    from lakehouse_dev.bench.runner import Bench
+    from lakehouse_dev.bench.scales import MERGE_TABLES, SCALES
+
+    bench = Bench(SCALES["smoke"], tmp_path, "test")
+    lh = bench.lakehouse("m0", "landing-merge")
+
+    run = tmp_path.resolve() / "smoke"
+    assert lh.path("silver.orders") == f"{run}/m0/silver/orders"
+    assert lh.config.storage.landing_root == str(run / "landing-merge")
+    assert lh.config.storage.reports_root == str(run / "m0-reports")
+    assert dict(lh.tables) == dict(bench.lh.tables)
+    assert set(bench.merge_specs) == set(MERGE_TABLES)
+    assert bench.silver_paths(lh)["payments"] == f"{run}/m0/silver/payments"
+
+
+def test_the_report_goes_to_the_out_folder_relative_to_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from lakehouse_dev.bench.__main__ import main
+
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(_results()))
+    monkeypatch.chdir(tmp_path)
+
+    assert main(["--render", str(results)]) == 0
+
+    assert "<!-- bench:small:start -->" in (tmp_path / "docs" / "BENCHMARKS.md").read_text()
+    assert (tmp_path / "docs" / "bench" / "results-small.json").is_file()
+    assert (tmp_path / "docs" / "bench" / "bench-small.png").is_file()

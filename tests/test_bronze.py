@@ -33,10 +33,10 @@ from pyspark.sql.types import (
 
 from lakehouse.bronze.ingestion import bronze_path, files_path, ingest
 from lakehouse.bronze.landing import record_id
-from lakehouse.core.config import Config, load_config
-from lakehouse.core.sources import load_sources
+from lakehouse.core.context import Lakehouse
+from lakehouse.core.specs import landing_sources, load_tables
 from lakehouse.state.ledger import LedgerEntry, LedgerImbalanceError, read_ledger, record
-from lakehouse.state.quarantine import quarantine_path, read_quarantine
+from lakehouse.state.quarantine import QUARANTINE_TABLE, read_quarantine
 from lakehouse_dev.generate import (
     DEFECT_KINDS,
     GenerationSummary,
@@ -45,8 +45,10 @@ from lakehouse_dev.generate import (
     generate_landing,
 )
 from lakehouse_dev.generate.summary import read_text
+from lakehouses import local_lakehouse
 
-SOURCES = tuple(load_sources())
+LANDING = landing_sources(load_tables())
+SOURCES = tuple(LANDING)
 BOM = b"\xef\xbb\xbf"
 
 ROW_SCHEMA = StructType(
@@ -63,21 +65,8 @@ ROW_SCHEMA = StructType(
 )
 
 
-def local_config(root: Path) -> Config:
-    return load_config(
-        "local",
-        overrides={
-            "storage": {
-                "landing_root": str(root / "landing"),
-                "lakehouse_root": str(root / "lakehouse"),
-                "reports_root": str(root / "reports"),
-            }
-        },
-    )
-
-
-def land(config: Config, relative: str, content: bytes) -> None:
-    path = Path(config.storage.landing_root) / relative
+def land(lh: Lakehouse, relative: str, content: bytes) -> None:
+    path = Path(lh.config.storage.landing_root) / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
 
@@ -91,7 +80,7 @@ def json_id(source: str, raw: str) -> str:
 def csv_id(source: str, fields: dict[str, str], snapshot_day: str | None = None) -> str:
     """The record id of a CSV row: its contract columns (a drift column like `fee` left out) as
     canonical JSON, plus the day for snapshots."""
-    named = {k: v for k, v in fields.items() if k in load_sources()[source].required_columns}
+    named = {k: v for k, v in fields.items() if k in LANDING[source].required_columns}
     canonical = json.dumps(named, sort_keys=True, separators=(",", ":"))
     return record_id(source, f"{snapshot_day}\x1f{canonical}" if snapshot_day else canonical)
 
@@ -107,7 +96,7 @@ def comparable(df: DataFrame) -> DataFrame:
 
 def bronze_rows(
     spark: SparkSession,
-    config: Config,
+    lh: Lakehouse,
     version: dict[str, int] | None = None,
     sources: Sequence[str] = SOURCES,
 ) -> DataFrame:
@@ -118,27 +107,27 @@ def bronze_rows(
         reader = spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version[source])
-        frames.append(reader.load(bronze_path(config, source)))
+        frames.append(reader.load(bronze_path(lh, source)))
     result = frames[0]
     for frame in frames[1:]:
         result = result.unionByName(frame)
     return result
 
 
-def table_paths(config: Config) -> dict[str, str]:
+def table_paths(lh: Lakehouse) -> dict[str, str]:
     """Every table bronze writes, by a short name."""
-    paths = {s: bronze_path(config, s) for s in SOURCES}
-    paths["_files"] = files_path(config)
-    paths["_quarantine"] = quarantine_path(config.storage.lakehouse_root)
+    paths = {s: bronze_path(lh, s) for s in SOURCES}
+    paths["_files"] = files_path(lh)
+    paths["_quarantine"] = lh.path(QUARANTINE_TABLE)
     return paths
 
 
-def versions(config: Config) -> dict[str, int]:
+def versions(lh: Lakehouse) -> dict[str, int]:
     """The newest committed version of every table bronze writes, read from the local Delta log
     (no Spark job: `<table>/_delta_log/<version>.json`)."""
     return {
         name: max(int(p.stem) for p in Path(path, "_delta_log").glob("*.json"))
-        for name, path in table_paths(config).items()
+        for name, path in table_paths(lh).items()
     }
 
 
@@ -224,28 +213,28 @@ PAYMENT_1_FIELDS = {
 }  # fmt: skip
 
 
-def land_first_delivery(config: Config) -> None:
-    land(config, "customers/ingest_date=2024-01-01/customers-0001.jsonl", f"{CUSTOMER}\n".encode())
-    land(config, ORDERS_FILE, f"{ORDER_1}\n\n{ORDER_TRUNCATED}\n{ORDER_2}\n".encode())
+def land_first_delivery(lh: Lakehouse) -> None:
+    land(lh, "customers/ingest_date=2024-01-01/customers-0001.jsonl", f"{CUSTOMER}\n".encode())
+    land(lh, ORDERS_FILE, f"{ORDER_1}\n\n{ORDER_TRUNCATED}\n{ORDER_2}\n".encode())
     land(
-        config,
+        lh,
         "order_items/ingest_date=2024-01-01/order_items-0001.jsonl.gz",
         gzip.compress(f"{ITEM}\n".encode()),
     )
     land(
-        config,
+        lh,
         "products/ingest_date=2024-01-01/products.csv",
         f"{PRODUCTS_HEADER}\r\n{PRODUCT_P1}\r\n{PRODUCT_P2}\r\n".encode(),
     )
     land(
-        config,
+        lh,
         "products/ingest_date=2024-01-02/products.csv.gz",
         gzip.compress(f"{PRODUCTS_HEADER}\n{PRODUCT_P1}\n".encode()),
     )
-    land(config, PAYMENTS_FILE, BOM + f"{PAYMENTS_HEADER}\n{PAYMENT_1}\n{PAYMENT_SHORT}\n".encode())
-    land(config, "fx_rates/ingest_date=2024-01-01/fx_rates.csv", b"")
+    land(lh, PAYMENTS_FILE, BOM + f"{PAYMENTS_HEADER}\n{PAYMENT_1}\n{PAYMENT_SHORT}\n".encode())
+    land(lh, "fx_rates/ingest_date=2024-01-01/fx_rates.csv", b"")
     land(
-        config,
+        lh,
         CLICKS_FILE,
         f"{CLICK_1}\n{CLICK_2}\n{CLICK_1}\n".encode(),  # the same event twice in one file
     )
@@ -255,21 +244,21 @@ def land_first_delivery(config: Config) -> None:
 class HandMade:
     """A hand-made landing zone ingested twice (`run-1`, then `run-2` on the same files)."""
 
-    config: Config
+    lh: Lakehouse
     runs: tuple[list[LedgerEntry], list[LedgerEntry]]
     versions: tuple[dict[str, int], dict[str, int]]
 
 
 @pytest.fixture(scope="module")
 def handmade(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> HandMade:
-    config = local_config(tmp_path_factory.mktemp("handmade"))
-    land_first_delivery(config)
-    first = ingest(spark, config, "run-1")
-    record(spark, config.storage.lakehouse_root, first)
-    after_first = versions(config)
-    second = ingest(spark, config, "run-2")
-    record(spark, config.storage.lakehouse_root, second)
-    return HandMade(config, (first, second), (after_first, versions(config)))
+    lh = local_lakehouse(tmp_path_factory.mktemp("handmade"))
+    land_first_delivery(lh)
+    first = ingest(spark, lh, "run-1")
+    record(spark, lh, first)
+    after_first = versions(lh)
+    second = ingest(spark, lh, "run-2")
+    record(spark, lh, second)
+    return HandMade(lh, (first, second), (after_first, versions(lh)))
 
 
 @dataclass(frozen=True)
@@ -282,13 +271,13 @@ class Redelivery:
 
 @pytest.fixture(scope="module")
 def redelivery(spark: SparkSession, handmade: HandMade) -> Redelivery:
-    config = handmade.config
-    land(config, ORDERS_RETRY_FILE, f"{ORDER_1}\n{ORDER_TRUNCATED}\n{ORDER_2}\n".encode())
+    lh = handmade.lh
+    land(lh, ORDERS_RETRY_FILE, f"{ORDER_1}\n{ORDER_TRUNCATED}\n{ORDER_2}\n".encode())
     try:
-        entries = ingest(spark, config, "run-3")
+        entries = ingest(spark, lh, "run-3")
     except LedgerImbalanceError as exc:  # kept so the tests below can report it, not swallowed
         return Redelivery(None, exc)
-    record(spark, config.storage.lakehouse_root, entries)
+    record(spark, lh, entries)
     return Redelivery(entries, None)
 
 
@@ -318,7 +307,7 @@ def test_first_ingest_keeps_every_good_record_with_its_file_line_and_day(
         ROW_SCHEMA,
     )  # fmt: skip
 
-    actual = bronze_rows(spark, handmade.config, handmade.versions[0])
+    actual = bronze_rows(spark, handmade.lh, handmade.versions[0])
 
     assert_df_equality(
         comparable(actual), comparable(expected), ignore_row_order=True, ignore_nullable=True
@@ -341,12 +330,13 @@ def test_first_ingest_ledger_counts_every_record_of_every_source(handmade: HandM
 def test_bad_lines_are_quarantined_with_file_line_raw_and_reason_once(
     spark: SparkSession, handmade: HandMade
 ) -> None:
-    quarantine = read_quarantine(spark, handmade.config.storage.lakehouse_root)
+    quarantine = read_quarantine(spark, handmade.lh)
 
     actual = sorted(
         tuple(r)
-        for r in quarantine.select("layer", "source", "file", "line", "raw", "reason", "run_id")
-        .collect()
+        for r in quarantine.select(
+            "layer", "source", "file", "line", "raw", "reason", "run_id"
+        ).collect()
     )
 
     assert actual == [
@@ -360,7 +350,7 @@ def test_bad_lines_are_quarantined_with_file_line_raw_and_reason_once(
 def test_bad_lines_of_every_source_are_quarantined_by_one_commit(
     spark: SparkSession, handmade: HandMade
 ) -> None:
-    path = quarantine_path(handmade.config.storage.lakehouse_root)
+    path = handmade.lh.path(QUARANTINE_TABLE)
 
     merges = DeltaTable.forPath(spark, path).history().where("operation = 'MERGE'")
     first = merges.orderBy("version").first()
@@ -371,7 +361,7 @@ def test_bad_lines_of_every_source_are_quarantined_by_one_commit(
 
 
 def test_empty_file_is_recorded_as_ingested(spark: SparkSession, handmade: HandMade) -> None:
-    files = spark.read.format("delta").load(files_path(handmade.config))
+    files = spark.read.format("delta").load(files_path(handmade.lh))
 
     rows = files.where("source = 'fx_rates'").select("file", "ingest_date", "size_bytes", "run_id")
 
@@ -384,7 +374,7 @@ def test_second_ingest_of_the_same_landing_zone_adds_no_data_file_and_changes_no
     spark: SparkSession, handmade: HandMade
 ) -> None:
     after_first, after_second = handmade.versions
-    paths = table_paths(handmade.config)
+    paths = table_paths(handmade.lh)
     # A table at the same version is the same snapshot; only a table with new commits needs a look.
     changed = sorted(name for name in paths if after_second[name] != after_first[name])
 
@@ -405,8 +395,8 @@ def test_second_ingest_of_the_same_landing_zone_adds_no_data_file_and_changes_no
     changed_bronze = [s for s in changed if s in SOURCES]
     if changed_bronze:
         assert_df_equality(
-            comparable(bronze_rows(spark, handmade.config, after_second, changed_bronze)),
-            comparable(bronze_rows(spark, handmade.config, after_first, changed_bronze)),
+            comparable(bronze_rows(spark, handmade.lh, after_second, changed_bronze)),
+            comparable(bronze_rows(spark, handmade.lh, after_first, changed_bronze)),
             ignore_row_order=True,
         )
 
@@ -425,7 +415,7 @@ def test_second_ingest_skips_every_file_without_reading_it(handmade: HandMade) -
 def test_same_event_twice_in_one_file_is_one_row_at_its_first_line_and_one_duplicate(
     spark: SparkSession, handmade: HandMade
 ) -> None:
-    clicks = spark.read.format("delta").load(bronze_path(handmade.config, "clickstream"))
+    clicks = spark.read.format("delta").load(bronze_path(handmade.lh, "clickstream"))
 
     rows = clicks.where(F.col("_file") == CLICKS_FILE).select("_line", "raw", "_record_id")
 
@@ -442,7 +432,7 @@ def test_redelivered_file_adds_no_rows_and_counts_its_records_as_duplicates(
 ) -> None:
     assert redelivery.error is None, str(redelivery.error)
     assert redelivery.entries is not None
-    orders = bronze_path(handmade.config, "orders")
+    orders = bronze_path(handmade.lh, "orders")
     before = spark.read.format("delta").option("versionAsOf", handmade.versions[1]["orders"])
 
     assert_df_equality(
@@ -458,26 +448,29 @@ def test_redelivered_file_adds_no_rows_and_counts_its_records_as_duplicates(
 def test_ledger_balances_for_every_source_of_every_run(
     spark: SparkSession, handmade: HandMade, redelivery: Redelivery
 ) -> None:
-    ledger = read_ledger(spark, handmade.config.storage.lakehouse_root)
+    ledger = read_ledger(spark, handmade.lh)
     runs = ["run-1", "run-2"] + (["run-3"] if redelivery.error is None else [])
 
     outcomes = F.col("records_written") + F.col("duplicates") + F.col("quarantined")
     unbalanced = ledger.where(F.col("records_read") != outcomes)
 
     counted = ledger.groupBy("run_id").agg(F.count(F.lit(1)).alias("n"), F.sum("records_read"))
-    assert sorted(tuple(r) for r in counted.collect()) == [
-        ("run-1", len(SOURCES), 13),
-        ("run-2", len(SOURCES), 0),
-        ("run-3", len(SOURCES), 3),
-    ][: len(runs)]
+    assert (
+        sorted(tuple(r) for r in counted.collect())
+        == [
+            ("run-1", len(SOURCES), 13),
+            ("run-2", len(SOURCES), 0),
+            ("run-3", len(SOURCES), 3),
+        ][: len(runs)]
+    )
     assert unbalanced.select("run_id", "table_name").collect() == []
 
 
 def test_file_name_with_glob_characters_is_ingested(spark: SparkSession, tmp_path: Path) -> None:
-    config = local_config(tmp_path)
-    land(config, "clickstream/ingest_date=2024-01-01/clicks[1].jsonl", f"{CLICK_1}\n".encode())
+    lh = local_lakehouse(tmp_path)
+    land(lh, "clickstream/ingest_date=2024-01-01/clicks[1].jsonl", f"{CLICK_1}\n".encode())
 
-    entries = ingest(spark, config, "run-1")
+    entries = ingest(spark, lh, "run-1")
 
     # files read, files skipped, records read, written, duplicates, quarantined
     assert by_source(entries)["clickstream"] == (1, 0, 1, 1, 0, 0)
@@ -491,7 +484,7 @@ def test_file_name_with_glob_characters_is_ingested(spark: SparkSession, tmp_pat
 
 GENERATED_SPEC = GeneratorSpec(customers=30, days=3, orders_per_day=20)
 JSON_SOURCES = ("customers", "orders", "order_items", "clickstream")
-PAYMENTS_CONTRACT_COLUMNS = load_sources()["payments"].required_columns
+PAYMENTS_CONTRACT_COLUMNS = LANDING["payments"].required_columns
 
 
 @dataclass(frozen=True)
@@ -516,15 +509,15 @@ class Generated:
 
 @pytest.fixture(scope="module")
 def generated(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Generated:
-    config = local_config(tmp_path_factory.mktemp("generated"))
-    summary = generate_landing(config.storage.landing_root, GENERATED_SPEC)
-    entries = ingest(spark, config, "gen-1")
+    lh = local_lakehouse(tmp_path_factory.mktemp("generated"))
+    summary = generate_landing(lh.config.storage.landing_root, GENERATED_SPEC)
+    entries = ingest(spark, lh, "gen-1")
     columns = ("_source", "_file", "_line", "_record_id", "raw", "fields")
-    bronze = bronze_rows(spark, config).select(*columns).collect()
-    quarantine = read_quarantine(spark, config.storage.lakehouse_root).collect()
-    files = spark.read.format("delta").load(files_path(config)).collect()
+    bronze = bronze_rows(spark, lh).select(*columns).collect()
+    quarantine = read_quarantine(spark, lh).collect()
+    files = spark.read.format("delta").load(files_path(lh)).collect()
     return Generated(
-        landing_root=Path(config.storage.landing_root),
+        landing_root=Path(lh.config.storage.landing_root),
         summary=summary,
         entries=entries,
         bronze={(r["_file"], r["_line"]): r for r in bronze},

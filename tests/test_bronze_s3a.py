@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 import moto_server
 from lakehouse.bronze import ingestion as bronze
 from lakehouse.bronze.landing import record_id
-from lakehouse.core.config import load_config
+from lakehouse.core.context import Lakehouse
 
 moto_url = moto_server.moto_url
 moto = moto_server.moto
@@ -67,7 +67,7 @@ def s3a(spark: SparkSession, moto: str) -> str:
 def test_bronze_reads_and_writes_s3a_and_a_second_run_adds_nothing(
     spark: SparkSession, s3a: str, tmp_path: Path
 ) -> None:
-    config = load_config(
+    lh = Lakehouse.load(
         "local",
         overrides={
             "storage": {
@@ -78,10 +78,10 @@ def test_bronze_reads_and_writes_s3a_and_a_second_run_adds_nothing(
         },
     )
 
-    first = {e.table_name: e for e in bronze.ingest(spark, config, "run-1")}
+    first = {e.table_name: e for e in bronze.ingest(spark, lh, "run-1")}
     orders_path = f"{s3a}/lake/bronze/orders"
     version_after_first = DeltaTable.forPath(spark, orders_path).history(1).first()["version"]
-    second = {e.table_name: e for e in bronze.ingest(spark, config, "run-2")}
+    second = {e.table_name: e for e in bronze.ingest(spark, lh, "run-2")}
 
     assert (
         first["orders"].records_read,

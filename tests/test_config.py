@@ -68,7 +68,10 @@ def test_aws_envs_keep_s3_roots_and_run_on_emr(env: str) -> None:
         artifacts_uri=f"s3://lakehouse-{env}-artifacts/lakehouse",
         logs_uri=f"s3://lakehouse-{env}-logs/emr",
     )
-    assert config.table_path("bronze", "orders") == f"s3://lakehouse-{env}-lake/lakehouse/bronze/orders"
+    assert (
+        config.table_path("bronze", "orders")
+        == f"s3://lakehouse-{env}-lake/lakehouse/bronze/orders"
+    )
 
 
 def test_overrides_win_over_the_files_and_relative_override_roots_are_resolved(

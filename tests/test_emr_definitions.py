@@ -32,7 +32,13 @@ def test_overlays_set_each_environments_values() -> None:
     assert prod.serverless.backfill_parallel == 3
     assert dev.schedule.expression == prod.schedule.expression == "cron(0 2 * * ? *)"
     assert dev.account.glue_databases == (
-        "bronze", "silver", "gold", "quality", "ledger", "quarantine", "audit"
+        "bronze",
+        "silver",
+        "gold",
+        "quality",
+        "ledger",
+        "quarantine",
+        "audit",
     )
 
 

@@ -228,3 +228,24 @@ def test_upload_refuses_a_file_changed_after_packaging(
     assert run_cli([*argv, "--bundle-version", "0.1.0"], monkeypatch) == 2
 
     assert s3.list_objects_v2(Bucket="lakehouse-dev-artifacts")["KeyCount"] == 0
+
+
+def test_the_real_bundle_ships_neither_the_generator_nor_the_benchmark(
+    package: ModuleType, tmp_path: Path
+) -> None:
+    """`make package`'s own build (the project's real wheel, built by pip): the development
+    tools in `lib/lakehouse_dev` stay out of the wheel and out of pyfiles.zip."""
+    target = package.build_bundle(tmp_path / "dist")
+
+    [wheel] = sorted(target.glob("lakehouse-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        in_wheel = zf.namelist()
+    with zipfile.ZipFile(target / "pyfiles.zip") as zf:
+        in_zip = zf.namelist()
+    for names in (in_wheel, in_zip):
+        assert "lakehouse/silver/engine.py" in names
+        assert "lakehouse/emr/package.py" in names
+        assert [n for n in names if n.startswith("lakehouse_dev") or "/generate/" in n] == []
+        assert [n for n in names if "/bench/" in n] == []
+    assert "lakehouse/_conf/tables/orders.yaml" in in_zip
+    assert "lakehouse/_conf/gold/fact_orders.yaml" in in_zip

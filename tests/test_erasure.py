@@ -27,7 +27,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.core.config import Config, load_config
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.specs import load_tables
 from lakehouse.ops.erasure import (
     ERASED_HASH,
@@ -134,12 +134,28 @@ def inject(landing: Path, customer_id: str) -> Path:
         encoding="utf-8",
     )
     clicks = [
-        {"event_id": "ev_erasure_test_1", "event_ts": f"{date}T12:01:00Z", "session_id": SESSION,
-         "customer_id": None, "event_type": "page_view", "product_id": None, "order_id": None,
-         "ip": IPS[1], "user_agent": "test-agent"},
-        {"event_id": "ev_erasure_test_2", "event_ts": f"{date}T12:02:00Z", "session_id": SESSION,
-         "customer_id": customer_id, "event_type": "page_view", "product_id": None,
-         "order_id": None, "ip": IPS[0], "user_agent": "test-agent"},
+        {
+            "event_id": "ev_erasure_test_1",
+            "event_ts": f"{date}T12:01:00Z",
+            "session_id": SESSION,
+            "customer_id": None,
+            "event_type": "page_view",
+            "product_id": None,
+            "order_id": None,
+            "ip": IPS[1],
+            "user_agent": "test-agent",
+        },
+        {
+            "event_id": "ev_erasure_test_2",
+            "event_ts": f"{date}T12:02:00Z",
+            "session_id": SESSION,
+            "customer_id": customer_id,
+            "event_type": "page_view",
+            "product_id": None,
+            "order_id": None,
+            "ip": IPS[0],
+            "user_agent": "test-agent",
+        },
     ]
     (landing / "clickstream" / day / "clickstream-erasure-test.jsonl").write_text(
         "\n".join(json.dumps(c, separators=(",", ":")) for c in clicks) + "\n", encoding="utf-8"
@@ -182,8 +198,15 @@ def personal_strings(landing: Path, customer_id: str) -> set[str]:
 
     others = [
         line
-        for source in ("customers", "orders", "order_items", "payments", "products",
-                       "fx_rates", "clickstream")
+        for source in (
+            "customers",
+            "orders",
+            "order_items",
+            "payments",
+            "products",
+            "fx_rates",
+            "clickstream",
+        )
         for _, line in landing_lines(landing, source)
         if not theirs(line)
     ]
@@ -195,7 +218,7 @@ def personal_strings(landing: Path, customer_id: str) -> set[str]:
 
 @dataclass
 class Story:
-    config: Config
+    lh: Lakehouse
     customer_id: str
     strings: set[str]
     customers_file: str
@@ -225,50 +248,74 @@ def versions(spark: SparkSession, root: Path) -> dict[str, int]:
     }
 
 
-def run(spark: SparkSession, config: Config, run_id: str) -> list[LedgerEntry]:
-    bronze = run_bronze(spark, config, run_id)
-    run_silver(spark, config, run_id)
-    run_gold(spark, config, run_id)
+def run(spark: SparkSession, lh: Lakehouse, run_id: str) -> list[LedgerEntry]:
+    bronze = run_bronze(spark, lh, run_id)
+    run_silver(spark, lh, run_id)
+    run_gold(spark, lh, run_id)
     return bronze
 
 
-def customer_orders(spark: SparkSession, config: Config, customer_id: str) -> tuple[int, int]:
+def temporary_lakehouse(base: Path) -> Lakehouse:
+    """The local configuration with every root under `base`."""
+    return Lakehouse.load(
+        "local",
+        overrides={
+            "storage": {
+                "landing_root": str(base / "landing"),
+                "lakehouse_root": str(base / "lake"),
+                "reports_root": str(base / "reports"),
+            }
+        },
+    )
+
+
+def customer_orders(spark: SparkSession, lh: Lakehouse, customer_id: str) -> tuple[int, int]:
     silver = (
-        spark.read.format("delta").load(config.table_path("silver", "orders"))
-        .where(~F.col("_is_deleted") & (F.col("customer_id") == customer_id)).count()
+        spark.read.format("delta")
+        .load(lh.path("silver.orders"))
+        .where(~F.col("_is_deleted") & (F.col("customer_id") == customer_id))
+        .count()
     )
     gold = (
-        spark.read.format("delta").load(config.table_path("gold", "fact_orders"))
-        .where(F.col("customer_id") == customer_id).count()
+        spark.read.format("delta")
+        .load(lh.path("gold.fact_orders"))
+        .where(F.col("customer_id") == customer_id)
+        .count()
     )
     return silver, gold
 
 
 @pytest.fixture(scope="module")
 def story(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Story:
-    base = tmp_path_factory.mktemp("erasure")
-    config = load_config("local", overrides={"storage": {
-        "landing_root": str(base / "landing"), "lakehouse_root": str(base / "lake"),
-        "reports_root": str(base / "reports"),
-    }})
-    landing = Path(config.storage.landing_root)
-    generate_landing(landing, replace(config.generator, customers=12, days=2, orders_per_day=12))
+    lh = temporary_lakehouse(tmp_path_factory.mktemp("erasure"))
+    landing = Path(lh.config.storage.landing_root)
+    generate_landing(landing, replace(lh.config.generator, customers=12, days=2, orders_per_day=12))
     customer_id = pick_customer(landing)
     customers_file = inject(landing, customer_id)
     strings = personal_strings(landing, customer_id)
-    run(spark, config, "run-1")
-    orders_before, facts_before = customer_orders(spark, config, customer_id)
+    run(spark, lh, "run-1")
+    orders_before, facts_before = customer_orders(spark, lh, customer_id)
 
-    first = erase(spark, config, customer_id, request_id="req-1", reason="customer request")
+    first = erase(spark, lh, customer_id, request_id="req-1", reason="customer request")
     shutil.copy(customers_file, customers_file.with_name("customers-erasure-test-again.jsonl"))
-    redelivery = run(spark, config, "run-2")
-    maintenance = maintain(spark, config, retention_hours=0, allow_below_window_for_tests=True)
-    root = Path(config.storage.lakehouse_root)
+    redelivery = run(spark, lh, "run-2")
+    maintenance = maintain(spark, lh, retention_hours=0, allow_below_window_for_tests=True)
+    root = Path(lh.root)
     before = versions(spark, root)
-    second = erase(spark, config, customer_id, request_id="req-2")
+    second = erase(spark, lh, customer_id, request_id="req-2")
     return Story(
-        config, customer_id, strings, str(customers_file.relative_to(landing)), orders_before,
-        facts_before, first, redelivery, maintenance, second, before, versions(spark, root),
+        lh,
+        customer_id,
+        strings,
+        str(customers_file.relative_to(landing)),
+        orders_before,
+        facts_before,
+        first,
+        redelivery,
+        maintenance,
+        second,
+        before,
+        versions(spark, root),
     )
 
 
@@ -298,7 +345,7 @@ def test_no_readable_version_of_any_table_holds_the_customers_personal_data(
 ) -> None:
     """Every version of every table whose files all still exist is read (versions with the same
     files once, in one job per table); the others cannot be read at all."""
-    root = Path(story.config.storage.lakehouse_root)
+    root = Path(story.lh.root)
     needles = sorted(story.strings | {json.dumps(s)[1:-1] for s in story.strings})
     leaks, readable = [], Counter[str]()
     for name, path in delta_tables(root).items():
@@ -327,7 +374,7 @@ def test_no_readable_version_of_any_table_holds_the_customers_personal_data(
 def test_no_file_under_the_lakehouse_root_holds_it_not_even_the_transaction_logs(
     story: Story,
 ) -> None:
-    root = Path(story.config.storage.lakehouse_root)
+    root = Path(story.lh.root)
     needles = story.strings | {json.dumps(s)[1:-1] for s in story.strings}
     leaks, logs, data = [], 0, 0
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -346,16 +393,17 @@ def test_no_file_under_the_lakehouse_root_holds_it_not_even_the_transaction_logs
 def test_vacuum_left_only_the_files_of_the_current_versions(story: Story) -> None:
     reports = {r.table_name: r for r in story.maintenance.tables}
 
-    assert reports["bronze.customers"].storage_files_after == reports[
-        "bronze.customers"
-    ].files_after
-    assert reports["bronze.customers"].storage_files_before > reports[
-        "bronze.customers"
-    ].storage_files_after
+    assert (
+        reports["bronze.customers"].storage_files_after == reports["bronze.customers"].files_after
+    )
+    assert (
+        reports["bronze.customers"].storage_files_before
+        > reports["bronze.customers"].storage_files_after
+    )
 
 
 def test_the_customers_orders_stay_in_silver_and_gold(spark: SparkSession, story: Story) -> None:
-    assert customer_orders(spark, story.config, story.customer_id) == (
+    assert customer_orders(spark, story.lh, story.customer_id) == (
         story.orders_before,
         story.facts_before,
     )
@@ -364,45 +412,53 @@ def test_the_customers_orders_stay_in_silver_and_gold(spark: SparkSession, story
 def test_silver_and_gold_keep_the_customer_with_an_erased_identity(
     spark: SparkSession, story: Story
 ) -> None:
-    def identities(layer: str, table: str) -> set[tuple]:
+    def identities(table: str) -> set[tuple]:
         return {
             (r["email_hash"], r["phone_hash"])
-            for r in spark.read.format("delta").load(story.config.table_path(layer, table))
-            .where(F.col("customer_id") == story.customer_id).collect()
+            for r in spark.read.format("delta")
+            .load(story.lh.path(table))
+            .where(F.col("customer_id") == story.customer_id)
+            .collect()
         }
 
     erased = {(ERASED_HASH, None)}
-    assert identities("silver", "customers") == erased
-    assert identities("silver", "customers_history") == erased
-    assert identities("gold", "dim_customers") == erased
+    assert identities("silver.customers") == erased
+    assert identities("silver.customers_history") == erased
+    assert identities("gold.dim_customers") == erased
 
 
 def test_bronze_keeps_the_records_without_their_personal_fields(
     spark: SparkSession, story: Story
 ) -> None:
     rows = (
-        spark.read.format("delta").load(story.config.table_path("bronze", "customers"))
-        .where(F.col("_file") == story.customers_file).orderBy("_line").collect()
+        spark.read.format("delta")
+        .load(story.lh.path("bronze.customers"))
+        .where(F.col("_file") == story.customers_file)
+        .orderBy("_line")
+        .collect()
     )
     bodies = [json.loads(r["raw"])["after"] for r in rows]
 
     assert [r["_line"] for r in rows] == [1, 2, 3]
     assert [b["customer_id"] for b in bodies] == [story.customer_id, story.customer_id, None]
-    assert all(
-        b[f] is None for b in bodies for f in ("email", "first_name", "last_name", "phone")
-    )
+    assert all(b[f] is None for b in bodies for f in ("email", "first_name", "last_name", "phone"))
     assert {b["country"] for b in bodies} != {None}
 
 
 def test_quarantined_records_of_the_customer_are_erased(spark: SparkSession, story: Story) -> None:
     quarantined = (
-        spark.read.format("delta").load(f"{story.config.storage.lakehouse_root}/quarantine/records")
+        spark.read.format("delta")
+        .load(f"{story.lh.root}/quarantine/records")
         .where(F.col("file") == story.customers_file)
-        .orderBy("line").select("layer", "line", "raw").collect()
+        .orderBy("line")
+        .select("layer", "line", "raw")
+        .collect()
     )
 
     assert [(r["layer"], r["line"]) for r in quarantined] == [
-        ("silver", 2), ("silver", 3), ("bronze", 4)
+        ("silver", 2),
+        ("silver", 3),
+        ("bronze", 4),
     ]
     assert quarantined[2]["raw"] == ERASED_TEXT
     assert json.loads(quarantined[0]["raw"])["after"]["customer_id"] == story.customer_id
@@ -412,7 +468,7 @@ def test_quarantined_records_of_the_customer_are_erased(spark: SparkSession, sto
 def test_the_audit_records_the_request_and_no_personal_data(
     spark: SparkSession, story: Story
 ) -> None:
-    audit = read_audit(spark, story.config).orderBy("requested_at").collect()
+    audit = read_audit(spark, story.lh).orderBy("requested_at").collect()
     first = audit[0]
     text = json.dumps([r.asDict(recursive=True) for r in audit], default=str, ensure_ascii=False)
 
@@ -421,8 +477,12 @@ def test_the_audit_records_the_request_and_no_personal_data(
         ("req-2", story.customer_id, "nothing_left"),
     ]
     assert {t["table"] for t in first["tables"]} == {
-        "bronze.customers", "bronze.clickstream", "quarantine.records", "silver.customers",
-        "silver.customers_history", "gold.dim_customers",
+        "bronze.customers",
+        "bronze.clickstream",
+        "quarantine.records",
+        "silver.customers",
+        "silver.customers_history",
+        "gold.dim_customers",
     }
     changed = {t["table"]: t["rows_changed"] for t in first["tables"]}
     assert changed["quarantine.records"] >= 3
@@ -436,7 +496,8 @@ def test_a_second_erasure_of_the_same_customer_changes_no_table_but_the_audit(
     story: Story,
 ) -> None:
     changed = {
-        name for name, v in story.versions_after_second.items()
+        name
+        for name, v in story.versions_after_second.items()
         if story.versions_before_second.get(name) != v
     }
 
@@ -456,45 +517,49 @@ def test_a_redelivery_after_erasure_is_recognised_as_already_ingested(story: Sto
 def test_erasure_waits_until_silver_has_applied_every_bronze_record(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    config = load_config("local", overrides={"storage": {
-        "landing_root": str(tmp_path / "landing"), "lakehouse_root": str(tmp_path / "lake"),
-        "reports_root": str(tmp_path / "reports"),
-    }})
+    lh = temporary_lakehouse(tmp_path)
     day = tmp_path / "landing" / "customers" / "ingest_date=2024-01-01"
     day.mkdir(parents=True)
-    after = {"customer_id": "c1", "email": "a@example.org", "first_name": "A", "last_name": "B",
-             "phone": None, "country": "DE", "city": "Berlin",
-             "signup_ts": "2024-01-01T00:00:00Z", "marketing_opt_in": True}
+    after = {
+        "customer_id": "c1",
+        "email": "a@example.org",
+        "first_name": "A",
+        "last_name": "B",
+        "phone": None,
+        "country": "DE",
+        "city": "Berlin",
+        "signup_ts": "2024-01-01T00:00:00Z",
+        "marketing_opt_in": True,
+    }
     (day / "customers-1.jsonl").write_text(
         json.dumps({"op": "c", "ts_ms": 1704067200000, "lsn": 1, "before": None, "after": after})
-        + "\n", encoding="utf-8",
+        + "\n",
+        encoding="utf-8",
     )
-    run_bronze(spark, config, "run-1")
+    run_bronze(spark, lh, "run-1")
 
     with pytest.raises(ErasureError, match=r"run `lakehouse silver` first"):
-        erase(spark, config, "c1")
+        erase(spark, lh, "c1")
     assert not (tmp_path / "lake" / "audit").exists()
 
 
 def test_quality_examples_naming_the_customer_are_dropped(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    config = load_config("local", overrides={"storage": {
-        "landing_root": str(tmp_path / "landing"), "lakehouse_root": str(tmp_path / "lake"),
-        "reports_root": str(tmp_path / "reports"),
-    }})
+    lh = temporary_lakehouse(tmp_path)
     theirs = json.dumps({"customer_id": "c1", "email_hash": "ab"}, separators=(",", ":"))
     other = json.dumps({"customer_id": "c11", "email_hash": "cd"}, separators=(",", ":"))
     spark.createDataFrame(
         [("email_hash_complete", [theirs, other]), ("not_empty", None)],
         "check string, examples array<string>",
-    ).write.format("delta").save(config.table_path("quality", "results"))
+    ).write.format("delta").save(lh.path("quality.results"))
 
-    result = erase(spark, config, "c1")
-    rows = spark.read.format("delta").load(config.table_path("quality", "results")).collect()
+    result = erase(spark, lh, "c1")
+    rows = spark.read.format("delta").load(lh.path("quality.results")).collect()
 
     assert {r["check"]: r["examples"] for r in rows} == {
-        "email_hash_complete": [other], "not_empty": None,
+        "email_hash_complete": [other],
+        "not_empty": None,
     }
     assert [(t.table, t.rows_changed) for t in result.tables] == [("quality.results", 1)]
 
@@ -503,16 +568,34 @@ def test_quality_examples_naming_the_customer_are_dropped(
 
 
 def test_a_cdc_record_loses_every_personal_field_of_both_images() -> None:
-    raw = json.dumps({
-        "op": "u", "lsn": 7, "before": {"customer_id": "c1", "email": "old@x.org", "phone": "1"},
-        "after": {"customer_id": "c1", "email": "new@x.org", "first_name": "Ann",
-                  "last_name": "Lee", "phone": None, "country": "DE"},
-    })
+    raw = json.dumps(
+        {
+            "op": "u",
+            "lsn": 7,
+            "before": {"customer_id": "c1", "email": "old@x.org", "phone": "1"},
+            "after": {
+                "customer_id": "c1",
+                "email": "new@x.org",
+                "first_name": "Ann",
+                "last_name": "Lee",
+                "phone": None,
+                "country": "DE",
+            },
+        }
+    )
 
     assert json.loads(redact_json(SPECS["customers"], raw) or "") == {
-        "op": "u", "lsn": 7, "before": {"customer_id": "c1", "email": None, "phone": None},
-        "after": {"customer_id": "c1", "email": None, "first_name": None, "last_name": None,
-                  "phone": None, "country": "DE"},
+        "op": "u",
+        "lsn": 7,
+        "before": {"customer_id": "c1", "email": None, "phone": None},
+        "after": {
+            "customer_id": "c1",
+            "email": None,
+            "first_name": None,
+            "last_name": None,
+            "phone": None,
+            "country": "DE",
+        },
     }
 
 

@@ -28,11 +28,13 @@ from lakehouse.gold.star import dim_date
 D = Decimal
 date = dt.date
 
-FX_SCHEMA = StructType([
-    StructField("rate_date", DateType()),
-    StructField("currency", StringType()),
-    StructField("rate_to_usd", DecimalType(18, 8)),
-])
+FX_SCHEMA = StructType(
+    [
+        StructField("rate_date", DateType()),
+        StructField("currency", StringType()),
+        StructField("rate_to_usd", DecimalType(18, 8)),
+    ]
+)
 
 
 @pytest.fixture
@@ -55,8 +57,9 @@ def _usd_lines(spark: SparkSession) -> list[tuple[Decimal, Decimal]]:
     priced = with_usd_rate(line_amounts(items), calendar, "order_date")
     return [
         (r.line_amount, r.usd)
-        for r in priced.select("line_amount", (F.col("line_amount") * F.col("rate_to_usd"))
-                               .alias("usd")).collect()
+        for r in priced.select(
+            "line_amount", (F.col("line_amount") * F.col("rate_to_usd")).alias("usd")
+        ).collect()
     ]
 
 
@@ -76,71 +79,107 @@ def test_amounts_do_not_depend_on_allow_precision_loss(
 
 
 def test_fx_falls_back_to_the_newest_earlier_rate_of_the_currency(spark: SparkSession) -> None:
-    fx = spark.createDataFrame([
-        (date(2025, 1, 1), "EUR", D("1.10")),
-        (date(2025, 1, 5), "EUR", D("1.20")),
-        (date(2025, 1, 3), "GBP", D("1.30")),
-        (date(2025, 1, 1), "USD", D("9.99")),  # ignored: USD is always 1
-    ], FX_SCHEMA)
-    days = spark.createDataFrame([
-        ("EUR", date(2024, 12, 31)),  # before the first EUR rate: unpriced
-        ("EUR", date(2025, 1, 1)),
-        ("EUR", date(2025, 1, 4)),    # falls back to 01-01
-        ("EUR", date(2025, 1, 5)),
-        ("EUR", date(2025, 1, 9)),    # falls back to 01-05
-        ("GBP", date(2025, 1, 2)),    # before the only GBP rate: unpriced
-        ("USD", date(2025, 1, 2)),
-    ], "currency string, day date")
+    fx = spark.createDataFrame(
+        [
+            (date(2025, 1, 1), "EUR", D("1.10")),
+            (date(2025, 1, 5), "EUR", D("1.20")),
+            (date(2025, 1, 3), "GBP", D("1.30")),
+            (date(2025, 1, 1), "USD", D("9.99")),  # ignored: USD is always 1
+        ],
+        FX_SCHEMA,
+    )
+    days = spark.createDataFrame(
+        [
+            ("EUR", date(2024, 12, 31)),  # before the first EUR rate: unpriced
+            ("EUR", date(2025, 1, 1)),
+            ("EUR", date(2025, 1, 4)),  # falls back to 01-01
+            ("EUR", date(2025, 1, 5)),
+            ("EUR", date(2025, 1, 9)),  # falls back to 01-05
+            ("GBP", date(2025, 1, 2)),  # before the only GBP rate: unpriced
+            ("USD", date(2025, 1, 2)),
+        ],
+        "currency string, day date",
+    )
     got = with_usd_rate(days, rate_calendar(fx, days.select(F.col("day").alias("date"))), "day")
-    expected = spark.createDataFrame([
-        ("EUR", date(2024, 12, 31), None, None),
-        ("EUR", date(2025, 1, 1), D("1.10"), date(2025, 1, 1)),
-        ("EUR", date(2025, 1, 4), D("1.10"), date(2025, 1, 1)),
-        ("EUR", date(2025, 1, 5), D("1.20"), date(2025, 1, 5)),
-        ("EUR", date(2025, 1, 9), D("1.20"), date(2025, 1, 5)),
-        ("GBP", date(2025, 1, 2), None, None),
-        ("USD", date(2025, 1, 2), D("1"), None),
-    ], "currency string, day date, rate_to_usd decimal(18,8), fx_rate_date date")
+    expected = spark.createDataFrame(
+        [
+            ("EUR", date(2024, 12, 31), None, None),
+            ("EUR", date(2025, 1, 1), D("1.10"), date(2025, 1, 1)),
+            ("EUR", date(2025, 1, 4), D("1.10"), date(2025, 1, 1)),
+            ("EUR", date(2025, 1, 5), D("1.20"), date(2025, 1, 5)),
+            ("EUR", date(2025, 1, 9), D("1.20"), date(2025, 1, 5)),
+            ("GBP", date(2025, 1, 2), None, None),
+            ("USD", date(2025, 1, 2), D("1"), None),
+        ],
+        "currency string, day date, rate_to_usd decimal(18,8), fx_rate_date date",
+    )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_dim_date_has_iso_weeks_across_the_year_boundary(spark: SparkSession) -> None:
     dates = spark.createDataFrame([(date(2024, 12, 29),), (date(2025, 1, 1),)], "date date")
     got = dim_date(dates).select(
-        "date_key", "date", "year", "quarter", "month", "day_of_week", "weekday_name",
-        "iso_year", "iso_week", "is_weekend",
+        "date_key",
+        "date",
+        "year",
+        "quarter",
+        "month",
+        "day_of_week",
+        "weekday_name",
+        "iso_year",
+        "iso_week",
+        "is_weekend",
     )
-    schema = StructType([
-        StructField("date_key", IntegerType()), StructField("date", DateType()),
-        StructField("year", IntegerType()), StructField("quarter", IntegerType()),
-        StructField("month", IntegerType()), StructField("day_of_week", IntegerType()),
-        StructField("weekday_name", StringType()), StructField("iso_year", IntegerType()),
-        StructField("iso_week", IntegerType()), StructField("is_weekend", BooleanType()),
-    ])
-    expected = spark.createDataFrame([
-        # Sunday 2024-12-29 closes ISO week 52 of 2024
-        (20241229, date(2024, 12, 29), 2024, 4, 12, 7, "Sunday", 2024, 52, True),
-        # Monday 2024-12-30 opens ISO week 1 of 2025
-        (20241230, date(2024, 12, 30), 2024, 4, 12, 1, "Monday", 2025, 1, False),
-        (20241231, date(2024, 12, 31), 2024, 4, 12, 2, "Tuesday", 2025, 1, False),
-        (20250101, date(2025, 1, 1), 2025, 1, 1, 3, "Wednesday", 2025, 1, False),
-    ], schema)
+    schema = StructType(
+        [
+            StructField("date_key", IntegerType()),
+            StructField("date", DateType()),
+            StructField("year", IntegerType()),
+            StructField("quarter", IntegerType()),
+            StructField("month", IntegerType()),
+            StructField("day_of_week", IntegerType()),
+            StructField("weekday_name", StringType()),
+            StructField("iso_year", IntegerType()),
+            StructField("iso_week", IntegerType()),
+            StructField("is_weekend", BooleanType()),
+        ]
+    )
+    expected = spark.createDataFrame(
+        [
+            # Sunday 2024-12-29 closes ISO week 52 of 2024
+            (20241229, date(2024, 12, 29), 2024, 4, 12, 7, "Sunday", 2024, 52, True),
+            # Monday 2024-12-30 opens ISO week 1 of 2025
+            (20241230, date(2024, 12, 30), 2024, 4, 12, 1, "Monday", 2025, 1, False),
+            (20241231, date(2024, 12, 31), 2024, 4, 12, 2, "Tuesday", 2025, 1, False),
+            (20250101, date(2025, 1, 1), 2025, 1, 1, 3, "Wednesday", 2025, 1, False),
+        ],
+        schema,
+    )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_an_fx_change_affects_days_up_to_the_next_rate_of_its_currency(
     spark: SparkSession,
 ) -> None:
-    fx_now = spark.createDataFrame([
-        (date(2025, 1, 1), "EUR", D("1.1")),
-        (date(2025, 1, 5), "EUR", D("1.2")),
-        (date(2025, 1, 1), "GBP", D("1.3")),
-    ], FX_SCHEMA)
+    fx_now = spark.createDataFrame(
+        [
+            (date(2025, 1, 1), "EUR", D("1.1")),
+            (date(2025, 1, 5), "EUR", D("1.2")),
+            (date(2025, 1, 1), "GBP", D("1.3")),
+        ],
+        FX_SCHEMA,
+    )
     changes = fx_now.where("currency = 'EUR' AND rate_date = '2025-01-01'")
-    orders = spark.createDataFrame([
-        ("EUR", date(2024, 12, 31)), ("EUR", date(2025, 1, 1)), ("EUR", date(2025, 1, 4)),
-        ("EUR", date(2025, 1, 5)), ("GBP", date(2025, 1, 2)),
-    ], "currency string, order_date date")
+    orders = spark.createDataFrame(
+        [
+            ("EUR", date(2024, 12, 31)),
+            ("EUR", date(2025, 1, 1)),
+            ("EUR", date(2025, 1, 4)),
+            ("EUR", date(2025, 1, 5)),
+            ("GBP", date(2025, 1, 2)),
+        ],
+        "currency string, order_date date",
+    )
     got = inc.dates_in_ranges(orders, "order_date", inc.fx_change_ranges(changes, fx_now))
     expected = spark.createDataFrame([(date(2025, 1, 1),), (date(2025, 1, 4),)], "date date")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
@@ -149,12 +188,15 @@ def test_an_fx_change_affects_days_up_to_the_next_rate_of_its_currency(
 def test_a_late_earlier_order_affects_the_customer_s_old_first_order_date(
     spark: SparkSession,
 ) -> None:
-    orders = spark.createDataFrame([
-        ("a1", "c1", date(2025, 1, 10), "paid"),
-        ("a2", "c1", date(2025, 1, 20), "paid"),
-        ("a0", "c1", date(2025, 1, 2), "paid"),       # arrived late
-        ("b1", "c2", date(2025, 1, 15), "paid"),      # c2 untouched
-    ], "order_id string, customer_id string, order_date date, status string")
+    orders = spark.createDataFrame(
+        [
+            ("a1", "c1", date(2025, 1, 10), "paid"),
+            ("a2", "c1", date(2025, 1, 20), "paid"),
+            ("a0", "c1", date(2025, 1, 2), "paid"),  # arrived late
+            ("b1", "c2", date(2025, 1, 15), "paid"),  # c2 untouched
+        ],
+        "order_id string, customer_id string, order_date date, status string",
+    )
     changes = orders.where("order_id = 'a0'")
     got = inc.first_order_shift_dates(changes, orders)
     # c1's first order is now 01-02 and was 01-10 (earliest unchanged): both days change

@@ -14,9 +14,9 @@ from lakehouse.bronze.landing import (
     parse_landed_path,
     record_id,
 )
-from lakehouse.core.sources import SourceSpec, load_sources
+from lakehouse.core.specs import LandingSpec, landing_sources, load_tables
 
-SOURCES = load_sources()
+SOURCES = landing_sources(load_tables())
 DAY = "2024-01-01"
 FX_HEADER = "rate_date,currency,rate_to_usd"
 PAYMENTS_HEADER = (
@@ -255,7 +255,7 @@ def test_blank_csv_lines_are_not_records() -> None:
 def test_snapshot_source_same_row_on_two_ingest_dates_is_two_records() -> None:
     header = "product_id,name,category,brand,list_price,currency,active,updated_at"
     content = f"{header}\nP1,Mug,kitchen,Acme,9.99,USD,true,2024-01-01T00:00:00Z\n".encode()
-    assert SOURCES["products"] == SourceSpec(
+    assert SOURCES["products"] == LandingSpec(
         "csv", snapshot=True, required_columns=tuple(header.split(","))
     )
 

@@ -23,8 +23,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.cli import build_parser, main
-from lakehouse.core.config import DEFAULT_CONF_DIR, Config, ConfigError, load_config
-from lakehouse.core.specs import load_tables
+from lakehouse.core.config import DEFAULT_CONF_DIR, ConfigError, load_config
+from lakehouse.core.context import Lakehouse
+from lakehouse.core.pii import personal_columns
 from lakehouse.ops.maintenance import (
     RETENTION_CHECK_CONF,
     MaintenanceConfigError,
@@ -33,6 +34,7 @@ from lakehouse.ops.maintenance import (
     TableReport,
     maintain,
     read_maintenance,
+    zorder_settings,
 )
 
 EVENTS_DDL = "id long, day date, amount decimal(18,2), note string"
@@ -41,17 +43,23 @@ SECRET = "legacy.secret@example.org"
 WINDOW = "interval 168 hours"
 
 
-def lake_config(base: Path, **maintenance: object) -> Config:
-    return load_config("local", overrides={
-        "storage": {"landing_root": str(base / "landing"), "lakehouse_root": str(base / "lake"),
-                    "reports_root": str(base / "reports")},
-        "maintenance": {"tables": {"gold.events": {"zorder_by": ["id"]}}, **maintenance},
-    })
+def lakehouse(base: Path, **maintenance: object) -> Lakehouse:
+    return Lakehouse.load(
+        "local",
+        overrides={
+            "storage": {
+                "landing_root": str(base / "landing"),
+                "lakehouse_root": str(base / "lake"),
+                "reports_root": str(base / "reports"),
+            },
+            "maintenance": {"tables": {"gold.events": {"zorder_by": ["id"]}}, **maintenance},
+        },
+    )
 
 
 @dataclass
 class Story:
-    config: Config
+    lh: Lakehouse
     events: str
     legacy: str
     rows_before: DataFrame
@@ -77,9 +85,9 @@ def version(spark: SparkSession, path: str) -> int:
 
 @pytest.fixture(scope="module")
 def story(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Story:
-    config = lake_config(tmp_path_factory.mktemp("maintenance"))
-    events = config.table_path("gold", "events")
-    legacy = config.table_path("bronze", "legacy")
+    lh = lakehouse(tmp_path_factory.mktemp("maintenance"))
+    events = lh.path("gold.events")
+    legacy = lh.path("bronze.legacy")
     for i in range(20):
         day = date(2024, 1, 1 + (i % 2))
         rows = [(i * 5 + n, day, Decimal(f"{i}.{n:02d}"), f"note {i}") for n in range(5)]
@@ -91,17 +99,27 @@ def story(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Stor
         spark.createDataFrame(record, LEGACY_DDL).write.format("delta").mode("append").save(legacy)
     rows_before = spark.read.format("delta").load(events).localCheckpoint()
 
-    first = maintain(spark, config)
+    first = maintain(spark, lh)
     version_1 = read_ids(spark, events, 1)
-    second = maintain(spark, config)
+    second = maintain(spark, lh)
     before = {p: version(spark, p) for p in (events, legacy)}
     with pytest.raises(RetentionBelowWindowError) as refused:
-        maintain(spark, config, retention_hours=24)
+        maintain(spark, lh, retention_hours=24)
     after = {p: version(spark, p) for p in (events, legacy)}
-    zero = maintain(spark, config, retention_hours=0, allow_below_window_for_tests=True)
+    zero = maintain(spark, lh, retention_hours=0, allow_below_window_for_tests=True)
     return Story(
-        config, events, legacy, rows_before, first, version_1, second, before, after,
-        str(refused.value), zero, spark.conf.get(RETENTION_CHECK_CONF, None),
+        lh,
+        events,
+        legacy,
+        rows_before,
+        first,
+        version_1,
+        second,
+        before,
+        after,
+        str(refused.value),
+        zero,
+        spark.conf.get(RETENTION_CHECK_CONF, None),
     )
 
 
@@ -164,9 +182,12 @@ def test_a_raw_record_column_keeps_no_statistics_in_any_live_file(
     assert report(story.first, "bronze.legacy").optimized == "rewrite"
     assert live_adds and all(SECRET not in a.get("stats", "") for a in live_adds)
     assert all("raw" not in json.loads(a["stats"])["minValues"] for a in live_adds)
-    assert DeltaTable.forPath(spark, story.legacy).detail().first()["properties"][
-        "delta.dataSkippingStatsColumns"
-    ] == "_record_id"
+    assert (
+        DeltaTable.forPath(spark, story.legacy)
+        .detail()
+        .first()["properties"]["delta.dataSkippingStatsColumns"]
+        == "_record_id"
+    )
 
 
 def test_a_second_run_with_nothing_new_rewrites_nothing(story: Story) -> None:
@@ -178,9 +199,7 @@ def test_a_second_run_with_nothing_new_rewrites_nothing(story: Story) -> None:
 
 
 def test_every_run_is_recorded_per_table(spark: SparkSession, story: Story) -> None:
-    rows = read_maintenance(spark, story.config).where(
-        F.col("run_id") == story.first.run_id
-    ).collect()
+    rows = read_maintenance(spark, story.lh).where(F.col("run_id") == story.first.run_id).collect()
 
     assert {r["table_name"] for r in rows} == {"gold.events", "bronze.legacy"}
     events = next(r for r in rows if r["table_name"] == "gold.events")
@@ -227,49 +246,145 @@ def test_a_configured_retention_below_the_window_fails_at_load(tmp_path: Path) -
 
 
 def test_a_silver_z_order_on_a_partition_column_fails_at_load(tmp_path: Path) -> None:
-    shutil.copytree(DEFAULT_CONF_DIR / "tables", tmp_path / "tables")
-    orders = tmp_path / "tables" / "orders.yaml"
+    conf = tmp_path / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, conf)
+    orders = conf / "tables" / "orders.yaml"
     text = orders.read_text(encoding="utf-8")
     orders.write_text(
         text.replace("zorder_by: [customer_id]", "zorder_by: [order_date]"), encoding="utf-8"
     )
 
-    with pytest.raises(ConfigError, match=r"orders.yaml: maintenance.zorder_by: 'order_date' is a "
-                       r"partition column"):
-        load_tables(tmp_path)
+    with pytest.raises(
+        ConfigError,
+        match=r"orders.yaml: maintenance.zorder_by: 'order_date' is a "
+        r"partition column",
+    ):
+        Lakehouse.load("local", conf_dir=conf)
+
+
+def test_z_order_columns_come_from_each_tables_spec_and_maintenance_tables_for_the_rest() -> None:
+    assert zorder_settings(Lakehouse.load("local")) == {
+        "silver.clickstream": ("customer_id",),
+        "silver.customers": ("customer_id",),
+        "silver.orders": ("customer_id",),
+        "silver.order_items": ("order_id",),
+        "silver.payments": ("order_id",),
+        "silver.products": ("product_id",),
+        "gold.dim_customers": ("customer_id",),
+        "gold.fact_orders": ("order_date", "customer_id"),
+        "gold.fact_payments": ("event_date",),
+        "silver.customers_history": ("customer_id",),
+        "silver.products_history": ("product_id",),
+    }
+
+
+@pytest.mark.parametrize(
+    ("table", "spec_file"),
+    [
+        ("silver.customers", "tables/customers.yaml"),
+        ("gold.fact_orders", "gold/fact_orders.yaml"),
+        ("gold.daily_kpis", "gold/daily_kpis.yaml"),
+    ],
+)
+def test_a_table_with_a_spec_named_in_maintenance_tables_too_is_refused(
+    table: str, spec_file: str
+) -> None:
+    lh = Lakehouse.load(
+        "local", overrides={"maintenance": {"tables": {table: {"zorder_by": ["customer_id"]}}}}
+    )
+
+    with pytest.raises(ConfigError) as err:
+        zorder_settings(lh)
+
+    assert str(err.value) == (
+        f"maintenance.tables.{table} (conf/base.yaml or conf/local.yaml): {table} is defined in "
+        f"{lh.config.conf_dir}/{spec_file}; set its Z-order columns there "
+        "(maintenance.zorder_by)"
+    )
+
+
+def test_the_conf_dir_reaches_the_z_order_columns_of_the_gold_specs(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, conf)
+    payments = conf / "gold" / "fact_payments.yaml"
+    text = payments.read_text(encoding="utf-8")
+    payments.write_text(
+        text.replace("zorder_by: [event_date]", "zorder_by: [order_id]"), encoding="utf-8"
+    )
+
+    settings = zorder_settings(Lakehouse.load("local", conf_dir=conf))
+
+    assert settings["gold.fact_payments"] == ("order_id",)
+    assert zorder_settings(Lakehouse.load("local"))["gold.fact_payments"] == ("event_date",)
 
 
 def test_a_configured_z_order_on_a_partition_column_is_refused_before_anything_runs(
     spark: SparkSession, story: Story
 ) -> None:
-    config = lake_config(
-        Path(story.config.storage.lakehouse_root).parent,
+    lh = lakehouse(
+        Path(story.lh.root).parent,
         tables={"gold.events": {"zorder_by": ["day"]}},
     )
     before = version(spark, story.events)
 
     with pytest.raises(MaintenanceConfigError, match=r"'day' is a partition column of gold\."):
-        maintain(spark, config)
+        maintain(spark, lh)
     assert version(spark, story.events) == before
+
+
+def test_a_gold_table_configured_in_its_spec_and_in_maintenance_tables_stops_maintain(
+    spark: SparkSession, story: Story
+) -> None:
+    lh = lakehouse(
+        Path(story.lh.root).parent,
+        tables={"gold.fact_orders": {"zorder_by": ["customer_id"]}},
+    )
+    before = {p: version(spark, p) for p in (story.events, story.legacy)}
+
+    with pytest.raises(ConfigError, match=r"gold.fact_orders is defined in .*fact_orders.yaml"):
+        maintain(spark, lh)
+    assert {p: version(spark, p) for p in (story.events, story.legacy)} == before
+
+
+def test_personal_columns_are_derived_from_the_specs(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, conf)
+    clicks = conf / "tables" / "clickstream.yaml"
+    text = clicks.read_text(encoding="utf-8")
+    clicks.write_text(text.replace("  drop: [ip]", "  hash: [ip]"), encoding="utf-8")
+    tables = Lakehouse.load("local").tables
+
+    assert personal_columns(tables, "bronze") == {"raw", "fields", "email_hash", "phone_hash"}
+    assert personal_columns(tables, "quarantine") == {"raw", "reason", "email_hash", "phone_hash"}
+    assert personal_columns(tables, "silver") == {"email_hash", "phone_hash"}
+    assert personal_columns(tables, "gold") == personal_columns(tables, "silver")
+    assert personal_columns(Lakehouse.load("local", conf_dir=conf).tables, "gold") == {
+        "email_hash",
+        "phone_hash",
+        "ip_hash",
+    }
 
 
 # --- the command ---------------------------------------------------------------------------------
 
 
 def test_maintain_prints_files_and_bytes_before_and_after(
-    spark: SparkSession, story: Story, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    spark: SparkSession,
+    story: Story,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     conf = tmp_path / "conf"
     shutil.copytree(DEFAULT_CONF_DIR, conf)
-    root = Path(story.config.storage.lakehouse_root).parent
+    root = Path(story.lh.root).parent
     (conf / "local.yaml").write_text(
         "storage:\n"
         f"  landing_root: {root / 'landing'}\n  lakehouse_root: {root / 'lake'}\n"
         f"  reports_root: {root / 'reports'}\n",
         encoding="utf-8",
     )
-    monkeypatch.setattr("lakehouse.cli.maintenance._session", lambda config, app: spark)
+    monkeypatch.setattr("lakehouse.cli.maintenance.session", lambda lh, app: spark)
 
     status = main(["--conf-dir", str(conf), "maintain", "--table", "gold.events"])
     out = capsys.readouterr().out

@@ -26,9 +26,10 @@ from nbformat.v4 import new_code_cell
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.core.config import Config, load_config
+from lakehouse.core.context import Lakehouse
 from lakehouse.pipeline import run_pipeline
 from lakehouse_dev.generate import generate_landing
+from lakehouses import local_lakehouse
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 VALUES_MARKER = "notebook-values:"
@@ -123,32 +124,22 @@ def execute(
 
 
 @pytest.fixture(scope="module")
-def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Config:
+def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lakehouse:
     """Three days of a small shop in two runs: days 1-2, then day 3 (so tables have history and
     the quality results two runs)."""
-    base = tmp_path_factory.mktemp("notebooks")
-    config = load_config(
-        "local",
-        overrides={
-            "storage": {
-                "landing_root": str(base / "landing"),
-                "lakehouse_root": str(base / "lake"),
-                "reports_root": str(base / "reports"),
-            }
-        },
-    )
-    spec = replace(config.generator, customers=30, days=3, orders_per_day=20)
-    generate_landing(config.storage.landing_root, spec)
+    lh = local_lakehouse(tmp_path_factory.mktemp("notebooks"))
+    spec = replace(lh.config.generator, customers=30, days=3, orders_per_day=20)
+    generate_landing(lh.config.storage.landing_root, spec)
     days = [(spec.start_date + timedelta(days=i)).isoformat() for i in range(spec.days)]
-    run_pipeline(spark, config, "run-1", dates=days[:2])
-    run_pipeline(spark, config, "run-2", dates=days[2:])
-    return config
+    run_pipeline(spark, lh, "run-1", dates=days[:2])
+    run_pipeline(spark, lh, "run-2", dates=days[2:])
+    return lh
 
 
-def _drill_day(spark: SparkSession, config: Config) -> date:
+def _drill_day(spark: SparkSession, lh: Lakehouse) -> date:
     """The first day with a live cancelled order: its drill-down must leave that order out."""
     row = (
-        _read(spark, config, "silver", "orders")
+        _read(spark, lh, "silver", "orders")
         .where((F.col("status") == "cancelled") & ~F.col("_is_deleted"))
         .agg(F.min("order_date").alias("day"))
         .first()
@@ -159,12 +150,12 @@ def _drill_day(spark: SparkSession, config: Config) -> date:
 
 @pytest.fixture(scope="module")
 def explore(
-    spark: SparkSession, lakehouse: Config, tmp_path_factory: pytest.TempPathFactory
+    spark: SparkSession, lakehouse: Lakehouse, tmp_path_factory: pytest.TempPathFactory
 ) -> Executed:
     return execute(
         "explore_kpis.ipynb",
         {
-            "LAKEHOUSE_ROOT": lakehouse.storage.lakehouse_root,
+            "LAKEHOUSE_ROOT": lakehouse.root,
             "DRILL_DATE": _drill_day(spark, lakehouse).isoformat(),
         },
         tmp_path_factory.mktemp("explore-kernel"),
@@ -173,17 +164,17 @@ def explore(
 
 
 @pytest.fixture(scope="module")
-def history(lakehouse: Config, tmp_path_factory: pytest.TempPathFactory) -> Executed:
+def history(lakehouse: Lakehouse, tmp_path_factory: pytest.TempPathFactory) -> Executed:
     return execute(
         "history_and_quality.ipynb",
-        {"LAKEHOUSE_ROOT": lakehouse.storage.lakehouse_root},
+        {"LAKEHOUSE_ROOT": lakehouse.root},
         tmp_path_factory.mktemp("history-kernel"),
         HISTORY_VALUES,
     )
 
 
-def _read(spark: SparkSession, config: Config, layer: str, table: str) -> DataFrame:
-    return spark.read.format("delta").load(config.table_path(layer, table))
+def _read(spark: SparkSession, lh: Lakehouse, layer: str, table: str) -> DataFrame:
+    return spark.read.format("delta").load(lh.path(f"{layer}.{table}"))
 
 
 def _dec(value: Any) -> Decimal | None:
@@ -216,7 +207,7 @@ def test_the_kernel_is_this_interpreter(explore: Executed, history: Executed) ->
 
 
 def test_kpi_totals_are_the_sums_of_gold_daily_kpis(
-    spark: SparkSession, lakehouse: Config, explore: Executed
+    spark: SparkSession, lakehouse: Lakehouse, explore: Executed
 ) -> None:
     kpis = _read(spark, lakehouse, "gold", "daily_kpis")
     totals = kpis.agg(
@@ -245,7 +236,7 @@ def test_kpi_totals_are_the_sums_of_gold_daily_kpis(
 
 
 def test_the_plotted_series_are_the_gold_columns_day_by_day(
-    spark: SparkSession, lakehouse: Config, explore: Executed
+    spark: SparkSession, lakehouse: Lakehouse, explore: Executed
 ) -> None:
     rows = _read(spark, lakehouse, "gold", "daily_kpis").orderBy("order_date").collect()
     series = explore.values["kpi_series"]
@@ -262,7 +253,7 @@ def test_the_plotted_series_are_the_gold_columns_day_by_day(
 
 
 def test_the_retention_heat_map_holds_every_cell_of_gold_customer_retention(
-    spark: SparkSession, lakehouse: Config, explore: Executed
+    spark: SparkSession, lakehouse: Lakehouse, explore: Executed
 ) -> None:
     rows = (
         _read(spark, lakehouse, "gold", "customer_retention")
@@ -277,7 +268,7 @@ def test_the_retention_heat_map_holds_every_cell_of_gold_customer_retention(
 
 
 def test_the_drill_down_reconciles_a_day_with_its_orders_and_payments(
-    spark: SparkSession, lakehouse: Config, explore: Executed
+    spark: SparkSession, lakehouse: Lakehouse, explore: Executed
 ) -> None:
     day = _drill_day(spark, lakehouse)
     kpi = (
@@ -317,14 +308,12 @@ def test_the_notebooks_draw_their_figures(explore: Executed, history: Executed) 
 
 
 def test_the_history_lists_every_version_of_the_table(
-    spark: SparkSession, lakehouse: Config, history: Executed
+    spark: SparkSession, lakehouse: Lakehouse, history: Executed
 ) -> None:
     assert history.values["HISTORY_TABLE"] == "gold.daily_kpis"
     versions = sorted(
         int(r["version"])
-        for r in DeltaTable.forPath(spark, lakehouse.table_path("gold", "daily_kpis"))
-        .history()
-        .collect()
+        for r in DeltaTable.forPath(spark, lakehouse.path("gold.daily_kpis")).history().collect()
     )
 
     assert history.values["history_versions"] == versions
@@ -332,9 +321,9 @@ def test_the_history_lists_every_version_of_the_table(
 
 
 def test_the_table_as_of_the_previous_version_and_the_difference_from_now(
-    spark: SparkSession, lakehouse: Config, history: Executed
+    spark: SparkSession, lakehouse: Lakehouse, history: Executed
 ) -> None:
-    path = lakehouse.table_path("gold", "daily_kpis")
+    path = lakehouse.path("gold.daily_kpis")
     latest = max(history.values["history_versions"])
     then = spark.read.format("delta").option("versionAsOf", latest - 1).load(path)
     now = spark.read.format("delta").load(path)
@@ -348,7 +337,7 @@ def test_the_table_as_of_the_previous_version_and_the_difference_from_now(
 
 
 def test_the_ledger_shows_what_each_run_read_merged_and_quarantined(
-    spark: SparkSession, lakehouse: Config, history: Executed
+    spark: SparkSession, lakehouse: Lakehouse, history: Executed
 ) -> None:
     rows = (
         _read(spark, lakehouse, "ledger", "runs")
@@ -381,7 +370,7 @@ def test_the_ledger_shows_what_each_run_read_merged_and_quarantined(
 
 
 def test_quarantine_counts_by_reason_are_the_quarantine_tables(
-    spark: SparkSession, lakehouse: Config, history: Executed
+    spark: SparkSession, lakehouse: Lakehouse, history: Executed
 ) -> None:
     quarantine = _read(spark, lakehouse, "quarantine", "records")
     expected = {r["reason"]: r["count"] for r in quarantine.groupBy("reason").count().collect()}
@@ -391,7 +380,7 @@ def test_quarantine_counts_by_reason_are_the_quarantine_tables(
 
 
 def test_quality_results_and_trends_cover_both_runs(
-    spark: SparkSession, lakehouse: Config, history: Executed
+    spark: SparkSession, lakehouse: Lakehouse, history: Executed
 ) -> None:
     results = _read(spark, lakehouse, "quality", "results")
     status = {run: {"passed": 0, "failed": 0} for run in ("run-1", "run-2")}

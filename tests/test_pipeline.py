@@ -13,25 +13,26 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from fingerprint import lakehouse_fingerprints
-from lakehouse.core.config import Config, load_config
+from lakehouse.core.context import Lakehouse
 from lakehouse.pipeline import RunReport, run_pipeline
 from lakehouse.state.catalog import register_tables
 from lakehouse.state.ledger import read_ledger
 from lakehouse_dev.generate import generate_landing
+from lakehouses import local_lakehouse
 
 
 @dataclass
-class Lakehouse:
-    config: Config
+class Built:
+    lh: Lakehouse
     first: RunReport
     versions_after_first: dict[str, int]
     second: RunReport
     versions_after_second: dict[str, int]
 
 
-def _versions(spark: SparkSession, config: Config) -> dict[str, int]:
+def _versions(spark: SparkSession, lh: Lakehouse) -> dict[str, int]:
     out = {}
-    root = Path(config.storage.lakehouse_root)
+    root = Path(lh.root)
     for layer in ("bronze", "silver", "gold"):
         for table in sorted(p for p in (root / layer).iterdir() if (p / "_delta_log").is_dir()):
             history = DeltaTable.forPath(spark, str(table)).history(1).first()
@@ -41,27 +42,18 @@ def _versions(spark: SparkSession, config: Config) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def lakehouse(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Lakehouse:
+def built(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Built:
     base = tmp_path_factory.mktemp("pipeline")
-    config = load_config(
-        "local",
-        overrides={
-            "storage": {
-                "landing_root": str(base / "landing"),
-                "lakehouse_root": str(base / "lake"),
-                "reports_root": str(base / "reports"),
-            }
-        },
-    )
-    spec = replace(config.generator, customers=30, days=3, orders_per_day=20)
-    generate_landing(config.storage.landing_root, spec)
-    first = run_pipeline(spark, config, "run-1")
-    after_first = _versions(spark, config)
-    second = run_pipeline(spark, config, "run-2")
-    return Lakehouse(config, first, after_first, second, _versions(spark, config))
+    lh = local_lakehouse(base)
+    spec = replace(lh.config.generator, customers=30, days=3, orders_per_day=20)
+    generate_landing(lh.config.storage.landing_root, spec)
+    first = run_pipeline(spark, lh, "run-1")
+    after_first = _versions(spark, lh)
+    second = run_pipeline(spark, lh, "run-2")
+    return Built(lh, first, after_first, second, _versions(spark, lh))
 
 
-def test_every_ledger_row_of_both_runs_balances(spark: SparkSession, lakehouse: Lakehouse) -> None:
+def test_every_ledger_row_of_both_runs_balances(spark: SparkSession, built: Built) -> None:
     outcomes = [
         "records_written",
         "inserted",
@@ -72,7 +64,7 @@ def test_every_ledger_row_of_both_runs_balances(spark: SparkSession, lakehouse: 
         "stale_ignored",
         "quarantined",
     ]
-    rows = read_ledger(spark, lakehouse.core.config.storage.lakehouse_root).collect()
+    rows = read_ledger(spark, built.lh).collect()
 
     assert {(r["run_id"], r["layer"]) for r in rows} == {
         ("run-1", "bronze"),
@@ -84,34 +76,34 @@ def test_every_ledger_row_of_both_runs_balances(spark: SparkSession, lakehouse: 
         assert row["records_read"] == sum(row[c] or 0 for c in outcomes), row
 
 
-def test_a_second_run_on_the_same_landing_zone_changes_no_table(lakehouse: Lakehouse) -> None:
-    assert lakehouse.versions_after_second == lakehouse.versions_after_first
-    assert all(e.records_read == 0 for e in lakehouse.second.bronze + lakehouse.second.silver)
+def test_a_second_run_on_the_same_landing_zone_changes_no_table(built: Built) -> None:
+    assert built.versions_after_second == built.versions_after_first
+    assert all(e.records_read == 0 for e in built.second.bronze + built.second.silver)
 
 
-def test_tables_are_registered_by_layer_and_name(spark: SparkSession, lakehouse: Lakehouse) -> None:
-    names = register_tables(spark, lakehouse.core.config)
+def test_tables_are_registered_by_layer_and_name(spark: SparkSession, built: Built) -> None:
+    names = register_tables(spark, built.lh)
 
     assert {"bronze.orders", "silver.orders", "gold.daily_kpis", "ledger.runs"} <= set(names)
     live_orders = spark.sql("SELECT count(*) AS n FROM silver.orders WHERE NOT _is_deleted")
     by_path = (
         spark.read.format("delta")
-        .load(lakehouse.core.config.table_path("silver", "orders"))
+        .load(built.lh.path("silver.orders"))
         .where(~F.col("_is_deleted"))
         .count()
     )
     assert live_orders.first()["n"] == by_path > 0
 
 
-def test_the_dashboard_carries_the_gold_figures(spark: SparkSession, lakehouse: Lakehouse) -> None:
-    assert lakehouse.first.dashboard is not None
-    html = Path(lakehouse.first.dashboard).read_text(encoding="utf-8")
+def test_the_dashboard_carries_the_gold_figures(spark: SparkSession, built: Built) -> None:
+    assert built.first.dashboard is not None
+    html = Path(built.first.dashboard).read_text(encoding="utf-8")
     block = re.search(r'<script type="application/json" id="kpi-data">(.*?)</script>', html, re.S)
     assert block is not None
     embedded = json.loads(block.group(1))
     gold = (
         spark.read.format("delta")
-        .load(lakehouse.core.config.table_path("gold", "daily_kpis"))
+        .load(built.lh.path("gold.daily_kpis"))
         .orderBy("order_date")
         .collect()
     )
@@ -123,14 +115,14 @@ def test_the_dashboard_carries_the_gold_figures(spark: SparkSession, lakehouse: 
 
 
 def test_the_engines_keep_every_row_of_the_golden_lakehouse(
-    spark: SparkSession, lakehouse: Lakehouse
+    spark: SparkSession, built: Built
 ) -> None:
     """Every bronze, silver, gold and quarantine table holds exactly the rows (by key and value)
     that the engines before the architecture rework wrote from the same landing."""
     golden = Path(__file__).parent / "golden" / "pipeline.json"
     expected = json.loads(golden.read_text(encoding="utf-8"))
 
-    found = lakehouse_fingerprints(spark, lakehouse.config.storage.lakehouse_root)
+    found = lakehouse_fingerprints(spark, built.lh.root)
 
     assert sorted(found) == sorted(expected)
     assert {t: f for t, f in found.items() if f != expected[t]} == {}

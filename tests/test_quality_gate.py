@@ -15,11 +15,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.cli import main
-from lakehouse.core.config import DEFAULT_CONF_DIR, Config, load_config
+from lakehouse.core.config import DEFAULT_CONF_DIR
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.generator_spec import DefectSwitches
-from lakehouse.gold.build import GOLD_TABLES, STATE_TABLE, gold_path
+from lakehouse.gold.build import CONSUMED_TABLE, gold_tables
 from lakehouse.pipeline import run_pipeline
-from lakehouse.quality import results_path
+from lakehouse.quality import RESULTS_TABLE
 from lakehouse_dev.generate import generate_landing
 
 DAYS = ("2024-01-01", "2024-01-02", "2024-01-03")
@@ -27,7 +28,7 @@ DAYS = ("2024-01-01", "2024-01-02", "2024-01-03")
 
 @dataclass
 class Gated:
-    config: Config
+    lh: Lakehouse
     gold_before: dict[str, int]
     silver_before: dict[str, int]
     refused_code: int
@@ -41,11 +42,15 @@ class Gated:
     kpi_dates_after_warning: list[str]
 
 
-def _versions(spark: SparkSession, root: str, layer: str, names: tuple[str, ...]) -> dict[str, int]:
+def _versions(spark: SparkSession, lh: Lakehouse, names: tuple[str, ...]) -> dict[str, int]:
+    """The current Delta version of each table `layer.name`."""
     return {
-        n: int(DeltaTable.forPath(spark, f"{root}/{layer}/{n}").history(1).first()["version"])
-        for n in names
+        n: int(DeltaTable.forPath(spark, lh.path(n)).history(1).first()["version"]) for n in names
     }
+
+
+def _gold_and_state(lh: Lakehouse) -> tuple[str, ...]:
+    return (*(f"gold.{t}" for t in gold_tables(lh)), CONSUMED_TABLE)
 
 
 def _conf_with(base: Path, folder: Path, extra_checks: list[dict]) -> Path:
@@ -71,15 +76,13 @@ def _conf_with(base: Path, folder: Path, extra_checks: list[dict]) -> Path:
     return folder
 
 
-def _kpi_dates(spark: SparkSession, root: str) -> list[str]:
-    rows = spark.read.format("delta").load(gold_path(root, "daily_kpis")).select("order_date")
+def _kpi_dates(spark: SparkSession, lh: Lakehouse) -> list[str]:
+    rows = spark.read.format("delta").load(lh.path("gold.daily_kpis")).select("order_date")
     return sorted(str(r[0]) for r in rows.collect())
 
 
 @pytest.fixture(scope="module")
-def gated(
-    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
-) -> Gated:
+def gated(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Gated:
     base = tmp_path_factory.mktemp("gate")
     strict = _conf_with(
         base,
@@ -91,18 +94,18 @@ def gated(
         base / "conf-warn",
         [{"name": "no_rows_at_all", "severity": "warning", "size": {"max": 0}}],
     )
-    config = load_config("local", conf_dir=strict)
+    lh = Lakehouse.load("local", strict)
     spec = replace(
-        config.generator, customers=30, days=3, orders_per_day=20, defects=DefectSwitches.none()
+        lh.config.generator, customers=30, days=3, orders_per_day=20, defects=DefectSwitches.none()
     )
-    generate_landing(config.storage.landing_root, spec)
-    root = config.storage.lakehouse_root
-    silver_names = ("orders", "order_items", "payments")
+    generate_landing(lh.config.storage.landing_root, spec)
+    gold_names = _gold_and_state(lh)
+    silver_names = ("silver.orders", "silver.order_items", "silver.payments")
 
     # Day 1 and 2 with the shipped suites: published.
-    run_pipeline(spark, load_config("local", conf_dir=warn), "run-1", dates=DAYS[:2])
-    gold_before = _versions(spark, root, "gold", (*GOLD_TABLES, STATE_TABLE))
-    silver_before = _versions(spark, root, "silver", silver_names)
+    run_pipeline(spark, Lakehouse.load("local", warn), "run-1", dates=DAYS[:2])
+    gold_before = _versions(spark, lh, gold_names)
+    silver_before = _versions(spark, lh, silver_names)
 
     refused: list[str] = []
     capsys_err = _capture_stderr(
@@ -110,9 +113,9 @@ def gated(
             str(main(["--conf-dir", str(strict), "run", "--no-generate", "--date", DAYS[2]]))
         )
     )
-    gold_after_refusal = _versions(spark, root, "gold", (*GOLD_TABLES, STATE_TABLE))
-    silver_after_refusal = _versions(spark, root, "silver", silver_names)
-    dates_after_refusal = _kpi_dates(spark, root)
+    gold_after_refusal = _versions(spark, lh, gold_names)
+    silver_after_refusal = _versions(spark, lh, silver_names)
+    dates_after_refusal = _kpi_dates(spark, lh)
 
     warned_codes: list[int] = []
     warned_err = _capture_stderr(
@@ -121,7 +124,7 @@ def gated(
         )
     )
     return Gated(
-        config,
+        lh,
         gold_before,
         silver_before,
         int(refused[0]),
@@ -131,8 +134,8 @@ def gated(
         dates_after_refusal,
         warned_codes[0],
         warned_err,
-        _versions(spark, root, "gold", (*GOLD_TABLES, STATE_TABLE)),
-        _kpi_dates(spark, root),
+        _versions(spark, lh, gold_names),
+        _kpi_dates(spark, lh),
     )
 
 
@@ -161,25 +164,21 @@ def test_a_refused_publish_leaves_every_gold_table_and_its_state_at_the_same_ver
 
 
 def test_silver_is_published_when_only_gold_fails(gated: Gated) -> None:
-    assert all(
-        gated.silver_after_refusal[t] > gated.silver_before[t] for t in gated.silver_before
-    )
+    assert all(gated.silver_after_refusal[t] > gated.silver_before[t] for t in gated.silver_before)
 
 
 def test_the_refusal_is_recorded_in_quality_results_and_nothing_stays_staged(
     spark: SparkSession, gated: Gated
 ) -> None:
-    root = gated.config.storage.lakehouse_root
+    root = gated.lh.root
     failed = (
         spark.read.format("delta")
-        .load(results_path(root))
+        .load(gated.lh.path(RESULTS_TABLE))
         .where((F.col("table") == "daily_kpis") & (F.col("check") == "at_most_two_days"))
         .select("status", "severity", "value")
         .collect()
     )
-    assert [(r["status"], r["severity"], r["value"]) for r in failed] == [
-        ("failed", "error", 3.0)
-    ]
+    assert [(r["status"], r["severity"], r["value"]) for r in failed] == [("failed", "error", 3.0)]
     assert not list((Path(root) / "_staging").glob("*/gold/*"))
 
 
@@ -188,12 +187,11 @@ def test_a_warning_is_recorded_and_the_next_run_publishes_the_held_back_day(
 ) -> None:
     assert gated.warned_code == 0, gated.warned_err
     assert gated.kpi_dates_after_warning == list(DAYS)
-    assert gated.gold_after_warning["daily_kpis"] > gated.gold_before["daily_kpis"]
-    assert gated.gold_after_warning[STATE_TABLE] == gated.gold_before[STATE_TABLE] + 1
-    root = gated.config.storage.lakehouse_root
+    assert gated.gold_after_warning["gold.daily_kpis"] > gated.gold_before["gold.daily_kpis"]
+    assert gated.gold_after_warning[CONSUMED_TABLE] == gated.gold_before[CONSUMED_TABLE] + 1
     warned = (
         spark.read.format("delta")
-        .load(results_path(root))
+        .load(gated.lh.path(RESULTS_TABLE))
         .where(F.col("check") == "no_rows_at_all")
         .select("status", "severity", "value")
         .collect()

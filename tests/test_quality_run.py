@@ -12,18 +12,26 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from lakehouse.core.config import PROJECT_ROOT
+from lakehouse.core.context import Lakehouse
 from lakehouse.quality import (
+    RESULTS_TABLE,
     QualityGateError,
     gate,
     metrics_path,
-    results_path,
     run_quality,
     suggest,
     write_report,
 )
+from lakehouses import local_lakehouse
 
-CONF = PROJECT_ROOT / "conf"
+
+def lakehouse_at(base: Path, suites: Path | None = None) -> Lakehouse:
+    """The shipped configuration with its lakehouse under `base`; with `suites`, quality suites
+    read from that configuration folder instead (table specs stay the shipped ones)."""
+    lh = local_lakehouse(base)
+    return lh if suites is None else lh.with_config(conf_dir=str(suites))
+
+
 D1, D2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
 SHA = "a" * 64
 
@@ -147,18 +155,17 @@ EXPECTED_FAILED = {
 }
 
 
-def write_lakehouse(spark: SparkSession, root: Path, data: dict, tables: list[str]) -> None:
+def write_lakehouse(spark: SparkSession, lh: Lakehouse, data: dict, tables: list[str]) -> None:
     for name in tables:
         schema, rows = data[name]
-        layer, _, table = name.partition(".")
         spark.createDataFrame(rows, schema).write.format("delta").mode("overwrite").save(
-            str(root / layer / table)
+            lh.path(name)
         )
 
 
 @pytest.fixture(scope="module")
 def broken_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("broken")
+    lh = lakehouse_at(tmp_path_factory.mktemp("broken"))
     tables = [
         "silver.orders",
         "silver.order_items",
@@ -166,8 +173,8 @@ def broken_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
         "gold.fact_orders",
         "gold.daily_kpis",
     ]
-    write_lakehouse(spark, root, broken_data(), tables)
-    return root, run_quality(spark, str(root), "run-broken", tables, conf_dir=CONF)
+    write_lakehouse(spark, lh, broken_data(), tables)
+    return lh, run_quality(spark, lh, "run-broken", tables)
 
 
 def test_clean_data_passes_shipped_checks_not_covered_by_broken_run(
@@ -176,8 +183,9 @@ def test_clean_data_passes_shipped_checks_not_covered_by_broken_run(
     """The broken run shows every other shipped check passing; here customers and the half-up
     rounded revenue (24.725 -> 24.73) pass too."""
     tables = ["silver.customers", "gold.daily_kpis"]
-    write_lakehouse(spark, tmp_path, clean_data(), [*tables, "gold.fact_orders"])
-    outcome = run_quality(spark, str(tmp_path), "run-clean", tables, conf_dir=CONF)
+    lh = lakehouse_at(tmp_path)
+    write_lakehouse(spark, lh, clean_data(), [*tables, "gold.fact_orders"])
+    outcome = run_quality(spark, lh, "run-clean", tables)
     failed = [(r.table, r.check, r.message) for r in outcome.results if r.failed]
     assert failed == []
     assert len(outcome.results) == 13
@@ -227,20 +235,20 @@ def test_gate_raises_naming_every_failed_error_check(broken_run) -> None:
 
 
 def test_results_and_metrics_are_stored(spark: SparkSession, broken_run) -> None:
-    root, outcome = broken_run
-    stored = spark.read.format("delta").load(results_path(str(root)))
+    lh, outcome = broken_run
+    stored = spark.read.format("delta").load(lh.path(RESULTS_TABLE))
     rows = stored.where("run_id = 'run-broken'").collect()
     assert {(f"{r['layer']}.{r['table']}", r["check"], r["status"]) for r in rows} == {
         (f"{r.layer}.{r.table}", r.check, r.status) for r in outcome.results
     }
-    history = json.loads(Path(metrics_path(str(root))).read_text())
+    history = json.loads(Path(metrics_path(lh)).read_text())
     tags = {tuple(sorted(h["resultKey"]["tags"].items())) for h in history}
     assert (("layer", "silver"), ("run_id", "run-broken"), ("table", "silver.orders")) in tags
 
 
 def test_report_shows_every_check_status_and_json_twin(broken_run, spark, tmp_path) -> None:
-    root, outcome = broken_run
-    html_path, json_path = write_report(spark, str(root), "run-broken", tmp_path / "reports")
+    lh, outcome = broken_run
+    html_path, json_path = write_report(spark, lh, "run-broken", tmp_path / "reports")
     page = html_path.read_text(encoding="utf-8")
     rows = re.findall(r"<tr class='(passed|failed)' id='([^']+)'>", page)
     statuses = {check: status for status, check in rows}
@@ -275,14 +283,14 @@ def test_anomaly_passes_on_normal_day_and_fails_on_jump(spark: SparkSession, tmp
     conf = tmp_path / "conf"
     (conf / "quality").mkdir(parents=True)
     (conf / "quality" / "silver.events.yaml").write_text(ANOMALY_SUITE, encoding="utf-8")
-    root = tmp_path / "lake"
+    lh = lakehouse_at(tmp_path, suites=conf)
 
     def day(run_id: str, rows: int):
         data = [(f"e{i}", False) for i in range(rows)]
         spark.createDataFrame(data, "event_id string, _is_deleted boolean").write.format(
             "delta"
-        ).mode("overwrite").save(str(root / "silver" / "events"))
-        return run_quality(spark, str(root), run_id, ["silver.events"], conf_dir=conf)
+        ).mode("overwrite").save(lh.path("silver.events"))
+        return run_quality(spark, lh, run_id, ["silver.events"])
 
     first, normal, jump = day("d1", 2), day("d2", 3), day("d3", 9)
     assert first.status_of("silver.events", "rows_jump") == "passed"  # no history yet
@@ -293,7 +301,7 @@ def test_anomaly_passes_on_normal_day_and_fails_on_jump(spark: SparkSession, tmp
     assert [r.check for r in jump.warnings] == ["at_most_five_rows"]
     with pytest.raises(QualityGateError, match=r"silver\.events/rows_jump"):
         gate(jump)
-    doc = json.loads(write_report(spark, str(root), "d3", tmp_path / "r")[1].read_text())
+    doc = json.loads(write_report(spark, lh, "d3", tmp_path / "r")[1].read_text())
     assert [p["value"] for p in doc["trends"]["silver.events/rows_jump"]] == [2.0, 3.0, 9.0]
 
 
@@ -306,9 +314,10 @@ def test_warning_only_failures_do_not_fail_the_gate(spark: SparkSession, tmp_pat
         "  - {name: ids_present, severity: error, completeness: {column: event_id}}\n",
         encoding="utf-8",
     )
+    lh = lakehouse_at(tmp_path, suites=conf)
     spark.createDataFrame([("a", False), ("b", False)], "event_id string, _is_deleted boolean") \
-        .write.format("delta").save(str(tmp_path / "silver" / "events"))  # fmt: skip
-    outcome = run_quality(spark, str(tmp_path), "w1", ["silver.events"], conf_dir=conf)
+        .write.format("delta").save(lh.path("silver.events"))  # fmt: skip
+    outcome = run_quality(spark, lh, "w1", ["silver.events"])
     assert [(r.check, r.status) for r in outcome.results] == [
         ("few_rows", "failed"),
         ("ids_present", "passed"),
@@ -319,11 +328,12 @@ def test_warning_only_failures_do_not_fail_the_gate(spark: SparkSession, tmp_pat
 def test_suggest_drafts_a_loadable_suite(spark: SparkSession, tmp_path: Path) -> None:
     from lakehouse.quality.suites import load_suite
 
-    df = spark.createDataFrame(
+    lh = lakehouse_at(tmp_path)
+    spark.createDataFrame(
         [(f"o{i}", "paid" if i % 2 else "placed", i) for i in range(20)],
         "order_id string, status string, quantity int",
-    )
-    draft = suggest(spark, df, layer="silver", table="orders")
+    ).write.format("delta").save(lh.path("silver.orders"))
+    draft = suggest(spark, lh, "silver.orders")
     path = tmp_path / "silver.orders.yaml"
     path.write_text(draft, encoding="utf-8")
     kinds = {(c.kind, getattr(c.spec, "column", None)) for c in load_suite(path).checks}

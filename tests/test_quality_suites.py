@@ -3,11 +3,13 @@ is wrong. No Spark needed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from lakehouse.core.config import PROJECT_ROOT, ConfigError
+from lakehouse.core.context import Lakehouse
 from lakehouse.quality.suites import load_suite, load_suites
 
 REQUIRED = (
@@ -26,8 +28,13 @@ def _write(tmp_path: Path, body: str, name: str = "silver.orders.yaml") -> Path:
     return path
 
 
-def test_shipped_suites_load_with_every_check_kind_used() -> None:
-    suites = load_suites(list(REQUIRED), PROJECT_ROOT / "conf")
+@pytest.fixture(scope="module")
+def lh() -> Lakehouse:
+    return Lakehouse.load("local", PROJECT_ROOT / "conf")
+
+
+def test_shipped_suites_load_with_every_check_kind_used(lh: Lakehouse) -> None:
+    suites = load_suites(lh, list(REQUIRED))
     assert [s.full_name for s in suites] == list(REQUIRED)
     kinds = {c.kind for s in suites for c in s.checks}
     assert kinds == {
@@ -128,4 +135,80 @@ def test_duplicate_check_name_fails(tmp_path: Path) -> None:
 def test_file_name_must_match_layer_and_table(tmp_path: Path) -> None:
     path = _write(tmp_path, "layer: gold\ntable: orders\nchecks: []\n", name="silver.orders.yaml")
     with pytest.raises(ConfigError, match=r"must be named gold\.orders\.yaml"):
+        load_suite(path)
+
+
+def test_shipped_allowed_checks_take_their_values_from_the_table_specs(lh: Lakehouse) -> None:
+    allowed = {
+        (s.table, c.spec.column): c.spec.values
+        for s in load_suites(lh, ["silver.orders", "silver.payments"])
+        for c in s.checks
+        if c.kind == "allowed"
+    }
+    assert allowed == {
+        ("orders", "status"): ("placed", "paid", "shipped", "delivered", "cancelled", "returned"),
+        ("orders", "currency"): ("USD", "EUR", "GBP"),
+        ("payments", "event_type"): ("authorized", "captured", "failed", "refunded"),
+        ("payments", "method"): ("card", "paypal", "bank_transfer", "gift_card"),
+    }
+    assert allowed[("orders", "status")] == lh.tables["orders"].column("status").allowed
+
+
+def test_allowed_values_given_in_the_suite_are_kept(tmp_path: Path, lh: Lakehouse) -> None:
+    path = _write(
+        tmp_path,
+        "layer: silver\ntable: orders\nchecks:\n"
+        "  - {name: usd_only, allowed: {column: currency, values: [USD]}}\n",
+    )
+    (check,) = load_suite(path, lh.tables).checks
+    assert check.spec.values == ("USD",)
+
+
+@pytest.mark.parametrize(
+    ("body", "name", "expected"),
+    [
+        (
+            "layer: silver\ntable: orders\nchecks:\n"
+            "  - {name: country_ok, allowed: {column: shipping_country}}\n",
+            "silver.orders.yaml",
+            r"column 'shipping_country' of .*tables/orders\.yaml declares no allowed values",
+        ),
+        (
+            "layer: silver\ntable: orders\nchecks:\n"
+            "  - {name: colour_ok, allowed: {column: colour}}\n",
+            "silver.orders.yaml",
+            r"'colour' is not a column of .*tables/orders\.yaml",
+        ),
+        (
+            "layer: silver\ntable: events\nchecks:\n  - {name: kind_ok, allowed: {column: kind}}\n",
+            "silver.events.yaml",
+            r"no table spec .*tables/events\.yaml",
+        ),
+        (
+            "layer: gold\ntable: fact_orders\nchecks:\n"
+            "  - {name: status_ok, allowed: {column: status}}\n",
+            "gold.fact_orders.yaml",
+            r"gold\.fact_orders has no table spec to take them from",
+        ),
+    ],
+)
+def test_allowed_without_values_fails_naming_file_check_and_why(
+    tmp_path: Path, lh: Lakehouse, body: str, name: str, expected: str
+) -> None:
+    path = _write(tmp_path, body, name=name)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path, lh.tables)
+    message = str(err.value)
+    assert message.startswith(f"{path}: check '")
+    assert "allowed.values omitted" in message
+    assert re.search(expected, message), message
+
+
+def test_allowed_without_values_needs_the_table_specs(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "layer: silver\ntable: orders\nchecks:\n  - {name: status_ok, allowed: {column: status}}\n",
+    )
+    expected = r"check 'status_ok': allowed\.values omitted.*table specs"
+    with pytest.raises(ConfigError, match=expected):
         load_suite(path)

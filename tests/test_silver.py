@@ -34,19 +34,19 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
 from lakehouse.bronze import ingestion as bronze
-from lakehouse.core.config import Config, ConfigError, load_config
+from lakehouse.core.config import ConfigError
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import current_version
-from lakehouse.core.sources import load_sources
 from lakehouse.core.specs import load_tables
 from lakehouse.silver import engine as silver
-from lakehouse.silver.engine import live
-from lakehouse.state.ledger import LedgerEntry, ledger_path, read_ledger, record
-from lakehouse.state.quarantine import quarantine_path, read_quarantine
+from lakehouse.silver.schema import live
+from lakehouse.state.ledger import LEDGER_TABLE, LedgerEntry, read_ledger, record
+from lakehouse.state.quarantine import QUARANTINE_TABLE, read_quarantine
+from lakehouses import local_lakehouse
 
 HMAC_KEY = "test-only-hmac-key"
 KEY_ENV = "LAKEHOUSE_PII_HMAC_KEY"
 SPECS = load_tables()
-SOURCES = load_sources()
 D1, D2, D3, D4 = "2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"
 
 
@@ -61,23 +61,53 @@ def epoch_ms(text: str) -> int:
     return int(utc(text).timestamp() * 1000)
 
 
-def cdc(op: str, lsn: object, after: dict | None = None, *, before: dict | None = None,
-        ts: str = "2024-01-01T12:00:00Z", **envelope: object) -> str:
+def cdc(
+    op: str,
+    lsn: object,
+    after: dict | None = None,
+    *,
+    before: dict | None = None,
+    ts: str = "2024-01-01T12:00:00Z",
+    **envelope: object,
+) -> str:
     """One CDC JSON line, compact; `envelope` adds or overrides envelope fields."""
-    event = {"op": op, "ts_ms": epoch_ms(ts), "lsn": lsn, "before": before, "after": after,
-             **envelope}
+    event = {
+        "op": op,
+        "ts_ms": epoch_ms(ts),
+        "lsn": lsn,
+        "before": before,
+        "after": after,
+        **envelope,
+    }
     return json.dumps(event, separators=(",", ":"))
 
 
 def order(order_id: str, status: str = "placed", ts: str = f"{D1}T09:00:00Z") -> dict:
-    return {"order_id": order_id, "customer_id": "C1", "order_ts": ts, "status": status,
-            "currency": "EUR", "shipping_country": "DE"}
+    return {
+        "order_id": order_id,
+        "customer_id": "C1",
+        "order_ts": ts,
+        "status": status,
+        "currency": "EUR",
+        "shipping_country": "DE",
+    }
 
 
-def item(order_id: str, line_no: int, quantity: object = 2, unit_price: str = "9.99",
-         discount: str = "0.10") -> dict:
-    return {"order_id": order_id, "line_no": line_no, "product_id": "P1", "quantity": quantity,
-            "unit_price": unit_price, "discount": discount}
+def item(
+    order_id: str,
+    line_no: int,
+    quantity: object = 2,
+    unit_price: str = "9.99",
+    discount: str = "0.10",
+) -> dict:
+    return {
+        "order_id": order_id,
+        "line_no": line_no,
+        "product_id": "P1",
+        "quantity": quantity,
+        "unit_price": unit_price,
+        "discount": discount,
+    }
 
 
 def deleted(order_id: str) -> dict:
@@ -86,8 +116,16 @@ def deleted(order_id: str) -> dict:
 
 def counts(entry: LedgerEntry) -> tuple[int | None, ...]:
     """read, inserted, updated, deleted, unchanged, duplicates, stale_ignored, quarantined."""
-    return (entry.records_read, entry.inserted, entry.updated, entry.deleted, entry.unchanged,
-            entry.duplicates, entry.stale_ignored, entry.quarantined)
+    return (
+        entry.records_read,
+        entry.inserted,
+        entry.updated,
+        entry.deleted,
+        entry.unchanged,
+        entry.duplicates,
+        entry.stale_ignored,
+        entry.quarantined,
+    )
 
 
 def hmac_hex(value: str) -> str:
@@ -102,53 +140,46 @@ def assert_rows(actual: DataFrame, ddl: str, rows: list[tuple]) -> None:
 # --- driving the pipeline ------------------------------------------------------------------------
 
 
-def local_config(root: Path) -> Config:
-    return load_config("local", overrides={"storage": {
-        "landing_root": str(root / "land"), "lakehouse_root": str(root / "lake"),
-        "reports_root": str(root / "rep"),
-    }})
-
-
 @dataclass
 class Story:
     """A lakehouse fed day by day; what each run reported and the silver versions after it."""
 
-    config: Config
-    sources: dict = field(default_factory=lambda: dict(SOURCES))
+    lh: Lakehouse
     bronze: dict[str, dict[str, LedgerEntry]] = field(default_factory=dict)
     silver: dict[str, dict[str, LedgerEntry]] = field(default_factory=dict)
     versions: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def root(self) -> str:
-        return self.config.storage.lakehouse_root
+        return self.lh.root
 
     def land(self, source: str, day: str, name: str, lines: list[str]) -> str:
         relative = f"{source}/ingest_date={day}/{name}"
-        path = Path(self.config.storage.landing_root) / relative
+        path = Path(self.lh.config.storage.landing_root) / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
         return relative
 
     def run_day(self, spark: SparkSession, run_id: str, tables: tuple[str, ...]) -> None:
         """What the daily job does: bronze, ledger, silver, ledger."""
-        entries = bronze.ingest(spark, self.config, run_id, self.sources)
-        record(spark, self.root, entries)
+        entries = bronze.ingest(spark, self.lh, run_id)
+        record(spark, self.lh, entries)
         self.bronze[run_id] = {e.table_name: e for e in entries}
         self.apply_silver(spark, run_id, tables)
 
     def apply_silver(self, spark: SparkSession, run_id: str, tables: tuple[str, ...]) -> None:
-        entries = silver.apply(spark, self.config, run_id, {n: SPECS[n] for n in tables})
-        record(spark, self.root, entries)
+        entries = silver.apply(spark, self.lh, run_id, list(tables))
+        record(spark, self.lh, entries)
         self.silver[run_id] = {e.table_name: e for e in entries}
         previous = list(self.versions.values())[-1] if self.versions else {}
         written = [*tables, *(f"{t}_history" for t in tables if SPECS[t].history == "scd2")]
         self.versions[run_id] = {
-            **previous, **{t: current_version(spark, self.path(t)) for t in written}
+            **previous,
+            **{t: current_version(spark, self.path(t)) for t in written},
         }
 
     def path(self, table: str) -> str:
-        return silver.table_path(self.config, table)
+        return silver.silver_path(self.lh, table)
 
     def read(self, spark: SparkSession, table: str, after: str | None = None) -> DataFrame:
         """A silver table as it was after run `after` (now if None)."""
@@ -164,8 +195,13 @@ O1_CREATE = cdc("c", 10, order("O1"))
 # The same event with its keys in another order and other spacing: bronze already sees it as the
 # same record (canonical JSON), so silver never does.
 O1_CREATE_RESPACED = json.dumps(
-    {"after": order("O1"), "lsn": 10, "ts_ms": epoch_ms("2024-01-01T12:00:00Z"), "op": "c",
-     "before": None},
+    {
+        "after": order("O1"),
+        "lsn": 10,
+        "ts_ms": epoch_ms("2024-01-01T12:00:00Z"),
+        "op": "c",
+        "before": None,
+    },
     separators=(", ", " : "),
 )
 # The same event re-sent with a different envelope: a new bronze record, the same version to silver.
@@ -173,16 +209,23 @@ O1_CREATE_RESENT = cdc("c", 10, order("O1"), source={"attempt": 2})
 O1_CREATE_RESENT_AGAIN = cdc("c", 10, order("O1"), source={"attempt": 3})
 
 ORDERS_DAY_1 = [
-    O1_CREATE, O1_CREATE_RESPACED, O1_CREATE_RESENT,
-    cdc("u", 30, order("O2", "shipped")), cdc("u", 20, order("O2", "paid")),  # late older one
-    cdc("c", 40, order("O3")), cdc("d", 50, before=deleted("O3")),
+    O1_CREATE,
+    O1_CREATE_RESPACED,
+    O1_CREATE_RESENT,
+    cdc("u", 30, order("O2", "shipped")),
+    cdc("u", 20, order("O2", "paid")),  # late older one
+    cdc("c", 40, order("O3")),
+    cdc("d", 50, before=deleted("O3")),
     cdc("u", 45, order("O3", "paid")),  # late update of a deleted order
     cdc("c", 60, order("O4")),
-    cdc("c", 70, order("O5")), cdc("d", 71, before=deleted("O5")),
+    cdc("c", 70, order("O5")),
+    cdc("d", 71, before=deleted("O5")),
     cdc("d", 131, before=deleted("O13")),  # its create (lsn 130) arrives tomorrow
 ]
 ITEMS_DAY_1 = [
-    cdc("c", 61, item("O4", 1)), cdc("c", 62, item("O4", 2)), cdc("c", 11, item("O1", 1)),
+    cdc("c", 61, item("O4", 1)),
+    cdc("c", 62, item("O4", 2)),
+    cdc("c", 11, item("O1", 1)),
     cdc("c", 80, item("O9", 1)),  # its order arrives tomorrow
     cdc("c", 81, item("O11", 1)),  # its order arrives on day 3
 ]
@@ -204,7 +247,8 @@ ORDERS_DAY_3 = [
 ]
 ITEMS_DAY_3 = [
     cdc("u", 110, item("O9", 1, quantity=3)),
-    cdc("c", 107, item("O7", 1)), cdc("c", 108, item("O8", 1)),
+    cdc("c", 107, item("O7", 1)),
+    cdc("c", 108, item("O8", 1)),
     cdc("c", 109, item("O12", 1)),  # its order arrives on day 4, a day without new lines
 ]
 # Day 4 touches only orders of 2024-01-03 (and quarantines one record).
@@ -218,11 +262,8 @@ CDC_TABLES = ("orders", "order_items")
 
 
 @pytest.fixture(scope="module")
-def orders_story(
-    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
-) -> Story:
-    story = Story(local_config(tmp_path_factory.mktemp("orders")),
-                  sources={s: SOURCES[s] for s in CDC_TABLES})
+def orders_story(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Story:
+    story = Story(local_lakehouse(tmp_path_factory.mktemp("orders")).only(CDC_TABLES))
     story.land("orders", D1, "orders-1.jsonl", ORDERS_DAY_1)
     story.land("order_items", D1, "items-1.jsonl", ITEMS_DAY_1)
     story.run_day(spark, "day-1", CDC_TABLES)
@@ -235,7 +276,7 @@ def orders_story(
     story.run_day(spark, "day-4", CDC_TABLES)
     # A crash after silver committed day 4 but before its ledger rows were written: the retry
     # reads the same bronze increment again.
-    DeltaTable.forPath(spark, ledger_path(story.root)).delete(
+    DeltaTable.forPath(spark, story.lh.path(LEDGER_TABLE)).delete(
         "run_id = 'day-4' AND layer = 'silver'"
     )
     story.apply_silver(spark, "day-4-retry", CDC_TABLES)
@@ -259,10 +300,25 @@ def order_row(order_id: str, status: str, lsn: int, ts: str = f"{D1}T09:00:00") 
     return (order_id, "C1", utc(ts), status, "EUR", "DE", utc(ts).date(), lsn, False)
 
 
-def item_row(order_id: str, line_no: int, lsn: int, order_date: str | None, quantity: int = 2,
-             is_deleted: bool = False) -> tuple:
-    return (order_id, line_no, "P1", quantity, Decimal("9.99"), Decimal("0.1000"),
-            date.fromisoformat(order_date) if order_date else None, lsn, is_deleted)
+def item_row(
+    order_id: str,
+    line_no: int,
+    lsn: int,
+    order_date: str | None,
+    quantity: int = 2,
+    is_deleted: bool = False,
+) -> tuple:
+    return (
+        order_id,
+        line_no,
+        "P1",
+        quantity,
+        Decimal("9.99"),
+        Decimal("0.1000"),
+        date.fromisoformat(order_date) if order_date else None,
+        lsn,
+        is_deleted,
+    )
 
 
 def orders_of(df: DataFrame, *order_ids: str, columns: str = ORDER_DDL) -> DataFrame:
@@ -454,28 +510,42 @@ def test_merge_rewrites_only_files_of_the_partition_it_changes(
     last = orders_story.versions["day-4"]["orders"]
 
     def files_outside_day_3(after: str) -> DataFrame:
-        return (orders_story.read(spark, "orders", after=after)
-                .where(F.col("order_date") < F.lit(D3).cast("date"))
-                .select("order_id", F.input_file_name().alias("file")))
+        return (
+            orders_story.read(spark, "orders", after=after)
+            .where(F.col("order_date") < F.lit(D3).cast("date"))
+            .select("order_id", F.input_file_name().alias("file"))
+        )
 
     touched = delta_log_paths(path, first, last)
     assert last == first  # one MERGE
     assert touched, "day 4 changed orders of 2024-01-03, so its MERGE must write files"
     assert [p for p in touched if not p.startswith(f"order_date={D3}/")] == []
     metrics = DeltaTable.forPath(spark, path).history().where(f"version = {last}").first()
-    files_in_day_3 = (orders_story.read(spark, "orders", after="day-3")
-                      .where(F.col("order_date") == F.lit(D3).cast("date"))
-                      .select(F.input_file_name()).distinct().count())
+    files_in_day_3 = (
+        orders_story.read(spark, "orders", after="day-3")
+        .where(F.col("order_date") == F.lit(D3).cast("date"))
+        .select(F.input_file_name())
+        .distinct()
+        .count()
+    )
     assert int(metrics["operationMetrics"]["numTargetFilesRemoved"]) <= files_in_day_3
-    assert_df_equality(files_outside_day_3("day-4"), files_outside_day_3("day-3"),
-                       ignore_row_order=True)
+    assert_df_equality(
+        files_outside_day_3("day-4"), files_outside_day_3("day-3"), ignore_row_order=True
+    )
 
 
 def files_added(spark: SparkSession, path: str, first: int, last: int) -> int:
-    commits = DeltaTable.forPath(spark, path).history().where(
-        F.col("version").between(first, last)).collect()
-    return sum(int((c["operationMetrics"] or {}).get(k, 0)) for c in commits
-               for k in ("numFiles", "numTargetFilesAdded", "numAddedFiles"))
+    commits = (
+        DeltaTable.forPath(spark, path)
+        .history()
+        .where(F.col("version").between(first, last))
+        .collect()
+    )
+    return sum(
+        int((c["operationMetrics"] or {}).get(k, 0))
+        for c in commits
+        for k in ("numFiles", "numTargetFilesAdded", "numAddedFiles")
+    )
 
 
 def test_rerun_with_no_new_files_changes_no_silver_table(
@@ -486,8 +556,11 @@ def test_rerun_with_no_new_files_changes_no_silver_table(
     assert after == before
     for table in CDC_TABLES:
         assert files_added(spark, orders_story.path(table), before[table] + 1, after[table]) == 0
-        assert_df_equality(orders_story.read(spark, table, after="day-5"),
-                           orders_story.read(spark, table, after="day-4"), ignore_row_order=True)
+        assert_df_equality(
+            orders_story.read(spark, table, after="day-5"),
+            orders_story.read(spark, table, after="day-4"),
+            ignore_row_order=True,
+        )
     assert [counts(e) for e in orders_story.silver["day-5"].values()] == [(0,) * 8] * 2
 
 
@@ -496,9 +569,12 @@ def test_retry_of_a_committed_batch_whose_ledger_rows_were_lost_changes_no_silve
 ) -> None:
     assert orders_story.versions["day-4-retry"] == orders_story.versions["day-4"]
     for table in CDC_TABLES:
-        assert_df_equality(orders_story.read(spark, table, after="day-4-retry"),
-                           orders_story.read(spark, table, after="day-4"), ignore_row_order=True)
-    quarantined = read_quarantine(spark, orders_story.root).where("layer = 'silver'")
+        assert_df_equality(
+            orders_story.read(spark, table, after="day-4-retry"),
+            orders_story.read(spark, table, after="day-4"),
+            ignore_row_order=True,
+        )
+    quarantined = read_quarantine(spark, orders_story.lh).where("layer = 'silver'")
     assert [tuple(r) for r in quarantined.select("source", "line", "run_id").collect()] == [
         ("orders", 3, "day-4")
     ]
@@ -517,49 +593,87 @@ def test_retry_of_a_committed_batch_counts_every_record_as_a_duplicate(
 def test_final_orders_and_lines_after_every_day(spark: SparkSession, orders_story: Story) -> None:
     orders = orders_story.read(spark, "orders")
 
-    assert_rows(live(orders).select(*[c.split()[0] for c in ORDER_DDL.split(", ")]), ORDER_DDL, [
-        order_row("O1", "placed", 10),
-        order_row("O2", "shipped", 30),
-        order_row("O5", "paid", 90),
-        order_row("O6", "placed", 95, f"{D2}T09:00:00"),
-        order_row("O7", "paid", 120, f"{D3}T09:00:00"),
-        order_row("O9", "placed", 79, f"{D2}T09:00:00"),
-        order_row("O11", "placed", 104, f"{D3}T09:00:00"),
-        order_row("O12", "placed", 123, f"{D3}T09:00:00"),
-    ])
-    assert_rows(orders.where("_is_deleted").select("order_id", "_lsn", "_is_deleted"),
-                TOMBSTONE_DDL, [("O3", 50, True), ("O4", 100, True), ("O8", 121, True),
-                                ("O13", 131, True)])
+    assert_rows(
+        live(orders).select(*[c.split()[0] for c in ORDER_DDL.split(", ")]),
+        ORDER_DDL,
+        [
+            order_row("O1", "placed", 10),
+            order_row("O2", "shipped", 30),
+            order_row("O5", "paid", 90),
+            order_row("O6", "placed", 95, f"{D2}T09:00:00"),
+            order_row("O7", "paid", 120, f"{D3}T09:00:00"),
+            order_row("O9", "placed", 79, f"{D2}T09:00:00"),
+            order_row("O11", "placed", 104, f"{D3}T09:00:00"),
+            order_row("O12", "placed", 123, f"{D3}T09:00:00"),
+        ],
+    )
+    assert_rows(
+        orders.where("_is_deleted").select("order_id", "_lsn", "_is_deleted"),
+        TOMBSTONE_DDL,
+        [("O3", 50, True), ("O4", 100, True), ("O8", 121, True), ("O13", 131, True)],
+    )
     items = orders_story.read(spark, "order_items").where(F.col("order_id").isin("O7", "O8"))
-    assert_rows(items.select(*silver_item_columns()), ITEM_DDL, [
-        item_row("O7", 1, 107, D3), item_row("O8", 1, 108, D3, is_deleted=True),
-    ])
+    assert_rows(
+        items.select(*silver_item_columns()),
+        ITEM_DDL,
+        [
+            item_row("O7", 1, 107, D3),
+            item_row("O8", 1, 108, D3, is_deleted=True),
+        ],
+    )
 
 
 # --- the shop story: every source over three days ------------------------------------------------
 
 
 def customer(customer_id: str, city: str, **changes: object) -> dict:
-    row = {"customer_id": customer_id, "email": "Otto.Normal@Example.org", "first_name": "Otto",
-           "last_name": "Normalverbraucher", "phone": None, "country": "DE", "city": city,
-           "signup_ts": "2023-06-01T00:00:00Z", "marketing_opt_in": True}
+    row = {
+        "customer_id": customer_id,
+        "email": "Otto.Normal@Example.org",
+        "first_name": "Otto",
+        "last_name": "Normalverbraucher",
+        "phone": None,
+        "country": "DE",
+        "city": city,
+        "signup_ts": "2023-06-01T00:00:00Z",
+        "marketing_opt_in": True,
+    }
     return {**row, **changes}
 
 
-ANN = customer("C2", "Leeds", email=" Ann@Example.com ", first_name="Zelda",
-               last_name="Quixotic-Brandywine", phone="+49 151 23456789", country="GB",
-               marketing_opt_in=False)
+ANN = customer(
+    "C2",
+    "Leeds",
+    email=" Ann@Example.com ",
+    first_name="Zelda",
+    last_name="Quixotic-Brandywine",
+    phone="+49 151 23456789",
+    country="GB",
+    marketing_opt_in=False,
+)
 CUSTOMERS_DAY_1 = [
     cdc("c", 1, customer("C1", "Berlin"), ts="2024-01-01T10:00:00Z"),
-    cdc("u", 2, customer("C1", "Hamburg"), before=customer("C1", "Berlin"),
-        ts="2024-01-02T10:00:00Z"),
+    cdc(
+        "u",
+        2,
+        customer("C1", "Hamburg"),
+        before=customer("C1", "Berlin"),
+        ts="2024-01-02T10:00:00Z",
+    ),
     # Only a dropped personal column changes: no new version in history.
     cdc("u", 3, customer("C1", "Hamburg", first_name="Otto-Karl"), ts="2024-01-02T12:00:00Z"),
     cdc("c", 4, ANN, ts="2024-01-01T11:00:00Z"),
 ]
 CUSTOMERS_DAY_2 = [cdc("u", 5, customer("C1", "Munich"), ts="2024-01-03T10:00:00Z")]
-PII_VALUES = ("ann@example.com", "zelda", "quixotic-brandywine", "23456789", "203.0.113.77",
-              "otto.normal@example.org", "normalverbraucher")
+PII_VALUES = (
+    "ann@example.com",
+    "zelda",
+    "quixotic-brandywine",
+    "23456789",
+    "203.0.113.77",
+    "otto.normal@example.org",
+    "normalverbraucher",
+)
 
 NO_ORDER_ID = {k: v for k, v in order("O0").items() if k != "order_id"}
 
@@ -569,28 +683,52 @@ BAD_ORDERS = [
     (cdc("x", 12, order("Q2")), "op", "op: 'x' is not one of c, u, d, r"),
     (cdc("c", "twelve", order("Q3")), "lsn", "lsn: 'twelve' is not an integer"),
     (cdc("c", 13, order("Q4"), ts_ms="soon"), "ts_ms", "ts_ms: missing or not epoch milliseconds"),
-    (cdc("c", 14, order("Q5", "lost")), "status",
-     "status: 'lost' is not one of placed, paid, shipped, delivered, cancelled, returned"),
-    (cdc("c", 15, order("Q6", ts="yesterday")), "order_ts",
-     "order_ts: 'yesterday' is not an ISO-8601 timestamp"),
-    (cdc("c", 16, {**order("Q7"), "currency": "JPY"}), "currency",
-     "currency: 'JPY' is not one of USD, EUR, GBP"),
-    (cdc("c", 17, {**order("Q8"), "shipping_country": "Germany"}), "shipping_country",
-     "shipping_country: 'Germany' does not match ^[A-Z]{2}$"),
+    (
+        cdc("c", 14, order("Q5", "lost")),
+        "status",
+        "status: 'lost' is not one of placed, paid, shipped, delivered, cancelled, returned",
+    ),
+    (
+        cdc("c", 15, order("Q6", ts="yesterday")),
+        "order_ts",
+        "order_ts: 'yesterday' is not an ISO-8601 timestamp",
+    ),
+    (
+        cdc("c", 16, {**order("Q7"), "currency": "JPY"}),
+        "currency",
+        "currency: 'JPY' is not one of USD, EUR, GBP",
+    ),
+    (
+        cdc("c", 17, {**order("Q8"), "shipping_country": "Germany"}),
+        "shipping_country",
+        "shipping_country: 'Germany' does not match ^[A-Z]{2}$",
+    ),
 ]
 BAD_ITEMS = [
     (cdc("c", 21, item("O1", 2, quantity=0)), "quantity", "quantity: 0 is below the minimum 1"),
-    (cdc("c", 22, item("O1", 3, quantity="three")), "quantity",
-     "quantity: 'three' is not an integer"),
-    (cdc("c", 23, item("O1", 4, unit_price="9.999")), "unit_price",
-     "unit_price: '9.999' has more than 2 decimals"),
+    (
+        cdc("c", 22, item("O1", 3, quantity="three")),
+        "quantity",
+        "quantity: 'three' is not an integer",
+    ),
+    (
+        cdc("c", 23, item("O1", 4, unit_price="9.999")),
+        "unit_price",
+        "unit_price: '9.999' has more than 2 decimals",
+    ),
     (cdc("c", 24, item("O1", 5, discount="1.0")), "discount", "discount: 1.0 must be less than 1"),
-    (cdc("c", 25, item("O1", 6, quantity=0, discount="1.0")), "quantity",
-     "quantity: 0 is below the minimum 1; discount: 1.0 must be less than 1"),
+    (
+        cdc("c", 25, item("O1", 6, quantity=0, discount="1.0")),
+        "quantity",
+        "quantity: 0 is below the minimum 1; discount: 1.0 must be less than 1",
+    ),
 ]
 BAD_CUSTOMERS = [
-    (cdc("c", 6, customer("C3", "Bonn", country="Germany")), "country",
-     "country: 'Germany' does not match ^[A-Z]{2}$"),
+    (
+        cdc("c", 6, customer("C3", "Bonn", country="Germany")),
+        "country",
+        "country: 'Germany' does not match ^[A-Z]{2}$",
+    ),
 ]
 PAYMENTS_HEADER = (
     "event_id,payment_id,order_id,event_ts,event_type,amount,currency,method,provider_ref"
@@ -602,12 +740,21 @@ E3 = "E3,PAY3,O1,2024-01-02T08:00:00Z,captured,7.50,GBP,paypal,psp-3"
 E1_MILLIS = "E1,PAY1,O1,2024-01-01T10:05:00.000Z,captured,20.00,EUR,card,psp-1"
 E1_ONE_DECIMAL = "E1,PAY1,O1,2024-01-01T10:05:00Z,captured,20.0,EUR,card,psp-1"
 BAD_PAYMENTS = [
-    ("E4,PAY4,O1,2024-01-01T10:07:00Z,captured,-5.00,EUR,card,psp-4", "amount",
-     "amount: -5.00 must be greater than 0"),
-    ("E5,PAY5,O1,2024-01-01T10:08:00Z,captured,0,EUR,card,psp-5", "amount",
-     "amount: 0 must be greater than 0"),
-    ("E6,PAY6,O1,2024-02-30T10:00:00Z,captured,1.00,EUR,card,psp-6", "event_ts",
-     "event_ts: '2024-02-30T10:00:00Z' is not an ISO-8601 timestamp"),
+    (
+        "E4,PAY4,O1,2024-01-01T10:07:00Z,captured,-5.00,EUR,card,psp-4",
+        "amount",
+        "amount: -5.00 must be greater than 0",
+    ),
+    (
+        "E5,PAY5,O1,2024-01-01T10:08:00Z,captured,0,EUR,card,psp-5",
+        "amount",
+        "amount: 0 must be greater than 0",
+    ),
+    (
+        "E6,PAY6,O1,2024-02-30T10:00:00Z,captured,1.00,EUR,card,psp-6",
+        "event_ts",
+        "event_ts: '2024-02-30T10:00:00Z' is not an ISO-8601 timestamp",
+    ),
 ]
 FX_HEADER = "rate_date,currency,rate_to_usd"
 BAD_FX = [
@@ -617,9 +764,19 @@ BAD_FX = [
 PRODUCTS_HEADER = "product_id,name,category,brand,list_price,currency,active,updated_at"
 P1 = "P1,Mug,kitchen,Acme,9.99,USD,true,2023-12-01T00:00:00Z"
 P2 = "P2,Plate,kitchen,Acme,4.50,USD,true,2023-12-01T00:00:00Z"
-CLICK = json.dumps({"event_id": "K1", "event_ts": "2024-01-01T10:00:00Z", "session_id": "S1",
-                    "customer_id": "C2", "event_type": "page_view", "product_id": None,
-                    "order_id": None, "ip": "203.0.113.77", "user_agent": "Mozilla/5.0"})
+CLICK = json.dumps(
+    {
+        "event_id": "K1",
+        "event_ts": "2024-01-01T10:00:00Z",
+        "session_id": "S1",
+        "customer_id": "C2",
+        "event_type": "page_view",
+        "product_id": None,
+        "order_id": None,
+        "ip": "203.0.113.77",
+        "user_agent": "Mozilla/5.0",
+    }
+)
 
 
 def bad(rows: list[tuple[str, str, str]]) -> list[str]:
@@ -632,30 +789,40 @@ class Shop(Story):
 
 
 @pytest.fixture(scope="module")
-def shop_story(
-    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
-) -> Shop:
-    shop = Shop(local_config(tmp_path_factory.mktemp("shop")))
+def shop_story(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Shop:
+    shop = Shop(local_lakehouse(tmp_path_factory.mktemp("shop")))
     land = shop.land
-    shop.files["customers"] = land("customers", D1, "customers-1.jsonl",
-                                   CUSTOMERS_DAY_1 + bad(BAD_CUSTOMERS))
-    shop.files["orders"] = land("orders", D1, "orders-1.jsonl",
-                                [cdc("c", 10, order("O1")), *bad(BAD_ORDERS)])
-    shop.files["order_items"] = land("order_items", D1, "items-1.jsonl",
-                                     [cdc("c", 20, item("O1", 1)), *bad(BAD_ITEMS)])
-    shop.files["payments"] = land("payments", D1, "payments-a.csv",
-                                  [PAYMENTS_HEADER, E1, E2, *bad(BAD_PAYMENTS)])
+    shop.files["customers"] = land(
+        "customers", D1, "customers-1.jsonl", CUSTOMERS_DAY_1 + bad(BAD_CUSTOMERS)
+    )
+    shop.files["orders"] = land(
+        "orders", D1, "orders-1.jsonl", [cdc("c", 10, order("O1")), *bad(BAD_ORDERS)]
+    )
+    shop.files["order_items"] = land(
+        "order_items", D1, "items-1.jsonl", [cdc("c", 20, item("O1", 1)), *bad(BAD_ITEMS)]
+    )
+    shop.files["payments"] = land(
+        "payments", D1, "payments-a.csv", [PAYMENTS_HEADER, E1, E2, *bad(BAD_PAYMENTS)]
+    )
     # The same payment event in a second file of the day (which also has a drift column).
     land("payments", D1, "payments-b.csv", [PAYMENTS_HEADER + ",batch", E1_MILLIS + ",b2"])
-    shop.files["fx_rates"] = land("fx_rates", D1, "fx.csv", [
-        FX_HEADER, "2024-01-01,EUR,1.10", "2024-01-01,GBP,1.27", *bad(BAD_FX)])
+    shop.files["fx_rates"] = land(
+        "fx_rates",
+        D1,
+        "fx.csv",
+        [FX_HEADER, "2024-01-01,EUR,1.10", "2024-01-01,GBP,1.27", *bad(BAD_FX)],
+    )
     land("products", D1, "products.csv", [PRODUCTS_HEADER, P1, P2])
     land("clickstream", D1, "clicks.jsonl", [CLICK])
     shop.run_day(spark, "day-1", tuple(SPECS))
 
     land("customers", D2, "customers-2.jsonl", CUSTOMERS_DAY_2)
-    land("payments", D2, "payments.csv",
-         [PAYMENTS_HEADER + ",fee", E1 + ",0.30", E1_ONE_DECIMAL + ",0.30", E3 + ",0.10"])
+    land(
+        "payments",
+        D2,
+        "payments.csv",
+        [PAYMENTS_HEADER + ",fee", E1 + ",0.30", E1_ONE_DECIMAL + ",0.30", E3 + ",0.10"],
+    )
     land("fx_rates", D2, "fx.csv", [FX_HEADER, "2024-01-01,EUR,1.11", "2024-01-02,EUR,1.12"])
     land("products", D2, "products.csv", [PRODUCTS_HEADER, P1])  # P2 dropped
     shop.run_day(spark, "day-2", ("customers", "fx_rates", "payments", "products"))
@@ -681,8 +848,11 @@ def test_customer_moving_twice_has_three_history_versions_timed_by_commit(
             ("C1", "Munich", utc("2024-01-03T10:00:00"), None, True, 5),
         ],
     )
-    assert_rows(current.select("customer_id", "city", "_lsn"),
-                "customer_id string, city string, _lsn long", [("C1", "Munich", 5)])
+    assert_rows(
+        current.select("customer_id", "city", "_lsn"),
+        "customer_id string, city string, _lsn long",
+        [("C1", "Munich", 5)],
+    )
 
 
 def test_customers_keep_only_keyed_hashes_of_email_and_phone(
@@ -695,13 +865,22 @@ def test_customers_keep_only_keyed_hashes_of_email_and_phone(
         "customer_id string, email_hash string, phone_hash string, country string, city string",
         [
             ("C1", hmac_hex("otto.normal@example.org"), None, "DE", "Munich"),
-            ("C2", hmac.new(b"test-only-hmac-key", b"ann@example.com",
-                            hashlib.sha256).hexdigest(),
-             hmac_hex("+49 151 23456789"), "GB", "Leeds"),
+            (
+                "C2",
+                hmac.new(b"test-only-hmac-key", b"ann@example.com", hashlib.sha256).hexdigest(),
+                hmac_hex("+49 151 23456789"),
+                "GB",
+                "Leeds",
+            ),
         ],
     )
     assert [c for c in customers.columns if not c.startswith("_")] == [
-        "customer_id", "email_hash", "phone_hash", "country", "city", "signup_ts",
+        "customer_id",
+        "email_hash",
+        "phone_hash",
+        "country",
+        "city",
+        "signup_ts",
         "marketing_opt_in",
     ]
 
@@ -721,7 +900,7 @@ def test_no_personal_data_in_clear_in_any_silver_table(
 
     assert leaks == dict.fromkeys(tables, 0)
     # The values did reach bronze, so silver could have leaked them.
-    raw = spark.read.format("delta").load(shop_story.config.table_path("bronze", "customers"))
+    raw = spark.read.format("delta").load(shop_story.lh.path("bronze.customers"))
     assert raw.where(F.lower("raw").contains("quixotic-brandywine")).count() == 1
 
 
@@ -732,14 +911,22 @@ def test_product_dropped_from_a_snapshot_is_inactive_from_that_day_then_active_a
     names = ["product_id", "active", "snapshot_date", "inactive_from"]
     d = date.fromisoformat
 
-    assert_rows(live(shop_story.read(spark, "products", after="day-2")).select(*names), ddl, [
-        ("P1", True, d(D2), None),
-        ("P2", False, d(D2), d(D2)),
-    ])
-    assert_rows(live(shop_story.read(spark, "products", after="day-3")).select(*names), ddl, [
-        ("P1", True, d(D3), None),
-        ("P2", True, d(D3), None),
-    ])
+    assert_rows(
+        live(shop_story.read(spark, "products", after="day-2")).select(*names),
+        ddl,
+        [
+            ("P1", True, d(D2), None),
+            ("P2", False, d(D2), d(D2)),
+        ],
+    )
+    assert_rows(
+        live(shop_story.read(spark, "products", after="day-3")).select(*names),
+        ddl,
+        [
+            ("P1", True, d(D3), None),
+            ("P2", True, d(D3), None),
+        ],
+    )
 
 
 def test_products_history_has_an_inactive_version_for_the_days_a_product_was_absent(
@@ -768,21 +955,37 @@ def test_fx_rate_delivered_again_on_a_later_day_corrects_the_earlier_one(
 
     def rates(after: str) -> DataFrame:
         return live(shop_story.read(spark, "fx_rates", after=after)).select(
-            "rate_date", "currency", "rate_to_usd")
+            "rate_date", "currency", "rate_to_usd"
+        )
 
-    assert_rows(rates("day-1"), ddl, [(d(D1), "EUR", Decimal("1.10")),
-                                      (d(D1), "GBP", Decimal("1.27"))])
-    assert_rows(rates("day-2"), ddl, [(d(D1), "EUR", Decimal("1.11")),
-                                      (d(D1), "GBP", Decimal("1.27")),
-                                      (d(D2), "EUR", Decimal("1.12"))])
+    assert_rows(
+        rates("day-1"), ddl, [(d(D1), "EUR", Decimal("1.10")), (d(D1), "GBP", Decimal("1.27"))]
+    )
+    assert_rows(
+        rates("day-2"),
+        ddl,
+        [
+            (d(D1), "EUR", Decimal("1.11")),
+            (d(D1), "GBP", Decimal("1.27")),
+            (d(D2), "EUR", Decimal("1.12")),
+        ],
+    )
 
 
 def test_payment_event_delivered_again_is_one_row_per_event_id(
     spark: SparkSession, shop_story: Shop
 ) -> None:
     payments = live(shop_story.read(spark, "payments")).select(
-        "event_id", "payment_id", "event_ts", "event_type", "amount", "currency", "method",
-        "provider_ref", "event_date")
+        "event_id",
+        "payment_id",
+        "event_ts",
+        "event_type",
+        "amount",
+        "currency",
+        "method",
+        "provider_ref",
+        "event_date",
+    )
 
     assert_rows(
         payments,
@@ -790,12 +993,39 @@ def test_payment_event_delivered_again_is_one_row_per_event_id(
         "amount decimal(18,2), currency string, method string, provider_ref string, "
         "event_date date",
         [
-            ("E1", "PAY1", utc("2024-01-01T10:05:00"), "captured", Decimal("20.00"), "EUR",
-             "card", "psp-1", date(2024, 1, 1)),
-            ("E2", "PAY2", utc("2024-01-01T10:06:00"), "refunded", Decimal("5.00"), "EUR",
-             "card", "psp-2", date(2024, 1, 1)),
-            ("E3", "PAY3", utc("2024-01-02T08:00:00"), "captured", Decimal("7.50"), "GBP",
-             "paypal", "psp-3", date(2024, 1, 2)),
+            (
+                "E1",
+                "PAY1",
+                utc("2024-01-01T10:05:00"),
+                "captured",
+                Decimal("20.00"),
+                "EUR",
+                "card",
+                "psp-1",
+                date(2024, 1, 1),
+            ),
+            (
+                "E2",
+                "PAY2",
+                utc("2024-01-01T10:06:00"),
+                "refunded",
+                Decimal("5.00"),
+                "EUR",
+                "card",
+                "psp-2",
+                date(2024, 1, 1),
+            ),
+            (
+                "E3",
+                "PAY3",
+                utc("2024-01-02T08:00:00"),
+                "captured",
+                Decimal("7.50"),
+                "GBP",
+                "paypal",
+                "psp-3",
+                date(2024, 1, 2),
+            ),
         ],
     )
     # read, inserted, updated, deleted, unchanged, duplicates, stale_ignored, quarantined
@@ -808,10 +1038,12 @@ def test_every_broken_rule_is_quarantined_with_its_column_and_reason(
     spark: SparkSession, shop_story: Shop
 ) -> None:
     def expected(source: str, rows: list[tuple[str, str, str]], first_line: int) -> list[tuple]:
-        return [(source, shop_story.files[source], first_line + i, raw, column, reason)
-                for i, (raw, column, reason) in enumerate(rows)]
+        return [
+            (source, shop_story.files[source], first_line + i, raw, column, reason)
+            for i, (raw, column, reason) in enumerate(rows)
+        ]
 
-    quarantined = read_quarantine(spark, shop_story.root).where("layer = 'silver'")
+    quarantined = read_quarantine(spark, shop_story.lh).where("layer = 'silver'")
 
     assert_rows(
         quarantined.select("source", "file", "line", "raw", "column_name", "reason"),
@@ -828,27 +1060,35 @@ def test_every_broken_rule_is_quarantined_with_its_column_and_reason(
 def test_the_broken_records_of_every_table_are_quarantined_by_one_commit(
     spark: SparkSession, shop_story: Shop
 ) -> None:
-    silver_rows = read_quarantine(spark, shop_story.root).where("layer = 'silver'").count()
-    merges = DeltaTable.forPath(spark, quarantine_path(shop_story.root)).history()
+    silver_rows = read_quarantine(spark, shop_story.lh).where("layer = 'silver'").count()
+    merges = DeltaTable.forPath(spark, shop_story.lh.path(QUARANTINE_TABLE)).history()
     inserted = [
         int(m["operationMetrics"]["numTargetRowsInserted"])
         for m in merges.where("operation = 'MERGE'").collect()
     ]
 
-    assert silver_rows == (len(BAD_ORDERS) + len(BAD_ITEMS) + len(BAD_CUSTOMERS)
-                           + len(BAD_PAYMENTS) + len(BAD_FX))
+    assert silver_rows == (
+        len(BAD_ORDERS) + len(BAD_ITEMS) + len(BAD_CUSTOMERS) + len(BAD_PAYMENTS) + len(BAD_FX)
+    )
     assert silver_rows in inserted  # one MERGE for the five tables, not one each
 
 
 def test_every_silver_ledger_row_accounts_for_every_record_read(
     spark: SparkSession, orders_story: Story, shop_story: Shop
 ) -> None:
-    outcomes = ("inserted", "updated", "deleted", "unchanged", "duplicates", "stale_ignored",
-                "quarantined")
+    outcomes = (
+        "inserted",
+        "updated",
+        "deleted",
+        "unchanged",
+        "duplicates",
+        "stale_ignored",
+        "quarantined",
+    )
     total = reduce(lambda a, b: a + b, [F.coalesce(F.col(c), F.lit(0)) for c in outcomes])
 
     for story in (orders_story, shop_story):
-        ledger = read_ledger(spark, story.root).where("layer = 'silver'")
+        ledger = read_ledger(spark, story.lh).where("layer = 'silver'")
         unbalanced = ledger.where(F.col("records_read") != total)
         assert unbalanced.select("run_id", "table_name").collect() == []
         assert ledger.where("records_read > 0").count() >= 5
@@ -860,11 +1100,11 @@ def test_every_silver_ledger_row_accounts_for_every_record_read(
 def test_missing_hmac_key_stops_silver_before_it_writes_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spark: SparkSession
 ) -> None:
-    config = local_config(tmp_path)
+    lh = local_lakehouse(tmp_path)
     monkeypatch.delenv(KEY_ENV)
 
     with pytest.raises(ConfigError, match=KEY_ENV):
-        silver.apply(spark, config, "run-1", {"orders": SPECS["orders"]})
+        silver.apply(spark, lh, "run-1", ["orders"])
 
     assert not (tmp_path / "lake" / "silver").exists()
 
@@ -892,28 +1132,41 @@ def in_threads(*actions: Callable[[], object]) -> list[BaseException]:
 def test_concurrent_writers_to_the_same_tables_end_with_the_correct_rows(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    story = Story(local_config(tmp_path), sources={s: SOURCES[s] for s in CDC_TABLES})
-    story.land("orders", D1, "orders-1.jsonl", [cdc("c", 10, order("O1")),
-                                                cdc("c", 20, order("O2"))])
-    story.land("order_items", D1, "items-1.jsonl", [cdc("c", 11, item("O1", 1)),
-                                                    cdc("c", 21, item("O2", 1))])
+    story = Story(local_lakehouse(tmp_path).only(CDC_TABLES))
+    story.land(
+        "orders", D1, "orders-1.jsonl", [cdc("c", 10, order("O1")), cdc("c", 20, order("O2"))]
+    )
+    story.land(
+        "order_items",
+        D1,
+        "items-1.jsonl",
+        [cdc("c", 11, item("O1", 1)), cdc("c", 21, item("O2", 1))],
+    )
     story.run_day(spark, "day-1", CDC_TABLES)
-    story.land("orders", D2, "orders-2.jsonl", [cdc("d", 100, before=deleted("O1")),
-                                                cdc("c", 101, order("O3"))])
-    story.land("order_items", D2, "items-2.jsonl", [cdc("u", 102, item("O2", 1, quantity=5)),
-                                                    cdc("c", 103, item("O2", 2))])
-    record(spark, story.root, bronze.ingest(spark, story.config, "day-2", story.sources))
-    key = HMAC_KEY.encode()
+    story.land(
+        "orders",
+        D2,
+        "orders-2.jsonl",
+        [cdc("d", 100, before=deleted("O1")), cdc("c", 101, order("O3"))],
+    )
+    story.land(
+        "order_items",
+        D2,
+        "items-2.jsonl",
+        [cdc("u", 102, item("O2", 1, quantity=5)), cdc("c", 103, item("O2", 2))],
+    )
+    record(spark, story.lh, bronze.ingest(spark, story.lh, "day-2"))
 
     def writer(run_id: str, table: str) -> Callable[[], object]:
         # Two jobs, two sessions: what two schedulers' runs would be.
         session = spark.newSession()
-        return lambda: silver.apply_table(session, story.config, run_id, SPECS[table], key)
+        return lambda: silver.apply_table(session, story.lh, run_id, table)
 
     # Two runs of the orders job on the same increment (the same rows twice), while the lines
     # job updates lines in the partition the orders job's cascade tombstones a line in.
-    errors = in_threads(writer("day-2-a", "orders"), writer("day-2-b", "orders"),
-                        writer("day-2-c", "order_items"))
+    errors = in_threads(
+        writer("day-2-a", "orders"), writer("day-2-b", "orders"), writer("day-2-c", "order_items")
+    )
 
     assert errors == []
     assert_rows(
@@ -921,8 +1174,12 @@ def test_concurrent_writers_to_the_same_tables_end_with_the_correct_rows(
         "order_id string, status string, _lsn long, _is_deleted boolean",
         [("O1", "placed", 100, True), ("O2", "placed", 20, False), ("O3", "placed", 101, False)],
     )
-    assert_rows(story.read(spark, "order_items").select(*silver_item_columns()), ITEM_DDL, [
-        item_row("O1", 1, 11, D1, is_deleted=True),
-        item_row("O2", 1, 102, D1, quantity=5),
-        item_row("O2", 2, 103, D1),
-    ])
+    assert_rows(
+        story.read(spark, "order_items").select(*silver_item_columns()),
+        ITEM_DDL,
+        [
+            item_row("O1", 1, 11, D1, is_deleted=True),
+            item_row("O2", 1, 102, D1, quantity=5),
+            item_row("O2", 2, 103, D1),
+        ],
+    )

@@ -11,14 +11,14 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.core.config import Config, load_config
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import current_version
 from lakehouse.core.generator_spec import DefectSwitches
-from lakehouse.ops.backfill import backfill
+from lakehouse.ops.backfill import backfill, daily_tables
 from lakehouse.ops.time_travel import (
     LOG_TABLES,
     RollbackRefused,
-    history,
+    commit_history,
     list_tables,
     rollback,
     run_kpis,
@@ -31,8 +31,8 @@ from lakehouse_dev.generate import generate_landing
 DAYS = ("2024-01-01", "2024-01-02", "2024-01-03")
 
 
-def _config(base: Path) -> Config:
-    return load_config(
+def _lakehouse(base: Path) -> Lakehouse:
+    return Lakehouse.load(
         "local",
         overrides={
             "storage": {
@@ -44,15 +44,15 @@ def _config(base: Path) -> Config:
     )
 
 
-def _generate(config: Config, defects: bool) -> None:
-    spec = replace(config.generator, customers=20, days=3, orders_per_day=12)
+def _generate(lh: Lakehouse, defects: bool) -> None:
+    spec = replace(lh.config.generator, customers=20, days=3, orders_per_day=12)
     if not defects:
         spec = replace(spec, defects=DefectSwitches.none())
-    generate_landing(config.storage.landing_root, spec)
+    generate_landing(lh.config.storage.landing_root, spec)
 
 
-def _versions(spark: SparkSession, root: str) -> dict[str, int]:
-    return {t: current_version(spark, p) for t, p in list_tables(spark, root).items()}
+def _versions(spark: SparkSession, lh: Lakehouse) -> dict[str, int]:
+    return {t: current_version(spark, p) for t, p in list_tables(spark, lh).items()}
 
 
 def _same_rows(a: DataFrame, b: DataFrame) -> bool:
@@ -64,8 +64,8 @@ def _same_rows(a: DataFrame, b: DataFrame) -> bool:
     return rows(a).exceptAll(rows(b)).isEmpty() and rows(b).exceptAll(rows(a)).isEmpty()
 
 
-def _version_of_run(spark: SparkSession, root: str, table: str, run_id: str) -> int:
-    rows = history(spark, root, table).where(F.col("run_id") == run_id).collect()
+def _version_of_run(spark: SparkSession, lh: Lakehouse, table: str, run_id: str) -> int:
+    rows = commit_history(spark, lh, table).where(F.col("run_id") == run_id).collect()
     return max(int(r["version"]) for r in rows)
 
 
@@ -75,7 +75,7 @@ def _version_of_run(spark: SparkSession, root: str, table: str, run_id: str) -> 
 
 @dataclass
 class Rolled:
-    config: Config
+    lh: Lakehouse
     after_first: dict[str, int]
     kpis_after_second: list
     silver_orders_after_second: int
@@ -85,30 +85,29 @@ class Rolled:
 
 @pytest.fixture(scope="module")
 def rolled(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Rolled:
-    config = _config(tmp_path_factory.mktemp("rollback"))
-    _generate(config, defects=True)
-    root = config.storage.lakehouse_root
-    run_pipeline(spark, config, "run-1", dates=DAYS[:2])
-    after_first = _versions(spark, root)
-    run_pipeline(spark, config, "run-2", dates=DAYS[2:])
-    kpis_after_second = show(spark, root, "gold.daily_kpis").orderBy("order_date").collect()
-    silver_orders = show(spark, root, "silver.orders").count()
+    lh = _lakehouse(tmp_path_factory.mktemp("rollback"))
+    _generate(lh, defects=True)
+    run_pipeline(spark, lh, "run-1", dates=DAYS[:2])
+    after_first = _versions(spark, lh)
+    run_pipeline(spark, lh, "run-2", dates=DAYS[2:])
+    kpis_after_second = show(spark, lh, "gold.daily_kpis").orderBy("order_date").collect()
+    silver_orders = show(spark, lh, "silver.orders").count()
     with pytest.raises(RollbackRefused) as refused:
-        rollback(spark, config, "run-1")
-    result = rollback(spark, config, "run-2")
+        rollback(spark, lh, "run-1")
+    result = rollback(spark, lh, "run-2")
     return Rolled(
-        config, after_first, kpis_after_second, silver_orders, str(refused.value), result.runs
+        lh, after_first, kpis_after_second, silver_orders, str(refused.value), result.runs
     )
 
 
 def test_a_past_runs_kpis_are_reproduced_from_the_silver_versions_it_consumed(
     spark: SparkSession, rolled: Rolled
 ) -> None:
-    root = rolled.config.storage.lakehouse_root
+    lh = rolled.lh
     published = show(
-        spark, root, "gold.daily_kpis", _version_of_run(spark, root, "gold.daily_kpis", "run-2")
+        spark, lh, "gold.daily_kpis", _version_of_run(spark, lh, "gold.daily_kpis", "run-2")
     )
-    reproduced = run_kpis(spark, root, "run-2")
+    reproduced = run_kpis(spark, lh, "run-2")
     assert published.count() == 3
     assert _same_rows(reproduced.select(*published.columns), published)
 
@@ -123,20 +122,26 @@ def test_rolling_back_a_run_that_later_runs_built_on_is_refused_naming_them(
 def test_after_a_rollback_of_the_second_run_every_table_equals_its_state_after_the_first(
     spark: SparkSession, rolled: Rolled
 ) -> None:
-    root = rolled.config.storage.lakehouse_root
+    lh = rolled.lh
     assert rolled.rollback_runs == ["run-2"]
-    tables = list_tables(spark, root)
+    tables = list_tables(spark, lh)
     checked = [t for t in tables if t not in LOG_TABLES]
-    assert {"bronze.orders", "bronze._files", "silver.orders", "gold.daily_kpis",
-            "gold._consumed_versions", "quarantine.records"} <= set(checked)
+    assert {
+        "bronze.orders",
+        "bronze._files",
+        "silver.orders",
+        "gold.daily_kpis",
+        "gold._consumed_versions",
+        "quarantine.records",
+    } <= set(checked)
     for table in checked:
-        now = show(spark, root, table)
-        then = show(spark, root, table, rolled.after_first[table])
+        now = show(spark, lh, table)
+        then = show(spark, lh, table, rolled.after_first[table])
         assert _same_rows(now, then), table
 
 
 def test_the_rollback_is_recorded_in_the_ledger(spark: SparkSession, rolled: Rolled) -> None:
-    ledger = read_ledger(spark, rolled.config.storage.lakehouse_root)
+    ledger = read_ledger(spark, rolled.lh)
     marked = ledger.where((F.col("run_id") == "run-2") & (F.col("status") == "rolled_back"))
     original = ledger.where((F.col("run_id") == "run-2") & (F.col("status") == "ok"))
     assert marked.count() == original.count() > 0
@@ -148,28 +153,27 @@ def test_the_rollback_is_recorded_in_the_ledger(spark: SparkSession, rolled: Rol
 def test_rerunning_the_rolled_back_day_gives_the_second_runs_result_again(
     spark: SparkSession, rolled: Rolled
 ) -> None:
-    config = rolled.config
-    root = config.storage.lakehouse_root
-    run_pipeline(spark, config, "run-3", dates=DAYS[2:])
-    assert show(spark, root, "gold.daily_kpis").orderBy("order_date").collect() == (
+    lh = rolled.lh
+    run_pipeline(spark, lh, "run-3", dates=DAYS[2:])
+    assert show(spark, lh, "gold.daily_kpis").orderBy("order_date").collect() == (
         rolled.kpis_after_second
     )
-    assert show(spark, root, "silver.orders").count() == rolled.silver_orders_after_second
+    assert show(spark, lh, "silver.orders").count() == rolled.silver_orders_after_second
     # Now run-1 can go, with run-3 after it, only together.
-    result = rollback(spark, config, "run-1", cascade=True)
+    result = rollback(spark, lh, "run-1", cascade=True)
     assert result.runs == ["run-1", "run-3"]
-    assert show(spark, root, "gold.daily_kpis").count() == 0
-    assert show(spark, root, "silver.orders").count() == 0
+    assert show(spark, lh, "gold.daily_kpis").count() == 0
+    assert show(spark, lh, "silver.orders").count() == 0
 
 
 def test_show_as_of_a_timestamp_reads_the_version_current_then(
     spark: SparkSession, rolled: Rolled
 ) -> None:
-    root = rolled.config.storage.lakehouse_root
-    rows = history(spark, root, "gold.daily_kpis").collect()
+    lh = rolled.lh
+    rows = commit_history(spark, lh, "gold.daily_kpis").collect()
     first = min(rows, key=lambda r: r["version"])
-    as_of = show(spark, root, "gold.daily_kpis", first["timestamp"].isoformat())
-    assert _same_rows(as_of, show(spark, root, "gold.daily_kpis", int(first["version"])))
+    as_of = show(spark, lh, "gold.daily_kpis", first["timestamp"].isoformat())
+    assert _same_rows(as_of, show(spark, lh, "gold.daily_kpis", int(first["version"])))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +182,7 @@ def test_show_as_of_a_timestamp_reads_the_version_current_then(
 
 @dataclass
 class Backfilled:
-    config: Config
+    lh: Lakehouse
     unchanged_versions: tuple[dict[str, int], dict[str, int]]
     unchanged_diffs: dict
     dry_versions: tuple[dict[str, int], dict[str, int]]
@@ -190,19 +194,21 @@ class Backfilled:
     staging_left: list[str]
 
 
-def _cancel_an_order(spark: SparkSession, config: Config) -> tuple[str, str, int]:
+def _cancel_an_order(spark: SparkSession, lh: Lakehouse) -> tuple[str, str, int]:
     """Deliver a late CDC update into day 2's landing partition: one counted order of day 1 is
     cancelled. Returns the order id, its date and its number of lines."""
-    root = config.storage.lakehouse_root
-    orders = show(spark, root, "silver.orders").where(
-        (F.col("order_date") == DAYS[0]) & F.col("status").isin("placed", "paid", "shipped")
+    orders = show(spark, lh, "silver.orders").where(
+        (F.col("order_date") == DAYS[0])
+        & F.col("status").isin("placed", "paid", "shipped")
         & ~F.col("_is_deleted")
     )
     order = orders.orderBy("order_id").first()
     assert order is not None
-    lines = show(spark, root, "silver.order_items").where(
-        (F.col("order_id") == order["order_id"]) & ~F.col("_is_deleted")
-    ).count()
+    lines = (
+        show(spark, lh, "silver.order_items")
+        .where((F.col("order_id") == order["order_id"]) & ~F.col("_is_deleted"))
+        .count()
+    )
     row = {
         "order_id": order["order_id"],
         "customer_id": order["customer_id"],
@@ -217,29 +223,36 @@ def _cancel_an_order(spark: SparkSession, config: Config) -> tuple[str, str, int
         "before": {**row, "status": order["status"]},
         "after": {**row, "status": "cancelled"},
     }
-    folder = Path(config.storage.landing_root) / "orders" / f"ingest_date={DAYS[1]}"
+    folder = Path(lh.config.storage.landing_root) / "orders" / f"ingest_date={DAYS[1]}"
     (folder / "orders-20240102-0099.jsonl").write_text(json.dumps(record) + "\n")
     return order["order_id"], DAYS[0], lines
 
 
 @pytest.fixture(scope="module")
 def backfilled(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Backfilled:
-    config = _config(tmp_path_factory.mktemp("backfill"))
-    _generate(config, defects=False)
-    root = config.storage.lakehouse_root
-    run_pipeline(spark, config, "run-1")
-    before = _versions(spark, root)
-    unchanged = backfill(spark, config, DAYS[0], DAYS[2])
-    after = _versions(spark, root)
-    order_id, day, lines = _cancel_an_order(spark, config)
-    before_dry = _versions(spark, root)
-    dry = backfill(spark, config, DAYS[0], DAYS[2], dry_run=True)
-    after_dry = _versions(spark, root)
-    staging = sorted(str(p) for p in (Path(root) / "_staging").glob("*"))
-    real = backfill(spark, config, DAYS[0], DAYS[2])
+    lh = _lakehouse(tmp_path_factory.mktemp("backfill"))
+    _generate(lh, defects=False)
+    run_pipeline(spark, lh, "run-1")
+    before = _versions(spark, lh)
+    unchanged = backfill(spark, lh, DAYS[0], DAYS[2])
+    after = _versions(spark, lh)
+    order_id, day, lines = _cancel_an_order(spark, lh)
+    before_dry = _versions(spark, lh)
+    dry = backfill(spark, lh, DAYS[0], DAYS[2], dry_run=True)
+    after_dry = _versions(spark, lh)
+    staging = sorted(str(p) for p in (Path(lh.root) / "_staging").glob("*"))
+    real = backfill(spark, lh, DAYS[0], DAYS[2])
     return Backfilled(
-        config, (before, after), unchanged.diffs, (before_dry, after_dry), dry, real,
-        order_id, day, lines, staging,
+        lh,
+        (before, after),
+        unchanged.diffs,
+        (before_dry, after_dry),
+        dry,
+        real,
+        order_id,
+        day,
+        lines,
+        staging,
     )
 
 
@@ -266,7 +279,8 @@ def test_the_dry_run_reports_the_cancelled_order_exactly(backfilled: Backfilled)
     kpis = dry.diffs["daily_kpis"]  # type: ignore[attr-defined]
     assert (kpis.added, kpis.removed, kpis.changed) == (0, 0, 1)
     orders_delta = [
-        k for k in dry.kpi_deltas  # type: ignore[attr-defined]
+        k
+        for k in dry.kpi_deltas  # type: ignore[attr-defined]
         if k.table == "daily_kpis" and k.kpi == "orders"
     ]
     assert [(str(k.day), k.delta) for k in orders_delta] == [(backfilled.cancelled_day, -1)]
@@ -278,9 +292,16 @@ def test_the_real_backfill_publishes_exactly_what_the_dry_run_reported(
     assert backfilled.real.diffs == backfilled.dry.diffs  # type: ignore[attr-defined]
     assert backfilled.real.kpi_deltas == backfilled.dry.kpi_deltas  # type: ignore[attr-defined]
     status = (
-        show(spark, backfilled.config.storage.lakehouse_root, "silver.orders")
+        show(spark, backfilled.lh, "silver.orders")
         .where(F.col("order_id") == backfilled.cancelled_order)
         .select("status")
         .first()
     )
     assert status is not None and status["status"] == "cancelled"
+
+
+def test_the_backfill_compares_figures_day_by_day_in_the_gold_tables_of_one_row_per_day() -> None:
+    assert daily_tables(Lakehouse.load("local")) == {
+        "daily_kpis": "order_date",
+        "daily_payments": "event_date",
+    }

@@ -14,20 +14,11 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from lakehouse.core.config import Config, is_uri, join_uri
+from lakehouse.core.config import is_uri, join_uri
+from lakehouse.core.context import Lakehouse
 from lakehouse.state.ledger import LedgerEntry, record
 
 STEPS = ("bronze", "silver", "quality", "gold")
-SILVER_SUITES = ("silver.orders", "silver.order_items", "silver.payments", "silver.customers")
-GOLD_SUITES = ("gold.fact_orders", "gold.daily_kpis")
-BRONZE_COLUMNS = (
-    "files_read",
-    "files_skipped",
-    "records_read",
-    "records_written",
-    "duplicates",
-    "quarantined",
-)
 
 
 @dataclass
@@ -42,59 +33,56 @@ class RunReport:
 
 def run_bronze(
     spark: SparkSession,
-    config: Config,
+    lh: Lakehouse,
     run_id: str,
     dates: Sequence[str] | None = None,
     reprocess: bool = False,
 ) -> list[LedgerEntry]:
-    from lakehouse.bronze import ingestion as bronze
+    from lakehouse.bronze.ingestion import ingest
 
-    entries = bronze.ingest(
-        spark, config, run_id, ingest_dates=set(dates) if dates else None, reprocess=reprocess
+    entries = ingest(
+        spark, lh, run_id, ingest_dates=set(dates) if dates else None, reprocess=reprocess
     )
-    record(spark, config.storage.lakehouse_root, entries)
+    record(spark, lh, entries)
     return entries
 
 
-def run_silver(spark: SparkSession, config: Config, run_id: str) -> list[LedgerEntry]:
-    from lakehouse.silver import engine as silver
+def run_silver(spark: SparkSession, lh: Lakehouse, run_id: str) -> list[LedgerEntry]:
+    from lakehouse.silver.engine import apply
 
-    entries = silver.apply(spark, config, run_id)
-    record(spark, config.storage.lakehouse_root, entries)
+    entries = apply(spark, lh, run_id)
+    record(spark, lh, entries)
     return entries
 
 
-def run_gold(spark: SparkSession, config: Config, run_id: str, mode: str = "incremental") -> object:
+def run_gold(spark: SparkSession, lh: Lakehouse, run_id: str, mode: str = "incremental") -> object:
     from lakehouse.gold.build import build_gold
 
-    return build_gold(spark, config.storage.lakehouse_root, run_id, mode=mode)  # type: ignore[arg-type]
+    return build_gold(spark, lh, run_id, mode=mode)  # type: ignore[arg-type]
 
 
-def write_reports(spark: SparkSession, config: Config) -> Path | None:
+def write_reports(spark: SparkSession, lh: Lakehouse) -> Path | None:
     """The static HTML dashboard in the reports folder (local roots only)."""
     from lakehouse.gold.dashboard import write_dashboard
 
-    if is_uri(config.storage.reports_root):
+    reports_root = lh.config.storage.reports_root
+    if is_uri(reports_root):
         return None
-    return write_dashboard(
-        spark,
-        config.storage.lakehouse_root,
-        join_uri(config.storage.reports_root, "dashboard.html"),
-    )
+    return write_dashboard(spark, lh, join_uri(reports_root, "dashboard.html"))
 
 
 def run_gold_gated(
-    spark: SparkSession, config: Config, run_id: str, mode: str = "incremental"
+    spark: SparkSession, lh: Lakehouse, run_id: str, mode: str = "incremental"
 ) -> tuple[object, object]:
     """Stage gold, check the staged tables with the gold suites, publish only if no error check
     failed. On a failure the staging is discarded, gold and its consumed versions stay as they
     were (dashboards keep reading the previous gold) and `QualityGateError` is raised."""
     from lakehouse.gold.build import discard_staged, publish_gold, stage_gold
 
-    staged = stage_gold(spark, config.storage.lakehouse_root, run_id, mode)  # type: ignore[arg-type]
+    staged = stage_gold(spark, lh, run_id, mode)  # type: ignore[arg-type]
     try:
         outcome = run_quality_gate(
-            spark, config, run_id, GOLD_SUITES, True, frames=staged.candidates()
+            spark, lh, run_id, lh.suites("gold"), True, frames=staged.candidates()
         )
     except BaseException:
         discard_staged(staged)
@@ -104,7 +92,7 @@ def run_gold_gated(
 
 def run_quality_gate(
     spark: SparkSession,
-    config: Config,
+    lh: Lakehouse,
     run_id: str,
     suites: Sequence[str],
     gate_errors: bool,
@@ -115,21 +103,10 @@ def run_quality_gate(
     failed and `gate_errors` is set."""
     from lakehouse.quality import gate, run_quality, write_report
 
-    outcome = run_quality(
-        spark,
-        config.storage.lakehouse_root,
-        run_id,
-        list(suites),
-        conf_dir=config.conf_dir,
-        frames=frames,
-    )
-    if not is_uri(config.storage.reports_root):
-        write_report(
-            spark,
-            config.storage.lakehouse_root,
-            run_id,
-            Path(config.storage.reports_root) / "quality",
-        )
+    outcome = run_quality(spark, lh, run_id, list(suites), frames=frames)
+    reports_root = lh.config.storage.reports_root
+    if not is_uri(reports_root):
+        write_report(spark, lh, run_id, Path(reports_root) / "quality")
     if gate_errors:
         gate(outcome)
     return outcome
@@ -137,7 +114,7 @@ def run_quality_gate(
 
 def run_pipeline(
     spark: SparkSession,
-    config: Config,
+    lh: Lakehouse,
     run_id: str,
     steps: Sequence[str] = STEPS,
     dates: Sequence[str] | None = None,
@@ -158,15 +135,15 @@ def run_pipeline(
     from lakehouse.state.catalog import register_tables
 
     with commit_metadata(spark, run_id):
-        report = _run_steps(spark, config, run_id, steps, dates, checks, gold_mode, reprocess)
+        report = _run_steps(spark, lh, run_id, steps, dates, checks, gold_mode, reprocess)
     if register:
-        register_tables(spark, config)
+        register_tables(spark, lh)
     return report
 
 
 def _run_steps(
     spark: SparkSession,
-    config: Config,
+    lh: Lakehouse,
     run_id: str,
     steps: Sequence[str],
     dates: Sequence[str] | None,
@@ -176,19 +153,19 @@ def _run_steps(
 ) -> RunReport:
     report = RunReport(run_id)
     if "bronze" in steps:
-        report.bronze = run_bronze(spark, config, run_id, dates, reprocess)
+        report.bronze = run_bronze(spark, lh, run_id, dates, reprocess)
     if "silver" in steps:
-        report.silver = run_silver(spark, config, run_id)
+        report.silver = run_silver(spark, lh, run_id)
     if "quality" in steps and checks:
         # Silver is checked before gold reads it: an error stops the run here and gold keeps
         # the version dashboards read (see docs/QUALITY.md).
-        report.quality.append(run_quality_gate(spark, config, run_id, SILVER_SUITES, True))
+        report.quality.append(run_quality_gate(spark, lh, run_id, lh.suites("silver"), True))
     if "gold" in steps:
         if checks:
             # Gold is staged, checked, and published only if no error check failed.
-            report.gold, gold_outcome = run_gold_gated(spark, config, run_id, gold_mode)
+            report.gold, gold_outcome = run_gold_gated(spark, lh, run_id, gold_mode)
             report.quality.append(gold_outcome)
         else:
-            report.gold = run_gold(spark, config, run_id, gold_mode)
-        report.dashboard = write_reports(spark, config)
+            report.gold = run_gold(spark, lh, run_id, gold_mode)
+        report.dashboard = write_reports(spark, lh)
     return report

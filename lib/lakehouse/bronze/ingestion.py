@@ -36,7 +36,7 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.bronze.landing import parse_landed_file, parse_landed_path
-from lakehouse.core.config import Config
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import (
     current_version,
     ensure_table,
@@ -44,8 +44,9 @@ from lakehouse.core.delta_io import (
     stats_columns_property,
     with_conflict_retries,
 )
-from lakehouse.core.sources import SourceSpec, load_sources
+from lakehouse.core.pii import RECORD_COLUMNS
 from lakehouse.core.spark import session_conf
+from lakehouse.core.specs import LandingSpec
 from lakehouse.state.ledger import LedgerEntry, LedgerImbalanceError, utcnow
 from lakehouse.state.quarantine import write_quarantine
 
@@ -81,7 +82,9 @@ BRONZE_SCHEMA = StructType(
 
 # Per-file statistics of the record text would copy prefixes of raw records (emails, names) into
 # the transaction log, where VACUUM never reaches: Delta keeps none for `raw` and `fields`.
-BRONZE_PROPERTIES = stats_columns_property(BRONZE_SCHEMA, ("raw", "fields"), ("ingest_date",))
+BRONZE_PROPERTIES = stats_columns_property(
+    BRONZE_SCHEMA, RECORD_COLUMNS["bronze"], ("ingest_date",)
+)
 
 FILES_SCHEMA = StructType(
     [
@@ -104,12 +107,17 @@ class LandedFile:
     size: int
 
 
-def bronze_path(config: Config, source: str) -> str:
-    return config.table_path("bronze", source)
+FILES_TABLE = "bronze._files"
 
 
-def files_path(config: Config) -> str:
-    return config.table_path("bronze", "_files")
+def bronze_path(lh: Lakehouse, source: str) -> str:
+    """Location of `bronze.<source>`."""
+    return lh.path(f"bronze.{source}")
+
+
+def files_path(lh: Lakehouse) -> str:
+    """Location of the ingested-files ledger (`bronze._files`)."""
+    return lh.path(FILES_TABLE)
 
 
 def list_landing_files(spark: SparkSession, landing_root: str) -> list[LandedFile]:
@@ -144,7 +152,7 @@ def list_landing_files(spark: SparkSession, landing_root: str) -> list[LandedFil
 
 
 def _parse_rows(
-    rows: Iterable[Row], sources: dict[str, SourceSpec], files: dict[str, LandedFile]
+    rows: Iterable[Row], sources: dict[str, LandingSpec], files: dict[str, LandedFile]
 ) -> Iterator[tuple[object, ...]]:
     for row in rows:
         landed = files[row["path"]]
@@ -177,7 +185,7 @@ def _parse_rows(
 
 
 def parse_files(
-    spark: SparkSession, files: list[LandedFile], sources: dict[str, SourceSpec]
+    spark: SparkSession, files: list[LandedFile], sources: dict[str, LandingSpec]
 ) -> DataFrame:
     """The records of `files` (columns of PARSED_SCHEMA; `reason` set for bad input)."""
     by_path = {f.path: f for f in files}
@@ -198,9 +206,8 @@ def parse_files(
 
 def ingest(
     spark: SparkSession,
-    config: Config,
+    lh: Lakehouse,
     run_id: str,
-    sources: dict[str, SourceSpec] | None = None,
     ingest_dates: set[str] | None = None,
     reprocess: bool = False,
 ) -> list[LedgerEntry]:
@@ -209,18 +216,19 @@ def ingest(
     read again: only records bronze does not hold are inserted, so unchanged files change nothing.
 
     Raises `LedgerImbalanceError` if any record read has no outcome."""
-    sources = sources or load_sources()
+    sources = lh.sources
+    landing_root = lh.config.storage.landing_root
     started = utcnow()
-    landed = list_landing_files(spark, config.storage.landing_root)
+    landed = list_landing_files(spark, landing_root)
     if ingest_dates is not None:
         landed = [f for f in landed if f.ingest_date in ingest_dates]
     unknown = sorted({f.source for f in landed if f.source not in sources})
     if unknown:
         raise ValueError(
-            f"landing root {config.storage.landing_root} holds folders for unknown sources: "
+            f"landing root {landing_root} holds folders for unknown sources: "
             f"{', '.join(unknown)} (known: {', '.join(sources)})"
         )
-    files_table = ensure_table(spark, files_path(config), FILES_SCHEMA, change_data_feed=False)
+    files_table = ensure_table(spark, files_path(lh), FILES_SCHEMA, change_data_feed=False)
     done = {r["file"] for r in files_table.toDF().select("file").collect()}
     new = [f for f in landed if reprocess or f.relative not in done]
     skipped = {
@@ -245,7 +253,7 @@ def ingest(
     for s in sources:
         ensure_table(
             spark,
-            bronze_path(config, s),
+            bronze_path(lh, s),
             BRONZE_SCHEMA,
             partition_by=("ingest_date",),
             properties=BRONZE_PROPERTIES,
@@ -256,7 +264,7 @@ def ingest(
         # the heap are not given up for them (a 100k-order day ran a 2g driver out of heap).
         parsed = parse_files(spark, new, sources).persist(StorageLevel.DISK_ONLY)
         try:
-            _write_batch(spark, config, run_id, parsed, new, entries, done)
+            _write_batch(spark, lh, run_id, parsed, new, entries, done)
         finally:
             parsed.unpersist()
     finished = utcnow()
@@ -268,7 +276,7 @@ def ingest(
 
 def _write_batch(
     spark: SparkSession,
-    config: Config,
+    lh: Lakehouse,
     run_id: str,
     parsed: DataFrame,
     new: list[LandedFile],
@@ -299,7 +307,7 @@ def _write_batch(
     quarantined_by_source = (
         write_quarantine(
             spark,
-            config.storage.lakehouse_root,
+            lh,
             _as_quarantine(_first_copy(parsed.where(F.col("reason").isNotNull())), run_id, now),
         )
         if any(c["bad"] for c in counts.values())
@@ -310,16 +318,14 @@ def _write_batch(
         if source not in counts:
             continue
         c = counts[source]
-        path = bronze_path(config, source)
+        path = bronze_path(lh, source)
         rows = parsed.where(F.col("_source") == source)
         good = _first_copy(rows.where(F.col("reason").isNull()))
         existing = good.join(
             spark.read.format("delta").load(path).select("_record_id"), "_record_id", "left_semi"
         ).count()
         inserted = (
-            _insert_new(spark, path, good, run_id, now)
-            if int(c["distinct_good"]) > existing
-            else 0
+            _insert_new(spark, path, good, run_id, now) if int(c["distinct_good"]) > existing else 0
         )
         quarantined = quarantined_by_source.get(source, 0)
         entry.records_read = int(c["read"])
@@ -352,7 +358,7 @@ def _write_batch(
     if files_df.isEmpty():
         return
     with_conflict_retries(
-        lambda: files_df.write.format("delta").mode("append").save(files_path(config)),
+        lambda: files_df.write.format("delta").mode("append").save(files_path(lh)),
         what="record ingested files",
     )
 

@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from lakehouse.core.sources import SourceSpec
+from lakehouse.core.specs import LandingSpec
 
 INGEST_DATE_RE = re.compile(
     r"(?:^|/)(?P<source>[^/]+)/ingest_date=(?P<day>\d{4}-\d{2}-\d{2})/(?P<name>[^/]+)$"
@@ -126,7 +126,7 @@ def _text_lines(data: bytes, newline: str | None) -> Iterator[str]:
 
 
 def parse_landed_file(
-    source: str, spec: SourceSpec, name: str, ingest_date: str, content: bytes
+    source: str, spec: LandingSpec, name: str, ingest_date: str, content: bytes
 ) -> Iterator[LandedRecord]:
     """Every record of one landed file, in file order."""
     try:
@@ -182,7 +182,7 @@ class _Taken:
 
 
 def _parse_csv(
-    source: str, spec: SourceSpec, ingest_date: str, lines: Iterator[str]
+    source: str, spec: LandingSpec, ingest_date: str, lines: Iterator[str]
 ) -> Iterator[LandedRecord]:
     taken = _Taken(lines)
     reader = csv.reader(taken, strict=True)

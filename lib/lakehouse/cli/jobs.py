@@ -16,7 +16,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from lakehouse.core.config import ENVIRONMENTS, Config, load_config
+from lakehouse.core.config import ENVIRONMENTS, Config
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.spark import get_spark, stop_spark
 from lakehouse.emr.schedule import processing_date
 from lakehouse.pipeline import STEPS, run_pipeline
@@ -38,7 +39,8 @@ def parse_args(step: str, argv: Sequence[str] | None) -> argparse.Namespace:
 def job_main(step: str, argv: Sequence[str] | None = None) -> int:
     """Run `step` (bronze, silver, gold, or pipeline for all); non-zero on failure."""
     args = parse_args(step, argv)
-    config = load_config(args.env, args.conf_dir)
+    lh = Lakehouse.load(args.env, args.conf_dir)
+    config = lh.config
     day = processing_date(args.scheduled_time).isoformat() if args.scheduled_time else args.date
     spark = get_spark(config.spark, app_name=f"lakehouse-{step}")
     run_id = new_run_id()
@@ -47,7 +49,7 @@ def job_main(step: str, argv: Sequence[str] | None = None) -> int:
     status = "failed"
     report = None
     try:
-        report = run_pipeline(spark, config, run_id, steps=steps, dates=[day] if day else None)
+        report = run_pipeline(spark, lh, run_id, steps=steps, dates=[day] if day else None)
         status = "succeeded"
         return 0
     finally:

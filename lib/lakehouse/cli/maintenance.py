@@ -1,7 +1,8 @@
 """Maintenance subcommands of the `lakehouse` command: maintain, erase.
 
-Thin edges like `lakehouse.cli.pipeline`: load the configuration, build the session with the one
-factory, call `lakehouse.ops.maintenance` or `lakehouse.ops.erasure`, print what happened. A
+Thin edges like `lakehouse.cli.pipeline`: load the lakehouse of `--env`/`--conf-dir`, build the
+session with the one factory, call `lakehouse.ops.maintenance` or `lakehouse.ops.erasure`, print
+what happened. A
 refusal (a retention below the time-travel window, an erasure while silver is behind) is a
 `UserError`: `lakehouse.cli` prints its message and exits with status 1.
 """
@@ -12,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from lakehouse.cli.pipeline import _config, _session
+from lakehouse.cli.common import lakehouse_of, session
 
 
 def register(sub: Any) -> None:
@@ -52,12 +53,12 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     from lakehouse.ops.erasure import recoverable_erasures
     from lakehouse.ops.maintenance import maintain
 
-    config = _config(args)
+    lh = lakehouse_of(args)
     unsafe = args.unsafe_retention_hours
-    spark = _session(config, "lakehouse-maintain")
+    spark = session(lh, "lakehouse-maintain")
     run = maintain(
         spark,
-        config,
+        lh,
         retention_hours=unsafe,
         allow_below_window_for_tests=unsafe is not None,
         only=args.table or None,
@@ -79,7 +80,7 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     )
     if run.not_found:
         print(f"configured but not found (yet): {', '.join(run.not_found)}")
-    pending = recoverable_erasures(spark, config)
+    pending = recoverable_erasures(spark, lh)
     if pending:
         print(
             f"{pending} erased customer(s) still recoverable by time travel: their old files go "
@@ -91,9 +92,9 @@ def cmd_maintain(args: argparse.Namespace) -> int:
 def cmd_erase(args: argparse.Namespace) -> int:
     from lakehouse.ops.erasure import erase
 
-    config = _config(args)
-    spark = _session(config, "lakehouse-erase")
-    result = erase(spark, config, args.customer, request_id=args.request_id, reason=args.reason)
+    lh = lakehouse_of(args)
+    spark = session(lh, "lakehouse-erase")
+    result = erase(spark, lh, args.customer, request_id=args.request_id, reason=args.reason)
     print(f"erasure {result.request_id} of customer {result.customer_id}: {result.status}")
     if result.tables:
         print_table(

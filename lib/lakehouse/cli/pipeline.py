@@ -11,8 +11,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from lakehouse.core.config import Config, load_config
-from lakehouse.state.ledger import LedgerEntry, new_run_id
+from lakehouse.cli.common import lakehouse_of, session
+from lakehouse.core.errors import UserError
+from lakehouse.state.ledger import BRONZE_COLUMNS, SILVER_COLUMNS, LedgerEntry, new_run_id
 
 
 def register(sub: Any) -> None:
@@ -55,20 +56,22 @@ def register(sub: Any) -> None:
     run.set_defaults(func=cmd_run)
 
 
-def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.env, args.conf_dir)
-
-
-def _session(config: Config, app: str) -> Any:
-    from lakehouse.core.spark import get_spark
-
-    return get_spark(config.spark, app_name=app)
+def _generator() -> Any:
+    """The landing-zone generator, a development tool (`lakehouse_dev`, beside the package in a
+    source checkout; never in the EMR bundle)."""
+    try:
+        from lakehouse_dev import generate
+    except ModuleNotFoundError as exc:
+        raise UserError(
+            "the sample generator is a development tool: run it from a source checkout "
+            "(make run, or pip install -e '.[test]' in the project folder)"
+        ) from exc
+    return generate
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from lakehouse_dev.generate import generate_landing
-
-    config = _config(args)
+    lh = lakehouse_of(args)
+    config = lh.config
     spec = config.generator
     changes: dict[str, Any] = {
         k: v
@@ -85,7 +88,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         changes["defects"] = DefectSwitches.none()
     spec = dataclasses.replace(spec, **changes)
-    summary = generate_landing(config.storage.landing_root, spec, overwrite=args.overwrite)
+    summary = _generator().generate_landing(
+        config.storage.landing_root, spec, overwrite=args.overwrite
+    )
     print(
         f"generated landing zone in {config.storage.landing_root}: {describe_generation(summary)}"
     )
@@ -118,35 +123,34 @@ def print_ledger(title: str, entries: Sequence[LedgerEntry], columns: Sequence[s
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from lakehouse.pipeline import BRONZE_COLUMNS, run_pipeline
+    from lakehouse.pipeline import run_pipeline
 
-    config = _config(args)
+    lh = lakehouse_of(args)
     run_id = new_run_id()
-    spark = _session(config, "lakehouse-ingest")
-    report = run_pipeline(spark, config, run_id, steps=("bronze",), dates=args.date or None)
+    spark = session(lh, "lakehouse-ingest")
+    report = run_pipeline(spark, lh, run_id, steps=("bronze",), dates=args.date or None)
     print_ledger(f"bronze, run {run_id}", report.bronze, BRONZE_COLUMNS)
     return 0
 
 
 def cmd_silver(args: argparse.Namespace) -> int:
     from lakehouse.pipeline import run_pipeline
-    from lakehouse.silver.engine import LEDGER_COLUMNS
 
-    config = _config(args)
+    lh = lakehouse_of(args)
     run_id = new_run_id()
-    report = run_pipeline(_session(config, "lakehouse-silver"), config, run_id, steps=("silver",))
-    print_ledger(f"silver, run {run_id}", report.silver, LEDGER_COLUMNS)
+    report = run_pipeline(session(lh, "lakehouse-silver"), lh, run_id, steps=("silver",))
+    print_ledger(f"silver, run {run_id}", report.silver, SILVER_COLUMNS)
     return 0
 
 
 def cmd_gold(args: argparse.Namespace) -> int:
     from lakehouse.pipeline import run_pipeline
 
-    config = _config(args)
+    lh = lakehouse_of(args)
     run_id = new_run_id()
     report = run_pipeline(
-        _session(config, "lakehouse-gold"),
-        config,
+        session(lh, "lakehouse-gold"),
+        lh,
         run_id,
         steps=("gold",),
         checks=not args.no_checks,
@@ -163,18 +167,17 @@ def cmd_quality_report(args: argparse.Namespace) -> int:
 
     from lakehouse.quality import write_report
 
-    config = _config(args)
-    spark = _session(config, "lakehouse-quality")
-    root = config.storage.lakehouse_root
+    lh = lakehouse_of(args)
+    spark = session(lh, "lakehouse-quality")
     run_id = args.run
     if run_id is None:
-        results = spark.read.format("delta").load(config.table_path("quality", "results"))
+        results = spark.read.format("delta").load(lh.path("quality.results"))
         newest = results.orderBy(F.col("run_ts").desc()).select("run_id").first()
         if newest is None:
             print("no quality results yet: run the pipeline first")
             return 1
         run_id = newest["run_id"]
-    html, js = write_report(spark, root, run_id, Path(config.storage.reports_root) / "quality")
+    html, js = write_report(spark, lh, run_id, Path(lh.config.storage.reports_root) / "quality")
     print(f"quality report of run {run_id}: {html} (and {js})")
     return 0
 
@@ -184,11 +187,9 @@ def cmd_quality_suggest(args: argparse.Namespace) -> int:
 
     from lakehouse.quality import suggest
 
-    config = _config(args)
-    spark = _session(config, "lakehouse-quality")
-    layer, _, name = args.table.partition(".")
-    df = spark.read.format("delta").load(config.table_path(layer, name))
-    draft = suggest(spark, df, layer=layer, table=name)
+    lh = lakehouse_of(args)
+    spark = session(lh, "lakehouse-quality")
+    draft = suggest(spark, lh, args.table)
     if args.out:
         Path(args.out).write_text(draft, encoding="utf-8")
         print(f"draft suite written to {args.out}")
@@ -202,24 +203,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from lakehouse.core.config import is_uri
     from lakehouse.gold.dashboard import kpi_summary_text
-    from lakehouse.pipeline import BRONZE_COLUMNS, run_pipeline
-    from lakehouse.silver.engine import LEDGER_COLUMNS
+    from lakehouse.pipeline import run_pipeline
 
-    config = _config(args)
-    landing = config.storage.landing_root
+    lh = lakehouse_of(args)
+    landing = lh.config.storage.landing_root
     if not args.no_generate and not is_uri(landing) and not any(Path(landing).glob("*/*/*")):
-        from lakehouse_dev.generate import generate_landing
-
-        summary = generate_landing(landing, config.generator)
+        summary = _generator().generate_landing(landing, lh.config.generator)
         print(f"generated a sample landing zone in {landing}: {describe_generation(summary)}")
-    spark = _session(config, "lakehouse-pipeline")
+    spark = session(lh, "lakehouse-pipeline")
     run_id = new_run_id()
-    report = run_pipeline(spark, config, run_id, dates=args.date or None)
+    report = run_pipeline(spark, lh, run_id, dates=args.date or None)
     print_ledger(f"bronze, run {run_id}", report.bronze, BRONZE_COLUMNS)
-    print_ledger(f"silver, run {run_id}", report.silver, LEDGER_COLUMNS)
+    print_ledger(f"silver, run {run_id}", report.silver, SILVER_COLUMNS)
     print()
-    print(kpi_summary_text(spark, config.storage.lakehouse_root))
+    print(kpi_summary_text(spark, lh))
     if report.dashboard is not None:
         print(f"\ndashboard: {report.dashboard}")
-        print(f"quality report: {Path(config.storage.reports_root) / 'quality'}")
+        print(f"quality report: {Path(lh.config.storage.reports_root) / 'quality'}")
     return 0

@@ -1,8 +1,9 @@
 """Time-travel subcommands of the `lakehouse` command: backfill, show, history, kpis, rollback.
 
-Thin edges over `lakehouse.ops.backfill` and `lakehouse.ops.time_travel`: load the configuration,
-build the session with the one factory, call the library, print. Refusals end with a message and
-status 1 (`lakehouse.core.errors.UserError`).
+Thin edges over `lakehouse.ops.backfill` and `lakehouse.ops.time_travel`: load the lakehouse of
+`--env`/`--conf-dir`, build the session with the one factory, call the library, print. Refusals
+end with a message and status 1 (`lakehouse.core.errors.UserError`). `history` is a table's Delta
+commit history (`DESCRIBE HISTORY`), with the run that wrote each version.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lakehouse.cli.pipeline import _config, _session
+from lakehouse.cli.common import lakehouse_of, session
 
 
 def register(sub: Any) -> None:
@@ -30,7 +31,9 @@ def register(sub: Any) -> None:
     show.add_argument("--limit", type=int, default=20)
     show.set_defaults(func=cmd_show)
 
-    hist = sub.add_parser("history", help="a table's Delta history with the run of each version")
+    hist = sub.add_parser(
+        "history", help="a table's Delta commit history with the run of each version"
+    )
     hist.add_argument("table", help="layer.table, e.g. silver.orders")
     hist.add_argument("--limit", type=int, default=50)
     hist.set_defaults(func=cmd_history)
@@ -53,9 +56,9 @@ def register(sub: Any) -> None:
 def cmd_backfill(args: argparse.Namespace) -> int:
     from lakehouse.ops.backfill import backfill, describe
 
-    config = _config(args)
-    spark = _session(config, "lakehouse-backfill")
-    result = backfill(spark, config, args.start, args.end, dry_run=args.dry_run)
+    lh = lakehouse_of(args)
+    spark = session(lh, "lakehouse-backfill")
+    result = backfill(spark, lh, args.start, args.end, dry_run=args.dry_run)
     print(describe(result))
     return 1 if result.refused else 0
 
@@ -63,10 +66,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from lakehouse.ops.time_travel import parse_as_of, show
 
-    config = _config(args)
+    lh = lakehouse_of(args)
     as_of = parse_as_of(args.as_of) if args.as_of else None
-    spark = _session(config, "lakehouse-show")
-    df = show(spark, config.storage.lakehouse_root, args.table, as_of)
+    spark = session(lh, "lakehouse-show")
+    df = show(spark, lh, args.table, as_of)
     print(
         f"{args.table}"
         + (f" as of {args.as_of}" if as_of is not None else "")
@@ -77,11 +80,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from lakehouse.ops.time_travel import history
+    from lakehouse.ops.time_travel import commit_history
 
-    config = _config(args)
-    spark = _session(config, "lakehouse-history")
-    history(spark, config.storage.lakehouse_root, args.table).select(
+    lh = lakehouse_of(args)
+    spark = session(lh, "lakehouse-history")
+    commit_history(spark, lh, args.table).select(
         "version", "timestamp", "operation", "run_id", "rows_out"
     ).show(args.limit, truncate=False)
     return 0
@@ -90,9 +93,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_kpis(args: argparse.Namespace) -> int:
     from lakehouse.ops.time_travel import run_kpis
 
-    config = _config(args)
-    spark = _session(config, "lakehouse-kpis")
-    df = run_kpis(spark, config.storage.lakehouse_root, args.run, args.table)
+    lh = lakehouse_of(args)
+    spark = session(lh, "lakehouse-kpis")
+    df = run_kpis(spark, lh, args.run, args.table)
     df.orderBy(df.columns[0]).show(1000, truncate=False)
     return 0
 
@@ -100,9 +103,9 @@ def cmd_kpis(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from lakehouse.ops.time_travel import rollback
 
-    config = _config(args)
-    spark = _session(config, "lakehouse-rollback")
-    result = rollback(spark, config, args.run, cascade=args.cascade)
+    lh = lakehouse_of(args)
+    spark = session(lh, "lakehouse-rollback")
+    result = rollback(spark, lh, args.run, cascade=args.cascade)
     print(f"{result.rollback_id}: rolled back run(s) {', '.join(result.runs)}")
     for table, target in result.restored_to.items():
         state = "emptied (created by the run)" if target < 0 else f"restored to version {target}"

@@ -117,8 +117,10 @@ class MaintenanceConfig:
     `time_travel_window_hours` is how far back every table can be read by version (and how long
     an erased customer's data can still be recovered by time travel); `vacuum_retention_hours`
     is how old an unreferenced file must be before VACUUM deletes it, never below the window.
-    `tables` holds per-table settings keyed `layer.table` for tables without a
-    `conf/tables/*.yaml` definition (bronze, gold, silver history, ledger, ...)."""
+    `tables` holds per-table settings keyed `layer.table` for tables without a spec
+    (`conf/tables/*.yaml`, `conf/gold/*.yaml`): the SCD2 tables `silver.*_history`, bronze,
+    the ledger, ... A table with a spec sets them there; naming it here too is an error
+    (`lakehouse.ops.maintenance.zorder_settings`)."""
 
     time_travel_window_hours: int = 168
     vacuum_retention_hours: int = 168
@@ -224,7 +226,7 @@ def _check_maintenance(m: MaintenanceConfig, origin: dict[str, str], default_fil
         if not TABLE_NAME_RE.match(name):
             raise ConfigError(
                 f"{where('tables')}: key 'maintenance.tables.{name}': expected a table name "
-                "layer.table (e.g. gold.fact_orders)"
+                "layer.table (e.g. silver.customers_history)"
             )
         if len(set(table.zorder_by)) != len(table.zorder_by) or not all(table.zorder_by):
             raise ConfigError(

@@ -1,8 +1,13 @@
-"""Silver table definitions (`conf/tables/*.yaml`), parsed and checked at load.
+"""Table specs: one file per table tells its whole story, parsed and checked at load.
 
-A definition names the bronze source, the key, how versions are ordered (`kind`), the typed
-columns and their rules, partitioning, personal data, whether SCD type 2 history is kept and the
-Z-order columns of `lakehouse maintain`.
+A source table (`conf/tables/<name>.yaml`) names how its landing files are delivered (`landing`:
+format, snapshot or not, the CSV columns it requires), the bronze source, the key, how versions
+are ordered (`kind`), the typed columns and their rules, partitioning, its parent and what a
+parent's delete does to it, personal data, whether SCD type 2 history is kept, its quality suite
+and the Z-order columns of `lakehouse maintain`. A gold table (`conf/gold/<name>.yaml`) names the
+silver tables it reads, its key, the column an incremental run replaces by, its quality suite and
+its Z-order columns. The engines read these specs; none of them tests a table's name.
+
 Kinds:
 
 - `cdc`: CDC JSON lines, newest `lsn` per key wins, deletes leave a tombstone;
@@ -19,6 +24,8 @@ from pathlib import Path
 from typing import Literal
 
 from lakehouse.core.config import DEFAULT_CONF_DIR, ConfigError, TableMaintenance, load_typed_yaml
+
+SUITE_RE = re.compile(r"^(silver|gold)\.[a-z][a-z0-9_]*$")
 
 TYPES = ("string", "int", "long", "boolean", "timestamp", "date")
 DECIMAL_RE = re.compile(r"^decimal\((\d+),(\d+)\)$")
@@ -58,18 +65,36 @@ class PiiSpec:
 
 
 @dataclass(frozen=True)
+class LandingSpec:
+    """How the source's files are delivered (landing contract): CDC JSON lines, plain JSON lines
+    or CSV with a header. `snapshot: true` means each delivery is a full snapshot, so an unchanged
+    record in a newer delivery is a new record, not a duplicate. A CSV file that lacks one of
+    `required_columns` is quarantined whole."""
+
+    format: Literal["cdc", "jsonl", "csv"]
+    snapshot: bool = False
+    required_columns: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
 class ParentSpec:
-    """A parent table this one takes columns from (order_items take `order_date` from orders)."""
+    """A parent table this one takes columns from (order_items take `order_date` from orders),
+    joined on `key`. `on_delete: cascade` tombstones this table's rows of a parent the parent's
+    CDC deletes, whether or not their own deletes were delivered; `keep` leaves them."""
 
     table: str
     key: str
     columns: tuple[str, ...]
+    on_delete: Literal["cascade", "keep"] = "keep"
 
 
 @dataclass(frozen=True)
 class TableSpec:
+    """A source table: its landing, bronze and silver story (see the module docstring)."""
+
     name: str
     source: str
+    landing: LandingSpec
     kind: Literal["cdc", "events", "snapshot", "corrections"]
     keys: tuple[str, ...]
     columns: tuple[ColumnSpec, ...]
@@ -80,6 +105,8 @@ class TableSpec:
     pii: PiiSpec = field(default_factory=PiiSpec)
     parent: ParentSpec | None = None
     maintenance: TableMaintenance = field(default_factory=TableMaintenance)
+    # The quality suite of `silver.<name>`: `conf/quality/<quality>.yaml`; none when unset.
+    quality: str | None = None
 
     def column(self, name: str) -> ColumnSpec:
         return next(c for c in self.columns if c.name == name)
@@ -98,8 +125,18 @@ class TableSpec:
         return tuple(out)
 
 
+# Columns of a bronze record (and of a snapshot table) that a declared column may not shadow.
+RESERVED_COLUMNS = ("raw", "fields", "ingest_date", "snapshot_date", "inactive_from")
+
+
 def _check(spec: TableSpec, path: Path) -> TableSpec:
     names = [c.name for c in spec.columns]
+    for name in [*names, *spec.derived]:
+        if name.startswith("_") or name in RESERVED_COLUMNS:
+            raise ConfigError(
+                f"{path}: column '{name}' is reserved (bronze and silver keep their own "
+                f"{', '.join(RESERVED_COLUMNS)} and every column starting with '_')"
+            )
     for c in spec.columns:
         if c.type not in TYPES and not DECIMAL_RE.match(c.type):
             raise ConfigError(
@@ -109,8 +146,8 @@ def _check(spec: TableSpec, path: Path) -> TableSpec:
     for key in spec.keys:
         if key not in names:
             raise ConfigError(f"{path}: key '{key}' is not a declared column")
-    if spec.kind == "events" and spec.order_by not in names:
-        raise ConfigError(f"{path}: kind 'events' needs order_by naming a column")
+    if spec.kind in ("events", "snapshot") and spec.order_by not in names:
+        raise ConfigError(f"{path}: kind '{spec.kind}' needs order_by naming a column")
     for p in spec.partition_by:
         parent_cols = spec.parent.columns if spec.parent else ()
         if p not in names and p not in spec.derived and p not in parent_cols:
@@ -143,14 +180,86 @@ def _check(spec: TableSpec, path: Path) -> TableSpec:
 
 
 def load_tables(conf_dir: str | Path | None = None) -> dict[str, TableSpec]:
-    """Every silver table definition by name, in dependency order (parents first)."""
-    folder = Path(conf_dir or DEFAULT_CONF_DIR) / "tables"
-    specs = {}
+    """Every source table spec by name, in dependency order (parents first)."""
+    conf = Path(conf_dir or DEFAULT_CONF_DIR)
+    folder = conf / "tables"
+    specs: dict[str, TableSpec] = {}
+    paths: dict[str, Path] = {}
     for path in sorted(folder.glob("*.yaml")):
         spec = _check(load_typed_yaml(path, TableSpec), path)
         if spec.name != path.stem:
             raise ConfigError(f"{path}: name '{spec.name}' differs from the file name")
+        _check_suite(spec.quality, conf, path)
         specs[spec.name] = spec
+        paths[spec.name] = path
+    sources = [s.source for s in specs.values()]
+    for name, spec in specs.items():
+        if sources.count(spec.source) > 1:
+            raise ConfigError(f"{paths[name]}: source '{spec.source}' feeds another table too")
+        if spec.parent is not None and spec.parent.table not in specs:
+            raise ConfigError(
+                f"{paths[name]}: parent.table '{spec.parent.table}' is not a table of {folder}"
+            )
     ordered = [s for s in specs.values() if s.parent is None]
     ordered += [s for s in specs.values() if s.parent is not None]
     return {s.name: s for s in ordered}
+
+
+def landing_sources(tables: dict[str, TableSpec]) -> dict[str, LandingSpec]:
+    """The landing contract's sources as bronze sees them: source name -> how it is delivered."""
+    return {spec.source: spec.landing for spec in tables.values()}
+
+
+def children_of(tables: dict[str, TableSpec], parent: str) -> list[TableSpec]:
+    """The tables whose parent is `parent` and whose rows follow the parent's deletes."""
+    return [
+        s
+        for s in tables.values()
+        if s.parent is not None and s.parent.table == parent and s.parent.on_delete == "cascade"
+    ]
+
+
+@dataclass(frozen=True)
+class GoldSpec:
+    """A gold table: the silver tables it reads, its key, and `scope`: the column whose affected
+    values an incremental run recomputes and replaces (none: the table is rebuilt whole when its
+    inputs change). Its transform is the function of the same name in `lakehouse.gold`."""
+
+    name: str
+    description: str
+    inputs: tuple[str, ...]
+    keys: tuple[str, ...]
+    scope: str | None = None
+    maintenance: TableMaintenance = field(default_factory=TableMaintenance)
+    quality: str | None = None
+
+
+def load_gold(
+    conf_dir: str | Path | None = None, tables: dict[str, TableSpec] | None = None
+) -> dict[str, GoldSpec]:
+    """Every gold table spec (`conf/gold/*.yaml`) by name, in file-name order; with `tables`,
+    every input must be one of them or one's SCD2 history."""
+    conf = Path(conf_dir or DEFAULT_CONF_DIR)
+    known = set(tables) if tables is not None else None
+    specs: dict[str, GoldSpec] = {}
+    for path in sorted((conf / "gold").glob("*.yaml")):
+        spec = load_typed_yaml(path, GoldSpec)
+        if spec.name != path.stem:
+            raise ConfigError(f"{path}: name '{spec.name}' differs from the file name")
+        if known is not None:
+            history = {f"{t}_history" for t in known}
+            unknown = [t for t in spec.inputs if t not in known | history]
+            if unknown:
+                raise ConfigError(f"{path}: inputs: no silver table {', '.join(unknown)}")
+        _check_suite(spec.quality, conf, path)
+        specs[spec.name] = spec
+    return specs
+
+
+def _check_suite(suite: str | None, conf: Path, path: Path) -> None:
+    if suite is None:
+        return
+    if not SUITE_RE.match(suite):
+        raise ConfigError(f"{path}: quality: '{suite}' is not a suite name layer.table")
+    if not (conf / "quality" / f"{suite}.yaml").is_file():
+        raise ConfigError(f"{path}: quality: no suite file {conf / 'quality' / suite}.yaml")

@@ -87,8 +87,7 @@ def read_manifest(local_dir: Path) -> dict[str, Any]:
     path = local_dir / MANIFEST
     if not path.exists():
         raise ConfigError(
-            f"{path}: no bundle here; build it first with `make package` "
-            "(make package)"
+            f"{path}: no bundle here; build it first with `make package` (make package)"
         )
     manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return manifest

@@ -235,7 +235,10 @@ def build_bundle(
         shutil.copy2(built, target / built.name)
         deps = resolve_dependencies(wheel_requirements(built), definition.emr_provided)
         write_pyfiles_zip(
-            target / definition.pyfiles, built, deps, definition.optional_native,
+            target / definition.pyfiles,
+            built,
+            deps,
+            definition.optional_native,
             conf_dir=project_root / "conf",
         )
     for job in definition.jobs:

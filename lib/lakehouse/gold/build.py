@@ -3,7 +3,7 @@ transforms of `star.py` and `kpis.py`, write gold Delta tables, remember what wa
 
 - `full`: every gold table is recomputed from the silver snapshots and overwritten.
 - `incremental` (default): silver's Change Data Feed since the versions the last run consumed
-  (`<lakehouse_root>/gold/_consumed_versions`) says which keys are affected (`incremental.py`);
+  (`gold._consumed_versions`) says which keys are affected (`incremental.py`);
   only those are recomputed from current silver and written over the old rows of those keys in
   one `replaceWhere` commit per table (a key that no longer produces rows loses its old ones).
   No state yet, or a gold table missing, means a full build. No new silver version means nothing
@@ -11,6 +11,11 @@ transforms of `star.py` and `kpis.py`, write gold Delta tables, remember what wa
 
 Silver is read at the versions pinned when the run starts, so a run is consistent even while
 silver is being written, and the next run starts exactly where this one stopped.
+
+The gold tables are the specs of `conf/gold/*.yaml` (`lh.gold`): a spec's `inputs` are the silver
+tables gold reads (their union, `silver_inputs`, is what a run pins and records), its `scope` the
+column an incremental run replaces by (none: rebuilt whole). Each table's rows are the method of
+the same name of `_Sources`, which feeds the pure transforms of `star.py` and `kpis.py`.
 
 Staging and publishing: `stage_gold` computes every write and materialises its rows in staging
 Delta tables (`<root>/_staging/<run_id>/gold/<table>`) without touching gold;
@@ -35,7 +40,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
 from lakehouse.core.config import join_uri
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import delete_path
+from lakehouse.core.sql import sql_literal
 from lakehouse.gold import incremental as inc
 from lakehouse.gold.kpis import (
     customer_retention,
@@ -44,32 +51,14 @@ from lakehouse.gold.kpis import (
     first_order_dates,
     newest_month,
 )
-from lakehouse.gold.pricing import live, priced_orders, rate_calendar
+from lakehouse.gold.pricing import priced_orders, rate_calendar
 from lakehouse.gold.star import dim_customers, dim_date, dim_products, fact_orders, fact_payments
+from lakehouse.silver.schema import live
 
 Mode = Literal["incremental", "full"]
 
-# The silver tables gold reads, in the order their versions are recorded.
-SILVER_INPUTS = (
-    "orders",
-    "order_items",
-    "fx_rates",
-    "payments",
-    "customers",
-    "customers_history",
-    "products_history",
-)
-GOLD_TABLES = (
-    "dim_customers",
-    "dim_products",
-    "dim_date",
-    "fact_orders",
-    "fact_payments",
-    "daily_kpis",
-    "daily_payments",
-    "customer_retention",
-)
-STATE_TABLE = "_consumed_versions"
+# The silver versions each gold run consumed (one row per run and silver input).
+CONSUMED_TABLE = "gold._consumed_versions"
 # Beyond this many affected keys a table is recomputed whole and overwritten: a predicate over a
 # literal list that long is slower than a rewrite of a gold table.
 MAX_SCOPE_KEYS = 10_000
@@ -127,18 +116,15 @@ class GoldResult:
         return {n: w.rows_written for n, w in self.tables.items()}
 
 
-def gold_tables() -> tuple[str, ...]:
-    """The gold table names, to register as `gold.<name>` in the catalog."""
-    return GOLD_TABLES
+def gold_tables(lh: Lakehouse) -> tuple[str, ...]:
+    """The gold table names (`conf/gold/*.yaml`, without `gold.`), in the specs' order."""
+    return tuple(lh.gold)
 
 
-def gold_path(lakehouse_root: str, table: str) -> str:
-    """Location of `gold.<table>` (and of the `_consumed_versions` state table)."""
-    return join_uri(lakehouse_root, "gold", table)
-
-
-def silver_path(lakehouse_root: str, table: str) -> str:
-    return join_uri(lakehouse_root, "silver", table)
+def silver_inputs(lh: Lakehouse) -> tuple[str, ...]:
+    """The silver tables gold reads (without `silver.`): the union of the gold specs' `inputs`,
+    in order of first mention, which is the order their consumed versions are recorded."""
+    return tuple(dict.fromkeys(t for spec in lh.gold.values() for t in spec.inputs))
 
 
 @dataclass(frozen=True)
@@ -154,7 +140,7 @@ class StagedWrite:
 
     def predicate(self) -> str:
         """The SQL predicate of the replaced rows (`replaceWhere`)."""
-        values = ", ".join(_sql_literal(v) for v in self.scope)
+        values = ", ".join(sql_literal(v) for v in self.scope)
         return f"`{self.scope_col}` IN ({values})"
 
 
@@ -163,7 +149,7 @@ class StagedGold:
     """A gold build computed but not published: see the module docstring."""
 
     spark: SparkSession
-    root: str
+    lh: Lakehouse
     run_id: str
     mode: Mode
     consumed_versions: dict[str, int]
@@ -176,9 +162,9 @@ class StagedGold:
         """`gold.<table>` -> the rows that table would hold once published (the published table
         itself when the run leaves it unchanged)."""
         out: dict[str, DataFrame] = {}
-        for name in GOLD_TABLES:
+        for name in self.lh.gold:
             write = self.writes.get(name)
-            published = gold_path(self.root, name)
+            published = self.lh.path(f"gold.{name}")
             if write is None:
                 out[f"gold.{name}"] = self.spark.read.format("delta").load(published)
                 continue
@@ -186,15 +172,17 @@ class StagedGold:
             if write.action == "overwrite":
                 out[f"gold.{name}"] = staged
             else:
-                kept = self.spark.read.format("delta").load(published).where(
-                    F.expr(f"NOT coalesce({write.predicate()}, false)")
+                kept = (
+                    self.spark.read.format("delta")
+                    .load(published)
+                    .where(F.expr(f"NOT coalesce({write.predicate()}, false)"))
                 )
                 out[f"gold.{name}"] = kept.unionByName(staged)
         return out
 
 
 def build_gold(
-    spark: SparkSession, lakehouse_root: str, run_id: str, mode: Mode = "incremental"
+    spark: SparkSession, lh: Lakehouse, run_id: str, mode: Mode = "incremental"
 ) -> GoldResult:
     """Bring every gold table up to date with silver (stage, then publish without checks); see
     the module docstring for the modes.
@@ -202,82 +190,91 @@ def build_gold(
     Both modes produce identical tables. An incremental run with no new silver version writes
     nothing, not even the state table.
     """
-    return publish_gold(stage_gold(spark, lakehouse_root, run_id, mode))
+    return publish_gold(stage_gold(spark, lh, run_id, mode))
 
 
 def stage_gold(
-    spark: SparkSession, lakehouse_root: str, run_id: str, mode: Mode = "incremental"
+    spark: SparkSession, lh: Lakehouse, run_id: str, mode: Mode = "incremental"
 ) -> StagedGold:
     """Compute this run's gold writes into staging tables; gold itself is not touched."""
     if mode not in ("incremental", "full"):
         raise ValueError(f"mode must be 'incremental' or 'full', not {mode!r}")
-    silver = _Silver(spark, lakehouse_root)
-    consumed = _consumed_versions(spark, lakehouse_root)
-    staging = join_uri(lakehouse_root, "_staging", run_id, "gold")
+    inputs = silver_inputs(lh)
+    silver = _Silver(spark, lh)
+    consumed = _consumed_versions(spark, lh)
+    staging = join_uri(lh.root, "_staging", run_id, "gold")
     can_increment = (
         mode == "incremental"
-        and all(t in consumed for t in SILVER_INPUTS)
-        and all(DeltaTable.isDeltaTable(spark, gold_path(lakehouse_root, t)) for t in GOLD_TABLES)
+        and all(t in consumed for t in inputs)
+        and all(DeltaTable.isDeltaTable(spark, lh.path(f"gold.{t}")) for t in lh.gold)
     )
     if can_increment:
-        for table in SILVER_INPUTS:
+        for table in inputs:
             if silver.versions[table] < consumed[table]:
                 raise GoldBuildError(
                     f"silver.{table} is at version {silver.versions[table]}, older than the "
                     f"version {consumed[table]} gold consumed: the table was recreated; run "
                     "build_gold(..., mode='full')"
                 )
-        if all(silver.versions[t] == consumed[t] for t in SILVER_INPUTS):
-            return StagedGold(spark, lakehouse_root, run_id, "incremental",
-                              dict(silver.versions), {}, staging, has_changes=False)
-        writes = _build_incremental(spark, lakehouse_root, staging, silver, consumed)
+        if all(silver.versions[t] == consumed[t] for t in inputs):
+            return StagedGold(
+                spark,
+                lh,
+                run_id,
+                "incremental",
+                dict(silver.versions),
+                {},
+                staging,
+                has_changes=False,
+            )
+        writes = _build_incremental(spark, lh, staging, silver, consumed)
         ran: Mode = "incremental"
     else:
-        writes = _build_full(staging, silver)
+        writes = _build_full(lh, staging, silver)
         ran = "full"
-    return StagedGold(spark, lakehouse_root, run_id, ran, dict(silver.versions), writes, staging)
+    return StagedGold(spark, lh, run_id, ran, dict(silver.versions), writes, staging)
 
 
 def publish_gold(staged: StagedGold) -> GoldResult:
     """Copy the staged rows into gold (one commit per written table), record the consumed silver
     versions, remove the staging tables."""
-    spark, root = staged.spark, staged.root
+    spark, lh = staged.spark, staged.lh
     tables: dict[str, TableWrite] = {}
-    for name in GOLD_TABLES:
+    for name in lh.gold:
         write = staged.writes.get(name)
         if write is None:
             tables[name] = TableWrite(name, "unchanged")
             continue
         rows = spark.read.format("delta").load(write.staged_path)
-        path = gold_path(root, name)
+        path = lh.path(f"gold.{name}")
         if write.action == "overwrite":
             tables[name] = _overwrite(spark, path, name, rows)
         else:
             tables[name] = _replace_scope(spark, path, name, rows, write.predicate())
     if staged.has_changes:
-        _record_consumed(spark, root, staged.run_id, staged.consumed_versions, staged.mode)
+        _record_consumed(spark, lh, staged.run_id, staged.consumed_versions, staged.mode)
     discard_staged(staged)
     return GoldResult(staged.run_id, staged.mode, dict(staged.consumed_versions), tables)
 
 
 def discard_staged(staged: StagedGold) -> None:
     """Remove the staging tables of a run (published or refused)."""
-    delete_path(staged.spark, join_uri(staged.root, "_staging", staged.run_id))
+    delete_path(staged.spark, join_uri(staged.lh.root, "_staging", staged.run_id))
 
 
 def compute_table(
-    spark: SparkSession, lakehouse_root: str, table: str, silver_versions: dict[str, int]
+    spark: SparkSession, lh: Lakehouse, table: str, silver_versions: dict[str, int]
 ) -> DataFrame:
-    """Gold `table` as a full build computes it from silver read at `silver_versions` (every
-    table of `SILVER_INPUTS`): a past run's figures, reproduced from the versions it consumed."""
-    missing = [t for t in SILVER_INPUTS if t not in silver_versions]
+    """Gold `table` (its name without `gold.`) as a full build computes it from silver read at
+    `silver_versions` (every table of `silver_inputs(lh)`, by name without `silver.`): a past
+    run's figures, reproduced from the versions it consumed. Columns: the gold table's."""
+    missing = [t for t in silver_inputs(lh) if t not in silver_versions]
     if missing:
         raise GoldBuildError(f"no silver version given for {', '.join(missing)}")
-    if table not in GOLD_TABLES:
-        raise ValueError(f"unknown gold table {table!r} (known: {', '.join(GOLD_TABLES)})")
-    sources = _Sources(_Silver(spark, lakehouse_root, dict(silver_versions)))
-    result: DataFrame = getattr(sources, table)()
-    return result
+    if table not in lh.gold:
+        raise ValueError(f"unknown gold table {table!r} (known: {', '.join(lh.gold)})")
+    sources = _Sources(_Silver(spark, lh, dict(silver_versions)))
+    return sources.transform(table)(None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,19 +285,24 @@ class _Silver:
     """Silver tables pinned at their newest version when the run starts."""
 
     def __init__(
-        self, spark: SparkSession, lakehouse_root: str, versions: dict[str, int] | None = None
+        self, spark: SparkSession, lh: Lakehouse, versions: dict[str, int] | None = None
     ) -> None:
         self.spark = spark
-        self.root = lakehouse_root
+        self.lh = lh
         self.versions = versions or {
-            t: _latest_version(spark, silver_path(lakehouse_root, t)) for t in SILVER_INPUTS
+            t: _latest_version(spark, lh.path(f"silver.{t}")) for t in silver_inputs(lh)
         }
 
     def snapshot(self, table: str) -> DataFrame:
+        if table not in self.versions:
+            raise GoldBuildError(
+                f"gold reads silver.{table}, which no spec of {self.lh.config.conf_dir}/gold "
+                "lists among its inputs"
+            )
         return (
             self.spark.read.format("delta")
             .option("versionAsOf", self.versions[table])
-            .load(silver_path(self.root, table))
+            .load(self.lh.path(f"silver.{table}"))
         )
 
     def changes(self, table: str, after_version: int) -> DataFrame:
@@ -310,7 +312,7 @@ class _Silver:
             .option("readChangeFeed", "true")
             .option("startingVersion", after_version + 1)
             .option("endingVersion", self.versions[table])
-            .load(silver_path(self.root, table))
+            .load(self.lh.path(f"silver.{table}"))
         )
 
 
@@ -320,27 +322,25 @@ def _latest_version(spark: SparkSession, path: str) -> int:
     return _last_commit(spark, path)[0]
 
 
-def _consumed_versions(spark: SparkSession, lakehouse_root: str) -> dict[str, int]:
+def _consumed_versions(spark: SparkSession, lh: Lakehouse) -> dict[str, int]:
     """The newest silver version each table was consumed at, by table name (no `silver.`)."""
-    path = gold_path(lakehouse_root, STATE_TABLE)
+    path = lh.path(CONSUMED_TABLE)
     if not DeltaTable.isDeltaTable(spark, path):
         return {}
-    rows = (
-        spark.read.format("delta").load(path).groupBy("table").agg(F.max("version")).collect()
-    )
+    rows = spark.read.format("delta").load(path).groupBy("table").agg(F.max("version")).collect()
     return {r[0].removeprefix("silver."): int(r[1]) for r in rows}
 
 
 def _record_consumed(
-    spark: SparkSession, lakehouse_root: str, run_id: str, versions: dict[str, int], mode: Mode
+    spark: SparkSession, lh: Lakehouse, run_id: str, versions: dict[str, int], mode: Mode
 ) -> None:
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    rows = [(run_id, f"silver.{t}", versions[t], mode, now) for t in SILVER_INPUTS]
+    rows = [(run_id, f"silver.{t}", versions[t], mode, now) for t in silver_inputs(lh)]
     (
         spark.createDataFrame(rows, STATE_SCHEMA)
         .write.format("delta")
         .mode("append")
-        .save(gold_path(lakehouse_root, STATE_TABLE))
+        .save(lh.path(CONSUMED_TABLE))
     )
 
 
@@ -349,7 +349,11 @@ def _record_consumed(
 
 
 class _Sources:
-    """Live silver rows and the recompute of each gold table for a scope of keys (None = all)."""
+    """Live silver rows and the recompute of each gold table for a scope of keys (None = all).
+
+    Each public method is the gold table of the same name: given the values of the table's
+    scope column (`GoldSpec.scope`), or None, it returns that table's rows for those values, or
+    all its rows."""
 
     def __init__(self, silver: _Silver) -> None:
         self.orders = live(silver.snapshot("orders"))
@@ -364,6 +368,20 @@ class _Sources:
         self.order_heads = self.orders.select(
             "order_id", "customer_id", "order_date", "status", "currency"
         )
+        # The newest month with data, once an incremental run has found it: a scoped retention
+        # recompute counts every cohort's months up to it.
+        self.newest_month: dt.date | None = None
+
+    def transform(self, table: str) -> Callable[[Sequence[Any] | None], DataFrame]:
+        """The recompute of gold `table`: the public method of the same name."""
+        method = getattr(type(self), table, None)
+        if table.startswith("_") or table == "transform" or not callable(method):
+            raise GoldBuildError(
+                f"gold.{table} has a spec but no transform: lakehouse.gold.build._Sources has no "
+                f"method {table!r}"
+            )
+        compute: Callable[[Sequence[Any] | None], DataFrame] = getattr(self, table)
+        return compute
 
     def dim_customers(self, ids: Sequence[Any] | None = None) -> DataFrame:
         history = _scoped(self.customers_history, "customer_id", ids)
@@ -372,14 +390,14 @@ class _Sources:
     def dim_products(self, ids: Sequence[Any] | None = None) -> DataFrame:
         return dim_products(_scoped(self.products_history, "product_id", ids))
 
-    def dates(self) -> DataFrame:
+    def _dates(self) -> DataFrame:
         """Every order and payment date: the span of dim_date."""
         return self.orders.select(F.col("order_date").alias("date")).union(
             self.payments.select(F.col("event_date").alias("date"))
         )
 
-    def dim_date(self) -> DataFrame:
-        return dim_date(self.dates())
+    def dim_date(self, _: Sequence[Any] | None = None) -> DataFrame:
+        return dim_date(self._dates())
 
     def _orders_on(self, dates: Sequence[Any] | None) -> tuple[DataFrame, DataFrame, DataFrame]:
         orders = _scoped(self.orders, "order_date", dates)
@@ -394,9 +412,7 @@ class _Sources:
     def daily_kpis(self, dates: Sequence[Any] | None = None) -> DataFrame:
         orders, items, calendar = self._orders_on(dates)
         customers = orders.select("customer_id").distinct()
-        firsts = first_order_dates(
-            self.order_heads.join(customers, "customer_id", "left_semi")
-        )
+        firsts = first_order_dates(self.order_heads.join(customers, "customer_id", "left_semi"))
         return daily_kpis(priced_orders(orders, items, calendar), firsts)
 
     def fact_payments(self, dates: Sequence[Any] | None = None) -> DataFrame:
@@ -407,96 +423,82 @@ class _Sources:
     def daily_payments(self, dates: Sequence[Any] | None = None) -> DataFrame:
         return daily_payments(self.fact_payments(dates))
 
-    def customer_retention(
-        self, cohorts: Sequence[Any] | None = None, through: dt.date | None = None
-    ) -> DataFrame:
+    def customer_retention(self, cohorts: Sequence[Any] | None = None) -> DataFrame:
         if cohorts is None:
             return customer_retention(self.order_heads)
         members = first_order_dates(self.order_heads).where(
             F.trunc("first_order_date", "month").isin(list(cohorts))
         )
         orders = self.order_heads.join(members.select("customer_id"), "customer_id", "left_semi")
-        return customer_retention(orders, through_month=through)
+        return customer_retention(orders, through_month=self.newest_month)
 
 
 def _scoped(df: DataFrame, column: str, values: Sequence[Any] | None) -> DataFrame:
     return df if values is None else df.where(F.col(column).isin(list(values)))
 
 
-# Scope column: the affected keys are values of it.
-_SCOPE = {
-    "dim_customers": "customer_id",
-    "dim_products": "product_id",
-    "fact_orders": "order_date",
-    "fact_payments": "event_date",
-    "daily_kpis": "order_date",
-    "daily_payments": "event_date",
-    "customer_retention": "cohort_month",
-}
-
-
-def _build_full(staging: str, silver: _Silver) -> dict[str, StagedWrite]:
+def _build_full(lh: Lakehouse, staging: str, silver: _Silver) -> dict[str, StagedWrite]:
     src = _Sources(silver)
-    tables: dict[str, Callable[[], DataFrame]] = {
-        "dim_customers": src.dim_customers,
-        "dim_products": src.dim_products,
-        "dim_date": src.dim_date,
-        "fact_orders": src.fact_orders,
-        "fact_payments": src.fact_payments,
-        "daily_kpis": src.daily_kpis,
-        "daily_payments": src.daily_payments,
-        "customer_retention": src.customer_retention,
-    }
-    return {name: _stage(staging, name, make()) for name, make in tables.items()}
+    return {name: _stage(staging, name, src.transform(name)(None)) for name in lh.gold}
 
 
 def _build_incremental(
-    spark: SparkSession, root: str, staging: str, silver: _Silver, consumed: dict[str, int]
+    spark: SparkSession,
+    lh: Lakehouse,
+    staging: str,
+    silver: _Silver,
+    consumed: dict[str, int],
 ) -> dict[str, StagedWrite]:
+    """Stage each gold table an incremental run changes: those `_affected` says are moved whole
+    are recomputed whole; the others only for their affected scope values (whole beyond
+    `MAX_SCOPE_KEYS` values), written over those values' old rows at publish."""
     changes = {
         t: silver.changes(t, consumed[t])
-        for t in SILVER_INPUTS
+        for t in silver_inputs(lh)
         if silver.versions[t] > consumed[t]
     }
     src = _Sources(silver)
     src.order_heads = src.order_heads.cache()
     try:
-        found = _affected(spark, root, src, changes)
-        writes: dict[str, StagedWrite | None] = {}
-        for name in ("dim_customers", "dim_products", "fact_orders", "fact_payments",
-                     "daily_kpis", "daily_payments"):
-            writes[name] = _apply_scope(staging, name, found.scopes[name], getattr(src, name))
-        writes["customer_retention"] = _retention(staging, src, found)
-        if found.span != found.span_before:
-            writes["dim_date"] = _stage(staging, "dim_date", src.dim_date())
+        found = _affected(spark, lh, src, changes)
+        src.newest_month = found.newest_month
+        writes: dict[str, StagedWrite] = {}
+        for name, spec in lh.gold.items():
+            compute = src.transform(name)
+            scope = found.scopes.get(name, [])
+            if name in found.whole:
+                writes[name] = _stage(staging, name, compute(None))
+            elif not scope:
+                continue
+            elif spec.scope is None or len(scope) > MAX_SCOPE_KEYS:
+                writes[name] = _stage(staging, name, compute(None))
+            else:
+                writes[name] = _stage(staging, name, compute(scope), spec.scope, scope)
     finally:
         src.order_heads.unpersist()
-    return {name: w for name, w in writes.items() if w is not None}
+    return writes
 
 
 @dataclass(frozen=True)
 class _Affected:
-    """What a batch of changes touches: the affected keys of each table (`_SCOPE` column), the
-    newest month with data now and in gold, and the span of order and payment dates now and in
-    gold.dim_date (None when the changes cannot move them)."""
+    """What a batch of changes touches: the affected values of each table's scope column
+    (`GoldSpec.scope`), the tables that must be recomputed whole (the span of order and payment
+    dates moved: `dim_date`; the newest month with data moved: every retention cohort gains or
+    loses a `months_since`), and the newest month with data now."""
 
     scopes: dict[str, list[Any]]
+    whole: frozenset[str]
     newest_month: dt.date | None
-    newest_month_before: dt.date | None
-    span: tuple[dt.date | None, dt.date | None] | None
-    span_before: tuple[dt.date | None, dt.date | None] | None
 
 
 def _affected(
-    spark: SparkSession, root: str, src: _Sources, changes: dict[str, DataFrame]
+    spark: SparkSession, lh: Lakehouse, src: _Sources, changes: dict[str, DataFrame]
 ) -> _Affected:
     """The affected keys of each table (see `incremental.py` for the reasoning), found in one
     Spark job."""
     parts: list[tuple[str, DataFrame]] = []
     orders_ch = changes.get("orders")
-    ranges = (
-        inc.fx_change_ranges(changes["fx_rates"], src.fx) if "fx_rates" in changes else None
-    )
+    ranges = inc.fx_change_ranges(changes["fx_rates"], src.fx) if "fx_rates" in changes else None
     if orders_ch is not None:
         parts.append(("order_change_dates", inc.changed_values(orders_ch, "order_date")))
         parts.append(("shift_dates", inc.first_order_shift_dates(orders_ch, src.order_heads)))
@@ -517,16 +519,20 @@ def _affected(
         parts.append(("product_ids", ids))
         parts.append(("fact_dates", inc.order_dates_of(src.items, "product_id", ids)))
     if orders_ch is not None:
-        before = spark.read.format("delta").load(gold_path(root, "customer_retention"))
+        before = spark.read.format("delta").load(lh.path("gold.customer_retention"))
         parts.append(("newest_month", newest_month(src.order_heads)))
-        parts.append(("newest_month_before", before.select(
-            F.max(F.add_months("cohort_month", F.col("months_since"))))))
+        parts.append(
+            (
+                "newest_month_before",
+                before.select(F.max(F.add_months("cohort_month", F.col("months_since")))),
+            )
+        )
     dates_may_move = orders_ch is not None or "payments" in changes
     if dates_may_move:
-        dim = spark.read.format("delta").load(gold_path(root, "dim_date"))
+        dim = spark.read.format("delta").load(lh.path("gold.dim_date"))
         parts += [
-            ("span_min", src.dates().select(F.min("date"))),
-            ("span_max", src.dates().select(F.max("date"))),
+            ("span_min", src._dates().select(F.min("date"))),
+            ("span_max", src._dates().select(F.max("date"))),
             ("span_before_min", dim.select(F.min("date"))),
             ("span_before_max", dim.select(F.max("date"))),
         ]
@@ -539,8 +545,16 @@ def _affected(
         return next(iter(dates(tag)), None)
 
     money = dates("order_change_dates", "money_dates")
-    cohorts = {d.replace(day=1) for d in dates("order_change_dates", "shift_dates")}
+    cohorts = sorted({d.replace(day=1) for d in dates("order_change_dates", "shift_dates")})
     payment_dates = sorted(dates("payment_dates"))
+    whole: set[str] = set()
+    if dates_may_move and (one("span_min"), one("span_max")) != (
+        one("span_before_min"),
+        one("span_before_max"),
+    ):
+        whole.add("dim_date")
+    if cohorts and one("newest_month") != one("newest_month_before"):
+        whole.add("customer_retention")
     return _Affected(
         scopes={
             "dim_customers": sorted(found.get("customer_ids", ())),
@@ -549,12 +563,10 @@ def _affected(
             "fact_payments": payment_dates,
             "daily_kpis": sorted(money | dates("shift_dates")),
             "daily_payments": payment_dates,
-            "customer_retention": sorted(cohorts),
+            "customer_retention": cohorts,
         },
+        whole=frozenset(whole),
         newest_month=one("newest_month"),
-        newest_month_before=one("newest_month_before"),
-        span=(one("span_min"), one("span_max")) if dates_may_move else None,
-        span_before=(one("span_before_min"), one("span_before_max")) if dates_may_move else None,
     )
 
 
@@ -570,31 +582,6 @@ def _collect_tagged(parts: Iterable[tuple[str, DataFrame]]) -> dict[str, set[str
     for row in reduce(DataFrame.union, frames).where(F.col("value").isNotNull()).collect():
         found.setdefault(row["tag"], set()).add(row["value"])
     return found
-
-
-def _apply_scope(
-    staging: str,
-    name: str,
-    scope: list[Any],
-    compute: Callable[[Sequence[Any] | None], DataFrame],
-) -> StagedWrite | None:
-    if not scope:
-        return None
-    if len(scope) > MAX_SCOPE_KEYS:
-        return _stage(staging, name, compute(None))
-    return _stage(staging, name, compute(scope), _SCOPE[name], scope)
-
-
-def _retention(staging: str, src: _Sources, found: _Affected) -> StagedWrite | None:
-    """Retention rows of the affected cohorts; every cohort when the newest month moved (each
-    cohort gains or loses a `months_since`)."""
-    cohorts = found.scopes["customer_retention"]
-    if not cohorts:
-        return None
-    if found.newest_month != found.newest_month_before or len(cohorts) > MAX_SCOPE_KEYS:
-        return _stage(staging, "customer_retention", src.customer_retention())
-    rows = src.customer_retention(cohorts, found.newest_month)
-    return _stage(staging, "customer_retention", rows, "cohort_month", cohorts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -638,19 +625,6 @@ def _replace_scope(
         int(metrics.get("numOutputRows", 0)) - int(metrics.get("numCopiedRows", 0)),
         int(metrics.get("numDeletedRows", 0)),
     )
-
-
-def _sql_literal(value: Any) -> str:
-    if isinstance(value, dt.datetime):
-        return f"TIMESTAMP'{value.isoformat(sep=' ')}'"
-    if isinstance(value, dt.date):
-        return f"DATE'{value.isoformat()}'"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{text}'"
 
 
 def _last_commit(spark: SparkSession, path: str) -> tuple[int, dict[str, str]]:

@@ -21,26 +21,24 @@ from typing import Any
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from lakehouse.gold.build import GoldBuildError, gold_path
+from lakehouse.core.context import Lakehouse
+from lakehouse.gold.build import GoldBuildError
 
 KPI_TABLES = ("daily_kpis", "daily_payments", "customer_retention")
-_ORDER_BY = {
-    "daily_kpis": ["order_date"],
-    "daily_payments": ["event_date"],
-    "customer_retention": ["cohort_month", "months_since"],
-}
 
 Record = dict[str, Any]
 
 
-def read_kpis(spark: SparkSession, lakehouse_root: str) -> dict[str, list[Record]]:
-    """The three small KPI tables as lists of dicts (dates as `date`, money as `Decimal`)."""
+def read_kpis(spark: SparkSession, lh: Lakehouse) -> dict[str, list[Record]]:
+    """The three small KPI tables (`KPI_TABLES`) as lists of dicts, each with every column of
+    its table (dates as `date`, money as `Decimal`), ordered by the table's key."""
     out: dict[str, list[Record]] = {}
     for table in KPI_TABLES:
-        path = gold_path(lakehouse_root, table)
+        path = lh.path(f"gold.{table}")
         if not DeltaTable.isDeltaTable(spark, path):
             raise GoldBuildError(f"gold.{table} does not exist at {path}: run build_gold first")
-        rows = spark.read.format("delta").load(path).orderBy(*_ORDER_BY[table]).collect()
+        keys = lh.gold[table].keys
+        rows = spark.read.format("delta").load(path).orderBy(*keys).collect()
         out[table] = [r.asDict() for r in rows]
     return out
 
@@ -60,18 +58,18 @@ def kpi_data_json(data: dict[str, list[Record]]) -> str:
     return json.dumps(doc, indent=1, sort_keys=True).replace("</", "<\\/")
 
 
-def write_dashboard(spark: SparkSession, lakehouse_root: str, out_path: str | Path) -> Path:
+def write_dashboard(spark: SparkSession, lh: Lakehouse, out_path: str | Path) -> Path:
     """Write the dashboard of the gold KPI tables to `out_path` (one HTML file); return its path."""
-    data = read_kpis(spark, lakehouse_root)
+    data = read_kpis(spark, lh)
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_dashboard(data), encoding="utf-8")
     return path
 
 
-def kpi_summary_text(spark: SparkSession, lakehouse_root: str) -> str:
+def kpi_summary_text(spark: SparkSession, lh: Lakehouse) -> str:
     """A few lines for the terminal: totals over all days and the figures of the last day."""
-    data = read_kpis(spark, lakehouse_root)
+    data = read_kpis(spark, lh)
     days, pays = data["daily_kpis"], data["daily_payments"]
     if not days:
         return "gold.daily_kpis is empty: no orders yet."
@@ -211,9 +209,11 @@ def bar_chart(
 ) -> str:
     """Bars per day (side by side, or stacked), optionally with a line on the same scale."""
     n = len(labels)
-    totals = [sum(s[2][i] for s in series) for i in range(n)] if stacked else [
-        max((s[2][i] for s in series), default=0) for i in range(n)
-    ]
+    totals = (
+        [sum(s[2][i] for s in series) for i in range(n)]
+        if stacked
+        else [max((s[2][i] for s in series), default=0) for i in range(n)]
+    )
     line_vals = [v for v in (line[2] if line else []) if v is not None]
     y_max = _nice_max(max([*totals, *line_vals, 0]))
     plot_h = _H - _PAD_T - _PAD_B
@@ -263,7 +263,8 @@ def _polyline(
     path = (
         f'<polyline fill="none" stroke="{color}" stroke-width="2.2" stroke-linejoin="round" '
         f'points="{" ".join(points)}"/>'
-        if len(points) > 1 else ""
+        if len(points) > 1
+        else ""
     )
     return path + "".join(dots)
 
@@ -285,8 +286,10 @@ def line_chart(
 def heat_map(rows: list[Record]) -> str:
     """Cohorts down, months since across; cell colour and text give the retention rate."""
     if not rows:
-        return '<figure class="card"><figcaption>Retention by cohort</figcaption>' \
-               '<p class="muted">No cohorts yet.</p></figure>'
+        return (
+            '<figure class="card"><figcaption>Retention by cohort</figcaption>'
+            '<p class="muted">No cohorts yet.</p></figure>'
+        )
     cohorts = sorted({r["cohort_month"] for r in rows})
     width = max(r["months_since"] for r in rows) + 1
     cell = {(r["cohort_month"], r["months_since"]): r for r in rows}
@@ -302,7 +305,7 @@ def heat_map(rows: list[Record]) -> str:
         size = next(r["cohort_customers"] for r in rows if r["cohort_month"] == cohort)
         body.append(
             f'<text class="tick" x="{left - 8}" y="{y + ch / 2 + 4}" text-anchor="end">'
-            f'{cohort.strftime("%Y-%m")} · {size}</text>'
+            f"{cohort.strftime('%Y-%m')} · {size}</text>"
         )
         for k in range(width):
             r = cell.get((cohort, k))
@@ -348,8 +351,13 @@ _TABLE_COLUMNS = (
     ("capture_rate", "Capture rate", "p"),
     ("payments_unpriced", "Pay. unpriced", "p"),
 )
-_MONEY = {"gross_revenue_usd", "net_revenue_usd", "avg_order_value_usd", "captured_usd",
-          "refunded_usd"}
+_MONEY = {
+    "gross_revenue_usd",
+    "net_revenue_usd",
+    "avg_order_value_usd",
+    "captured_usd",
+    "refunded_usd",
+}
 
 
 def _daily_table(days: list[Record], pays: list[Record]) -> str:
@@ -371,8 +379,13 @@ def _daily_table(days: list[Record], pays: list[Record]) -> str:
                 cells.append('<td class="muted"></td>')
                 continue
             value = rec[col]
-            shown = (_usd(value) if col in _MONEY else _pct(value) if col == "capture_rate"
-                     else f"{value:,}")
+            shown = (
+                _usd(value)
+                if col in _MONEY
+                else _pct(value)
+                if col == "capture_rate"
+                else f"{value:,}"
+            )
             cells.append(
                 f'<td data-table="{table}" data-col="{col}" '
                 f'data-value="{_e(_data_value(value))}">{_e(shown)}</td>'
@@ -381,7 +394,7 @@ def _daily_table(days: list[Record], pays: list[Record]) -> str:
     return (
         '<section class="card wide"><h2>Daily figures</h2><div class="scroll">'
         f'<table id="daily-figures"><thead><tr>{head}</tr></thead>'
-        f'<tbody>{"".join(body)}</tbody></table></div></section>'
+        f"<tbody>{''.join(body)}</tbody></table></div></section>"
     )
 
 
@@ -451,34 +464,50 @@ def render_dashboard(data: dict[str, list[Record]]) -> str:
             money,
             line=("net", PALETTE["net"], as_float([d["net_revenue_usd"] for d in days])),
         ),
-        bar_chart("Orders per day", dates,
-                  [("orders", PALETTE["orders"], [float(d["orders"]) for d in days])], count),
-        line_chart("Average order value (USD)", dates,
-                   ("AOV", PALETTE["aov"], as_float([d["avg_order_value_usd"] for d in days])),
-                   money),
+        bar_chart(
+            "Orders per day",
+            dates,
+            [("orders", PALETTE["orders"], [float(d["orders"]) for d in days])],
+            count,
+        ),
+        line_chart(
+            "Average order value (USD)",
+            dates,
+            ("AOV", PALETTE["aov"], as_float([d["avg_order_value_usd"] for d in days])),
+            money,
+        ),
         bar_chart(
             "New vs returning customers",
             dates,
             [
                 ("new", PALETTE["new"], [float(d["new_customers"]) for d in days]),
-                ("returning", PALETTE["returning"],
-                 [float(d["returning_customers"]) for d in days]),
+                (
+                    "returning",
+                    PALETTE["returning"],
+                    [float(d["returning_customers"]) for d in days],
+                ),
             ],
             count,
             stacked=True,
         ),
-        line_chart("Capture rate (captured / (captured + failed))", pay_dates,
-                   ("capture rate", PALETTE["capture"],
-                    as_float([p["capture_rate"] for p in pays])), pct, y_max=1.0),
+        line_chart(
+            "Capture rate (captured / (captured + failed))",
+            pay_dates,
+            ("capture rate", PALETTE["capture"], as_float([p["capture_rate"] for p in pays])),
+            pct,
+            y_max=1.0,
+        ),
     ]
-    tiles = "".join([
-        _tile("Gross revenue", _usd(t["gross"]), f"net {_usd(t['net'])}"),
-        _tile("Orders", f"{t['orders']:,}", f"{t['unpriced']:,} awaiting an FX rate"),
-        _tile("Avg order value", _usd(t["aov"]), "gross / orders"),
-        _tile("New customers", f"{t['new']:,}", f"over {len(days)} order days"),
-        _tile("Captured", _usd(t["captured"]), f"refunded {_usd(t['refunded'])}"),
-        _tile("Failed payments", f"{t['failed']:,}", ""),
-    ])
+    tiles = "".join(
+        [
+            _tile("Gross revenue", _usd(t["gross"]), f"net {_usd(t['net'])}"),
+            _tile("Orders", f"{t['orders']:,}", f"{t['unpriced']:,} awaiting an FX rate"),
+            _tile("Avg order value", _usd(t["aov"]), "gross / orders"),
+            _tile("New customers", f"{t['new']:,}", f"over {len(days)} order days"),
+            _tile("Captured", _usd(t["captured"]), f"refunded {_usd(t['refunded'])}"),
+            _tile("Failed payments", f"{t['failed']:,}", ""),
+        ]
+    )
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>
 <html lang="en">

@@ -66,9 +66,7 @@ def dates_in_ranges(rows: DataFrame, date_col: str, ranges: DataFrame) -> DataFr
     Out: one column `date`, distinct.
     """
     days = rows.select("currency", F.col(date_col).alias("date")).distinct()
-    r = ranges.select(
-        F.col("currency").alias("_rc"), F.col("start_date"), F.col("end_date")
-    )
+    r = ranges.select(F.col("currency").alias("_rc"), F.col("start_date"), F.col("end_date"))
     inside = (
         (F.col("currency") == F.col("_rc"))
         & (F.col("date") >= F.col("start_date"))
@@ -109,6 +107,4 @@ def order_dates_of(rows: DataFrame, key: str, keys: DataFrame) -> DataFrame:
     In: live orders or items with `key` and `order_date`; `keys` with a `key` column.
     Out: one column `date`, distinct.
     """
-    return (
-        rows.join(keys, key, "left_semi").select(F.col("order_date").alias("date")).distinct()
-    )
+    return rows.join(keys, key, "left_semi").select(F.col("order_date").alias("date")).distinct()

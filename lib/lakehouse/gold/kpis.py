@@ -65,8 +65,10 @@ def daily_kpis(priced_orders: DataFrame, first_orders: DataFrame) -> DataFrame:
             ).alias("_net"),
             F.countDistinct(F.when(counted, F.col("customer_id"))).alias("customers"),
             F.countDistinct(
-                F.when(counted & (F.col("first_order_date") == F.col("order_date")),
-                       F.col("customer_id"))
+                F.when(
+                    counted & (F.col("first_order_date") == F.col("order_date")),
+                    F.col("customer_id"),
+                )
             ).alias("new_customers"),
             _count_if(counted & ~priced).alias("orders_unpriced"),
         )
@@ -105,9 +107,7 @@ def daily_payments(payments: DataFrame) -> DataFrame:
         F.coalesce(F.sum(F.when(refunded, F.col("amount_usd"))), F.lit(0)).alias("_refunded"),
         _count_if(captured).alias("_n_captured"),
         _count_if(kind == "failed").alias("payments_failed"),
-        _count_if((captured | refunded) & F.col("rate_to_usd").isNull()).alias(
-            "payments_unpriced"
-        ),
+        _count_if((captured | refunded) & F.col("rate_to_usd").isNull()).alias("payments_unpriced"),
     )
     return days.select(
         "event_date",
@@ -135,9 +135,7 @@ def newest_month(orders: DataFrame) -> DataFrame:
     )
 
 
-def customer_retention(
-    orders: DataFrame, through_month: dt.date | None = None
-) -> DataFrame:
+def customer_retention(orders: DataFrame, through_month: dt.date | None = None) -> DataFrame:
     """gold.customer_retention: one row per (cohort month, months since), `months_since` from 0
     to the newest month with data, rows with 0 active customers included.
 

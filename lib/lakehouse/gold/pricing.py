@@ -31,11 +31,6 @@ COUNT = DecimalType(10, 0)
 USD = "USD"
 
 
-def live(df: DataFrame) -> DataFrame:
-    """Rows of a silver table that are not tombstones (`_is_deleted = false`). Columns unchanged."""
-    return df.where(~F.col("_is_deleted"))
-
-
 def is_counted(status: Column | str = "status") -> Column:
     """A counted order is one whose current status is not `cancelled`."""
     col = F.col(status) if isinstance(status, str) else status

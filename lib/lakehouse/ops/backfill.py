@@ -6,8 +6,9 @@ gold, or preview what that would publish.
   table; a corrected or late file in the range flows through silver and gold like a daily run.
 - `dry_run=True` runs the very same pipeline on a scratch copy of the lakehouse
   (`<root>/_staging/<run_id>/lakehouse`, removed afterwards) and compares its gold with the
-  published gold: rows added, removed and changed per table (by each table's key) and the change
-  of every KPI per day. Nothing under the published root changes, not even the logs.
+  published gold: rows added, removed and changed per table (by the key of its spec,
+  conf/gold/<name>.yaml) and the change of every figure of the daily tables (`daily_tables`) per
+  day. Nothing under the published root changes, not even the logs.
 
 The scratch copy costs a copy of the lakehouse's current files (Hadoop `FileUtil.copy`, so
 local folders and S3 alike); see docs/TIME_TRAVEL.md for its cost on a large lakehouse.
@@ -16,6 +17,7 @@ local folders and S3 alike); see docs/TIME_TRAVEL.md for its cost on a large lak
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -23,24 +25,12 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.core.config import Config, join_uri
+from lakehouse.core.config import join_uri
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import current_version, delete_path
 from lakehouse.core.errors import UserError
 from lakehouse.state.ledger import new_run_id
 
-# Each gold table's key: a row is "changed" when its key exists before and after with other values.
-GOLD_KEYS: dict[str, tuple[str, ...]] = {
-    "dim_customers": ("customer_key",),
-    "dim_products": ("product_key",),
-    "dim_date": ("date_key",),
-    "fact_orders": ("order_id", "line_no"),
-    "fact_payments": ("event_id",),
-    "daily_kpis": ("order_date",),
-    "daily_payments": ("event_date",),
-    "customer_retention": ("cohort_month", "months_since"),
-}
-# The per-day KPI tables whose every figure is compared day by day.
-KPI_TABLES: dict[str, str] = {"daily_kpis": "order_date", "daily_payments": "event_date"}
 MAX_DAYS = 366
 
 
@@ -104,26 +94,35 @@ def date_range(start: str, end: str) -> list[str]:
     return [(first + dt.timedelta(days=i)).isoformat() for i in range(days)]
 
 
-def read_gold(spark: SparkSession, root: str) -> dict[str, DataFrame]:
-    """The gold tables under `root` (those that exist), by name, each pinned at its current
-    version so later writes do not change what the frames read."""
+def daily_tables(lh: Lakehouse) -> dict[str, str]:
+    """Gold tables of one row per day (their key is their scope column: `daily_kpis` by
+    `order_date`, ...) -> that column: a backfill compares each of their figures day by day."""
+    return {
+        name: spec.scope
+        for name, spec in lh.gold.items()
+        if spec.scope is not None and spec.keys == (spec.scope,)
+    }
+
+
+def read_gold(spark: SparkSession, lh: Lakehouse) -> dict[str, DataFrame]:
+    """The gold tables of `lh` (those that exist), by name (`daily_kpis`), each pinned at its
+    current version so later writes do not change what the frames read."""
     from delta.tables import DeltaTable
 
-    from lakehouse.gold.build import GOLD_TABLES, gold_path
-
     out = {}
-    for t in GOLD_TABLES:
-        path = gold_path(root, t)
+    for t in lh.gold:
+        path = lh.path(f"gold.{t}")
         if DeltaTable.isDeltaTable(spark, path):
             version = current_version(spark, path)
             out[t] = spark.read.format("delta").option("versionAsOf", version).load(path)
     return out
 
 
-def diff_table(name: str, before: DataFrame | None, after: DataFrame | None) -> TableDiff:
-    """Rows added, removed and changed between two versions of gold table `name` (by its key in
-    `GOLD_KEYS`); a missing side counts as empty."""
-    keys = list(GOLD_KEYS[name])
+def diff_table(
+    name: str, keys: Sequence[str], before: DataFrame | None, after: DataFrame | None
+) -> TableDiff:
+    """Rows added, removed and changed (same `keys`, other values in the columns both sides
+    have) between two versions of gold table `name`; a missing side counts as empty."""
     if before is None and after is None:
         return TableDiff(name, 0, 0, 0)
     if before is None or after is None:
@@ -132,12 +131,15 @@ def diff_table(name: str, before: DataFrame | None, after: DataFrame | None) -> 
         n = present.count()
         return TableDiff(name, n if after is not None else 0, n if before is not None else 0, 0)
     columns = sorted(set(before.columns) & set(after.columns))
+    key_columns = list(keys)
 
     def fingerprint(df: DataFrame) -> DataFrame:
-        return df.select(*keys, F.sha2(F.to_json(F.struct(*sorted(columns))), 256).alias("_row"))
+        return df.select(
+            *key_columns, F.sha2(F.to_json(F.struct(*sorted(columns))), 256).alias("_row")
+        )
 
     old, new = fingerprint(before).alias("o"), fingerprint(after).alias("n")
-    joined = old.join(new, keys, "full_outer")
+    joined = old.join(new, key_columns, "full_outer")
     counts = joined.agg(
         F.sum(F.col("o._row").isNull().cast("long")).alias("added"),
         F.sum(F.col("n._row").isNull().cast("long")).alias("removed"),
@@ -155,9 +157,11 @@ def diff_table(name: str, before: DataFrame | None, after: DataFrame | None) -> 
     )
 
 
-def kpi_changes(name: str, before: DataFrame | None, after: DataFrame | None) -> list[KpiDelta]:
-    """Every KPI of every day of `name` (`KPI_TABLES`) whose value differs between two versions."""
-    day = KPI_TABLES[name]
+def kpi_changes(
+    name: str, day: str, before: DataFrame | None, after: DataFrame | None
+) -> list[KpiDelta]:
+    """Every figure of every day (column `day`) of daily table `name` whose value differs
+    between two versions."""
 
     def rows(df: DataFrame | None) -> dict[dt.date, dict[str, Any]]:
         if df is None:
@@ -175,20 +179,27 @@ def kpi_changes(name: str, before: DataFrame | None, after: DataFrame | None) ->
 
 
 def compare_gold(
-    before: dict[str, DataFrame], after: dict[str, DataFrame]
+    lh: Lakehouse, before: dict[str, DataFrame], after: dict[str, DataFrame]
 ) -> tuple[dict[str, TableDiff], list[KpiDelta]]:
-    """Per gold table its `TableDiff`, and the KPI changes of the per-day tables."""
-    diffs = {t: diff_table(t, before.get(t), after.get(t)) for t in GOLD_KEYS}
-    deltas = [d for t in KPI_TABLES for d in kpi_changes(t, before.get(t), after.get(t))]
+    """Per gold table of `lh` its `TableDiff`, and the figure changes of the daily tables."""
+    diffs = {
+        name: diff_table(name, spec.keys, before.get(name), after.get(name))
+        for name, spec in lh.gold.items()
+    }
+    deltas = [
+        d
+        for name, day in daily_tables(lh).items()
+        for d in kpi_changes(name, day, before.get(name), after.get(name))
+    ]
     return diffs, deltas
 
 
-def copy_lakehouse(spark: SparkSession, root: str, target: str) -> None:
+def copy_lakehouse(spark: SparkSession, lh: Lakehouse, target: str) -> None:
     """Copy every folder of the lakehouse root (not `_staging`) to `target`."""
     jvm = spark._jvm
     assert jvm is not None
     conf = spark._jsc.hadoopConfiguration()
-    src = jvm.org.apache.hadoop.fs.Path(root)
+    src = jvm.org.apache.hadoop.fs.Path(lh.root)
     fs = src.getFileSystem(conf)
     dst = jvm.org.apache.hadoop.fs.Path(target)
     dst_fs = dst.getFileSystem(conf)
@@ -203,7 +214,7 @@ def copy_lakehouse(spark: SparkSession, root: str, target: str) -> None:
 
 
 def backfill(
-    spark: SparkSession, config: Config, start: str, end: str, dry_run: bool = False
+    spark: SparkSession, lh: Lakehouse, start: str, end: str, dry_run: bool = False
 ) -> BackfillResult:
     """Reprocess the landing partitions `start`..`end` (ingest dates); with `dry_run`, compute
     the result on a scratch copy and report its difference from the published gold instead.
@@ -214,34 +225,31 @@ def backfill(
     from lakehouse.quality import QualityGateError
 
     dates = date_range(start, end)
-    root = config.storage.lakehouse_root
     run_id = new_run_id()
-    before = read_gold(spark, root)
+    before = read_gold(spark, lh)
     result = BackfillResult(run_id, dates, dry_run)
     if not dry_run:
-        run_pipeline(spark, config, run_id, dates=dates, reprocess=True)
-        result.diffs, result.kpi_deltas = compare_gold(before, read_gold(spark, root))
+        run_pipeline(spark, lh, run_id, dates=dates, reprocess=True)
+        result.diffs, result.kpi_deltas = compare_gold(lh, before, read_gold(spark, lh))
         return result
-    scratch = join_uri(root, "_staging", run_id, "lakehouse")
-    copy_lakehouse(spark, root, scratch)
+    staging = join_uri(lh.root, "_staging", run_id)
+    scratch = join_uri(staging, "lakehouse")
+    copy_lakehouse(spark, lh, scratch)
     try:
-        storage = replace(
-            config.storage, lakehouse_root=scratch, reports_root=join_uri(scratch, "_reports")
+        copy = lh.with_config(
+            storage=replace(
+                lh.config.storage,
+                lakehouse_root=scratch,
+                reports_root=join_uri(scratch, "_reports"),
+            )
         )
         try:
-            run_pipeline(
-                spark,
-                replace(config, storage=storage),
-                run_id,
-                dates=dates,
-                reprocess=True,
-                register=False,
-            )
+            run_pipeline(spark, copy, run_id, dates=dates, reprocess=True, register=False)
         except QualityGateError as exc:
             result.refused = str(exc)
-        result.diffs, result.kpi_deltas = compare_gold(before, read_gold(spark, scratch))
+        result.diffs, result.kpi_deltas = compare_gold(lh, before, read_gold(spark, copy))
     finally:
-        delete_path(spark, join_uri(root, "_staging", run_id))
+        delete_path(spark, staging)
     return result
 
 

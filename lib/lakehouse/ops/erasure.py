@@ -2,11 +2,11 @@
 quarantine, silver, gold and the quality results; their orders stay, pseudonymised.
 See docs/MAINTENANCE.md for the reasoning.
 
-Which data is personal comes from the table definitions (`conf/tables/*.yaml`, `pii`): the fields
-hashed or dropped on the way to silver (`email`, `phone`, `first_name`, `last_name`, `ip`), the
-column naming whose record it is (`subject: customer_id`) and the columns tying other records to
-the same person (`linked_by: [session_id]`: the anonymous events of a session the customer
-signed in to). A request:
+Which data is personal comes from the table specs (`conf/tables/*.yaml`, `pii`, read through
+`lakehouse.core.pii`): the fields hashed or dropped on the way to silver (`email`, `phone`,
+`first_name`, `last_name`, `ip`), the column naming whose record it is (`subject: customer_id`)
+and the columns tying other records to the same person (`linked_by: [session_id]`: the anonymous
+events of a session the customer signed in to). A request:
 
 1. refuses to run while silver has not applied every bronze record of those sources (an
    unapplied record would be re-read from bronze's Change Data Feed, which still holds the
@@ -23,7 +23,7 @@ signed in to). A request:
    `phone_hash`): a hash of a required field (`email`) becomes `ERASED_HASH` (64 zeros: silver
    promises a complete, well-formed `email_hash`), one of an optional field (`phone`) null;
 5. drops the quality results' failing-row examples that name the customer;
-6. appends one row to the audit table `audit.erasures` (`<root>/audit/erasures`): request id,
+6. appends one row to the audit table `audit.erasures` (`AUDIT_TABLE`): request id,
    customer id, the tables changed with their versions and rows, the landing files holding the
    customer's records (the landing zone is outside the lakehouse; see the docs), and from when
    the old versions are gone for good: `unrecoverable_after`, the first `lakehouse maintain` run
@@ -58,7 +58,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from lakehouse.core.config import Config
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import (
     commit_metadata,
     current_version,
@@ -67,10 +67,13 @@ from lakehouse.core.delta_io import (
     with_conflict_retries,
 )
 from lakehouse.core.errors import UserError
-from lakehouse.core.specs import TableSpec, load_tables
+from lakehouse.core.pii import HashedIdentity, hashed_identities, personal_sources
+from lakehouse.core.specs import TableSpec
 from lakehouse.state.ledger import new_run_id, read_ledger, utcnow
-from lakehouse.state.quarantine import quarantine_path
+from lakehouse.state.quarantine import QUARANTINE_TABLE
 
+AUDIT_TABLE = "audit.erasures"
+QUALITY_RESULTS_TABLE = "quality.results"
 ERASED_HASH = "0" * 64
 ERASED_TEXT = "[erased]"
 STATUS_ERASED = "erased"
@@ -149,10 +152,6 @@ class ErasureResult:
     unrecoverable_after: datetime
     tables: tuple[TableChange, ...]
     landing_files: tuple[str, ...]
-
-
-def audit_path(config: Config) -> str:
-    return config.table_path("audit", "erasures")
 
 
 @dataclass
@@ -253,32 +252,30 @@ def _json_forms(values: Iterable[str]) -> set[str]:
 
 def erase(
     spark: SparkSession,
-    config: Config,
+    lh: Lakehouse,
     customer_id: str,
     request_id: str | None = None,
     reason: str | None = None,
-    tables: dict[str, TableSpec] | None = None,
 ) -> ErasureResult:
     """Erase one customer's personal data from every layer (see the module docstring) and record
     the request in `audit.erasures`. Raises `ErasureError` while silver has not applied every
     bronze record of a source holding personal data."""
     if not customer_id or not customer_id.strip():
         raise ErasureError("erase: a customer id is required")
-    tables = tables or load_tables(config.conf_dir)
     request_id = request_id or f"erase-{new_run_id()}"
     requested_at = utcnow()
-    personal = {s.name: s for s in tables.values() if s.pii.fields}
-    _check_silver_caught_up(spark, config, personal)
+    personal = personal_sources(lh.tables)
+    _check_silver_caught_up(spark, lh, personal)
     changes: list[TableChange] = []
     landing_files: set[str] = set()
     with commit_metadata(spark, f"erasure:{request_id}"):
-        subject = _find_subject(spark, config, customer_id, personal)
-        changes.append(_erase_quarantine(spark, config, personal, subject, landing_files))
+        subject = _find_subject(spark, lh, customer_id, personal)
+        changes.append(_erase_quarantine(spark, lh, personal, subject, landing_files))
         for spec in personal.values():
-            changes.append(_erase_bronze(spark, config, spec, subject, landing_files))
+            changes.append(_erase_bronze(spark, lh, spec, subject, landing_files))
         for layer in ("silver", "gold"):
-            changes.extend(_erase_hashes(spark, config, layer, tables, customer_id))
-        changes.append(_erase_quality_examples(spark, config, tables, customer_id))
+            changes.extend(_erase_hashes(spark, lh, layer, customer_id))
+        changes.append(_erase_quality_examples(spark, lh, customer_id))
         touched = tuple(c for c in changes if c.rows_changed > 0)
         finished_at = utcnow()
         result = ErasureResult(
@@ -289,25 +286,25 @@ def erase(
             requested_at=requested_at,
             finished_at=finished_at,
             unrecoverable_after=finished_at
-            + timedelta(hours=config.maintenance.vacuum_retention_hours),
+            + timedelta(hours=lh.config.maintenance.vacuum_retention_hours),
             tables=touched,
             landing_files=tuple(sorted(landing_files)),
         )
-        _record(spark, config, result)
+        _record(spark, lh, result)
     return result
 
 
-def read_audit(spark: SparkSession, config: Config) -> DataFrame:
+def read_audit(spark: SparkSession, lh: Lakehouse) -> DataFrame:
     """Every recorded erasure request (columns of AUDIT_SCHEMA)."""
-    path = audit_path(config)
+    path = lh.path(AUDIT_TABLE)
     ensure_table(spark, path, AUDIT_SCHEMA, change_data_feed=False)
     return spark.read.format("delta").load(path)
 
 
-def recoverable_erasures(spark: SparkSession, config: Config, now: datetime | None = None) -> int:
+def recoverable_erasures(spark: SparkSession, lh: Lakehouse, now: datetime | None = None) -> int:
     """How many erased customers' old data time travel may still reach: requests whose
     `unrecoverable_after` has not passed yet (a maintenance run after it removes the files)."""
-    path = audit_path(config)
+    path = lh.path(AUDIT_TABLE)
     if not is_delta_table(spark, path):
         return 0
     moment = now or utcnow()
@@ -322,17 +319,17 @@ def recoverable_erasures(spark: SparkSession, config: Config, now: datetime | No
 
 
 def _check_silver_caught_up(
-    spark: SparkSession, config: Config, personal: Mapping[str, TableSpec]
+    spark: SparkSession, lh: Lakehouse, personal: Mapping[str, TableSpec]
 ) -> None:
     bronze = {
         name: path
         for name, spec in personal.items()
-        if is_delta_table(spark, path := config.table_path("bronze", spec.source))
+        if is_delta_table(spark, path := lh.path(f"bronze.{spec.source}"))
     }
     if not bronze:
         return
     ledger = (
-        read_ledger(spark, config.storage.lakehouse_root)
+        read_ledger(spark, lh)
         .where((F.col("layer") == "silver") & (F.col("status") == "ok"))
         .groupBy("table_name")
         .agg(F.max("input_version").alias("v"))
@@ -369,7 +366,7 @@ def _contains_any(column: str, needles: Iterable[str]) -> Column:
 
 
 def _find_subject(
-    spark: SparkSession, config: Config, customer_id: str, personal: Mapping[str, TableSpec]
+    spark: SparkSession, lh: Lakehouse, customer_id: str, personal: Mapping[str, TableSpec]
 ) -> _Subject:
     """The customer's strong identifiers and linking values, from every record (bronze and
     quarantine) whose subject column names them."""
@@ -378,7 +375,7 @@ def _find_subject(
     for spec in personal.values():
         if spec.pii.subject is None:
             continue
-        for raw, fields in _candidate_texts(spark, config, spec, needle):
+        for raw, fields in _candidate_texts(spark, lh, spec, needle):
             images = _images_of(spec, raw, fields)
             if not any(img.get(spec.pii.subject) == customer_id for img in images):
                 continue
@@ -391,12 +388,12 @@ def _find_subject(
 
 
 def _candidate_texts(
-    spark: SparkSession, config: Config, spec: TableSpec, needles: Iterable[str]
+    spark: SparkSession, lh: Lakehouse, spec: TableSpec, needles: Iterable[str]
 ) -> list[tuple[str, dict | None]]:
     """(raw, fields) of the bronze and quarantine records of `spec`'s source containing a
     needle."""
     out: list[tuple[str, dict | None]] = []
-    bronze = config.table_path("bronze", spec.source)
+    bronze = lh.path(f"bronze.{spec.source}")
     if is_delta_table(spark, bronze):
         rows = (
             spark.read.format("delta")
@@ -406,7 +403,7 @@ def _candidate_texts(
             .collect()
         )
         out += [(r["raw"], r["fields"]) for r in rows]
-    qpath = quarantine_path(config.storage.lakehouse_root)
+    qpath = lh.path(QUARANTINE_TABLE)
     if is_delta_table(spark, qpath):
         rows = (
             spark.read.format("delta")
@@ -431,14 +428,14 @@ def _images_of(spec: TableSpec, raw: str | None, fields: Mapping | None) -> list
 
 def _erase_bronze(
     spark: SparkSession,
-    config: Config,
+    lh: Lakehouse,
     spec: TableSpec,
     subject: _Subject,
     landing_files: set[str],
 ) -> TableChange:
     """Rewrite the bronze records of `spec`'s source that hold the subject's personal data."""
     name = f"bronze.{spec.source}"
-    path = config.table_path("bronze", spec.source)
+    path = lh.path(name)
     if not is_delta_table(spark, path):
         return TableChange(name, 0, None, None)
     rows = (
@@ -484,7 +481,7 @@ def _erase_bronze(
 
 def _erase_quarantine(
     spark: SparkSession,
-    config: Config,
+    lh: Lakehouse,
     personal: Mapping[str, TableSpec],
     subject: _Subject,
     landing_files: set[str],
@@ -492,8 +489,8 @@ def _erase_quarantine(
     """Rewrite quarantined records holding the subject's personal data: parseable ones lose
     their personal fields, unparseable texts that contain one of the subject's identifiers are
     replaced whole (a truncated line may hold part of a value)."""
-    name = "quarantine.records"
-    path = quarantine_path(config.storage.lakehouse_root)
+    name = QUARANTINE_TABLE
+    path = lh.path(name)
     if not is_delta_table(spark, path):
         return TableChange(name, 0, None, None)
     needles = _json_forms(subject.needles())
@@ -564,43 +561,31 @@ def _holds_subject_text(raw: str, spec: TableSpec | None, subject: _Subject) -> 
     return spec is not None and any(n in raw for n in _json_forms(subject.needles()))
 
 
-def _hashed_columns(tables: Mapping[str, TableSpec]) -> dict[str, tuple[str, bool]]:
-    """`<field>_hash` -> (subject column, whether the field is required), over every spec."""
-    out: dict[str, tuple[str, bool]] = {}
-    for spec in tables.values():
-        if spec.pii.subject is None:
-            continue
-        for f in spec.pii.hash:
-            out[f"{f}_hash"] = (spec.pii.subject, spec.column(f).required)
-    return out
-
-
-def _layer_tables(spark: SparkSession, config: Config, layer: str) -> dict[str, str]:
+def _layer_tables(spark: SparkSession, lh: Lakehouse, layer: str) -> dict[str, str]:
     from lakehouse.state.catalog import table_locations
 
-    return {n: p for n, p in table_locations(spark, config).items() if n.startswith(f"{layer}.")}
+    return {n: p for n, p in table_locations(spark, lh).items() if n.startswith(f"{layer}.")}
 
 
 def _erase_hashes(
-    spark: SparkSession,
-    config: Config,
-    layer: str,
-    tables: Mapping[str, TableSpec],
-    customer_id: str,
+    spark: SparkSession, lh: Lakehouse, layer: str, customer_id: str
 ) -> list[TableChange]:
     """In every table of `layer` holding a hashed identity column next to its subject column:
     required hashes become ERASED_HASH, optional ones null, for the customer's rows."""
-    hashed = _hashed_columns(tables)
+    hashed: dict[str, HashedIdentity] = {
+        c: h for c, h in hashed_identities(lh.tables).items() if h.subject is not None
+    }
     changes = []
-    for name, path in sorted(_layer_tables(spark, config, layer).items()):
+    for name, path in sorted(_layer_tables(spark, lh, layer).items()):
         columns = set(spark.read.format("delta").load(path).columns)
-        present = {c: v for c, v in hashed.items() if c in columns and v[0] in columns}
+        present = [h for c, h in hashed.items() if c in columns and h.subject in columns]
         if not present:
             continue
         by_subject: dict[str, dict[str, Column]] = {}
-        for col, (subject_col, required) in present.items():
-            by_subject.setdefault(subject_col, {})[col] = (
-                F.lit(ERASED_HASH) if required else F.lit(None).cast("string")
+        for h in present:
+            assert h.subject is not None
+            by_subject.setdefault(h.subject, {})[h.column] = (
+                F.lit(ERASED_HASH) if h.required else F.lit(None).cast("string")
             )
         before = current_version(spark, path)
         for subject_col, assignments in by_subject.items():
@@ -620,18 +605,16 @@ def _erase_hashes(
     return changes
 
 
-def _erase_quality_examples(
-    spark: SparkSession, config: Config, tables: Mapping[str, TableSpec], customer_id: str
-) -> TableChange:
+def _erase_quality_examples(spark: SparkSession, lh: Lakehouse, customer_id: str) -> TableChange:
     """Drop the failing-row examples (JSON rows of silver or gold) that name the customer."""
-    name = "quality.results"
-    path = config.table_path("quality", "results")
+    name = QUALITY_RESULTS_TABLE
+    path = lh.path(name)
     if not is_delta_table(spark, path):
         return TableChange(name, 0, None, None)
     df = spark.read.format("delta").load(path)
     if "examples" not in df.columns:
         return TableChange(name, 0, None, None)
-    subjects = sorted({s.pii.subject for s in tables.values() if s.pii.subject})
+    subjects = sorted({s.pii.subject for s in lh.tables.values() if s.pii.subject})
     patterns = [f"{json.dumps(c)}:{json.dumps(customer_id)}" for c in subjects]
 
     def names_customer(e: Column) -> Column:
@@ -664,20 +647,22 @@ def _changed(
     after = current_version(spark, path)
     if after == before:
         return TableChange(name, 0, before, before)
-    history = DeltaTable.forPath(spark, path).history().where(F.col("version") > before)
-    rows = history.select("operationMetrics").collect() if all_since else history.limit(1).collect()
+    commits = DeltaTable.forPath(spark, path).history().where(F.col("version") > before)
+    rows = commits.select("operationMetrics").collect() if all_since else commits.limit(1).collect()
     changed = sum(int((r["operationMetrics"] or {}).get(metric, 0)) for r in rows)
     properties = DeltaTable.forPath(spark, path).detail().first()
-    if properties and (properties["properties"] or {}).get(
-        "delta.enableDeletionVectors", "false"
-    ).lower() == "true":
+    if (
+        properties
+        and (properties["properties"] or {}).get("delta.enableDeletionVectors", "false").lower()
+        == "true"
+    ):
         spark.sql(f"REORG TABLE delta.`{path}` APPLY (PURGE)")
         after = current_version(spark, path)
     return TableChange(name, changed, before, after)
 
 
-def _record(spark: SparkSession, config: Config, result: ErasureResult) -> None:
-    path = audit_path(config)
+def _record(spark: SparkSession, lh: Lakehouse, result: ErasureResult) -> None:
+    path = lh.path(AUDIT_TABLE)
     ensure_table(spark, path, AUDIT_SCHEMA, change_data_feed=False)
     row = (
         result.request_id,
@@ -698,12 +683,12 @@ def _record(spark: SparkSession, config: Config, result: ErasureResult) -> None:
 
 __all__ = [
     "AUDIT_SCHEMA",
+    "AUDIT_TABLE",
     "ERASED_HASH",
     "ERASED_TEXT",
     "ErasureError",
     "ErasureResult",
     "TableChange",
-    "audit_path",
     "erase",
     "read_audit",
     "recoverable_erasures",

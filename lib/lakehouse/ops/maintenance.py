@@ -6,13 +6,16 @@ Every table `catalog.table_locations` finds (bronze.*, silver.*, gold.*, quality
 quarantine.*, audit.*), in name order, gets:
 
 1. its table properties: Delta's `deletedFileRetentionDuration` and `logRetentionDuration` equal
-   to `maintenance.time_travel_window_hours`, and for a table with personal columns (bronze's
-   `raw`/`fields`, quarantine's `raw`/`reason`, hashed identities) no per-file statistics of
-   those (`delta.dataSkippingStatsColumns`). A table whose statistics setting had to change is
-   rewritten once, without a data change, so no live file keeps the old statistics;
-2. OPTIMIZE: Z-ordered by the configured columns (`conf/tables/<name>.yaml` for silver tables,
-   `maintenance.tables` in conf/base.yaml for the others), bin-packing otherwise; skipped when
-   nothing was written since the table's last OPTIMIZE;
+   to `maintenance.time_travel_window_hours`, and (`delta.dataSkippingStatsColumns`) no per-file
+   statistics of the columns that may hold personal data (`lakehouse.core.pii.personal_columns`:
+   bronze's `raw`/`fields`, quarantine's `raw`/`reason`, hashed identities). A table whose
+   statistics setting had to change is rewritten once, without a data change, so no live file
+   keeps the old statistics;
+2. OPTIMIZE: Z-ordered by the table's configured columns, bin-packing otherwise; skipped when
+   nothing was written since the table's last OPTIMIZE. A table with a spec sets them there
+   (`maintenance.zorder_by` in conf/tables/<name>.yaml or conf/gold/<name>.yaml); a table
+   without one (the SCD2 tables `silver.*_history`, bronze, ...) in `maintenance.tables` of
+   conf/base.yaml; a table configured in both places is an error;
 3. VACUUM with `maintenance.vacuum_retention_hours`. A retention below the window is refused
    (`RetentionBelowWindowError`) unless the caller passes `allow_below_window_for_tests=True`,
    which also turns Delta's own check off for that call only.
@@ -20,12 +23,12 @@ quarantine.*, audit.*), in name order, gets:
 Files and bytes are counted before and after: in the table's snapshot (`DeltaTable.detail()`)
 and on storage (every file under the table's folder except its `_delta_log`, so files of old
 versions and Change Data Feed files too). Each run appends one row per table to
-`ledger.maintenance` (`<root>/ledger/maintenance`).
+`ledger.maintenance` (`MAINTENANCE_TABLE`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -43,7 +46,8 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from lakehouse.core.config import Config, ConfigError
+from lakehouse.core.config import ConfigError
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import (
     STATS_COLUMNS_PROPERTY,
     commit_metadata,
@@ -52,17 +56,12 @@ from lakehouse.core.delta_io import (
     with_conflict_retries,
 )
 from lakehouse.core.errors import UserError
+from lakehouse.core.pii import personal_columns
 from lakehouse.core.spark import session_conf
-from lakehouse.core.specs import TableSpec, load_tables
 from lakehouse.state.ledger import new_run_id, utcnow
 
+MAINTENANCE_TABLE = "ledger.maintenance"
 RETENTION_CHECK_CONF = "spark.databricks.delta.retentionDurationCheck.enabled"
-# Columns holding personal data, by layer (`*` for every table); every `<field>_hash` of a hashed
-# personal field is personal wherever it appears. Delta keeps no statistics of them.
-PERSONAL_COLUMNS = {
-    "bronze": ("raw", "fields"),
-    "quarantine": ("raw", "reason"),
-}
 # Tables are maintained this many at a time: most of a small table's maintenance is waiting on
 # the driver (log replay, listing), which overlaps well.
 PARALLEL_TABLES = 4
@@ -144,18 +143,14 @@ class _Plan:
     properties: dict[str, str]
 
 
-def maintenance_path(config: Config) -> str:
-    return config.table_path("ledger", "maintenance")
-
-
 def check_retention(
-    config: Config, retention_hours: float | None, allow_below_window_for_tests: bool = False
+    lh: Lakehouse, retention_hours: float | None, allow_below_window_for_tests: bool = False
 ) -> float:
     """The retention to VACUUM with (the configured one by default). Below the time-travel window
     it is refused unless the test-only flag is set."""
-    window = config.maintenance.time_travel_window_hours
-    hours = float(config.maintenance.vacuum_retention_hours if retention_hours is None else
-                  retention_hours)
+    settings = lh.config.maintenance
+    window = settings.time_travel_window_hours
+    hours = float(settings.vacuum_retention_hours if retention_hours is None else retention_hours)
     if hours < 0:
         raise RetentionBelowWindowError(f"a VACUUM retention cannot be negative ({hours} hours)")
     if hours < window and not allow_below_window_for_tests:
@@ -167,91 +162,91 @@ def check_retention(
     return hours
 
 
-def zorder_settings(
-    config: Config, tables: Mapping[str, TableSpec] | None = None
-) -> dict[str, tuple[str, ...]]:
-    """`layer.table` -> Z-order columns, from the silver table definitions and the
-    `maintenance.tables` section; a silver table configured in both places is an error."""
-    specs = tables if tables is not None else load_tables(config.conf_dir)
-    out = {f"silver.{s.name}": s.maintenance.zorder_by for s in specs.values()
-           if s.maintenance.zorder_by}
-    for name, table in config.maintenance.tables.items():
-        if name in out or (name.startswith("silver.") and name.removeprefix("silver.") in specs):
+def zorder_settings(lh: Lakehouse) -> dict[str, tuple[str, ...]]:
+    """`layer.table` -> Z-order columns: a source table's from its spec (conf/tables), a gold
+    table's from its spec (conf/gold), any other table's from `maintenance.tables`. A table with
+    a spec named in `maintenance.tables` too is an error (`ConfigError`), whether or not its spec
+    sets Z-order columns: each table's settings have one home."""
+    specs = [
+        *(
+            (f"silver.{name}", f"tables/{name}.yaml", s.maintenance)
+            for name, s in lh.tables.items()
+        ),
+        *((f"gold.{name}", f"gold/{name}.yaml", s.maintenance) for name, s in lh.gold.items()),
+    ]
+    spec_files = {name: file for name, file, _ in specs}
+    out = {name: m.zorder_by for name, _, m in specs if m.zorder_by}
+    for name, table in lh.config.maintenance.tables.items():
+        if name in spec_files:
             raise ConfigError(
-                f"maintenance.tables.{name} (conf/base.yaml or conf/{config.env}.yaml): "
-                f"{name} is defined in conf/tables/{name.removeprefix('silver.')}.yaml; set its "
-                "Z-order columns there (maintenance.zorder_by)"
+                f"maintenance.tables.{name} (conf/base.yaml or conf/{lh.config.env}.yaml): "
+                f"{name} is defined in {lh.config.conf_dir or 'conf'}/{spec_files[name]}; set "
+                "its Z-order columns there (maintenance.zorder_by)"
             )
         if table.zorder_by:
             out[name] = table.zorder_by
     return out
 
 
-def personal_columns(name: str, tables: Mapping[str, TableSpec]) -> frozenset[str]:
-    """Columns of table `name` (`layer.table`) that may hold personal data: bronze's record text
-    and fields, quarantine's record text and reason, and the hash of every hashed personal field
-    (silver and gold)."""
-    hashed = {f"{c}_hash" for s in tables.values() for c in s.pii.hash}
-    layer = name.split(".", 1)[0]
-    if name == "bronze.files":
-        return frozenset(hashed)
-    return frozenset({*PERSONAL_COLUMNS.get(layer, ()), *hashed})
-
-
 def maintain(
     spark: SparkSession,
-    config: Config,
+    lh: Lakehouse,
     retention_hours: float | None = None,
     allow_below_window_for_tests: bool = False,
     only: Sequence[str] | None = None,
     run_id: str | None = None,
-    tables: Mapping[str, TableSpec] | None = None,
 ) -> MaintenanceRun:
     """Compact, Z-order and VACUUM every table (or those named in `only`) and record the run in
     `ledger.maintenance`; see the module docstring. Every setting is checked against every
     table before anything is written."""
     from lakehouse.state.catalog import table_locations
 
-    hours = check_retention(config, retention_hours, allow_below_window_for_tests)
+    hours = check_retention(lh, retention_hours, allow_below_window_for_tests)
     run_id = run_id or f"maintain-{new_run_id()}"
-    specs = tables if tables is not None else load_tables(config.conf_dir)
-    zorders = zorder_settings(config, specs)
-    locations = table_locations(spark, config)
+    zorders = zorder_settings(lh)
+    locations = table_locations(spark, lh)
     if only:
         unknown = sorted(set(only) - set(locations))
         if unknown:
             raise UserError(
-                f"no such table under {config.storage.lakehouse_root}: {', '.join(unknown)} "
+                f"no such table under {lh.root}: {', '.join(unknown)} "
                 f"(tables: {', '.join(sorted(locations))})"
             )
         locations = {n: p for n, p in locations.items() if n in only}
     plans = [
-        _plan(spark, config, name, path, zorders.get(name, ()), personal_columns(name, specs))
+        _plan(
+            spark,
+            lh,
+            name,
+            path,
+            zorders.get(name, ()),
+            personal_columns(lh.tables, name.partition(".")[0]),
+        )
         for name, path in sorted(locations.items())
     ]
     with (
         commit_metadata(spark, run_id),
-        _retention_check(spark, hours, config),
+        _retention_check(spark, hours, lh),
         ThreadPoolExecutor(PARALLEL_TABLES) as pool,
     ):
         reports = list(pool.map(lambda plan: _maintain_table(spark, plan, hours), plans))
-    _record(spark, config, run_id, reports)
+    _record(spark, lh, run_id, reports)
     not_found = tuple(sorted(n for n in zorders if n not in locations and not only))
     return MaintenanceRun(run_id, hours, tuple(reports), not_found)
 
 
-def read_maintenance(spark: SparkSession, config: Config) -> Any:
+def read_maintenance(spark: SparkSession, lh: Lakehouse) -> Any:
     """Every recorded maintenance row (columns of MAINTENANCE_SCHEMA)."""
-    path = maintenance_path(config)
+    path = lh.path(MAINTENANCE_TABLE)
     ensure_table(spark, path, MAINTENANCE_SCHEMA, change_data_feed=False)
     return spark.read.format("delta").load(path)
 
 
 @contextmanager
-def _retention_check(spark: SparkSession, hours: float, config: Config) -> Iterator[None]:
+def _retention_check(spark: SparkSession, hours: float, lh: Lakehouse) -> Iterator[None]:
     """Delta's own retention check stays on, except for an explicitly allowed retention below
     the window, for this call only."""
-    if hours >= config.maintenance.time_travel_window_hours:
+    if hours >= lh.config.maintenance.time_travel_window_hours:
         yield
         return
     with session_conf(spark, {RETENTION_CHECK_CONF: "false"}):
@@ -260,7 +255,7 @@ def _retention_check(spark: SparkSession, hours: float, config: Config) -> Itera
 
 def _plan(
     spark: SparkSession,
-    config: Config,
+    lh: Lakehouse,
     name: str,
     path: str,
     zorder_by: tuple[str, ...],
@@ -271,14 +266,14 @@ def _plan(
     schema = spark.read.format("delta").load(path).schema
     partitions = tuple(detail["partitionColumns"] or ())
     current = dict(detail["properties"] or {})
-    window = f"interval {config.maintenance.time_travel_window_hours} hours"
+    window = f"interval {lh.config.maintenance.time_travel_window_hours} hours"
     desired = {
         "delta.deletedFileRetentionDuration": window,
         "delta.logRetentionDuration": window,
         **stats_columns_property(schema, personal, partitions),
     }
     stats = desired.get(STATS_COLUMNS_PROPERTY, current.get(STATS_COLUMNS_PROPERTY))
-    where = f"Z-order columns of {name} (conf/tables or maintenance.tables)"
+    where = f"Z-order columns of {name} (its spec, or maintenance.tables)"
     names = [f.name for f in schema.fields]
     for col in zorder_by:
         if col not in names:
@@ -412,11 +407,11 @@ def _storage_usage(spark: SparkSession, path: str) -> tuple[int, int]:
 
 
 def _record(
-    spark: SparkSession, config: Config, run_id: str, reports: Sequence[TableReport]
+    spark: SparkSession, lh: Lakehouse, run_id: str, reports: Sequence[TableReport]
 ) -> None:
     if not reports:
         return
-    path = maintenance_path(config)
+    path = lh.path(MAINTENANCE_TABLE)
     ensure_table(spark, path, MAINTENANCE_SCHEMA, change_data_feed=False)
     rows = []
     for r in reports:

@@ -1,9 +1,12 @@
-"""Time travel over the lakehouse: the tables and their Delta history, a table as of a version or
-time, a past run's KPIs reproduced from the silver versions it consumed, and the rollback of a
-run.
+"""Time travel over the lakehouse: the tables and their commit history (Delta's `DESCRIBE
+HISTORY`, the only sense of "history" here), a table as of a version or time, a past run's KPIs
+reproduced from the silver versions it consumed, and the rollback of a run.
+
+Tables are named `layer.folder` as `Lakehouse.path` takes them (`silver.orders`, `bronze._files`,
+`gold._consumed_versions`).
 
 Every commit a pipeline run makes carries the run id as Delta `userMetadata`
-(`pipeline.run_pipeline`), so a table's history says which run wrote each version. A rollback
+(`pipeline.run_pipeline`), so a table's commit history says which run wrote each version. A rollback
 restores each table the run wrote to the version before the run's first commit in it; the ledger
 (`ledger.runs`) and the quality results are logs and are never rolled back: the rollback appends
 to the ledger what it did and marks the run's rows rolled back, and silver's bronze pointer is
@@ -21,13 +24,22 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.core.config import Config, join_uri
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import commit_metadata, current_version
 from lakehouse.core.errors import UserError
-from lakehouse.state.ledger import LedgerEntry, ledger_path, new_run_id, record, utcnow
+from lakehouse.ops.erasure import AUDIT_TABLE
+from lakehouse.ops.maintenance import MAINTENANCE_TABLE
+from lakehouse.state.ledger import (
+    LEDGER_TABLE,
+    LedgerEntry,
+    new_run_id,
+    read_ledger,
+    record,
+    utcnow,
+)
 
 # Append-only logs: never rolled back (a rollback is recorded in them instead).
-LOG_TABLES = ("ledger.runs", "ledger.maintenance", "quality.results", "audit.erasures")
+LOG_TABLES = (LEDGER_TABLE, MAINTENANCE_TABLE, "quality.results", AUDIT_TABLE)
 # userMetadata of commits that are not pipeline runs and must never be undone by a cascade.
 NOT_RUNS = ("erasure:",)
 MAINTENANCE_PREFIX = "maintain-"
@@ -44,13 +56,13 @@ class TableNotFound(UserError):
     """No Delta table of that name under the lakehouse root."""
 
 
-def list_tables(spark: SparkSession, root: str) -> dict[str, str]:
-    """Every Delta table under `root`, by name `<layer>.<table>` (for example `silver.orders`,
-    `bronze._files`, `gold._consumed_versions`, `ledger.runs`), to its location. Staging
-    folders (`_staging`) are not tables of the lakehouse."""
+def list_tables(spark: SparkSession, lh: Lakehouse) -> dict[str, str]:
+    """Every Delta table under the lakehouse root, by name `<layer>.<folder>` (for example
+    `silver.orders`, `bronze._files`, `gold._consumed_versions`, `ledger.runs`), to its location
+    (`lh.path(name)`). Staging folders (`_staging`) are not tables of the lakehouse."""
     jvm = spark._jvm
     assert jvm is not None
-    base = jvm.org.apache.hadoop.fs.Path(root)
+    base = jvm.org.apache.hadoop.fs.Path(lh.root)
     fs = base.getFileSystem(spark._jsc.hadoopConfiguration())
     if not fs.exists(base):
         return {}
@@ -63,22 +75,25 @@ def list_tables(spark: SparkSession, root: str) -> dict[str, str]:
             if table.isDirectory() and fs.exists(
                 jvm.org.apache.hadoop.fs.Path(table.getPath(), "_delta_log")
             ):
-                found[f"{layer_name}.{table.getPath().getName()}"] = join_uri(
-                    root, layer_name, table.getPath().getName()
-                )
+                name = f"{layer_name}.{table.getPath().getName()}"
+                found[name] = lh.path(name)
     return dict(sorted(found.items()))
 
 
-def table_location(spark: SparkSession, root: str, name: str) -> str:
-    tables = list_tables(spark, root)
+def table_location(spark: SparkSession, lh: Lakehouse, name: str) -> str:
+    """The location of table `name` (`layer.folder`); `TableNotFound` names the tables there
+    are when it does not exist."""
+    tables = list_tables(spark, lh)
     if name not in tables:
         raise TableNotFound(
-            f"no table {name!r} under {root} (tables: {', '.join(tables) or 'none yet'})"
+            f"no table {name!r} under {lh.root} (tables: {', '.join(tables) or 'none yet'})"
         )
     return tables[name]
 
 
-def show(spark: SparkSession, root: str, name: str, as_of: str | int | None = None) -> DataFrame:
+def show(
+    spark: SparkSession, lh: Lakehouse, name: str, as_of: str | int | None = None
+) -> DataFrame:
     """Table `name` now, or as of a version (an int, or digits) or a timestamp (ISO text)."""
     reader = spark.read.format("delta")
     if as_of is not None:
@@ -87,14 +102,15 @@ def show(spark: SparkSession, root: str, name: str, as_of: str | int | None = No
             reader = reader.option("versionAsOf", int(text))
         else:
             reader = reader.option("timestampAsOf", text)
-    return reader.load(table_location(spark, root, name))
+    return reader.load(table_location(spark, lh, name))
 
 
-def history(spark: SparkSession, root: str, name: str) -> DataFrame:
-    """The Delta history of `name`, newest first: `version`, `timestamp`, `operation`, `run_id`
-    (the writing run's id from the commit's userMetadata), `rows_out` (rows written, where the
-    operation reports them), `operationParameters`, `operationMetrics`."""
-    rows = DeltaTable.forPath(spark, table_location(spark, root, name)).history()
+def commit_history(spark: SparkSession, lh: Lakehouse, name: str) -> DataFrame:
+    """The Delta commit history of `name` (`DESCRIBE HISTORY`), newest first: `version`,
+    `timestamp`, `operation`, `run_id` (the writing run's id from the commit's userMetadata),
+    `rows_out` (rows written, where the operation reports them), `operationParameters`,
+    `operationMetrics`."""
+    rows = DeltaTable.forPath(spark, table_location(spark, lh, name)).history()
     metrics = F.col("operationMetrics")
     return rows.select(
         "version",
@@ -109,12 +125,15 @@ def history(spark: SparkSession, root: str, name: str) -> DataFrame:
     ).orderBy(F.col("version").desc())
 
 
-def run_kpis(spark: SparkSession, root: str, run_id: str, table: str = "daily_kpis") -> DataFrame:
+def run_kpis(
+    spark: SparkSession, lh: Lakehouse, run_id: str, table: str = "daily_kpis"
+) -> DataFrame:
     """Gold `table` recomputed from silver read at the versions run `run_id` consumed (recorded
-    in `gold/_consumed_versions`): the figures that run published, reproduced."""
-    from lakehouse.gold.build import STATE_TABLE, compute_table, gold_path
+    in `gold._consumed_versions`): the figures that run published, reproduced. Columns: those
+    of the gold table."""
+    from lakehouse.gold.build import CONSUMED_TABLE, compute_table
 
-    path = gold_path(root, STATE_TABLE)
+    path = lh.path(CONSUMED_TABLE)
     # The state as that run left it: a later rollback may have restored the table to before it.
     written = (
         DeltaTable.forPath(spark, path)
@@ -131,7 +150,7 @@ def run_kpis(spark: SparkSession, root: str, run_id: str, table: str = "daily_kp
     if not rows:
         raise UserError(f"run {run_id} published no gold (no consumed silver versions recorded)")
     versions = {r["table"].removeprefix("silver."): int(r["version"]) for r in rows}
-    return compute_table(spark, root, table, versions)
+    return compute_table(spark, lh, table, versions)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,8 +191,8 @@ def _commits(spark: SparkSession, tables: dict[str, str]) -> list[Commit]:
     return out
 
 
-def _rolled_back_runs(spark: SparkSession, root: str) -> set[str]:
-    path = ledger_path(root)
+def _rolled_back_runs(spark: SparkSession, lh: Lakehouse) -> set[str]:
+    path = lh.path(LEDGER_TABLE)
     if not DeltaTable.isDeltaTable(spark, path):
         return set()
     rows = (
@@ -188,7 +207,7 @@ def _rolled_back_runs(spark: SparkSession, root: str) -> set[str]:
 
 
 def rollback(
-    spark: SparkSession, config: Config, run_id: str, cascade: bool = False
+    spark: SparkSession, lh: Lakehouse, run_id: str, cascade: bool = False
 ) -> RollbackResult:
     """Restore every table run `run_id` wrote to its version before the run, and record it.
 
@@ -196,14 +215,13 @@ def rollback(
     runs, unless `cascade` (then those runs are rolled back too); and always when a later commit
     was not made by a pipeline run (an erasure, a manual write): rolling back past it could
     undo it, which for an erasure would bring personal data back."""
-    root = config.storage.lakehouse_root
-    tables = list_tables(spark, root)
+    tables = list_tables(spark, lh)
     commits = _commits(spark, tables)
-    already = _rolled_back_runs(spark, root)
+    already = _rolled_back_runs(spark, lh)
     if run_id in already:
         raise RollbackRefused(f"run {run_id} is already rolled back")
     if not any(c.run_id == run_id for c in commits):
-        raise RollbackRefused(f"run {run_id} wrote no table under {root} (or it is unknown)")
+        raise RollbackRefused(f"run {run_id} wrote no table under {lh.root} (or it is unknown)")
     # Commits of runs rolled back before are undone already: they neither block nor cascade.
     # Maintenance rewrites (`maintain-<id>`: compaction, statistics) change no row either.
     commits = [
@@ -248,7 +266,7 @@ def rollback(
                 DeltaTable.forPath(spark, path).restoreToVersion(target)
             result.restored_to[table] = target
             result.new_versions[table] = current_version(spark, path)
-    _record_rollback(spark, config, result, before)
+    _record_rollback(spark, lh, result, before)
     return result
 
 
@@ -293,16 +311,12 @@ def _runs_to_roll_back(commits: list[Commit], run_id: str, cascade: bool) -> set
 
 
 def _record_rollback(
-    spark: SparkSession, config: Config, result: RollbackResult, before: dict[str, int]
+    spark: SparkSession, lh: Lakehouse, result: RollbackResult, before: dict[str, int]
 ) -> None:
     """Ledger rows: each rolled-back run's rows marked `rolled_back`; one `rollback` row per
     restored table; and, for silver tables, the bronze version silver has now consumed."""
-    from lakehouse.core.specs import load_tables
-    from lakehouse.state.ledger import read_ledger
-
-    root = config.storage.lakehouse_root
     now = utcnow()
-    ledger = read_ledger(spark, root)
+    ledger = read_ledger(spark, lh)
     entries: list[LedgerEntry] = []
     marked = ledger.where(F.col("run_id").isin(result.runs) & (F.col("status") == "ok"))
     for r in marked.select("run_id", "layer", "table_name").distinct().collect():
@@ -333,8 +347,8 @@ def _record_rollback(
             )
         )
     # Silver reads bronze's Change Data Feed after the version the ledger says it consumed.
-    excluded = set(result.runs) | _rolled_back_runs(spark, root)
-    for spec in load_tables(config.conf_dir).values():
+    excluded = set(result.runs) | _rolled_back_runs(spark, lh)
+    for spec in lh.tables.values():
         bronze = f"bronze.{spec.source}"
         if bronze not in result.restored_to and f"silver.{spec.name}" not in result.restored_to:
             continue
@@ -362,7 +376,7 @@ def _record_rollback(
                 message=f"consumed bronze.{spec.source} up to version {pointer} after the rollback",
             )
         )
-    record(spark, root, entries)
+    record(spark, lh, entries)
 
 
 def _pointer_before(ledger: DataFrame, table: str, excluded: Iterable[str]) -> int | None:

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from lakehouse.quality.report import write_report
 from lakehouse.quality.runner import (
+    RESULTS_TABLE,
     CheckResult,
     QualityGateError,
     QualityOutcome,
     gate,
     metrics_path,
-    results_path,
     run_quality,
 )
 from lakehouse.quality.suggest import suggest
 from lakehouse.quality.suites import CheckSpec, Suite, load_suite, load_suites, suite_path
 
 __all__ = [
+    "RESULTS_TABLE",
     "CheckResult",
     "CheckSpec",
     "QualityGateError",
@@ -30,7 +31,6 @@ __all__ = [
     "load_suite",
     "load_suites",
     "metrics_path",
-    "results_path",
     "run_quality",
     "suggest",
     "suite_path",

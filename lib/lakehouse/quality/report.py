@@ -1,5 +1,5 @@
 """A readable report per quality run: one self-contained HTML page (no external JS/CSS, no
-network) and a JSON twin, from the Delta table `<root>/quality/results`."""
+network) and a JSON twin, from the Delta table `quality.results`."""
 
 from __future__ import annotations
 
@@ -12,22 +12,24 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.quality.runner import results_path
+from lakehouse.core.context import Lakehouse
+from lakehouse.quality.runner import RESULTS_TABLE
 
 TREND_RUNS = 10
 SEVERITIES = ("error", "warning")
 
 
 def write_report(
-    spark: SparkSession, root: str, run_id: str, out_dir: str | Path
+    spark: SparkSession, lh: Lakehouse, run_id: str, out_dir: str | Path
 ) -> tuple[Path, Path]:
     """Write `quality-<run_id>.html` and `quality-<run_id>.json` into `out_dir` (a local folder)
     for run `run_id`: every check's status by severity, failing examples, and each check's metric
     over the last `TREND_RUNS` runs. Returns (html_path, json_path)."""
-    results = spark.read.format("delta").load(results_path(root))
+    path = lh.path(RESULTS_TABLE)
+    results = spark.read.format("delta").load(path)
     current = [r.asDict() for r in results.where(F.col("run_id") == run_id).collect()]
     if not current:
-        raise ValueError(f"no quality results for run {run_id!r} in {results_path(root)}")
+        raise ValueError(f"no quality results for run {run_id!r} in {path}")
     run_ts = max(r["run_ts"] for r in current)
     recent = (
         results.where(F.col("run_ts") <= F.lit(run_ts))

@@ -1,6 +1,6 @@
 """Run quality suites: one Deequ `VerificationSuite` pass per table (all of its Deequ and
 anomaly checks), cross-table checks with Spark joins, results appended to the Delta table
-`<root>/quality/results` and Deequ metrics to `<root>/quality/metrics.json`.
+`quality.results` and Deequ metrics to `<root>/quality/metrics.json`.
 
 pydeequ reads `SPARK_VERSION` at import, so it is imported inside functions only, after
 `lakehouse.core.spark.get_spark` has set it. Two pydeequ 1.7 gaps against Deequ 2.0.7 are bridged
@@ -14,7 +14,6 @@ import datetime as dt
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -29,7 +28,9 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.core.config import join_uri
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.errors import UserError
+from lakehouse.core.sql import sql_literal
 from lakehouse.quality import cross
 from lakehouse.quality.suites import (
     AllowedSpec,
@@ -47,7 +48,10 @@ from lakehouse.quality.suites import (
     UniquenessSpec,
     load_suites,
 )
+from lakehouse.silver.schema import live
 
+# One row per check per run (`RESULT_SCHEMA`).
+RESULTS_TABLE = "quality.results"
 MAX_EXAMPLES = 5
 
 RESULT_SCHEMA = StructType(
@@ -85,7 +89,7 @@ class QualityGateError(UserError):
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One check's outcome: the row written to `<root>/quality/results`."""
+    """One check's outcome: the row written to `quality.results`."""
 
     run_id: str
     run_ts: dt.datetime
@@ -132,12 +136,9 @@ class QualityOutcome:
         raise KeyError(f"{table}/{check}")
 
 
-def results_path(root: str) -> str:
-    return join_uri(root, "quality", "results")
-
-
-def metrics_path(root: str) -> str:
-    return join_uri(root, "quality", "metrics.json")
+def metrics_path(lh: Lakehouse) -> str:
+    """Location of Deequ's metrics repository (a JSON file), the anomaly checks' history."""
+    return join_uri(lh.root, "quality", "metrics.json")
 
 
 def gate(outcome: QualityOutcome) -> QualityOutcome:
@@ -150,37 +151,33 @@ def gate(outcome: QualityOutcome) -> QualityOutcome:
 
 def run_quality(
     spark: SparkSession,
-    root: str,
+    lh: Lakehouse,
     run_id: str,
     tables: Iterable[str],
     *,
-    conf_dir: str | Path | None = None,
-    locations: Mapping[str, str] | None = None,
     frames: Mapping[str, DataFrame] | None = None,
 ) -> QualityOutcome:
-    """Run the suites of `tables` (names `layer.table`, each with `conf/quality/<name>.yaml`)
-    against the Delta tables under `root` (`<root>/<layer>/<table>`, or `locations[name]`, or the
-    DataFrame `frames[name]`: a gold table as it would be once published, see
-    `gold.build.StagedGold.candidates`). Silver is checked on live rows.
-    Appends one row per check to `<root>/quality/results` and returns the outcome; it never
-    raises for failed checks (see `gate`)."""
-    suites = load_suites(list(tables), conf_dir)
-    locations = dict(locations or {})
+    """Run the suites of `tables` (names `layer.table`, each with
+    `<conf_dir>/quality/<name>.yaml`) against the lakehouse's Delta tables (`lh.path(name)`), or
+    against the DataFrame `frames[name]` where given: a gold table as it would be once
+    published, see `gold.build.StagedGold.candidates`. Silver is checked on live rows.
+    Appends one row per check to `quality.results` (columns `RESULT_SCHEMA`) and returns the
+    outcome; it never raises for failed checks (see `gate`)."""
+    suites = load_suites(lh, list(tables))
     given = dict(frames or {})
 
     def read(name: str) -> DataFrame:
         if name in given:
             return given[name]
-        layer, _, table = name.partition(".")
-        df = spark.read.format("delta").load(locations.get(name) or join_uri(root, layer, table))
-        if layer == "silver" and "_is_deleted" in df.columns:
-            df = df.where(~F.col("_is_deleted"))
+        df = spark.read.format("delta").load(lh.path(name))
+        if name.startswith("silver.") and "_is_deleted" in df.columns:
+            df = live(df)
         return df
 
     run_ts = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     results: list[CheckResult] = []
     for suite in suites:
-        results.extend(run_suite(spark, root, run_id, run_ts, suite, read))
+        results.extend(run_suite(spark, lh, run_id, run_ts, suite, read))
     if results:
         rows = [
             (
@@ -200,14 +197,14 @@ def run_quality(
             for r in results
         ]
         spark.createDataFrame(rows, RESULT_SCHEMA).write.format("delta").mode("append").save(
-            results_path(root)
+            lh.path(RESULTS_TABLE)
         )
     return QualityOutcome(run_id=run_id, results=tuple(results))
 
 
 def run_suite(
     spark: SparkSession,
-    root: str,
+    lh: Lakehouse,
     run_id: str,
     run_ts: dt.datetime,
     suite: Suite,
@@ -243,7 +240,7 @@ def run_suite(
     deequ_checks = [c for c in suite.checks if c.kind not in cross_kinds()]
     if deequ_checks:
         for check, passed, message, metric, value in _run_deequ(
-            spark, root, run_id, suite, df, deequ_checks
+            spark, lh, run_id, suite, df, deequ_checks
         ):
             examples = () if passed else _examples(df, check)
             by_name[check.name] = result(check, passed, message, metric, value, examples)
@@ -281,32 +278,33 @@ def _run_cross(
     return cross.equals_aggregate(df, suite.full_name, spec, read)
 
 
-def _sql_literal(value: Any) -> str:
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return repr(value)
-
-
 def row_predicate(check: CheckSpec) -> str | None:
     """The SQL condition each row must meet for row-wise kinds (None for the others)."""
     spec = check.spec
     if isinstance(spec, CompletenessSpec):
         return f"`{spec.column}` IS NOT NULL"
     if isinstance(spec, AllowedSpec):
-        values = ", ".join(_sql_literal(v) for v in spec.values)
+        values = ", ".join(sql_literal(v) for v in _allowed_values(spec))
         return f"`{spec.column}` IS NULL OR `{spec.column}` IN ({values})"
     if isinstance(spec, RangeSpec):
         bounds = []
         if spec.min is not None:
-            bounds.append(f"`{spec.column}` >= {spec.min!r}")
+            bounds.append(f"`{spec.column}` >= {sql_literal(spec.min)}")
         if spec.max is not None:
-            bounds.append(f"`{spec.column}` <= {spec.max!r}")
+            bounds.append(f"`{spec.column}` <= {sql_literal(spec.max)}")
         return f"`{spec.column}` IS NULL OR ({' AND '.join(bounds)})"
     if isinstance(spec, NonNegativeSpec):
         return f"`{spec.column}` IS NULL OR `{spec.column}` >= 0"
     if isinstance(spec, SqlSpec):
         return spec.expression
     return None
+
+
+def _allowed_values(spec: AllowedSpec) -> tuple[str, ...]:
+    if spec.values is None:
+        # `load_suite` fills omitted values from the table spec or fails.
+        raise ValueError(f"allowed check on {spec.column!r} has no values: load it with load_suite")
+    return spec.values
 
 
 def _examples(df: DataFrame, check: CheckSpec) -> tuple[str, ...]:
@@ -340,7 +338,8 @@ def _add_constraint(check_obj: Any, check: CheckSpec) -> Any:
     if isinstance(spec, UniquenessSpec):
         return check_obj.hasUniqueness(list(spec.columns), at_least, hint)
     if isinstance(spec, AllowedSpec):
-        return check_obj.isContainedIn(spec.column, [str(v) for v in spec.values], at_least, hint)
+        values = [str(v) for v in _allowed_values(spec)]
+        return check_obj.isContainedIn(spec.column, values, at_least, hint)
     if isinstance(spec, NonNegativeSpec):
         return check_obj.isNonNegative(spec.column, at_least, hint)
     predicate = row_predicate(check)
@@ -371,7 +370,7 @@ def _has_history(spark: SparkSession, repository: Any, suite: Suite) -> bool:
 
 def _run_deequ(
     spark: SparkSession,
-    root: str,
+    lh: Lakehouse,
     run_id: str,
     suite: Suite,
     df: DataFrame,
@@ -388,7 +387,7 @@ def _run_deequ(
 
     jvm = spark._jvm
     assert jvm is not None
-    repository = FileSystemMetricsRepository(spark, metrics_path(root))
+    repository = FileSystemMetricsRepository(spark, metrics_path(lh))
     key = ResultKey(
         spark,
         int(time.time() * 1000),

@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 from pyspark.sql import DataFrame, SparkSession
 
+from lakehouse.core.context import Lakehouse
+
 COMPLETE = re.compile(r'\.isComplete\("([^"]+)"\)')
 COMPLETENESS = re.compile(r'\.hasCompleteness\("([^"]+)", _ >= ([0-9.]+)')
 UNIQUE = re.compile(r'\.isUnique\("([^"]+)"\)')
@@ -58,10 +60,19 @@ def suggestions(spark: SparkSession, df: DataFrame) -> list[dict[str, Any]]:
     return list(payload.get("constraint_suggestions", []))
 
 
-def suggest(spark: SparkSession, df: DataFrame, layer: str = "silver", table: str = "draft") -> str:
-    """A draft `conf/quality/<layer>.<table>.yaml` for `df`: Deequ's suggestions mapped to suite
-    checks (error severity for exact rules, warning for observed completeness), and the
-    suggestions with no suite kind left as comments. Review before committing."""
+def suggest(spark: SparkSession, lh: Lakehouse, table: str) -> str:
+    """A draft `conf/quality/<table>.yaml` for the lakehouse's table `table` (`layer.name`, read
+    as stored, every column): see `draft_suite`."""
+    layer, _, name = table.partition(".")
+    return draft_suite(spark, spark.read.format("delta").load(lh.path(table)), layer, name)
+
+
+def draft_suite(
+    spark: SparkSession, df: DataFrame, layer: str = "silver", table: str = "draft"
+) -> str:
+    """A draft suite `<layer>.<table>.yaml` for `df` (any columns): Deequ's suggestions mapped
+    to suite checks (error severity for exact rules, warning for observed completeness), and
+    the suggestions with no suite kind left as comments. Review before committing."""
     checks: list[dict[str, Any]] = []
     skipped: list[str] = []
     names: set[str] = set()

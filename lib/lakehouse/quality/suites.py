@@ -5,7 +5,8 @@ A suite lists checks; each check has a unique `name`, a `severity` (`error` stop
 
 - Deequ checks, run in one `VerificationSuite` pass per table: `size` (min/max rows),
   `completeness` (column, threshold), `uniqueness` (columns, threshold), `allowed` (column,
-  values), `range` (column, min/max), `non_negative` (column), `sql` (a Spark SQL boolean
+  values; without `values`, those the table spec `conf/tables/<table>.yaml` declares for the
+  column), `range` (column, min/max), `non_negative` (column), `sql` (a Spark SQL boolean
   expression that must hold for a `threshold` fraction of rows, all of them by default) and
   `anomaly` (Deequ anomaly detection over the metrics repository's history of this table).
 - Cross-table checks, computed with Spark joins: `exists_in`, `reconciles`, `equals_aggregate`.
@@ -15,8 +16,9 @@ Any mistake fails at load with a `ConfigError` naming the file, the check and wh
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,6 +26,8 @@ from typing import Literal
 import yaml
 
 from lakehouse.core.config import DEFAULT_CONF_DIR, ConfigError, load_typed_yaml
+from lakehouse.core.context import Lakehouse
+from lakehouse.core.specs import TableSpec
 
 Severity = Literal["error", "warning"]
 Fail = Callable[..., ConfigError]
@@ -52,8 +56,11 @@ class UniquenessSpec:
 
 @dataclass(frozen=True)
 class AllowedSpec:
+    """`column` holds one of `values` (or null). A suite may leave `values` out: a loaded suite
+    then carries the column's `allowed` list of the table spec (see `load_suite`)."""
+
     column: str
-    values: tuple[str, ...]
+    values: tuple[str, ...] | None = None
     threshold: float = 1.0
 
 
@@ -181,22 +188,23 @@ def suite_path(table: str, conf_dir: str | Path | None = None) -> Path:
     )
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Parse and validate one suite file."""
+def load_suite(path: str | Path, tables: Mapping[str, TableSpec] | None = None) -> Suite:
+    """Parse and validate one suite file. An `allowed` check without `values` takes them from
+    the column of the silver table's spec in `tables` (source table specs by name); without
+    `tables`, or when the spec declares no allowed values for the column, loading fails."""
     path = Path(path)
     try:
         suite = load_typed_yaml(path, Suite)
     except ConfigError as exc:
         raise ConfigError(_name_checks(str(exc), path)) from None
     _validate(suite, path)
-    return suite
+    return _with_allowed_values(suite, path, tables)
 
 
-def load_suites(
-    tables: list[str] | tuple[str, ...], conf_dir: str | Path | None = None
-) -> list[Suite]:
-    """The suites of `tables` (names `layer.table`), in order; a table without a file fails."""
-    return [load_suite(suite_path(t, conf_dir)) for t in tables]
+def load_suites(lh: Lakehouse, tables: list[str] | tuple[str, ...]) -> list[Suite]:
+    """The suites of `tables` (names `layer.table`) from the lakehouse's configuration folder
+    (`<conf_dir>/quality/<layer>.<table>.yaml`), in order; a table without a file fails."""
+    return [load_suite(suite_path(t, lh.config.conf_dir), lh.tables) for t in tables]
 
 
 def _name_checks(message: str, path: Path) -> str:
@@ -260,7 +268,7 @@ def _validate_spec(check: CheckSpec, suite: Suite, fail: Fail) -> None:
             raise fail(f"range.min {spec.min} is greater than range.max {spec.max}", check)
     elif isinstance(spec, UniquenessSpec) and not spec.columns:
         raise fail("uniqueness.columns must list at least one column", check)
-    elif isinstance(spec, AllowedSpec) and not spec.values:
+    elif isinstance(spec, AllowedSpec) and spec.values is not None and not spec.values:
         raise fail("allowed.values must list at least one value", check)
     elif isinstance(spec, SqlSpec) and not spec.expression.strip():
         raise fail("sql.expression is empty", check)
@@ -287,3 +295,42 @@ def _validate_spec(check: CheckSpec, suite: Suite, fail: Fail) -> None:
 def _check_table(name: str, key: str, check: CheckSpec, fail: Fail) -> None:
     if not TABLE_RE.match(name):
         raise fail(f"{key} must be a table named silver.<name> or gold.<name>, got {name!r}", check)
+
+
+def _with_allowed_values(suite: Suite, path: Path, tables: Mapping[str, TableSpec] | None) -> Suite:
+    """`suite` with every `allowed` check that omits `values` given the table spec's."""
+    checks = []
+    for check in suite.checks:
+        spec = check.allowed
+        if spec is not None and spec.values is None:
+            values = _spec_allowed(suite, check, spec.column, path, tables)
+            check = dataclasses.replace(check, allowed=dataclasses.replace(spec, values=values))
+        checks.append(check)
+    return dataclasses.replace(suite, checks=tuple(checks))
+
+
+def _spec_allowed(
+    suite: Suite,
+    check: CheckSpec,
+    column: str,
+    path: Path,
+    tables: Mapping[str, TableSpec] | None,
+) -> tuple[str, ...]:
+    def fail(what: str) -> ConfigError:
+        return ConfigError(f"{path}: check '{check.name}': allowed.values omitted, {what}")
+
+    # The table spec beside the suite: <conf>/quality/silver.x.yaml -> <conf>/tables/x.yaml.
+    spec_file = path.parent.parent / "tables" / f"{suite.table}.yaml"
+    if suite.layer != "silver":
+        raise fail(f"but {suite.full_name} has no table spec to take them from: list them")
+    if tables is None:
+        raise fail("and no table specs were given to take them from")
+    table = tables.get(suite.table)
+    if table is None:
+        raise fail(f"but there is no table spec {spec_file} to take them from")
+    col = next((c for c in table.columns if c.name == column), None)
+    if col is None:
+        raise fail(f"but '{column}' is not a column of {spec_file}")
+    if not col.allowed:
+        raise fail(f"but column '{column}' of {spec_file} declares no allowed values")
+    return col.allowed

@@ -184,7 +184,7 @@ def typed_records(spec: TableSpec) -> Transform:
                     ),
                 ),
             ]
-        elif spec.source == "clickstream" or "fields" not in bronze.columns:
+        elif spec.landing.format == "jsonl" or "fields" not in bronze.columns:
             df = df.withColumn("_f", F.from_json("raw", "map<string,string>"))
             df = df.withColumn("_op", F.lit("u"))
         else:
@@ -210,13 +210,14 @@ def typed_records(spec: TableSpec) -> Transform:
             df = df.withColumn("_event_ts", F.col(spec.order_by))
             df = df.withColumn("_seq", F.date_format(F.col(spec.order_by), SEQ_TS_FORMAT))
         elif spec.kind == "snapshot":
+            assert spec.order_by is not None
             df = df.withColumn("_event_ts", F.col("ingest_date").cast("timestamp"))
             df = df.withColumn(
                 "_seq",
                 F.concat_ws(
                     "|",
                     F.date_format("ingest_date", "yyyy-MM-dd"),
-                    F.date_format("updated_at", SEQ_TS_FORMAT),
+                    F.date_format(spec.order_by, SEQ_TS_FORMAT),
                 ),
             )
         elif spec.kind == "corrections":
@@ -236,12 +237,13 @@ def typed_records(spec: TableSpec) -> Transform:
 
 
 def split_valid(df: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(valid records, invalid records with `column_name` and `reason`)."""
+    """(valid records, invalid records with `_q_column` (the first failing column) and
+    `_q_reason` (every reason); named apart from any business column, a `reason` of returns say)."""
     valid = df.where(F.size("_errors") == 0)
     invalid = df.where(F.size("_errors") > 0).select(
         "*",
-        F.col("_errors")[0]["column"].alias("column_name"),
-        F.array_join(F.transform("_errors", lambda e: e["reason"]), "; ").alias("reason"),
+        F.col("_errors")[0]["column"].alias("_q_column"),
+        F.array_join(F.transform("_errors", lambda e: e["reason"]), "; ").alias("_q_reason"),
     )
     return valid, invalid
 

@@ -12,19 +12,20 @@ from __future__ import annotations
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from lakehouse.core.config import Config, join_uri
+from lakehouse.core.config import join_uri
+from lakehouse.core.context import Lakehouse
 
 LAYERS = ("bronze", "silver", "gold", "quality", "ledger", "quarantine", "audit")
 
 
-def table_locations(spark: SparkSession, config: Config) -> dict[str, str]:
+def table_locations(spark: SparkSession, lh: Lakehouse) -> dict[str, str]:
     """`layer.table` → location, for every Delta table under the lakehouse root."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     hconf = spark.sparkContext._jsc.hadoopConfiguration()
     found: dict[str, str] = {}
     for layer in LAYERS:
-        root = join_uri(config.storage.lakehouse_root, layer)
+        root = join_uri(lh.root, layer)
         path = jvm.org.apache.hadoop.fs.Path(root)
         fs = path.getFileSystem(hconf)
         if not fs.exists(path):
@@ -41,10 +42,10 @@ def table_locations(spark: SparkSession, config: Config) -> dict[str, str]:
     return found
 
 
-def register_tables(spark: SparkSession, config: Config) -> list[str]:
+def register_tables(spark: SparkSession, lh: Lakehouse) -> list[str]:
     """Create the databases and register each table at its location; returns the names."""
     names = []
-    for name, location in sorted(table_locations(spark, config).items()):
+    for name, location in sorted(table_locations(spark, lh).items()):
         database = name.split(".", 1)[0]
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
         spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{location}'")

@@ -22,7 +22,42 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import ensure_table, with_conflict_retries
+
+LEDGER_TABLE = "ledger.runs"
+# What can become of a record read, in the order the ledger and the CLI show them: exactly one
+# of these per record (`LedgerEntry.check_balance`).
+OUTCOMES = (
+    "records_written",
+    "inserted",
+    "updated",
+    "deleted",
+    "unchanged",
+    "duplicates",
+    "stale_ignored",
+    "quarantined",
+)
+# The columns the `lakehouse` command prints for each layer's entries.
+BRONZE_COLUMNS = (
+    "files_read",
+    "files_skipped",
+    "records_read",
+    "records_written",
+    "duplicates",
+    "quarantined",
+)
+SILVER_COLUMNS = (
+    "records_read",
+    "inserted",
+    "updated",
+    "deleted",
+    "unchanged",
+    "duplicates",
+    "stale_ignored",
+    "quarantined",
+    "table_version",
+)
 
 LEDGER_SCHEMA = StructType(
     [
@@ -92,17 +127,7 @@ class LedgerEntry:
     message: str | None = None
 
     def outcomes(self) -> int:
-        parts = (
-            self.records_written,
-            self.inserted,
-            self.updated,
-            self.deleted,
-            self.unchanged,
-            self.duplicates,
-            self.stale_ignored,
-            self.quarantined,
-        )
-        return sum(p or 0 for p in parts)
+        return sum(getattr(self, name) or 0 for name in OUTCOMES)
 
     def check_balance(self) -> None:
         """Raise unless every record read has exactly one outcome."""
@@ -114,28 +139,16 @@ class LedgerEntry:
             )
 
     def _describe(self) -> str:
-        names = (
-            "records_written",
-            "inserted",
-            "updated",
-            "deleted",
-            "unchanged",
-            "duplicates",
-            "stale_ignored",
-            "quarantined",
+        return ", ".join(
+            f"{n}={getattr(self, n)}" for n in OUTCOMES if getattr(self, n) is not None
         )
-        return ", ".join(f"{n}={getattr(self, n)}" for n in names if getattr(self, n) is not None)
 
 
-def ledger_path(lakehouse_root: str) -> str:
-    return lakehouse_root.rstrip("/") + "/ledger/runs"
-
-
-def record(spark: SparkSession, lakehouse_root: str, entries: list[LedgerEntry]) -> None:
+def record(spark: SparkSession, lh: Lakehouse, entries: list[LedgerEntry]) -> None:
     """Append ledger rows (one commit)."""
     if not entries:
         return
-    path = ledger_path(lakehouse_root)
+    path = lh.path(LEDGER_TABLE)
     ensure_table(spark, path, LEDGER_SCHEMA, change_data_feed=False)
     rows = [asdict(e) for e in entries]
     df = spark.createDataFrame(rows, LEDGER_SCHEMA)
@@ -144,19 +157,19 @@ def record(spark: SparkSession, lakehouse_root: str, entries: list[LedgerEntry])
     )
 
 
-def read_ledger(spark: SparkSession, lakehouse_root: str) -> DataFrame:
+def read_ledger(spark: SparkSession, lh: Lakehouse) -> DataFrame:
     """All ledger rows (empty with the ledger schema if no run was recorded yet)."""
-    path = ledger_path(lakehouse_root)
+    path = lh.path(LEDGER_TABLE)
     ensure_table(spark, path, LEDGER_SCHEMA, change_data_feed=False)
     return spark.read.format("delta").load(path)
 
 
-def last_input_versions(spark: SparkSession, lakehouse_root: str, layer: str) -> dict[str, int]:
+def last_input_versions(spark: SparkSession, lh: Lakehouse, layer: str) -> dict[str, int]:
     """The input version the newest successful run of each table of `layer` consumed (tables
     never run are absent). Rows of rolled-back runs do not count; a rollback's own row (status
-    `rollback`) says where the table's input stands after it (`history.rollback`). One read of
-    the ledger for all tables: a run reads it once, not once per table."""
-    ledger = read_ledger(spark, lakehouse_root)
+    `rollback`) says where the table's input stands after it (`ops.time_travel.rollback`). One
+    read of the ledger for all tables: a run reads it once, not once per table."""
+    ledger = read_ledger(spark, lh)
     rolled_back = ledger.where(F.col("status") == "rolled_back").select("run_id")
     rows = (
         ledger.where(F.col("layer") == layer)

@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, LongType, StringType, StructField, StructType, TimestampType
 
+from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import (
     current_version,
     ensure_table,
@@ -19,6 +20,7 @@ from lakehouse.core.delta_io import (
     stats_columns_property,
     with_conflict_retries,
 )
+from lakehouse.core.pii import RECORD_COLUMNS
 
 QUARANTINE_SCHEMA = StructType(
     [
@@ -38,14 +40,13 @@ QUARANTINE_SCHEMA = StructType(
 
 # No per-file statistics of the record text or the reason (which may quote a value): the
 # transaction log would keep them after VACUUM (docs/MAINTENANCE.md).
-QUARANTINE_PROPERTIES = stats_columns_property(QUARANTINE_SCHEMA, ("raw", "reason"))
+QUARANTINE_PROPERTIES = stats_columns_property(QUARANTINE_SCHEMA, RECORD_COLUMNS["quarantine"])
 
 
-def quarantine_path(lakehouse_root: str) -> str:
-    return lakehouse_root.rstrip("/") + "/quarantine/records"
+QUARANTINE_TABLE = "quarantine.records"
 
 
-def write_quarantine(spark: SparkSession, lakehouse_root: str, bad: DataFrame) -> dict[str, int]:
+def write_quarantine(spark: SparkSession, lh: Lakehouse, bad: DataFrame) -> dict[str, int]:
     """Insert the rows of `bad` (columns of QUARANTINE_SCHEMA) not already quarantined, in one
     MERGE whatever sources they come from; returns how many were inserted per source (a source
     with nothing new is absent).
@@ -54,7 +55,7 @@ def write_quarantine(spark: SparkSession, lakehouse_root: str, bad: DataFrame) -
     rows the MERGE's commit reports inserted: a concurrent writer that quarantined some of them
     in between makes this fail rather than misreport (a re-run then counts them as duplicates).
     """
-    path = quarantine_path(lakehouse_root)
+    path = lh.path(QUARANTINE_TABLE)
     target = ensure_table(
         spark, path, QUARANTINE_SCHEMA, change_data_feed=False, properties=QUARANTINE_PROPERTIES
     )
@@ -90,8 +91,9 @@ class QuarantineCountError(RuntimeError):
     """The quarantine MERGE inserted a different number of rows than were new before it."""
 
 
-def read_quarantine(spark: SparkSession, lakehouse_root: str) -> DataFrame:
-    path = quarantine_path(lakehouse_root)
+def read_quarantine(spark: SparkSession, lh: Lakehouse) -> DataFrame:
+    """Every quarantined record (empty with the quarantine schema before the first)."""
+    path = lh.path(QUARANTINE_TABLE)
     ensure_table(
         spark, path, QUARANTINE_SCHEMA, change_data_feed=False, properties=QUARANTINE_PROPERTIES
     )

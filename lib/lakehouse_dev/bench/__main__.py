@@ -10,9 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lakehouse.core.config import PROJECT_ROOT
+from lakehouse_dev.bench.measure import log
 from lakehouse_dev.bench.report import section_name, write_chart, write_json, write_markdown
-from lakehouse_dev.bench.runner import SCALES, Bench, log
+from lakehouse_dev.bench.runner import Bench
+from lakehouse_dev.bench.scales import SCALES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,9 +23,14 @@ def main(argv: list[str] | None = None) -> int:
         "docs/BENCHMARKS.md, a JSON file and a PNG chart.",
     )
     parser.add_argument("--scale", choices=sorted(SCALES), default="default")
-    parser.add_argument("--out", default=str(PROJECT_ROOT / "docs"), help="docs folder")
+    # Relative to the current folder: `make bench` runs in the project's folder.
     parser.add_argument(
-        "--data", default=str(PROJECT_ROOT / "bench-data"), help="scratch folder (git-ignored)"
+        "--out", default="docs", help="folder of BENCHMARKS.md and bench/ (default: docs)"
+    )
+    parser.add_argument(
+        "--data",
+        default="bench-data",
+        help="scratch folder, git-ignored in the project (default: bench-data)",
     )
     parser.add_argument("--reps", type=int, default=None, help="repetitions per pair")
     parser.add_argument(

@@ -10,26 +10,42 @@ leaving `p0/` for the merge template.
 from __future__ import annotations
 
 import shutil
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
-from lakehouse_dev.bench.runner import (
-    ALL_STEPS,
-    DAY1,
-    DAY2,
-    data_files,
-    log,
-    timed,
-    work_counted,
-)
+from pyspark.sql import SparkSession
 
-if TYPE_CHECKING:
-    from lakehouse_dev.bench.runner import Bench
+from lakehouse.core.context import Lakehouse
+from lakehouse.pipeline import run_pipeline
+from lakehouse_dev.bench.measure import data_files, log, timed, work_counted
+from lakehouse_dev.bench.scales import ALL_STEPS, DAY1, DAY2, Scale
 
 
-def measure(bench: Bench) -> None:
+class PipelineBench(Protocol):
+    """What the whole-pipeline figures need of the run (`lakehouse_dev.bench.runner.Bench`):
+    its session, scale and folder, fresh lakehouse copies, run ids, the day 1 template `p0/`,
+    and where the figures and details go."""
+
+    spark: SparkSession | None
+    scale: Scale
+    reps: int
+    root: Path
+    figures: dict[str, Any]
+    details: list[str]
+
+    def generate(self, folder: str, orders_per_day: int) -> None: ...
+
+    def fresh(self, template: str, work: str, landing: str = "landing") -> Lakehouse: ...
+
+    def run_id(self, what: str) -> str: ...
+
+    def ensure_p0(self, landing: str) -> None: ...
+
+    def keep_p0(self, lakehouse: str | None = None) -> None: ...
+
+
+def measure(bench: PipelineBench) -> None:
     """First run, replay, run without quality and the floor, alternately, `reps` times."""
-    from lakehouse.pipeline import run_pipeline
-
     assert bench.spark is not None
     spark = bench.spark
     scale = bench.scale
@@ -58,10 +74,10 @@ def measure(bench: Bench) -> None:
         for what in order:
             log(f"pipeline rep {rep + 1}/{reps}: {what}")
             if what == "with":
-                cfg = bench.fresh(template, "work-pipe", landing)
+                lh = bench.fresh(template, "work-pipe", landing)
                 lake = bench.root / "work-pipe"
                 with work_counted(spark, lake, f"first-{rep}") as work["first run"], timed() as t:
-                    run_pipeline(spark, cfg, bench.run_id("first"), ALL_STEPS, day)
+                    run_pipeline(spark, lh, bench.run_id("first"), ALL_STEPS, day)
                 with_q.append(t[0])
                 log(f"  first run {t[0]:.1f} s")
                 if scale.pipeline_first_day and scale.shares_landing and rep == 0:
@@ -69,18 +85,18 @@ def measure(bench: Bench) -> None:
                 before = data_files(lake)
                 books_before = data_files(lake, ("ledger", "quality"))
                 with work_counted(spark, lake, f"replay-{rep}") as work["replay"], timed() as t:
-                    run_pipeline(spark, cfg, bench.run_id("replay"), ALL_STEPS, day)
+                    run_pipeline(spark, lh, bench.run_id("replay"), ALL_STEPS, day)
                 replay.append(t[0])
                 added.append(len(data_files(lake) - before))
                 bookkeeping.append(len(data_files(lake, ("ledger", "quality")) - books_before))
                 log(f"  replay {t[0]:.1f} s, {added[-1]} data files added")
             elif what == "without":
-                cfg = bench.fresh(template, "work-pipe", landing)
+                lh = bench.fresh(template, "work-pipe", landing)
                 lake = bench.root / "work-pipe"
                 counted = work_counted(spark, lake, f"noq-{rep}")
                 with counted as work["without quality"], timed() as t:
                     # Neither silver's suites nor gold's gate: the same steps, no Deequ at all.
-                    run_pipeline(spark, cfg, bench.run_id("noq"), ALL_STEPS, day, checks=False)
+                    run_pipeline(spark, lh, bench.run_id("noq"), ALL_STEPS, day, checks=False)
                 without_q.append(t[0])
                 log(f"  {t[0]:.1f} s")
             else:

@@ -3,11 +3,11 @@
 Fifty days of 100k orders cannot go through generate -> bronze -> silver within the benchmark's
 time on 2 cores, so older days are written straight into the silver tables the real pipeline
 created (`silver.orders`, `silver.order_items`, `silver.payments`): rows built with
-`spark.range`, selected into exactly `silver.silver_schema(spec)` (the real tables' schema,
-partitioning and properties stay as `silver.py` made them, because the rows are appended to
-those tables), one file per day partition (as after compaction), live rows (`_is_deleted`
-false) with ids (`h...`) the generator never makes, so the measured day's batch updates only the
-real days and inserts the rest, as a real day does.
+`spark.range`, selected into exactly `lakehouse.silver.schema.silver_schema(spec)` (the real
+tables' schema, partitioning and properties stay as silver made them, because the rows are
+appended to those tables), one file per day partition (as after compaction), live rows
+(`_is_deleted` false) with ids (`h...`) the generator never makes, so the measured day's batch
+updates only the real days and inserts the rest, as a real day does.
 
 Per synthetic day and order: `line_no` 1..4 items (2.5 on average, like the generator) and two
 payment events (authorized, captured).
@@ -15,13 +15,14 @@ payment events (authorized, captured).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.core.specs import TableSpec
-from lakehouse.silver.engine import silver_schema
+from lakehouse.silver.schema import silver_schema
 
 STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled", "returned")
 CURRENCIES = ("USD", "EUR", "GBP")
@@ -122,8 +123,8 @@ def synthetic_rows(
 
 def append_history(
     spark: SparkSession,
-    specs: dict[str, TableSpec],
-    table_path: dict[str, str],
+    specs: Mapping[str, TableSpec],
+    table_path: Mapping[str, str],
     before: date,
     days: int,
     per_day: int,

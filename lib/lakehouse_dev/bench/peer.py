@@ -1,36 +1,43 @@
-"""The same silver MERGE done by two engines: Delta Lake on Spark (as `lakehouse.silver.engine` does
-it) and delta-rs (the `deltalake` package), on copies of the same table with the same source.
+"""The same silver MERGE done by two engines: Delta Lake on Spark (as
+`lakehouse.silver.merge.upsert_versions` does it) and delta-rs (the `deltalake` package), on
+copies of the same table with the same source.
 
 The source of each table is the day's deduplicated batch as silver merged it (saved as Parquet by
 the history measurement). Both engines get the same condition (the batch's partition values as
 literals, then the keys) and the same clauses: a newer delete becomes a tombstone, a newer version
 updates every column, a new key is inserted. Timed per table: reading the source, computing the
 partition literals, the MERGE and its commit. Not timed: validation, deduplication, the ledger
-(the rest of `silver.apply`), which is the same Python/Spark code whichever engine writes.
+(the rest of `lakehouse.silver.engine.apply`), which is the same Python/Spark code whichever
+engine writes.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from pyspark.sql import Column, SparkSession
 
 from lakehouse.core.specs import TableSpec
-from lakehouse.silver.engine import META_FIELDS, merge_partition_filter
+from lakehouse.silver.merge import key_condition, merge_partition_filter
+from lakehouse.silver.schema import META_FIELDS
 
 
 def _condition(spec: TableSpec, partition_values: list[dict[str, object]]) -> str:
-    keys = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
-    pruning = merge_partition_filter(spec, partition_values) if spec.partition_by else ""
-    return f"{pruning} AND {keys}" if pruning else keys
+    """The condition silver's MERGE plan builds (`lakehouse.silver.merge.MergePlan`): the
+    batch's partitions as literals, then key equality."""
+    keys = key_condition(spec.keys)
+    if not spec.partition_by:
+        return keys
+    return f"{merge_partition_filter(spec.partition_by, partition_values)} AND {keys}"
 
 
 def spark_merges(
     spark: SparkSession,
-    specs: dict[str, TableSpec],
-    paths: dict[str, str],
-    sources: dict[str, Path],
+    specs: Mapping[str, TableSpec],
+    paths: Mapping[str, str],
+    sources: Mapping[str, Path],
 ) -> dict[str, float]:
     """Seconds per table for Delta Lake's MERGE on Spark."""
     from delta.tables import DeltaTable
@@ -55,7 +62,7 @@ def spark_merges(
 
 
 def deltars_merges(
-    specs: dict[str, TableSpec], paths: dict[str, str], sources: dict[str, Path]
+    specs: Mapping[str, TableSpec], paths: Mapping[str, str], sources: Mapping[str, Path]
 ) -> tuple[dict[str, float], list[str]]:
     """Seconds per table for delta-rs's MERGE, and notes on what it had to be given."""
     import pyarrow.dataset as ds

@@ -11,9 +11,12 @@ Data preparation (not timed as a figure), under `<data>/<scale>/`:
 4. `h<small>/`, `h<large>/`: `m0/` plus synthetic silver history appended before day 1
    (`lakehouse_dev.bench.history`), so silver holds `small` and `large` days.
 
-Copies are taken with `copy_table_dir`: data files are hard-linked (Delta never changes a data
-file once written), everything else (the Delta logs, checkpoints, the Deequ metrics file) is
-copied, so a measurement never changes a template.
+Copies are taken with `measure.copy_table_dir`: data files are hard-linked (Delta never changes
+a data file once written), everything else (the Delta logs, checkpoints, the Deequ metrics file)
+is copied, so a measurement never changes a template.
+
+Each lakehouse folder is one `Lakehouse`: the local configuration and specs with its own storage
+roots (`Bench.lakehouse`); the whole-pipeline figures are in `lakehouse_dev.bench.daily`.
 """
 
 from __future__ import annotations
@@ -22,11 +25,9 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,138 +35,15 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.core.config import Config, load_config
+from lakehouse.core.config import StorageConfig
+from lakehouse.core.context import Lakehouse
+from lakehouse.core.specs import TableSpec
+from lakehouse_dev.bench import daily
 from lakehouse_dev.bench.history import append_history
+from lakehouse_dev.bench.measure import copy_table_dir, log, timed
 from lakehouse_dev.bench.memory import PeakMemory
-from lakehouse_dev.generate import GeneratorSpec, generate_landing
-
-MERGE_TABLES = ("orders", "order_items", "payments")
-ALL_STEPS = ("bronze", "silver", "quality", "gold")
-DAY1 = date(2024, 1, 1)
-DAY2 = DAY1 + timedelta(days=1)
-
-
-@dataclass(frozen=True)
-class Scale:
-    """How big a benchmark run is. `history_days` are the two silver histories compared."""
-
-    name: str
-    orders_per_day: int
-    customers: int
-    reps: int
-    history_days: tuple[int, int] = (5, 50)
-    # The day the whole-pipeline figures run (None: the same as `orders_per_day`).
-    pipeline_orders_per_day: int | None = None
-    # Repetitions of the whole-pipeline figures (None: `reps`).
-    pipeline_reps: int | None = None
-    # Spark driver memory (None: the configuration's, conf/base.yaml).
-    driver_memory: str | None = None
-    # The whole-pipeline figures run day 1 into an empty lakehouse instead of day 2 on top of
-    # day 1: the quick check needs no setup run of day 1, and its merge template starts from
-    # the lakehouse the first run left (docs/BENCHMARKS.md).
-    pipeline_first_day: bool = False
-
-    @property
-    def pipeline_orders(self) -> int:
-        return self.pipeline_orders_per_day or self.orders_per_day
-
-    @property
-    def shares_landing(self) -> bool:
-        """The whole-pipeline figures run on the history figures' landing (the same days)."""
-        return self.pipeline_orders == self.orders_per_day
-
-
-SCALES = {
-    # A quick check of every code path: one repetition, the whole-pipeline figures on day 1 (a
-    # pipeline run of even a small day costs over a minute of fixed Spark and Delta work on 2
-    # cores, docs/BENCHMARKS.md; day 2 would need day 1 run first).
-    "small": Scale("small", orders_per_day=2_000, customers=2_000, reps=1, pipeline_first_day=True),
-    # A 4g driver: with the configured 2g, preparing the merge template (bronze of the
-    # 100k-order day 2, after day 1 went through bronze and silver in the same process) ran out
-    # of heap (docs/BENCHMARKS.md, Findings).
-    "default": Scale(
-        "default",
-        orders_per_day=100_000,
-        customers=100_000,
-        reps=3,
-        pipeline_orders_per_day=20_000,
-        driver_memory="4g",
-    ),
-    # For working on the benchmark itself: every code path, minimal data, one repetition.
-    "smoke": Scale(
-        "smoke",
-        orders_per_day=200,
-        customers=200,
-        reps=1,
-        history_days=(2, 4),
-        pipeline_first_day=True,
-    ),
-}
-
-
-def log(message: str) -> None:
-    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
-
-
-def copy_table_dir(src: Path, dst: Path) -> None:
-    """A copy of a lakehouse folder that shares the immutable data files (hard links) and owns
-    everything else."""
-    if dst.exists():
-        shutil.rmtree(dst)
-
-    def copy(s: str, d: str) -> None:
-        if s.endswith(".parquet") and "_delta_log" not in s:
-            try:
-                os.link(s, d)
-                return
-            except OSError:
-                pass
-        shutil.copy2(s, d)
-
-    shutil.copytree(src, dst, copy_function=copy)
-
-
-def data_files(root: Path, layers: tuple[str, ...] = ("bronze", "silver", "gold")) -> set[str]:
-    """Data files of the Delta tables of `layers` (paths relative to `root`)."""
-    found = set()
-    for layer in layers:
-        base = root / layer
-        if not base.exists():
-            continue
-        for p in base.rglob("*.parquet"):
-            if "_delta_log" not in p.parts:
-                found.add(str(p.relative_to(root)))
-    return found
-
-
-def delta_commits(root: Path) -> int:
-    """Commits in every Delta log under `root` (its `_delta_log/<version>.json` files)."""
-    return sum(1 for _ in root.rglob("_delta_log/*.json"))
-
-
-@contextmanager
-def work_counted(spark: SparkSession, root: Path, label: str) -> Iterator[dict[str, int]]:
-    """Counts the Spark jobs started inside (by job group, on this thread) and the Delta commits
-    made under `root`: where the time of a small day goes is mostly the number of each."""
-    sc = spark.sparkContext
-    group = f"bench-{label}"
-    commits_before = delta_commits(root)
-    out: dict[str, int] = {}
-    sc.setJobGroup(group, label)
-    try:
-        yield out
-    finally:
-        sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
-        out["spark_jobs"] = len(sc.statusTracker().getJobIdsForGroup(group))
-        out["delta_commits"] = delta_commits(root) - commits_before
-
-
-@contextmanager
-def timed() -> Iterator[list[float]]:
-    out: list[float] = []
-    start = time.perf_counter()
-    yield out
-    out.append(time.perf_counter() - start)
+from lakehouse_dev.bench.scales import ALL_STEPS, DAY1, DAY2, MERGE_TABLES, Scale
+from lakehouse_dev.generate import generate_landing
 
 
 class Bench:
@@ -191,7 +69,11 @@ class Bench:
         self.spark_overrides = {"driver_memory": driver_memory} if driver_memory else {}
         self.only = only
         self.resume = resume
-        self.base_config = load_config("local", overrides={"spark": self.spark_overrides})
+        # The local environment's configuration and specs; each lakehouse folder of the run is
+        # this with its own storage roots (`lakehouse`).
+        self.lh = Lakehouse.load("local", overrides={"spark": self.spark_overrides})
+        # What the history and peer figures MERGE: orders, order_items and payments.
+        self.merge_specs: Mapping[str, TableSpec] = self.lh.only(MERGE_TABLES).tables
         self.figures: dict[str, Any] = {}
         self.details: list[str] = []
         self.spark: SparkSession | None = None
@@ -202,28 +84,29 @@ class Bench:
 
     # --- configuration and helpers -----------------------------------------------------------
 
-    def config(self, lakehouse: str, landing: str = "landing") -> Config:
-        return load_config(
-            "local",
-            overrides={
-                "spark": self.spark_overrides,
-                "storage": {
-                    "landing_root": str(self.root / landing),
-                    "lakehouse_root": str(self.root / lakehouse),
-                    "reports_root": str(self.root / f"{lakehouse}-reports"),
-                },
-            },
+    def lakehouse(self, name: str, landing: str = "landing") -> Lakehouse:
+        """The lakehouse in folder `name` of the run, reading the landing files of `landing`."""
+        storage = StorageConfig(
+            landing_root=str(self.root / landing),
+            lakehouse_root=str(self.root / name),
+            reports_root=str(self.root / f"{name}-reports"),
         )
+        return self.lh.with_config(storage=storage)
+
+    def silver_paths(self, lh: Lakehouse) -> dict[str, str]:
+        """Where the merge tables' silver tables are in `lh`."""
+        return {n: lh.path(f"silver.{n}") for n in self.merge_specs}
 
     def run_id(self, what: str) -> str:
         self._seq += 1
         return f"bench-{self._seq:03d}-{what}"
 
-    def fresh(self, template: str, work: str, landing: str = "landing") -> Config:
+    def fresh(self, template: str, work: str, landing: str = "landing") -> Lakehouse:
+        """A new copy `work` of the lakehouse folder `template`, nothing cached from before."""
         self.forget()
         copy_table_dir(self.root / template, self.root / work)
         shutil.rmtree(self.root / f"{work}-reports", ignore_errors=True)
-        return self.config(work, landing)
+        return self.lakehouse(work, landing)
 
     def forget(self) -> None:
         """Start the next measurement as a new daily job would: nothing cached from the ones
@@ -253,7 +136,7 @@ class Bench:
             self.memory.mark("startup")
             # A run out of heap stops at once instead of hanging (the Python side would wait).
             spark = get_spark(
-                self.base_config.spark,
+                self.lh.config.spark,
                 app_name="lakehouse-bench",
                 extra={
                     "spark.driver.extraJavaOptions": "-Duser.timezone=UTC "
@@ -315,7 +198,7 @@ class Bench:
             "peak_parts": dict(self.memory.peak_parts),
         }
         load_end = _load()
-        cfg = self.base_config.spark
+        cfg = self.lh.config.spark
         return {
             "scale": self.scale.name,
             "command": self.command,
@@ -340,7 +223,7 @@ class Bench:
                 # empty lakehouse (the quick check).
                 "pipeline_day": 1 if self.scale.pipeline_first_day else 2,
                 "customers": self.scale.customers,
-                "seed": self.base_config.generator.seed,
+                "seed": self.lh.config.generator.seed,
                 "reps": self.reps,
                 "pipeline_reps": self.scale.pipeline_reps or self.reps,
                 "history_days": list(self.scale.history_days),
@@ -357,7 +240,7 @@ class Bench:
     def generate(self, folder: str, orders_per_day: int) -> None:
         """Two days of the real generator (its default defects) into `folder`."""
         spec = replace(
-            self.base_config.generator,
+            self.lh.config.generator,
             customers=self.scale.customers,
             orders_per_day=orders_per_day,
             days=2,
@@ -393,10 +276,10 @@ class Bench:
             self.prepare_day1()
             self.mark_done("m0-day1")
         if not self.stage_done("m0"):
-            cfg = self.config("m0", "landing-merge")
+            lh = self.lakehouse("m0", "landing-merge")
             log("day 2 of orders, order_items, payments into bronze (m0)")
             with timed() as t:
-                run_bronze(self.spark, cfg, self.run_id("m0-bronze2"), [str(DAY2)])
+                run_bronze(self.spark, lh, self.run_id("m0-bronze2"), [str(DAY2)])
             self.details.append(f"merge template: day 2 into bronze: {t[0]:.1f} s")
             self.mark_done("m0")
         if not self.stage_done("history"):
@@ -416,7 +299,11 @@ class Bench:
         log("day 1 through the whole pipeline (p0)")
         with timed() as t:
             run_pipeline(
-                self.spark, self.config("p0", landing), self.run_id("day1"), ALL_STEPS, [str(DAY1)]
+                self.spark,
+                self.lakehouse("p0", landing),
+                self.run_id("day1"),
+                ALL_STEPS,
+                [str(DAY1)],
             )
         self.details.append(f"day 1 through the whole pipeline (setup of p0): {t[0]:.1f} s")
         self.keep_p0()
@@ -436,7 +323,6 @@ class Bench:
         (self.root / f".{stage}.done").touch()
 
     def prepare_day1(self) -> None:
-        from lakehouse.core.specs import load_tables
         from lakehouse.pipeline import run_bronze
         from lakehouse.silver import engine as silver
         from lakehouse.state.ledger import record
@@ -461,33 +347,28 @@ class Bench:
                 "merge template: the lakehouse after day 1 went through the whole pipeline (p0)"
             )
             return
-        specs = {n: s for n, s in load_tables().items() if n in MERGE_TABLES}
-        cfg = self.config("m0", "landing-merge")
+        lh = self.lakehouse("m0", "landing-merge")
         log("day 1 of orders, order_items, payments through bronze and silver (m0)")
         with timed() as t:
-            run_bronze(spark, cfg, self.run_id("m0-bronze1"), [str(DAY1)])
-            record(spark, cfg.storage.lakehouse_root, silver.apply(spark, cfg, "m0-silver1", specs))
+            run_bronze(spark, lh, self.run_id("m0-bronze1"), [str(DAY1)])
+            record(spark, lh, silver.apply(spark, lh, "m0-silver1", list(self.merge_specs)))
         self.details.append(
             f"merge template: day 1 of the three tables through bronze and silver: {t[0]:.1f} s"
         )
 
     def prepare_history(self) -> None:
-        from lakehouse.core.specs import load_tables
-
         assert self.spark is not None
         spark = self.spark
-        specs = {n: s for n, s in load_tables().items() if n in MERGE_TABLES}
+        specs = self.merge_specs
 
         small, large = self.scale.history_days
         log(f"synthetic silver history: {small} and {large} days")
         with timed() as t:
             copy_table_dir(self.root / "m0", self.root / f"h{small}")
-            cfg = self.config(f"h{small}")
-            paths = {n: cfg.table_path("silver", n) for n in specs}
+            paths = self.silver_paths(self.lakehouse(f"h{small}"))
             append_history(spark, specs, paths, DAY1, small - 1, self.scale.orders_per_day)
             copy_table_dir(self.root / f"h{small}", self.root / f"h{large}")
-            cfg = self.config(f"h{large}")
-            paths = {n: cfg.table_path("silver", n) for n in specs}
+            paths = self.silver_paths(self.lakehouse(f"h{large}"))
             append_history(
                 spark,
                 specs,
@@ -510,32 +391,31 @@ class Bench:
         assert self.spark is not None
         return (
             self.spark.read.format("delta")
-            .load(self.config(lakehouse).table_path("silver", table))
+            .load(self.lakehouse(lakehouse).path(f"silver.{table}"))
             .count()
         )
 
     # --- history independence ------------------------------------------------------------------
 
     def measure_history(self) -> None:
-        from lakehouse.core.specs import load_tables
         from lakehouse.silver import engine as silver
 
         assert self.spark is not None
         spark = self.spark
         small, large = self.scale.history_days
-        specs = {n: s for n, s in load_tables().items() if n in MERGE_TABLES}
+        specs = self.merge_specs
         samples: dict[int, list[float]] = {small: [], large: []}
         metrics: dict[int, dict[str, dict[str, int]]] = {}
         for rep in range(self.reps):
             order = (small, large) if rep % 2 == 0 else (large, small)
             for days in order:
-                cfg = self.fresh(f"h{days}", "work-merge")
+                lh = self.fresh(f"h{days}", "work-merge")
                 run_id = self.run_id(f"merge{days}")
-                paths = {n: cfg.table_path("silver", n) for n in specs}
+                paths = self.silver_paths(lh)
                 before = _versions_now(spark, paths)
                 log(f"history rep {rep + 1}/{self.reps}: silver MERGE with {days} days")
                 with timed() as t:
-                    entries = silver.apply(spark, cfg, run_id, specs)
+                    entries = silver.apply(spark, lh, run_id, list(specs))
                 samples[days].append(t[0])
                 log(f"  {t[0]:.1f} s")
                 metrics[days] = {n: _merge_metrics(spark, paths[n], before[n]) for n in specs}
@@ -544,7 +424,7 @@ class Bench:
                         inserted=e.inserted or 0, updated=e.updated or 0, deleted=e.deleted or 0
                     )
                 if days == large and not (self.root / "peer-source").exists():
-                    self._save_peer_source(cfg, run_id, specs)
+                    self._save_peer_source(paths, run_id)
         self.figures["history"] = {
             "small_days": small,
             "large_days": large,
@@ -561,24 +441,23 @@ class Bench:
                 )
             )
 
-    def _save_peer_source(self, cfg: Config, run_id: str, specs: dict[str, Any]) -> None:
+    def _save_peer_source(self, paths: dict[str, str], run_id: str) -> None:
         """The rows the MERGE wrote (the deduplicated batch that won), one Parquet folder per
         table: the source both engines MERGE in the peer comparison."""
         assert self.spark is not None
-        for name in specs:
-            rows = self.spark.read.format("delta").load(cfg.table_path("silver", name))
+        for name, path in paths.items():
+            rows = self.spark.read.format("delta").load(path)
             rows = rows.where(F.col("_run_id") == run_id)
             rows.coalesce(1).write.mode("overwrite").parquet(str(self.root / "peer-source" / name))
 
     # --- the peer engine -----------------------------------------------------------------------
 
     def measure_peer(self) -> None:
-        from lakehouse.core.specs import load_tables
         from lakehouse_dev.bench import peer
 
         assert self.spark is not None
         large = self.scale.history_days[1]
-        specs = {n: s for n, s in load_tables().items() if n in MERGE_TABLES}
+        specs = self.merge_specs
         sources = {n: self.root / "peer-source" / n for n in specs}
         samples: dict[str, list[float]] = {"spark": [], "deltars": []}
         per_table: dict[str, dict[str, list[float]]] = {"spark": {}, "deltars": {}}
@@ -586,8 +465,7 @@ class Bench:
         for rep in range(self.reps):
             order = ("spark", "deltars") if rep % 2 == 0 else ("deltars", "spark")
             for engine in order:
-                cfg = self.fresh(f"h{large}", "work-peer")
-                paths = {n: cfg.table_path("silver", n) for n in specs}
+                paths = self.silver_paths(self.fresh(f"h{large}", "work-peer"))
                 log(f"peer rep {rep + 1}/{self.reps}: {engine}")
                 if engine == "spark":
                     times = peer.spark_merges(self.spark, specs, paths, sources)
@@ -616,8 +494,6 @@ class Bench:
     # --- the daily pipeline ----------------------------------------------------------------------
 
     def measure_pipeline(self) -> None:
-        from lakehouse_dev.bench import daily
-
         daily.measure(self)
 
 
@@ -713,4 +589,4 @@ def _jars() -> list[Path]:
     return sorted(d.glob("*.jar")) if d.is_dir() else []
 
 
-__all__ = ["SCALES", "Bench", "GeneratorSpec", "Scale", "copy_table_dir", "data_files"]
+__all__ = ["Bench"]

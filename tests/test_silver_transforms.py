@@ -1,0 +1,384 @@
+"""Silver's pure transforms and MERGE plans, one behaviour each, on tiny inline DataFrames.
+
+The scenario tests (`test_silver.py`) tell the same rules as stories through bronze and Delta;
+these pin each transform down alone. Specs are small ones made here: a parent table `orders`
+(partitioned by `order_date`) and its child `lines`, whose rows take the order's date and follow
+its deletes; `items`, a snapshot table with SCD2 history.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.core.specs import ColumnSpec, LandingSpec, ParentSpec, TableSpec
+from lakehouse.silver import transforms as T
+from lakehouse.silver.merge import (
+    MergePlan,
+    key_condition,
+    merge_partition_filter,
+    partition_literals,
+    transaction,
+)
+
+LINES = TableSpec(
+    name="lines",
+    source="lines",
+    landing=LandingSpec("cdc"),
+    kind="cdc",
+    keys=("order_id", "line_no"),
+    columns=(
+        ColumnSpec("order_id", "string", required=True),
+        ColumnSpec("line_no", "int", required=True),
+        ColumnSpec("qty", "int"),
+    ),
+    partition_by=("order_date",),
+    parent=ParentSpec("orders", "order_id", ("order_date",), on_delete="cascade"),
+)
+ITEMS = TableSpec(
+    name="items",
+    source="items",
+    landing=LandingSpec("csv", snapshot=True, required_columns=("item_id", "price", "active")),
+    kind="snapshot",
+    keys=("item_id",),
+    order_by="updated_at",
+    history="scd2",
+    columns=(
+        ColumnSpec("item_id", "string", required=True),
+        ColumnSpec("price", "int"),
+        ColumnSpec("active", "boolean"),
+        ColumnSpec("updated_at", "timestamp"),
+    ),
+)
+D1, D2, D3 = date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)
+
+# A batch of line versions: key, qty, partition, op, _seq, delivery (day, file, line).
+BATCH_DDL = (
+    "order_id string, line_no int, qty int, order_date date, _op string, _seq string, "
+    "_ingest_date date, _source_file string, _line long"
+)
+
+
+def batch(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    return spark.createDataFrame(rows, BATCH_DDL)
+
+
+def assert_rows(actual: DataFrame, ddl: str, rows: list[tuple]) -> None:
+    expected = actual.sparkSession.createDataFrame(rows, ddl)
+    assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_the_newest_version_ranks_first_and_a_repeat_is_a_duplicate(spark: SparkSession) -> None:
+    df = batch(
+        spark,
+        [
+            ("O1", 1, 2, D1, "u", "010", D1, "a", 1),
+            ("O1", 1, 3, D1, "u", "020", D1, "a", 2),
+            ("O1", 1, 3, D1, "u", "020", D2, "b", 1),  # the same version, delivered again
+            ("O2", 1, 1, D1, "u", "005", D1, "a", 3),
+        ],
+    )
+
+    classified = T.classify_batch(df, LINES.keys)
+
+    assert_rows(
+        classified.select("order_id", "_seq", "_ingest_date", "_rank", "_dup"),
+        "order_id string, _seq string, _ingest_date date, _rank int, _dup boolean",
+        [
+            ("O1", "020", D2, 1, False),
+            ("O1", "020", D1, 2, True),
+            ("O1", "010", D1, 3, False),
+            ("O2", "005", D1, 1, False),
+        ],
+    )
+    assert T.version_counts(classified).first().asDict() == {"dups": 1, "older": 1}
+
+
+def test_a_delete_takes_its_partition_from_its_keys_newer_version_in_the_batch(
+    spark: SparkSession,
+) -> None:
+    df = batch(
+        spark,
+        [
+            ("O1", 1, 2, D2, "u", "010", D1, "a", 1),
+            ("O1", 1, None, None, "d", "020", D1, "a", 2),
+        ],
+    )
+
+    source = (
+        T.classify_batch(df, LINES.keys)
+        .transform(T.fill_partitions_from_batch(LINES))
+        .withColumn("_lsn", F.lit(None).cast("long"))
+        .withColumn("_event_ts", F.lit(None).cast("timestamp"))
+        .withColumn("_run_id", F.lit("r"))
+        .withColumn("_updated_at", F.lit(None).cast("timestamp"))
+        .transform(T.newest_versions(LINES))
+    )
+
+    assert_rows(
+        source.select("order_id", "line_no", "order_date", "_seq", "_is_deleted"),
+        "order_id string, line_no int, order_date date, _seq string, _is_deleted boolean",
+        [("O1", 1, D2, "020", True)],
+    )
+
+
+def test_a_delete_still_without_a_partition_takes_the_one_its_row_has_in_the_table(
+    spark: SparkSession,
+) -> None:
+    source = spark.createDataFrame(
+        [("O1", 1, None, True), ("O2", 1, D1, False), ("O3", 1, None, True)],
+        "order_id string, line_no int, order_date date, _is_deleted boolean",
+    )
+    current = spark.createDataFrame(
+        [("O1", 1, D3)], "order_id string, line_no int, order_date date"
+    )
+
+    filled = source.transform(T.partitions_from_table(LINES, current))
+
+    assert_rows(
+        filled,
+        "order_id string, line_no int, order_date date, _is_deleted boolean",
+        [("O1", 1, D3, True), ("O2", 1, D1, False), ("O3", 1, None, True)],
+    )
+
+
+def test_merge_outcomes_count_what_the_merge_will_do(spark: SparkSession) -> None:
+    source = spark.createDataFrame(
+        [
+            ("N1", "5", False),  # new
+            ("N2", "5", True),  # new, arriving deleted
+            ("U1", "5", False),  # newer than the table's
+            ("D1", "5", True),  # newer, a delete
+            ("S1", "5", False),  # the table's version again
+            ("X1", "5", False),  # older than the table's
+        ],
+        "order_id string, _seq string, _is_deleted boolean",
+    )
+    current = spark.createDataFrame(
+        [("U1", "4", False), ("D1", "4", False), ("S1", "5", False), ("X1", "6", False)],
+        "order_id string, _seq string, _is_deleted boolean",
+    )
+
+    outcomes = T.merge_outcomes(source, current, ("order_id",)).first()
+
+    assert outcomes.asDict() == {
+        "ins": 1,
+        "ins_del": 1,
+        "upd": 1,
+        "del": 1,
+        "same": 1,
+        "stale": 1,
+    }
+
+
+def test_a_line_takes_its_orders_date_and_dies_with_a_newer_order_delete(
+    spark: SparkSession,
+) -> None:
+    lines = spark.createDataFrame(
+        [("O1", 1, "u", "050"), ("O2", 1, "u", "050"), ("O3", 1, "u", "050")],
+        "order_id string, line_no int, _op string, _seq string",
+    )
+    orders = spark.createDataFrame(
+        [("O1", D1, "040", False), ("O2", D2, "090", True)],
+        "order_id string, order_date date, _seq string, _is_deleted boolean",
+    )
+
+    attached = lines.transform(T.attach_parent(LINES, orders))
+
+    assert_rows(
+        attached,
+        "order_id string, line_no int, _op string, _seq string, order_date date",
+        [("O1", 1, "u", "050", D1), ("O2", 1, "d", "050", D2), ("O3", 1, "u", "050", None)],
+    )
+
+
+def test_waiting_lines_move_to_their_orders_partition_once_it_arrives(
+    spark: SparkSession,
+) -> None:
+    meta = "_lsn long, _event_ts timestamp, _source_file string, _ingest_date date, "
+    meta += "_run_id string, _updated_at timestamp"
+    current = spark.createDataFrame(
+        [
+            ("O1", 1, 2, None, "050", None, None, None, None, None, None, False),
+            ("O2", 1, 2, None, "050", None, None, None, None, None, None, False),
+            ("O9", 1, 2, D1, "050", None, None, None, None, None, None, False),
+        ],
+        f"order_id string, line_no int, qty int, order_date date, _seq string, {meta}, "
+        "_is_deleted boolean",
+    )
+    orders = spark.createDataFrame(
+        [("O1", D2, "040", False), ("O2", D3, "090", True)],
+        "order_id string, order_date date, _seq string, _is_deleted boolean",
+    )
+
+    found = T.adoptions(LINES, current, orders)
+    moves = T.adoption_source(LINES, found)
+
+    assert_rows(
+        moves.select("order_id", "order_date", "_is_deleted", "_action"),
+        "order_id string, order_date date, _is_deleted boolean, _action string",
+        [
+            ("O1", D2, False, "move"),
+            ("O1", None, False, "delete"),
+            ("O2", D3, True, "move"),  # its order was deleted after the line: moved as deleted
+            ("O2", None, False, "delete"),
+        ],
+    )
+
+
+def test_a_cascade_tombstones_only_deletes_the_parent_table_applied(spark: SparkSession) -> None:
+    orders_batch = spark.createDataFrame(
+        [("O1", "d", "100"), ("O2", "d", "100"), ("O3", "u", "100")],
+        "order_id string, _op string, _seq string",
+    )
+    orders_table = spark.createDataFrame(
+        [("O1", D1, "100", True), ("O2", D2, "200", True), ("O3", D3, "100", False)],
+        "order_id string, order_date date, _seq string, _is_deleted boolean",
+    )
+
+    source = T.cascade_source(LINES, orders_batch, orders_table)
+
+    # O2's delete lost to a newer version in the table; O3 is no delete.
+    assert_rows(source, "order_id string, order_date date, _seq string", [("O1", D1, "100")])
+
+
+def test_a_live_active_row_missing_from_a_later_snapshot_is_absent(spark: SparkSession) -> None:
+    current = spark.createDataFrame(
+        [
+            ("I1", True, D1, False),
+            ("I2", True, D1, False),
+            ("I3", False, D1, False),  # already inactive
+            ("I4", True, D1, True),  # deleted
+            ("I5", True, D2, False),  # from the same day's snapshot
+        ],
+        "item_id string, active boolean, snapshot_date date, _is_deleted boolean",
+    )
+    day_rows = spark.createDataFrame([("I1",)], "item_id string")
+
+    absent = T.absent_from_snapshot(ITEMS, current, day_rows, D2)
+
+    assert_rows(absent, "item_id string", [("I2",)])
+
+
+def test_scd2_folds_repeated_versions_and_closes_each_at_the_next(spark: SparkSession) -> None:
+    t = [datetime(2024, 1, d) for d in (1, 2, 3, 4)]
+    history_ddl = (
+        "item_id string, price int, active boolean, updated_at timestamp, "
+        "valid_from timestamp, valid_to timestamp, is_current boolean, _seq string, _lsn long"
+    )
+    stored = spark.createDataFrame(
+        [("I1", 10, True, t[0], t[0], None, True, "1", None)], history_ddl
+    )
+    batch_rows = spark.createDataFrame(
+        [
+            ("I1", 10, True, t[0], t[1], "2", None, "u"),  # same attributes: folded
+            ("I1", 12, True, t[0], t[2], "3", None, "u"),
+        ],
+        "item_id string, price int, active boolean, updated_at timestamp, _event_ts timestamp, "
+        "_seq string, _lsn long, _op string",
+    )
+    current = spark.createDataFrame(
+        [("I1", 12, True, t[0], None, False, t[2], "3", None)],
+        "item_id string, price int, active boolean, updated_at timestamp, inactive_from date, "
+        "_is_deleted boolean, _event_ts timestamp, _seq string, _lsn long",
+    )
+
+    source = T.scd2_source(ITEMS, batch_rows, stored, current)
+
+    assert_rows(
+        source.select(
+            "item_id", "price", "valid_from", "valid_to", "is_current", "_seq", "_action"
+        ),
+        "item_id string, price int, valid_from timestamp, valid_to timestamp, "
+        "is_current boolean, _seq string, _action string",
+        [
+            ("I1", 10, t[0], t[2], False, "1", "upsert"),
+            ("I1", 12, t[2], None, True, "3", "upsert"),
+        ],
+    )
+
+
+def test_partition_literals_prune_to_the_batch_and_always_the_null_partition() -> None:
+    values = [{"order_date": D2}, {"order_date": D1}, {"order_date": D2}]
+
+    assert partition_literals(("order_date",), values) == (
+        "(t.order_date IN (DATE'2024-01-01', DATE'2024-01-02'))"
+    )
+    assert merge_partition_filter(("order_date",), values) == (
+        "(t.order_date IN (DATE'2024-01-01', DATE'2024-01-02') OR t.order_date IS NULL)"
+    )
+    assert merge_partition_filter(("order_date",), []) == "(t.order_date IS NULL)"
+
+
+def test_a_merge_plan_puts_partition_literals_before_the_keys() -> None:
+    plan = MergePlan.of(
+        None,  # type: ignore[arg-type]  # the condition needs no table
+        LINES.keys,
+        transaction("lines", 7),
+        "MERGE into silver.lines",
+        LINES.partition_by,
+        [{"order_date": D1}],
+    )
+
+    assert key_condition(LINES.keys) == "t.order_id = s.order_id AND t.line_no = s.line_no"
+    assert plan.condition == (
+        "(t.order_date IN (DATE'2024-01-01') OR t.order_date IS NULL) AND "
+        "t.order_id = s.order_id AND t.line_no = s.line_no"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, ("silver.orders", 7)),
+        ({"purpose": "cascade"}, ("silver.orders.cascade", 7)),
+        ({"day": 3, "step": 0}, ("silver.orders", 70_006)),
+        ({"day": 3, "step": 1}, ("silver.orders", 70_007)),
+        ({"day": 3}, ("silver.orders", 70_003)),
+        ({"purpose": "adopt", "parent_version": 12}, ("silver.orders.adopt", 12_000_007)),
+    ],
+)
+def test_transaction_versions_grow_with_the_bronze_version_consumed(
+    kwargs: dict, expected: tuple[str, int]
+) -> None:
+    txn = transaction("orders", 7, **kwargs)
+
+    assert (txn.app_id, txn.version) == expected
+    assert transaction("orders", 8, **kwargs).version > txn.version
+
+
+def test_quarantine_rows_say_where_a_record_came_from_and_why(spark: SparkSession) -> None:
+    invalid = spark.createDataFrame(
+        [("r1", "lines/ingest_date=2024-01-01/a.jsonl", 4, D1, "{}", "qty", "qty: missing")],
+        "_record_id string, _file string, _line long, ingest_date date, raw string, "
+        "_q_column string, _q_reason string",
+    )
+    when = datetime(2024, 1, 2, 3, 4, 5)
+
+    rows = invalid.transform(T.quarantine_rows(LINES, "run-1", when))
+
+    assert_rows(
+        rows,
+        "layer string, source string, record_id string, file string, line long, "
+        "ingest_date date, raw string, column_name string, reason string, run_id string, "
+        "quarantined_at timestamp",
+        [
+            (
+                "silver",
+                "lines",
+                "r1",
+                "lines/ingest_date=2024-01-01/a.jsonl",
+                4,
+                D1,
+                "{}",
+                "qty",
+                "qty: missing",
+                "run-1",
+                when,
+            )
+        ],
+    )
