@@ -43,6 +43,7 @@ from lakehouse.ops.maintenance import MaintenanceRun, maintain
 from lakehouse.pipeline import run_bronze, run_gold, run_silver
 from lakehouse.state.ledger import LedgerEntry
 from lakehouse_dev.generate import generate_landing
+from lakehouses import local_lakehouse
 
 SPECS = load_tables()
 NEW = {
@@ -255,20 +256,6 @@ def run(spark: SparkSession, lh: Lakehouse, run_id: str) -> list[LedgerEntry]:
     return bronze
 
 
-def temporary_lakehouse(base: Path) -> Lakehouse:
-    """The local configuration with every root under `base`."""
-    return Lakehouse.load(
-        "local",
-        overrides={
-            "storage": {
-                "landing_root": str(base / "landing"),
-                "lakehouse_root": str(base / "lake"),
-                "reports_root": str(base / "reports"),
-            }
-        },
-    )
-
-
 def customer_orders(spark: SparkSession, lh: Lakehouse, customer_id: str) -> tuple[int, int]:
     silver = (
         spark.read.format("delta")
@@ -287,7 +274,7 @@ def customer_orders(spark: SparkSession, lh: Lakehouse, customer_id: str) -> tup
 
 @pytest.fixture(scope="module")
 def story(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Story:
-    lh = temporary_lakehouse(tmp_path_factory.mktemp("erasure"))
+    lh = local_lakehouse(tmp_path_factory.mktemp("erasure"))
     landing = Path(lh.config.storage.landing_root)
     generate_landing(landing, replace(lh.config.generator, customers=12, days=2, orders_per_day=12))
     customer_id = pick_customer(landing)
@@ -517,7 +504,7 @@ def test_a_redelivery_after_erasure_is_recognised_as_already_ingested(story: Sto
 def test_erasure_waits_until_silver_has_applied_every_bronze_record(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    lh = temporary_lakehouse(tmp_path)
+    lh = local_lakehouse(tmp_path)
     day = tmp_path / "landing" / "customers" / "ingest_date=2024-01-01"
     day.mkdir(parents=True)
     after = {
@@ -546,7 +533,7 @@ def test_erasure_waits_until_silver_has_applied_every_bronze_record(
 def test_quality_examples_naming_the_customer_are_dropped(
     spark: SparkSession, tmp_path: Path
 ) -> None:
-    lh = temporary_lakehouse(tmp_path)
+    lh = local_lakehouse(tmp_path)
     theirs = json.dumps({"customer_id": "c1", "email_hash": "ab"}, separators=(",", ":"))
     other = json.dumps({"customer_id": "c11", "email_hash": "cd"}, separators=(",", ":"))
     spark.createDataFrame(

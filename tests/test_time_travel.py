@@ -27,21 +27,9 @@ from lakehouse.ops.time_travel import (
 from lakehouse.pipeline import run_pipeline
 from lakehouse.state.ledger import read_ledger
 from lakehouse_dev.generate import generate_landing
+from lakehouses import local_lakehouse
 
 DAYS = ("2024-01-01", "2024-01-02", "2024-01-03")
-
-
-def _lakehouse(base: Path) -> Lakehouse:
-    return Lakehouse.load(
-        "local",
-        overrides={
-            "storage": {
-                "landing_root": str(base / "landing"),
-                "lakehouse_root": str(base / "lake"),
-                "reports_root": str(base / "reports"),
-            }
-        },
-    )
 
 
 def _generate(lh: Lakehouse, defects: bool) -> None:
@@ -85,7 +73,7 @@ class Rolled:
 
 @pytest.fixture(scope="module")
 def rolled(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Rolled:
-    lh = _lakehouse(tmp_path_factory.mktemp("rollback"))
+    lh = local_lakehouse(tmp_path_factory.mktemp("rollback"))
     _generate(lh, defects=True)
     run_pipeline(spark, lh, "run-1", dates=DAYS[:2])
     after_first = _versions(spark, lh)
@@ -230,7 +218,7 @@ def _cancel_an_order(spark: SparkSession, lh: Lakehouse) -> tuple[str, str, int]
 
 @pytest.fixture(scope="module")
 def backfilled(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Backfilled:
-    lh = _lakehouse(tmp_path_factory.mktemp("backfill"))
+    lh = local_lakehouse(tmp_path_factory.mktemp("backfill"))
     _generate(lh, defects=False)
     run_pipeline(spark, lh, "run-1")
     before = _versions(spark, lh)
