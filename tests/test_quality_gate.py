@@ -4,6 +4,7 @@ check, the failure is recorded); a warning is recorded and does not block."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from lakehouse.core.generator_spec import DefectSwitches
 from lakehouse.gold.build import CONSUMED_TABLE, gold_tables
 from lakehouse.pipeline import run_pipeline
 from lakehouse.quality import RESULTS_TABLE
+from lakehouse.state.catalog import LAYERS
 from lakehouse_dev.generate import generate_landing
 
 DAYS = ("2024-01-01", "2024-01-02", "2024-01-03")
@@ -123,6 +125,10 @@ def gated(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Gate
             main(["--conf-dir", str(warn), "run", "--no-generate", "--date", DAYS[2]])
         )
     )
+    # The `run` commands registered this lakehouse's tables in the session's catalog, where later
+    # tests' lakehouses would find the names taken (registration only adds missing names).
+    for database in LAYERS:
+        spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
     return Gated(
         lh,
         gold_before,
@@ -202,3 +208,25 @@ def test_a_warning_is_recorded_and_the_next_run_publishes_the_held_back_day(
         ("failed", "warning", 2.0),
         ("failed", "warning", 3.0),
     ]
+
+
+def test_the_run_command_prints_a_line_per_step_and_table_as_each_finishes(gated: Gated) -> None:
+    lines = gated.warned_err.splitlines()
+
+    def timed(prefix: str) -> list[str]:
+        pattern = rf"\d\d:\d\d:\d\d {re.escape(prefix)}.*"
+        return [line for line in lines if re.fullmatch(pattern, line)]
+
+    def table_of(line: str) -> str:
+        return line.split(": ")[0].split()[-1]
+
+    for step in ("bronze", "silver", "quality (silver suites)", "gold", "reports", "catalog"):
+        assert len(timed(f"{step}: done in ")) == 1, step
+    assert len(timed("run ")) == 2  # started, then done in ... s
+    assert [table_of(line) for line in timed("  silver.")] == [
+        f"silver.{t}" for t in gated.lh.tables
+    ]
+    assert all(re.search(r" records read, .* \(\d+\.\d s\)$", line) for line in timed("  silver."))
+    gold = {table_of(line) for line in timed("  gold.")}
+    assert "gold.daily_kpis" in gold
+    assert gold <= {f"gold.{t}" for t in gated.lh.gold}

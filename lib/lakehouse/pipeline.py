@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
+from lakehouse.core import progress
 from lakehouse.core.config import is_uri, join_uri
 from lakehouse.core.context import Lakehouse
 from lakehouse.state.ledger import LedgerEntry, record
@@ -134,10 +135,12 @@ def run_pipeline(
     from lakehouse.core.delta_io import commit_metadata
     from lakehouse.state.catalog import register_tables
 
-    with commit_metadata(spark, run_id):
-        report = _run_steps(spark, lh, run_id, steps, dates, checks, gold_mode, reprocess)
-    if register:
-        register_tables(spark, lh)
+    with progress.step(f"run {run_id}"):
+        with commit_metadata(spark, run_id):
+            report = _run_steps(spark, lh, run_id, steps, dates, checks, gold_mode, reprocess)
+        if register:
+            with progress.step("catalog"):
+                register_tables(spark, lh)
     return report
 
 
@@ -153,19 +156,25 @@ def _run_steps(
 ) -> RunReport:
     report = RunReport(run_id)
     if "bronze" in steps:
-        report.bronze = run_bronze(spark, lh, run_id, dates, reprocess)
+        with progress.step("bronze"):
+            report.bronze = run_bronze(spark, lh, run_id, dates, reprocess)
     if "silver" in steps:
-        report.silver = run_silver(spark, lh, run_id)
+        with progress.step("silver"):
+            report.silver = run_silver(spark, lh, run_id)
     if "quality" in steps and checks:
         # Silver is checked before gold reads it: an error stops the run here and gold keeps
         # the version dashboards read (see docs/QUALITY.md).
-        report.quality.append(run_quality_gate(spark, lh, run_id, lh.suites("silver"), True))
+        with progress.step("quality (silver suites)"):
+            outcome = run_quality_gate(spark, lh, run_id, lh.suites("silver"), True)
+        report.quality.append(outcome)
     if "gold" in steps:
-        if checks:
-            # Gold is staged, checked, and published only if no error check failed.
-            report.gold, gold_outcome = run_gold_gated(spark, lh, run_id, gold_mode)
-            report.quality.append(gold_outcome)
-        else:
-            report.gold = run_gold(spark, lh, run_id, gold_mode)
-        report.dashboard = write_reports(spark, lh)
+        with progress.step("gold"):
+            if checks:
+                # Gold is staged, checked, and published only if no error check failed.
+                report.gold, gold_outcome = run_gold_gated(spark, lh, run_id, gold_mode)
+                report.quality.append(gold_outcome)
+            else:
+                report.gold = run_gold(spark, lh, run_id, gold_mode)
+        with progress.step("reports"):
+            report.dashboard = write_reports(spark, lh)
     return report

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from lakehouse.cli import emr, maintenance, pipeline, time_travel
+from lakehouse.core import progress
 from lakehouse.core.config import ENVIRONMENTS, ConfigError
 from lakehouse.core.errors import UserError
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    progress.enable()
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

@@ -39,6 +39,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
+from lakehouse.core import progress
 from lakehouse.core.config import join_uri
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import delete_path
@@ -245,12 +246,20 @@ def publish_gold(staged: StagedGold) -> GoldResult:
         if write is None:
             tables[name] = TableWrite(name, "unchanged")
             continue
+        clock = progress.Clock()
         rows = spark.read.format("delta").load(write.staged_path)
         path = lh.path(f"gold.{name}")
         if write.action == "overwrite":
             tables[name] = _overwrite(spark, path, name, rows)
         else:
             tables[name] = _replace_scope(spark, path, name, rows, write.predicate())
+        progress.report(
+            "  gold.%s: %s, %d rows written (%.1f s)",
+            name,
+            write.action,
+            tables[name].rows_written,
+            clock.seconds,
+        )
     if staged.has_changes:
         _record_consumed(spark, lh, staged.run_id, staged.consumed_versions, staged.mode)
     discard_staged(staged)
@@ -599,7 +608,9 @@ def _stage(
     by the publish. With `scope_col`, the write replaces only the rows of those keys (`rows`
     hold only keys in `scope`; Delta checks it at publish)."""
     path = join_uri(staging, name)
+    clock = progress.Clock()
     rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
+    progress.report("  gold.%s: computed and staged (%.1f s)", name, clock.seconds)
     if scope_col is None:
         return StagedWrite(name, "overwrite", path)
     return StagedWrite(name, "replace", path, scope_col, tuple(scope))

@@ -32,6 +32,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakehouse.core import progress
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import current_version, ensure_table
 from lakehouse.core.specs import TableSpec
@@ -138,8 +139,21 @@ def _apply_tables(
     consumed = last_input_versions(spark, lh, "silver")
     try:
         for spec in specs:
+            clock = progress.Clock()
             done = _apply_table(spark, lh, run_id, spec, key, consumed.get(spec.name))
             applied.append(done)
+            c = done.counts
+            progress.report(
+                "  silver.%s: %d records read, %d inserted, %d updated, %d deleted, %d invalid "
+                "(%.1f s)",
+                spec.name,
+                c.records_read,
+                c.inserted,
+                c.updated,
+                c.deleted,
+                done.invalid,
+                clock.seconds,
+            )
             if done.bad_rows is None:
                 _entry(run_id, done).check_balance()  # stop at the first table out of balance
         waiting = [a.bad_rows for a in applied if a.bad_rows is not None]
