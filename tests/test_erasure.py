@@ -501,6 +501,20 @@ def test_a_redelivery_after_erasure_is_recognised_as_already_ingested(story: Sto
     assert customers.records_written == 0
 
 
+def test_erasure_records_the_ids_of_the_bronze_records_it_rewrote_for_bronze_at_any_age(
+    spark: SparkSession, story: Story
+) -> None:
+    # Bronze treats these ids as held whatever their age (its own look-up is bounded by
+    # bronze.dedup_window_days): a copy of an erased record delivered late is not landed again.
+    erased = spark.read.format("delta").load(story.lh.path("bronze._erased"))
+    rewritten = sum(c.rows_changed for c in story.first.tables if c.table.startswith("bronze."))
+
+    assert rewritten > 0
+    assert erased.where(F.col("request_id") == "req-1").count() == rewritten
+    assert erased.select("record_id").distinct().count() == rewritten
+    assert erased.where(F.col("request_id") == "req-2").count() == 0
+
+
 def test_erasure_waits_until_silver_has_applied_every_bronze_record(
     spark: SparkSession, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ Spark action costs ~0.5 s); each test then states what silver must hold.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -34,6 +35,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
 from lakehouse.bronze import ingestion as bronze
+from lakehouse.bronze.landing import record_id
 from lakehouse.core.config import ConfigError
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import current_version
@@ -1182,4 +1184,48 @@ def test_concurrent_writers_to_the_same_tables_end_with_the_correct_rows(
             item_row("O2", 1, 102, D1, quantity=5),
             item_row("O2", 2, 103, D1),
         ],
+    )
+
+
+# --- bronze at any age: a copy delivered after the dedup window ----------------------------------
+
+
+def test_a_copy_delivered_after_bronze_window_is_landed_again_and_silver_adds_no_row(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Bronze compares a record with `dedup_window_days` either side of its ingest date (and with
+    erased records at any age); a later copy is landed again and silver counts it a duplicate."""
+    lh = local_lakehouse(tmp_path).only(("orders",))
+    lh = lh.with_config(bronze=dataclasses.replace(lh.config.bronze, dedup_window_days=1))
+    story = Story(lh)
+    first = [cdc("c", 10, order("O1")), cdc("c", 11, order("O2"))]
+    story.land("orders", D1, "orders-1.jsonl", first)
+    story.run_day(spark, "day-1", ("orders",))
+    # O2's record was erased (what `lakehouse erase` records): a copy is never landed again.
+    o2_id = record_id(
+        "orders", json.dumps(json.loads(first[1]), sort_keys=True, separators=(",", ":"))
+    )
+    erased = [("orders", o2_id, "req-1", utc("2024-01-02T00:00:00Z"))]
+    spark.createDataFrame(erased, bronze.ERASED_SCHEMA).write.format("delta").save(
+        bronze.erased_path(lh)
+    )
+    story.land("orders", D2, "orders-1-again.jsonl", first)  # within a day of D1
+    story.run_day(spark, "day-2", ("orders",))
+    story.land("orders", "2024-01-05", "orders-1-late.jsonl", first)  # four days later
+    story.run_day(spark, "day-5", ("orders",))
+
+    def bronze_counts(run_id: str) -> tuple[int, ...]:
+        e = story.bronze[run_id]["orders"]
+        return (e.files_read, e.records_read, e.records_written, e.duplicates, e.quarantined)
+
+    # files read, records read, written, duplicates, quarantined: the early copy is held; of the
+    # late one O1 is landed again, O2 (erased) is not
+    assert bronze_counts("day-2") == (1, 2, 0, 2, 0)
+    assert bronze_counts("day-5") == (1, 2, 1, 1, 0)
+    # silver: read, inserted, updated, deleted, unchanged, duplicates, stale, quarantined
+    assert counts(story.silver["day-5"]["orders"]) == (1, 0, 0, 0, 0, 1, 0, 0)
+    assert_df_equality(
+        story.read(spark, "orders"),
+        story.read(spark, "orders", after="day-1"),
+        ignore_row_order=True,
     )

@@ -9,9 +9,17 @@ Change Data Feed on (silver reads its increments). Columns:
     extra columns included; null for JSON sources), _ingested_at, _run_id
 
 Idempotency, in two layers: a file already ingested (by its relative path, recorded in
-`bronze/_files`) is skipped without being read; a record already in bronze (a re-delivered file,
+`bronze/_files`) is skipped without being read; a record bronze already holds (a re-delivered file,
 a repeated event, a retry after a crash between the two commits) is not inserted again, because the
 write is an insert-only MERGE on `_record_id`.
+
+The record layer is bounded so that a day costs the same at any age of the lakehouse: a record
+is compared with the records of the `ingest_date` partitions within `bronze.dedup_window_days` of
+its own (literal partition predicates, so Delta reads only those partitions) and with the ids of
+erased records (`bronze/_erased`, written by erasure, so an erased record delivered again never
+brings personal data back). A copy delivered later than the window is landed again; silver keeps
+one row per key and version and counts it as a duplicate, so the ledger still balances and no
+silver row is added (docs/DESIGN.md, "Bronze at any age").
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
@@ -36,10 +44,12 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.bronze.landing import parse_landed_file, parse_landed_path
+from lakehouse.core import progress
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import (
     current_version,
     ensure_table,
+    is_delta_table,
     rows_inserted_since,
     stats_columns_property,
     with_conflict_retries,
@@ -109,6 +119,17 @@ class LandedFile:
 
 FILES_TABLE = "bronze._files"
 
+# The ids of erased records, whatever their age (see `lakehouse.ops.erasure`).
+ERASED_TABLE = "bronze._erased"
+ERASED_SCHEMA = StructType(
+    [
+        StructField("source", StringType(), False),
+        StructField("record_id", StringType(), False),
+        StructField("request_id", StringType(), False),
+        StructField("erased_at", TimestampType(), False),
+    ]
+)
+
 
 def bronze_path(lh: Lakehouse, source: str) -> str:
     """Location of `bronze.<source>`."""
@@ -118,6 +139,21 @@ def bronze_path(lh: Lakehouse, source: str) -> str:
 def files_path(lh: Lakehouse) -> str:
     """Location of the ingested-files ledger (`bronze._files`)."""
     return lh.path(FILES_TABLE)
+
+
+def erased_path(lh: Lakehouse) -> str:
+    """Location of the erased records' ids (`bronze._erased`)."""
+    return lh.path(ERASED_TABLE)
+
+
+def dedup_window(ingest_dates: Iterable[str], days: int) -> str:
+    """The SQL predicate on `ingest_date` (literals, so Delta prunes partitions) that bounds the
+    records a batch of these ingest dates is compared with: from `days` before the first to
+    `days` after the last (a daily run reads 2 * days + 1 partitions; a backfill of a range, the
+    range widened so)."""
+    dates = sorted(date.fromisoformat(d) for d in ingest_dates)
+    low, high = dates[0] - timedelta(days=days), dates[-1] + timedelta(days=days)
+    return f"ingest_date >= DATE'{low.isoformat()}' AND ingest_date <= DATE'{high.isoformat()}'"
 
 
 def list_landing_files(spark: SparkSession, landing_root: str) -> list[LandedFile]:
@@ -287,6 +323,11 @@ def _write_batch(
     not in `already` (the files ingested before) in `bronze/_files`. A table with nothing new
     gets no commit."""
     now = utcnow()
+    erased = (
+        spark.read.format("delta").load(erased_path(lh))
+        if is_delta_table(spark, erased_path(lh))
+        else None
+    )
     counts = {
         r["_source"]: r
         for r in parsed.groupBy("_source")
@@ -317,16 +358,29 @@ def _write_batch(
         entry.files_read = sum(1 for f in new if f.source == source)
         if source not in counts:
             continue
+        clock = progress.Clock()
         c = counts[source]
         path = bronze_path(lh, source)
         rows = parsed.where(F.col("_source") == source)
         good = _first_copy(rows.where(F.col("reason").isNull()))
-        existing = good.join(
-            spark.read.format("delta").load(path).select("_record_id"), "_record_id", "left_semi"
-        ).count()
-        inserted = (
-            _insert_new(spark, path, good, run_id, now) if int(c["distinct_good"]) > existing else 0
-        )
+        existing, inserted = 0, 0
+        if int(c["distinct_good"]):
+            window = dedup_window(
+                {f.ingest_date for f in new if f.source == source and f.ingest_date},
+                lh.config.bronze.dedup_window_days,
+            )
+            held = spark.read.format("delta").load(path).where(window).select("_record_id")
+            if erased is not None:
+                gone = erased.where(F.col("source") == source).select(
+                    F.col("record_id").alias("_record_id")
+                )
+                held = held.unionByName(gone)
+                fresh = good.join(gone, "_record_id", "left_anti")
+            else:
+                fresh = good
+            existing = good.join(held, "_record_id", "left_semi").count()
+            if int(c["distinct_good"]) > existing:
+                inserted = _insert_new(spark, path, fresh, run_id, now, window)
         quarantined = quarantined_by_source.get(source, 0)
         entry.records_read = int(c["read"])
         entry.records_written = inserted
@@ -340,6 +394,17 @@ def _write_batch(
                 f"run {run_id}, bronze.{source}: {int(c['distinct_good']) - existing} new records "
                 f"expected, Delta reports {inserted} inserted; the files are not marked ingested"
             )
+        progress.report(
+            "  bronze.%s: %d files, %d records read, %d written, %d duplicates, "
+            "%d quarantined (%.1f s)",
+            source,
+            entry.files_read,
+            entry.records_read,
+            inserted,
+            entry.duplicates,
+            quarantined,
+            clock.seconds,
+        )
     files_df = spark.createDataFrame(
         [
             (
@@ -369,7 +434,10 @@ def _first_copy(rows: DataFrame) -> DataFrame:
     return rows.withColumn("_n", F.row_number().over(w)).where("_n = 1").drop("_n")
 
 
-def _insert_new(spark: SparkSession, path: str, good: DataFrame, run_id: str, now: object) -> int:
+def _insert_new(
+    spark: SparkSession, path: str, good: DataFrame, run_id: str, now: object, window: str
+) -> int:
+    """Insert the records of `good` that the partitions of `window` do not hold."""
     batch = good.select(
         "_record_id",
         "_source",
@@ -387,13 +455,17 @@ def _insert_new(spark: SparkSession, path: str, good: DataFrame, run_id: str, no
     def merge() -> None:
         (
             target.alias("t")
-            .merge(batch.alias("s"), "t._record_id = s._record_id")
+            .merge(batch.alias("s"), f"{_aliased(window, 't')} AND t._record_id = s._record_id")
             .whenNotMatchedInsertAll()
             .execute()
         )
 
     with_conflict_retries(merge, what=f"insert into {path}")
     return rows_inserted_since(spark, path, before)
+
+
+def _aliased(predicate: str, alias: str) -> str:
+    return predicate.replace("ingest_date", f"{alias}.ingest_date")
 
 
 def _as_quarantine(bad: DataFrame, run_id: str, now: object) -> DataFrame:

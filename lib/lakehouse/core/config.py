@@ -128,6 +128,18 @@ class MaintenanceConfig:
 
 
 @dataclass(frozen=True)
+class BronzeConfig:
+    """How bronze recognises a record it already holds (docs/DESIGN.md, "Bronze at any age").
+
+    A new record is compared with the records bronze landed within `dedup_window_days` days of
+    its own `ingest_date` (partition-pruned, so a day's cost does not grow with history), and with
+    the ids of erased records whatever their age; a copy delivered later than that is landed
+    again and silver, which keeps one row per key and version, counts it as a duplicate."""
+
+    dedup_window_days: int = 7
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one environment."""
 
@@ -139,6 +151,7 @@ class Config:
     generator: GeneratorSpec
     aws: AwsConfig | None = None
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+    bronze: BronzeConfig = field(default_factory=BronzeConfig)
     # Set by `load_config`: the folder the configuration was read from (quality suites and table
     # specs are read from the same folder).
     conf_dir: str | None = None
@@ -198,6 +211,12 @@ def load_config(
     origin["conf_dir"] = "--conf-dir"
     config = _parse(Config, merged, "", origin, str(env_file))
     _check_maintenance(config.maintenance, origin, str(env_file))
+    if config.bronze.dedup_window_days < 0:
+        raise ConfigError(
+            f"{_file_of(origin, 'bronze.dedup_window_days', str(env_file))}: key "
+            f"'bronze.dedup_window_days': expected 0 or more days, got "
+            f"{config.bronze.dedup_window_days}"
+        )
     return _resolve_local_roots(config, conf_path.resolve().parent)
 
 

@@ -58,6 +58,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from lakehouse.bronze.ingestion import ERASED_SCHEMA, erased_path
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import (
     commit_metadata,
@@ -271,8 +272,10 @@ def erase(
     with commit_metadata(spark, f"erasure:{request_id}"):
         subject = _find_subject(spark, lh, customer_id, personal)
         changes.append(_erase_quarantine(spark, lh, personal, subject, landing_files))
+        erased_ids: list[tuple[str, str]] = []
         for spec in personal.values():
-            changes.append(_erase_bronze(spark, lh, spec, subject, landing_files))
+            changes.append(_erase_bronze(spark, lh, spec, subject, landing_files, erased_ids))
+        _record_erased_ids(spark, lh, erased_ids, request_id)
         for layer in ("silver", "gold"):
             changes.extend(_erase_hashes(spark, lh, layer, customer_id))
         changes.append(_erase_quality_examples(spark, lh, customer_id))
@@ -432,8 +435,10 @@ def _erase_bronze(
     spec: TableSpec,
     subject: _Subject,
     landing_files: set[str],
+    erased_ids: list[tuple[str, str]],
 ) -> TableChange:
-    """Rewrite the bronze records of `spec`'s source that hold the subject's personal data."""
+    """Rewrite the bronze records of `spec`'s source that hold the subject's personal data; add
+    `(source, record id)` of each to `erased_ids`."""
     name = f"bronze.{spec.source}"
     path = lh.path(name)
     if not is_delta_table(spark, path):
@@ -461,6 +466,7 @@ def _erase_bronze(
             updates.append((r["_record_id"], r["ingest_date"], new_raw, None))
     if not updates:
         return TableChange(name, 0, None, None)
+    erased_ids.extend((spec.source, u[0]) for u in updates)
     source = spark.createDataFrame(updates, _RECORD_SCHEMA)
     dates = sorted({u[1] for u in updates})
     pruning = "t.ingest_date IN (" + ", ".join(f"DATE'{d}'" for d in dates) + ")"
@@ -477,6 +483,30 @@ def _erase_bronze(
 
     with_conflict_retries(merge, what=f"erase personal data from {name}")
     return _changed(spark, name, path, before, "numTargetRowsUpdated")
+
+
+def _record_erased_ids(
+    spark: SparkSession, lh: Lakehouse, erased_ids: Sequence[tuple[str, str]], request_id: str
+) -> None:
+    """Append the erased bronze records' ids to `bronze._erased`, which bronze ingestion reads
+    so that a copy of an erased record delivered again, however late, is a duplicate and not
+    landed with its personal data (bronze's own look-up reaches back only
+    `bronze.dedup_window_days`). Ids only: a hash of the record, never its content."""
+    if not erased_ids:
+        return
+    now = utcnow()
+    rows = [(source, rid, request_id, now) for source, rid in sorted(set(erased_ids))]
+    path = erased_path(lh)
+    ensure_table(spark, path, ERASED_SCHEMA, change_data_feed=False)
+    with_conflict_retries(
+        lambda: (
+            spark.createDataFrame(rows, ERASED_SCHEMA)
+            .write.format("delta")
+            .mode("append")
+            .save(path)
+        ),
+        what="record erased record ids",
+    )
 
 
 def _erase_quarantine(
