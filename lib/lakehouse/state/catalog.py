@@ -43,11 +43,23 @@ def table_locations(spark: SparkSession, lh: Lakehouse) -> dict[str, str]:
 
 
 def register_tables(spark: SparkSession, lh: Lakehouse) -> list[str]:
-    """Create the databases and register each table at its location; returns the names."""
+    """Create the missing databases and register each table the catalog does not know yet at its
+    location; returns the names of the tables it registered.
+
+    A name already in the catalog is left as it is: `CREATE TABLE IF NOT EXISTS` on a registered
+    Delta table still reads its log to check the schema, which cost several Spark jobs per
+    table on every run for nothing."""
+    locations = table_locations(spark, lh)
+    known: set[str] = set()
+    for database in sorted({n.split(".", 1)[0] for n in locations}):
+        if spark.catalog.databaseExists(database):
+            known |= {f"{database}.{t.name}" for t in spark.catalog.listTables(database)}
+        else:
+            spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
     names = []
-    for name, location in sorted(table_locations(spark, lh).items()):
-        database = name.split(".", 1)[0]
-        spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
+    for name, location in sorted(locations.items()):
+        if name in known:
+            continue
         spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{location}'")
         names.append(name)
     return names
