@@ -146,14 +146,14 @@ def erased_path(lh: Lakehouse) -> str:
     return lh.path(ERASED_TABLE)
 
 
-def dedup_window(ingest_dates: Iterable[str], days: int) -> str:
-    """The SQL predicate on `ingest_date` (literals, so Delta prunes partitions) that bounds the
+def dedup_window(ingest_dates: Iterable[str], days: int, column: str = "ingest_date") -> str:
+    """The SQL predicate on `column` (literals, so Delta prunes partitions) that bounds the
     records a batch of these ingest dates is compared with: from `days` before the first to
     `days` after the last (a daily run reads 2 * days + 1 partitions; a backfill of a range, the
     range widened so)."""
     dates = sorted(date.fromisoformat(d) for d in ingest_dates)
     low, high = dates[0] - timedelta(days=days), dates[-1] + timedelta(days=days)
-    return f"ingest_date >= DATE'{low.isoformat()}' AND ingest_date <= DATE'{high.isoformat()}'"
+    return f"{column} >= DATE'{low.isoformat()}' AND {column} <= DATE'{high.isoformat()}'"
 
 
 def list_landing_files(spark: SparkSession, landing_root: str) -> list[LandedFile]:
@@ -365,11 +365,14 @@ def _write_batch(
         good = _first_copy(rows.where(F.col("reason").isNull()))
         existing, inserted = 0, 0
         if int(c["distinct_good"]):
-            window = dedup_window(
-                {f.ingest_date for f in new if f.source == source and f.ingest_date},
-                lh.config.bronze.dedup_window_days,
+            dates = {f.ingest_date for f in new if f.source == source and f.ingest_date}
+            days = lh.config.bronze.dedup_window_days
+            held = (
+                spark.read.format("delta")
+                .load(path)
+                .where(dedup_window(dates, days))
+                .select("_record_id")
             )
-            held = spark.read.format("delta").load(path).where(window).select("_record_id")
             if erased is not None:
                 gone = erased.where(F.col("source") == source).select(
                     F.col("record_id").alias("_record_id")
@@ -380,6 +383,7 @@ def _write_batch(
                 fresh = good
             existing = good.join(held, "_record_id", "left_semi").count()
             if int(c["distinct_good"]) > existing:
+                window = dedup_window(dates, days, column="t.ingest_date")
                 inserted = _insert_new(spark, path, fresh, run_id, now, window)
         quarantined = quarantined_by_source.get(source, 0)
         entry.records_read = int(c["read"])
@@ -437,7 +441,8 @@ def _first_copy(rows: DataFrame) -> DataFrame:
 def _insert_new(
     spark: SparkSession, path: str, good: DataFrame, run_id: str, now: object, window: str
 ) -> int:
-    """Insert the records of `good` that the partitions of `window` do not hold."""
+    """Insert the records of `good` that the target's partitions in `window` (a predicate on
+    `t.ingest_date`) do not hold."""
     batch = good.select(
         "_record_id",
         "_source",
@@ -455,17 +460,13 @@ def _insert_new(
     def merge() -> None:
         (
             target.alias("t")
-            .merge(batch.alias("s"), f"{_aliased(window, 't')} AND t._record_id = s._record_id")
+            .merge(batch.alias("s"), f"{window} AND t._record_id = s._record_id")
             .whenNotMatchedInsertAll()
             .execute()
         )
 
     with_conflict_retries(merge, what=f"insert into {path}")
     return rows_inserted_since(spark, path, before)
-
-
-def _aliased(predicate: str, alias: str) -> str:
-    return predicate.replace("ingest_date", f"{alias}.ingest_date")
 
 
 def _as_quarantine(bad: DataFrame, run_id: str, now: object) -> DataFrame:
