@@ -24,6 +24,7 @@ from lakehouse.silver.merge import (
     partition_literals,
     transaction,
 )
+from lakehouse.silver.schema import silver_schema
 
 LINES = TableSpec(
     name="lines",
@@ -246,22 +247,102 @@ def test_a_cascade_tombstones_only_deletes_the_parent_table_applied(spark: Spark
     assert_rows(source, "order_id string, order_date date, _seq string", [("O1", D1, "100")])
 
 
-def test_a_live_active_row_missing_from_a_later_snapshot_is_absent(spark: SparkSession) -> None:
-    current = spark.createDataFrame(
-        [
-            ("I1", True, D1, False),
-            ("I2", True, D1, False),
-            ("I3", False, D1, False),  # already inactive
-            ("I4", True, D1, True),  # deleted
-            ("I5", True, D2, False),  # from the same day's snapshot
-        ],
-        "item_id string, active boolean, snapshot_date date, _is_deleted boolean",
+def items_rows(spark: SparkSession, rows: list[tuple]) -> DataFrame:
+    """Rows of the `items` snapshot table: item_id, active, snapshot_date, _seq, _is_deleted (the
+    other columns null)."""
+    df = spark.createDataFrame(
+        rows, "item_id string, active boolean, snapshot_date date, _seq string, _is_deleted boolean"
     )
-    day_rows = spark.createDataFrame([("I1",)], "item_id string")
+    given = set(df.columns)
+    return df.select(
+        *[
+            F.col(f.name) if f.name in given else F.lit(None).cast(f.dataType).alias(f.name)
+            for f in silver_schema(ITEMS).fields
+        ]
+    )
 
-    absent = T.absent_from_snapshot(ITEMS, current, day_rows, D2)
 
-    assert_rows(absent, "item_id string", [("I2",)])
+def seq(day: date, at: str = "09") -> str:
+    return f"{day}|{day}T{at}:00:00"
+
+
+TIMELINE_DDL = (
+    "item_id string, _day date, _event string, active boolean, snapshot_date date, "
+    "inactive_from date, _seq string"
+)
+
+
+def test_snapshot_days_apply_in_order_in_one_pass(spark: SparkSession) -> None:
+    D4 = date(2024, 1, 4)
+    table = items_rows(
+        spark,
+        [
+            ("I1", True, D1, seq(D1), False),
+            ("I2", True, D1, seq(D1), False),
+            ("I3", False, D1, seq(D1), False),  # listed inactive
+            ("I4", True, D4, seq(D4), False),  # from a snapshot newer than the batch
+            ("I6", True, D2, seq(D2), False),  # holds D2's version already
+            ("I7", True, D1, seq(D1), True),  # deleted: never closed
+        ],
+    )
+    listed = items_rows(
+        spark,
+        [
+            ("I1", True, D2, seq(D2), False),
+            ("I1", True, D3, seq(D3), False),
+            ("I2", True, D3, seq(D3), False),  # absent on D2, back on D3
+            ("I3", True, D3, seq(D3), False),
+            ("I4", True, D2, seq(D2), False),  # older than the table's
+            ("I5", True, D2, seq(D2), False),  # new, then absent on D3
+            ("I6", True, D2, seq(D2), False),  # the same version again, then absent on D3
+        ],
+    )
+    days = spark.createDataFrame([(D2,), (D3,)], "snapshot_date date")
+
+    timeline = T.snapshot_timeline(ITEMS, listed, table, days)
+
+    absent = lambda d: f"{d}|absent"  # noqa: E731
+    assert_rows(
+        timeline.select(*TIMELINE_DDL.replace(",", "").split()[::2]),
+        TIMELINE_DDL,
+        [
+            ("I1", D2, "upd", True, D2, None, seq(D2)),
+            ("I1", D3, "upd", True, D3, None, seq(D3)),
+            ("I2", D2, "absent", False, D2, D2, absent(D2)),
+            ("I2", D3, "upd", True, D3, None, seq(D3)),
+            ("I3", D3, "upd", True, D3, None, seq(D3)),
+            ("I4", D2, "stale", True, D2, None, seq(D2)),
+            ("I5", D2, "ins", True, D2, None, seq(D2)),
+            ("I5", D3, "absent", False, D3, D3, absent(D3)),
+            ("I6", D2, "same", True, D2, None, seq(D2)),
+            ("I6", D3, "absent", False, D3, D3, absent(D3)),
+        ],
+    )
+    assert_rows(
+        T.snapshot_states(ITEMS, timeline).select("item_id", "active", "inactive_from", "_seq"),
+        "item_id string, active boolean, inactive_from date, _seq string",
+        [
+            ("I1", True, None, seq(D3)),
+            ("I2", True, None, seq(D3)),
+            ("I3", True, None, seq(D3)),
+            ("I5", False, D3, absent(D3)),
+            ("I6", False, D3, absent(D3)),
+        ],
+    )
+
+
+def test_a_row_listed_inactive_is_not_closed_by_a_later_absence(spark: SparkSession) -> None:
+    table = items_rows(spark, [])
+    listed = items_rows(spark, [("I1", False, D1, seq(D1), False)])
+    days = spark.createDataFrame([(D1,), (D2,)], "snapshot_date date")
+
+    timeline = T.snapshot_timeline(ITEMS, listed, table, days)
+
+    assert_rows(
+        timeline.select(*TIMELINE_DDL.replace(",", "").split()[::2]),
+        TIMELINE_DDL,
+        [("I1", D1, "ins", False, D1, None, seq(D1))],
+    )
 
 
 def test_scd2_folds_repeated_versions_and_closes_each_at_the_next(spark: SparkSession) -> None:
@@ -336,9 +417,7 @@ def test_a_merge_plan_puts_partition_literals_before_the_keys() -> None:
     [
         ({}, ("silver.orders", 7)),
         ({"purpose": "cascade"}, ("silver.orders.cascade", 7)),
-        ({"day": 3, "step": 0}, ("silver.orders", 70_006)),
-        ({"day": 3, "step": 1}, ("silver.orders", 70_007)),
-        ({"day": 3}, ("silver.orders", 70_003)),
+        ({"snapshot": True}, ("silver.orders", 70_000)),
         ({"purpose": "adopt", "parent_version": 12}, ("silver.orders.adopt", 12_000_007)),
     ],
 )

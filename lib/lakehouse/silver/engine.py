@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from datetime import date
 from functools import reduce
 
 from delta.tables import DeltaTable
@@ -432,36 +431,66 @@ def _apply_snapshots(
     target: DeltaTable,
     input_version: int,
 ) -> Counts:
-    """Apply each snapshot day in order: its rows upsert (newest `_seq` wins) and a live, active
-    row absent from that day's snapshot becomes inactive from that day."""
-    days: list[date] = [
-        r["ingest_date"]
-        for r in prepared.select("ingest_date").distinct().orderBy("ingest_date").collect()
-    ]
-    prepared = prepared.withColumn("snapshot_date", F.col("ingest_date")).withColumn(
+    """Apply the batch's snapshot days in order, in one pass (`transforms.snapshot_timeline`):
+    each day's rows upsert (newest `_seq` wins) and a live, active row absent from a day's
+    snapshot becomes inactive from that day. One MERGE for the table and one for its history,
+    whatever the number of days; the history goes first, so that a retry after a crash between
+    the two still computes the table's changes from the table as it was."""
+    dated = prepared.withColumn("snapshot_date", F.col("ingest_date")).withColumn(
         "inactive_from", F.lit(None).cast("date")
     )
-    counts = Counts()
-    for i, day in enumerate(days):
-        rows = prepared.where(F.col("ingest_date") == F.lit(day))
-        upsert = transaction(spec.name, input_version, day=i, step=merge.SNAPSHOT_UPSERT)
-        counts += _merge_versions(spark, spec, rows, target, upsert)
-        absent = T.absent_from_snapshot(spec, target.toDF(), rows, day)
-        absent_keys = [tuple(r) for r in absent.collect()]
-        if absent_keys:
+    ranked = T.classify_batch(dated, (*spec.keys, "snapshot_date")).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    timeline: DataFrame | None = None
+    try:
+        versions = T.version_counts(ranked).first()
+        assert versions is not None
+        newest = ranked.transform(T.newest_versions(spec))
+        timeline = T.snapshot_timeline(
+            spec, newest, target.toDF(), ranked.select("snapshot_date")
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        events = {
+            r["_event"]: r["n"]
+            for r in timeline.groupBy("_event").count().withColumnRenamed("count", "n").collect()
+        }
+        if spec.history == "scd2":
+            closed = timeline.where(F.col("_event") == "absent")
+            _update_history(
+                spark,
+                lh,
+                spec,
+                prepared,
+                transaction(f"{spec.name}_history", input_version, snapshot=True),
+                current=closed,
+                extra_keys=closed.select(*spec.keys),
+            )
+        if events.get("ins", 0) + events.get("upd", 0) + events.get("absent", 0):
+            source = T.snapshot_states(spec, timeline)
+            values = (
+                [r.asDict() for r in source.select(*spec.partition_by).distinct().collect()]
+                if spec.partition_by
+                else []
+            )
             plan = MergePlan.of(
                 target,
                 spec.keys,
-                transaction(spec.name, input_version, day=i, step=merge.SNAPSHOT_DEACTIVATE),
-                f"deactivate rows of silver.{spec.name} absent on {day}",
+                transaction(spec.name, input_version, snapshot=True),
+                f"MERGE snapshot days into silver.{spec.name}",
+                spec.partition_by,
+                values,
             )
-            merge.deactivate(spark, plan, absent, day)
-        if spec.history == "scd2":
-            # History per day, so an absence between two days of one batch is kept as a version.
-            gone = spark.createDataFrame(absent_keys, ", ".join(f"{k} string" for k in spec.keys))
-            txn = transaction(f"{spec.name}_history", input_version, day=i)
-            _update_history(spark, lh, spec, rows, txn, extra_keys=gone)
-    return counts
+            merge.upsert_versions(spark, plan, source)
+        return Counts(
+            inserted=events.get("ins", 0),
+            updated=events.get("upd", 0),
+            duplicates=_n(versions["dups"]) + events.get("same", 0),
+            stale_ignored=_n(versions["older"]) + events.get("stale", 0),
+        )
+    finally:
+        if timeline is not None:
+            timeline.unpersist()
+        ranked.unpersist()
 
 
 def _update_history(
@@ -470,11 +499,14 @@ def _update_history(
     spec: TableSpec,
     prepared: DataFrame,
     txn: merge.Txn,
+    current: DataFrame | None = None,
     extra_keys: DataFrame | None = None,
 ) -> None:
-    """Recompute SCD type 2 history for the keys in the batch (`transforms.scd2_source`)."""
+    """Recompute SCD type 2 history for the keys in the batch (`transforms.scd2_source`), from
+    the silver table's rows (`current`, by default the whole table as it is now)."""
     history = DeltaTable.forPath(spark, history_path(lh, spec.name))
-    current = DeltaTable.forPath(spark, silver_path(lh, spec.name)).toDF()
+    if current is None:
+        current = DeltaTable.forPath(spark, silver_path(lh, spec.name)).toDF()
     source = T.scd2_source(spec, prepared, history.toDF(), current, extra_keys)
     plan = MergePlan.of(
         history, (*spec.keys, "_seq"), txn, f"MERGE into silver.{spec.name}_history"

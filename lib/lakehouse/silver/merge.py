@@ -25,8 +25,10 @@ from pyspark.sql import functions as F
 from lakehouse.core.delta_io import with_conflict_retries
 from lakehouse.silver.schema import META_FIELDS
 
-# Steps of a snapshot day, each its own commit (see `transaction`).
-SNAPSHOT_UPSERT, SNAPSHOT_DEACTIVATE = 0, 1
+# A snapshot batch's transaction versions are `input_version * SNAPSHOT_STRIDE`: each day of a
+# batch was once its own commit, numbered within the stride, and the numbers must keep growing
+# in the tables written then.
+SNAPSHOT_STRIDE = 10_000
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,7 @@ def transaction(
     input_version: int,
     *,
     purpose: str = "",
-    day: int | None = None,
-    step: int | None = None,
+    snapshot: bool = False,
     parent_version: int | None = None,
 ) -> Txn:
     """The transaction identifiers of a silver commit: the app id names the table (and the
@@ -51,15 +52,15 @@ def transaction(
     bronze version consumed (`input_version`):
 
     - a batch's MERGE: `input_version`;
-    - snapshot day `day` of a batch: `input_version * 10_000 + 2 * day + step` (step 0 upsert,
-      1 deactivate); its history (no step), `input_version * 10_000 + day`;
+    - a snapshot table's batch (all its days in one commit) and its history:
+      `input_version * SNAPSHOT_STRIDE`;
     - adopting waiting child rows: `parent_version * 1_000_000 + input_version`, growing with
       either table (a move waits for a new parent version whether or not new rows came)."""
     app_id = f"silver.{table}" + (f".{purpose}" if purpose else "")
     if parent_version is not None:
         return Txn(app_id, parent_version * 1_000_000 + input_version)
-    if day is not None:
-        return Txn(app_id, input_version * 10_000 + (day if step is None else 2 * day + step))
+    if snapshot:
+        return Txn(app_id, input_version * SNAPSHOT_STRIDE)
     return Txn(app_id, input_version)
 
 
@@ -194,22 +195,6 @@ def tombstone_children(spark: SparkSession, plan: MergePlan, source: DataFrame) 
         lambda b: b.whenMatchedUpdate(
             condition="NOT t._is_deleted",
             set={"_is_deleted": "true", "_updated_at": "current_timestamp()"},
-        ),
-        source,
-    )
-
-
-def deactivate(spark: SparkSession, plan: MergePlan, source: DataFrame, day: date) -> None:
-    """Rows absent from the snapshot of `day` become inactive from that day."""
-    plan.run(
-        spark,
-        lambda b: b.whenMatchedUpdate(
-            set={
-                "active": "false",
-                "inactive_from": f"DATE'{day}'",
-                "snapshot_date": f"DATE'{day}'",
-                "_seq": F.concat_ws("|", F.lit(str(day)), F.lit("absent")),
-            }
         ),
         source,
     )

@@ -12,7 +12,7 @@ results to the writers (`merge.py`). What each one takes and returns:
   (inserted, deleted, updated, duplicates, stale) before the MERGE;
 - `attach_parent`, `adoptions`, `adoption_source`, `cascade_source`: a child table's columns and
   deletes from its parent (`parent` in the spec);
-- `absent_from_snapshot`: the live rows a snapshot day no longer lists;
+- `snapshot_timeline`, `snapshot_states`: a batch of snapshot days applied in order, in one pass;
 - `scd2_source`: the SCD type 2 history rows of the batch's keys;
 - `quarantine_rows`: records that break a rule, in the quarantine table's columns.
 """
@@ -20,7 +20,7 @@ results to the writers (`merge.py`). What each one takes and returns:
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import datetime
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
@@ -229,17 +229,100 @@ def cascade_source(child: TableSpec, batch: DataFrame, parent: DataFrame) -> Dat
     )
 
 
-def absent_from_snapshot(
-    spec: TableSpec, current: DataFrame, day_rows: DataFrame, day: date
+def snapshot_timeline(
+    spec: TableSpec, newest: DataFrame, current: DataFrame, days: DataFrame
 ) -> DataFrame:
-    """Keys of live, active rows of `current` from an earlier snapshot that the snapshot of
-    `day` (`day_rows`) no longer lists."""
-    return (
-        current.where(
-            ~F.col("_is_deleted") & F.col("active") & (F.col("snapshot_date") < F.lit(day))
+    """What applying a batch of snapshot days in order does to each key, computed in one pass.
+
+    `newest` is the newest row of each key on each day of the batch (silver columns,
+    `snapshot_date` the day), `current` the table before the batch, `days` the batch's days
+    (column `snapshot_date`). Taken day by day: a key's row of the day wins when its `_seq` is
+    newer than the key's state (which only a row from a later day than the table's can be); a
+    live, active row that a day's snapshot no longer lists, from an earlier day, becomes
+    inactive from that day (`active` false, `inactive_from` and `snapshot_date` the day, `_seq`
+    `<day>|absent`), which a later day listing it again undoes.
+
+    One row per event, in the table's columns (the state it leaves) plus `_day` and `_event`:
+    `ins` (a new key's first winning row), `upd` (a later winning row), `same` (the version the
+    table holds), `stale` (older than the table's), `absent` (the key became inactive)."""
+    keys = list(spec.keys)
+    schema = silver_schema(spec)
+    state = F.struct(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+    listed = newest.select(*keys, F.col("snapshot_date").alias("_day"), state.alias("_s"))
+    table = current.select(*keys, state.alias("_t"))
+    open_keys = current.where(~F.col("_is_deleted") & F.col("active")).select(*keys)
+    grid = (
+        listed.select(*keys)
+        .unionByName(open_keys)
+        .distinct()
+        .crossJoin(days.select(F.col("snapshot_date").alias("_day")).distinct())
+        .join(listed, [*keys, "_day"], "left")
+        .join(table, keys, "left")
+    )
+    day, listed_today = F.col("_day"), F.col("_s").isNotNull()
+    by_day = Window.partitionBy(*keys).orderBy("_day")
+    whole = by_day.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    t_open = F.col("_t").isNotNull() & ~F.col("_t._is_deleted") & F.col("_t.active")
+    grid = (
+        grid.withColumn(
+            "_wins", listed_today & (F.col("_t").isNull() | (F.col("_s._seq") > F.col("_t._seq")))
         )
-        .join(day_rows.select(*spec.keys).distinct(), list(spec.keys), "left_anti")
-        .select(*spec.keys)
+        .withColumn("_first_win", F.min(F.when(F.col("_wins"), day)).over(whole))
+        # The day before's winning row if it is active: the next day without the key closes it.
+        .withColumn(
+            "_open_before",
+            F.lag(F.when(F.col("_wins") & F.col("_s.active"), F.col("_s"))).over(by_day),
+        )
+        # The table's row, if open, is closed by the first day after its own that lacks the key,
+        # unless a winning row came first.
+        .withColumn(
+            "_closes_table",
+            F.min(F.when(~listed_today & (F.col("_t.snapshot_date") < day), day)).over(whole),
+        )
+    )
+    closes_win = ~listed_today & F.col("_open_before").isNotNull()
+    closes_table = (
+        ~listed_today
+        & t_open
+        & (day == F.col("_closes_table"))
+        & (F.col("_first_win").isNull() | (day < F.col("_first_win")))
+    )
+    closed = (
+        F.when(closes_win, F.col("_open_before"))
+        .otherwise(F.col("_t"))
+        .withField("active", F.lit(False))
+        .withField("inactive_from", day)
+        .withField("snapshot_date", day)
+        .withField("_seq", F.concat_ws("|", F.date_format(day, "yyyy-MM-dd"), F.lit("absent")))
+    )
+    event = (
+        F.when(closes_win | closes_table, "absent")
+        .when(F.col("_wins") & F.col("_t").isNull() & (day == F.col("_first_win")), "ins")
+        .when(F.col("_wins"), "upd")
+        .when(listed_today & (F.col("_s._seq") == F.col("_t._seq")), "same")
+        .when(listed_today, "stale")
+    )
+    return (
+        grid.withColumn("_event", event)
+        .where(F.col("_event").isNotNull())
+        .select(
+            F.when(F.col("_event") == "absent", closed).otherwise(F.col("_s")).alias("_state"),
+            "_day",
+            "_event",
+        )
+        .select("_state.*", "_day", "_event")
+    )
+
+
+def snapshot_states(spec: TableSpec, timeline: DataFrame) -> DataFrame:
+    """The state each changed key ends the batch in (its last `ins`, `upd` or `absent` event of
+    `snapshot_timeline`), in the table's columns: the MERGE source."""
+    changed = timeline.where(F.col("_event").isin("ins", "upd", "absent"))
+    last = Window.partitionBy(*spec.keys).orderBy(F.col("_day").desc())
+    return (
+        changed.withColumn("_n", F.row_number().over(last))
+        .where(F.col("_n") == 1)
+        .select(*[f.name for f in silver_schema(spec).fields])
     )
 
 
