@@ -31,9 +31,11 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from lakehouse.bronze import ingestion
 from lakehouse.bronze.ingestion import bronze_path, files_path, ingest
-from lakehouse.bronze.landing import record_id
+from lakehouse.bronze.landing import parse_landed_file, record_id
 from lakehouse.core.context import Lakehouse
+from lakehouse.core.spark import session_conf
 from lakehouse.core.specs import landing_sources, load_tables
 from lakehouse.state.ledger import LedgerEntry, LedgerImbalanceError, read_ledger, record
 from lakehouse.state.quarantine import QUARANTINE_TABLE, read_quarantine
@@ -474,6 +476,56 @@ def test_file_name_with_glob_characters_is_ingested(spark: SparkSession, tmp_pat
 
     # files read, files skipped, records read, written, duplicates, quarantined
     assert by_source(entries)["clickstream"] == (1, 0, 1, 1, 0, 0)
+
+
+# --- a landed file read in pieces ----------------------------------------------------------------
+
+
+def test_a_file_read_in_small_pieces_gives_the_records_of_the_file_read_whole(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bronze never holds a whole plain file in one task or record: Spark reads it in splits.
+    With splits of 64 bytes, a quoted CSV field spanning lines crosses a split boundary, and
+    every record, line number and id must still be those of the file parsed whole."""
+    lh = local_lakehouse(tmp_path)
+    rows = [
+        f'P{i},"Mug {i}\r\nline two\nline three",kitchen,Acme,{i}.50,USD,true,2024-01-01T00:00:00Z'
+        for i in range(12)
+    ]
+    products = BOM + (f"{PRODUCTS_HEADER}\r\n" + "\r\n".join(rows) + "\r\n").encode()
+    products = products.replace(b"Mug 7", b"Mug \xff7")  # bytes that are not UTF-8
+    clicks = "\n".join([CLICK_1, "", "{not json", CLICK_2] * 5).encode()  # no final newline
+    files = {
+        "products/ingest_date=2024-01-01/products.csv": products,
+        "clickstream/ingest_date=2024-01-01/clicks.jsonl": clicks,
+    }
+    for relative, content in files.items():
+        land(lh, relative, content)
+    monkeypatch.setattr(ingestion, "LANDED_SPLIT_BYTES", 64)
+
+    parsed = ingestion.parse_files(
+        spark, ingestion.list_landing_files(spark, lh.config.storage.landing_root), LANDING
+    )
+
+    expected = [
+        (relative, rec.line, rec.raw, rec.record_id, rec.fields, rec.reason)
+        for relative, content in files.items()
+        for rec in parse_landed_file(
+            relative.split("/")[0], LANDING[relative.split("/")[0]], relative, "2024-01-01", content
+        )
+    ]
+    actual = [
+        (r["_file"], r["_line"], r["raw"], r["_record_id"], r["fields"], r["reason"])
+        for r in parsed.collect()
+    ]
+    assert sorted(actual, key=str) == sorted(expected, key=str)
+    assert len(expected) == 12 + 15  # 12 products (one not UTF-8); 20 click lines, 5 blank
+    assert sum(1 for e in expected if e[5] is not None) == 1 + 5
+    # The file was read in pieces: each split a task of its own, starting mid-record.
+    with session_conf(spark, {"spark.sql.files.maxPartitionBytes": "64"}):
+        products_path = str(Path(lh.config.storage.landing_root) / next(iter(files)))
+        splits = spark.read.text(products_path).select(F.input_file_block_start()).distinct()
+        assert splits.count() > len(products) // 128  # a split where no line starts has no row
 
 
 # --- a generated landing zone with every defect kind ---------------------------------------------

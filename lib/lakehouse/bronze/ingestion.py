@@ -24,10 +24,13 @@ silver row is added (docs/DESIGN.md, "Bronze at any age").
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import reduce
+from urllib.parse import quote, unquote
 
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
@@ -43,7 +46,12 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from lakehouse.bronze.landing import parse_landed_file, parse_landed_path
+from lakehouse.bronze.landing import (
+    LandedRecord,
+    parse_landed_file,
+    parse_landed_lines,
+    parse_landed_path,
+)
 from lakehouse.core import progress
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import (
@@ -60,7 +68,7 @@ from lakehouse.core.specs import LandingSpec
 from lakehouse.state.ledger import LedgerEntry, LedgerImbalanceError, utcnow
 from lakehouse.state.quarantine import write_quarantine
 
-# Landed files read by one task together add up to at most this (a bigger file is read alone).
+# The pieces Spark reads a plain landed file in (Spark's `maxPartitionBytes` for that read).
 LANDED_SPLIT_BYTES = 16 * 1024 * 1024
 
 PARSED_SCHEMA = StructType(
@@ -187,57 +195,140 @@ def list_landing_files(spark: SparkSession, landing_root: str) -> list[LandedFil
     return sorted(found, key=lambda f: f.relative)
 
 
-def _parse_rows(
+def _parsed_row(landed: LandedFile, rec: LandedRecord) -> tuple[object, ...]:
+    return (
+        landed.source,
+        landed.relative,
+        rec.line,
+        landed.ingest_date,
+        rec.raw,
+        rec.fields,
+        rec.record_id,
+        rec.reason,
+    )
+
+
+def _misplaced_row(landed: LandedFile) -> tuple[object, ...]:
+    """The one bad record of a file that is not under `<source>/ingest_date=YYYY-MM-DD/`."""
+    return (
+        landed.source,
+        landed.relative,
+        0,
+        None,
+        f"<file {landed.relative}>",
+        None,
+        f"bad-path:{landed.relative}",
+        "file is not under <source>/ingest_date=YYYY-MM-DD/ as the landing contract says",
+    )
+
+
+def _file_lookup(files: list[LandedFile]) -> dict[str, LandedFile]:
+    """Landed files by every form of their path Spark may report (Hadoop lists `file:/x`, Spark
+    may say `file:///x`, and `input_file_name()` percent-encodes)."""
+    by_path: dict[str, LandedFile] = {}
+    for f in files:
+        for p in (
+            f.path,
+            f.path.replace("file:///", "file:/"),
+            f.path.replace("file:/", "file:///", 1),
+        ):
+            by_path[p] = f
+            by_path[quote(p, safe=":/")] = f
+    return by_path
+
+
+def _find(by_path: dict[str, LandedFile], path: str) -> LandedFile:
+    found = by_path.get(path) or by_path.get(unquote(path))
+    if found is None:
+        raise KeyError(f"Spark read {path}, which is not among the landed files listed")
+    return found
+
+
+def _parse_lines(
     rows: Iterable[Row], sources: dict[str, LandingSpec], files: dict[str, LandedFile]
 ) -> Iterator[tuple[object, ...]]:
+    """Records from the physical lines of files, the rows sorted by file and position."""
+    for path, group in itertools.groupby(rows, key=lambda r: r["path"]):
+        landed = _find(files, path)
+        assert landed.ingest_date is not None
+        lines = (bytes(r["line"]) + b"\n" for r in group)
+        for rec in parse_landed_lines(
+            landed.source, sources[landed.source], landed.ingest_date, lines
+        ):
+            yield _parsed_row(landed, rec)
+
+
+def _parse_whole(
+    rows: Iterable[Row], sources: dict[str, LandingSpec], files: dict[str, LandedFile]
+) -> Iterator[tuple[object, ...]]:
+    """Records from whole files (a row holds a file's bytes)."""
     for row in rows:
-        landed = files[row["path"]]
-        if landed.ingest_date is None:
-            yield (
-                landed.source,
-                landed.relative,
-                0,
-                None,
-                f"<file {landed.relative}>",
-                None,
-                f"bad-path:{landed.relative}",
-                "file is not under <source>/ingest_date=YYYY-MM-DD/ as the landing contract says",
-            )
-            continue
+        landed = _find(files, row["path"])
+        assert landed.ingest_date is not None
         spec = sources[landed.source]
         for rec in parse_landed_file(
-            landed.source, spec, landed.relative, landed.ingest_date, row["content"]
+            landed.source, spec, landed.relative, landed.ingest_date, bytes(row["content"])
         ):
-            yield (
-                landed.source,
-                landed.relative,
-                rec.line,
-                landed.ingest_date,
-                rec.raw,
-                rec.fields,
-                rec.record_id,
-                rec.reason,
-            )
+            yield _parsed_row(landed, rec)
+
+
+def _patterns(files: list[LandedFile]) -> list[str]:
+    """Paths are glob patterns to Spark: escape the characters globbing would interpret."""
+    return [re.sub(r"([\\\[\]{}*?])", r"\\\1", f.path) for f in files]
 
 
 def parse_files(
     spark: SparkSession, files: list[LandedFile], sources: dict[str, LandingSpec]
 ) -> DataFrame:
-    """The records of `files` (columns of PARSED_SCHEMA; `reason` set for bad input)."""
-    by_path = {f.path: f for f in files}
-    # Paths are glob patterns to Spark: escape the characters globbing would interpret.
-    patterns = [re.sub(r"([\\\[\]{}*?])", r"\\\1", f.path) for f in files]
-    # Each file is one row holding all its bytes, and rows go to the Python parser in pickled
-    # batches that grow while they stay small: many small files then a big one in one task can
-    # make a batch of several big files (the JVM ran out of heap on 69 MB files). A small split
-    # size gives every big file a task of its own; small files still share one. Spark plans the
-    # read's tasks when `.rdd` is taken, so the setting applies to this read only.
+    """The records of `files` (columns of PARSED_SCHEMA; `reason` set for bad input).
+
+    A plain file is read in pieces by Spark's text reader (splits of `LANDED_SPLIT_BYTES`, split
+    on \n only, each line's bytes as they are), so no task and no record ever holds a whole
+    file; the lines are then brought together by file, in order (a sort, which spills to disk),
+    and parsed one at a time, so a CSV record whose quoted field spans lines, or a split, stays
+    one record and every line keeps its number. A `.gz` file cannot be split: it is read as one
+    record of its compressed bytes (a corrupt one becomes one bad record, which Spark's own
+    decompression would fail the job on) and decompressed as a stream. A file outside the
+    landing layout is not read at all."""
+    by_path = _file_lookup(files)
+    plain = [f for f in files if f.ingest_date is not None and not f.relative.endswith(".gz")]
+    packed = [f for f in files if f.ingest_date is not None and f.relative.endswith(".gz")]
+    misplaced = [f for f in files if f.ingest_date is None]
+    frames = [spark.createDataFrame([_misplaced_row(f) for f in misplaced], PARSED_SCHEMA)]
     with session_conf(spark, {"spark.sql.files.maxPartitionBytes": str(LANDED_SPLIT_BYTES)}):
-        rdd = spark.read.format("binaryFile").load(patterns).select("path", "content").rdd
-    # Spark may report a local path as file:/x while Hadoop listed file:/x too; key by both forms.
-    by_path.update({p.replace("file:///", "file:/"): f for p, f in list(by_path.items())})
-    parsed = rdd.mapPartitions(lambda rows: _parse_rows(rows, sources, by_path))
-    return spark.createDataFrame(parsed, PARSED_SCHEMA)
+        if plain:
+            lines = (
+                spark.read.format("text")
+                .option("lineSep", "\n")
+                .load(_patterns(plain))
+                .select(
+                    F.input_file_name().alias("path"),
+                    F.input_file_block_start().alias("block"),
+                    F.monotonically_increasing_id().alias("position"),
+                    F.col("value").cast("binary").alias("line"),
+                )
+            )
+            pieces = min(len(plain), spark.sparkContext.defaultParallelism * 2)
+            ordered = lines.repartition(pieces, "path").sortWithinPartitions(
+                "path", "block", "position"
+            )
+            frames.append(
+                spark.createDataFrame(
+                    ordered.rdd.mapPartitions(lambda rows: _parse_lines(rows, sources, by_path)),
+                    PARSED_SCHEMA,
+                )
+            )
+        if packed:
+            whole = (
+                spark.read.format("binaryFile").load(_patterns(packed)).select("path", "content")
+            )
+            frames.append(
+                spark.createDataFrame(
+                    whole.rdd.mapPartitions(lambda rows: _parse_whole(rows, sources, by_path)),
+                    PARSED_SCHEMA,
+                )
+            )
+    return reduce(DataFrame.unionByName, frames)
 
 
 def ingest(
@@ -295,9 +386,10 @@ def ingest(
             properties=BRONZE_PROPERTIES,
         )
     if new:
-        # On disk, not in memory: the cache is filled while the same tasks pickle whole files
-        # to the parser, buffers Spark's memory manager does not see, so cached blocks held in
-        # the heap are not given up for them (a 100k-order day ran a 2g driver out of heap).
+        # On disk, not in memory: the cache is filled while the same tasks pickle records to and
+        # from the Python parser, buffers Spark's memory manager does not see, so cached blocks
+        # held in the heap are not given up for them (a 100k-order day, when whole files were
+        # pickled, ran a 2g driver out of heap).
         parsed = parse_files(spark, new, sources).persist(StorageLevel.DISK_ONLY)
         try:
             _write_batch(spark, lh, run_id, parsed, new, entries, done)

@@ -1,7 +1,8 @@
 """Reading landed files: from bytes as delivered to records, or to a reason they are bad.
 
-This is pure Python (it runs inside Spark tasks, one landed file per call) so that every byte
-rule of the landing contract is applied exactly and tested without Spark:
+This is pure Python (it runs inside Spark tasks, one landed file per call, given as its lines or
+whole when gzipped; see `ingestion.parse_files`) so that every byte rule of the landing contract
+is applied exactly and tested without Spark:
 
 - `.gz` is decompressed; a file that is not valid gzip becomes one bad record naming the file.
 - A UTF-8 byte order mark is dropped; bytes that are not UTF-8 make that record bad.
@@ -25,7 +26,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from lakehouse.core.specs import LandingSpec
@@ -108,43 +109,62 @@ def _decompress(name: str, content: bytes) -> bytes:
         raise ValueError(f"not a valid gzip file: {exc}") from None
 
 
-def _text_lines(data: bytes, newline: str | None) -> Iterator[str]:
-    """The decoded lines of `data`, one at a time (a landed file can be tens of MB: it is never
-    held as one decoded string plus a list of its lines). `newline=""` splits on \r\n, \r and \n
-    keeping the endings (CSV); `newline=None` on \n only, ending kept (JSON lines), because JSON
-    strings may hold U+2028 and friends, which `str.splitlines()` would treat as line breaks.
-    Undecodable bytes become surrogates, as in `decode_file`; a leading byte order mark is
-    dropped."""
-    if newline is None:
-        lines: Iterator[str] = (
-            line.decode("utf-8", "surrogateescape") for line in io.BytesIO(data)
-        )
-    else:
-        lines = iter(
-            io.TextIOWrapper(
-                io.BytesIO(data), encoding="utf-8", errors="surrogateescape", newline=newline
-            )
-        )
-    first = next(lines, None)
-    if first is None:
-        return
-    yield first[1:] if first.startswith("\ufeff") else first
-    yield from lines
+def _check_gzip(content: bytes) -> None:
+    """Decompress `content` through to its end without keeping what comes out; ValueError with a
+    readable reason when it is not valid gzip (checked before any record is taken from it)."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(content)) as stream:
+            while stream.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"not a valid gzip file: {exc}") from None
+
+
+def _text_lines(lines: Iterable[bytes], universal: bool) -> Iterator[str]:
+    """Decoded lines from the physical byte lines of a file, split on \n with the \n kept
+    (as iterating a binary file gives them). `universal` (CSV) also splits on \r\n and a lone
+    \r, keeping the endings; otherwise (JSON lines) only \n counts, because JSON strings may
+    hold U+2028 and friends, which `str.splitlines()` would treat as line breaks. Undecodable
+    bytes become surrogates, as in `decode_file`; a leading byte order mark is dropped. One line
+    at a time: a landed file is never held whole."""
+    first = True
+    for raw in lines:
+        text = raw.decode("utf-8", "surrogateescape")
+        if first:
+            first = False
+            text = text[1:] if text.startswith("\ufeff") else text
+        if universal and "\r" in text:
+            yield from io.StringIO(text, newline="")
+        else:
+            yield text
 
 
 def parse_landed_file(
     source: str, spec: LandingSpec, name: str, ingest_date: str, content: bytes
 ) -> Iterator[LandedRecord]:
-    """Every record of one landed file, in file order."""
-    try:
-        data = _decompress(name, content)
-    except ValueError as exc:
-        yield _bad(source, 0, f"<{len(content)} bytes of {name}>", str(exc))
-        return
-    if spec.format == "csv":
-        yield from _parse_csv(source, spec, ingest_date, _text_lines(data, ""))
+    """Every record of one landed file given whole (`.gz` decompressed as a stream, after a
+    check that it is valid gzip), in file order."""
+    if name.endswith(".gz"):
+        try:
+            _check_gzip(content)
+        except ValueError as exc:
+            yield _bad(source, 0, f"<{len(content)} bytes of {name}>", str(exc))
+            return
+        with gzip.GzipFile(fileobj=io.BytesIO(content)) as stream:
+            yield from parse_landed_lines(source, spec, ingest_date, stream)
     else:
-        yield from _parse_json_lines(source, _text_lines(data, None))
+        yield from parse_landed_lines(source, spec, ingest_date, io.BytesIO(content))
+
+
+def parse_landed_lines(
+    source: str, spec: LandingSpec, ingest_date: str, lines: Iterable[bytes]
+) -> Iterator[LandedRecord]:
+    """Every record of one landed file from its physical lines (bytes, in file order, each
+    ending with its \n but perhaps the last), consumed one at a time."""
+    if spec.format == "csv":
+        yield from _parse_csv(source, spec, ingest_date, _text_lines(lines, universal=True))
+    else:
+        yield from _parse_json_lines(source, _text_lines(lines, universal=False))
 
 
 def _parse_json_lines(source: str, lines: Iterator[str]) -> Iterator[LandedRecord]:
