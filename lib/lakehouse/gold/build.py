@@ -17,13 +17,14 @@ tables gold reads (their union, `silver_inputs`, is what a run pins and records)
 column an incremental run replaces by (none: rebuilt whole). Each table's rows are the method of
 the same name of `_Sources`, which feeds the pure transforms of `star.py` and `kpis.py`.
 
-Staging and publishing: `stage_gold` computes every write and materialises its rows in staging
-Delta tables (`<root>/_staging/<run_id>/gold/<table>`) without touching gold;
-`StagedGold.candidates()` are the tables gold would become (for a scoped replace: the published
-rows outside the scope plus the staged rows), which the gold quality suites check; `publish_gold`
-then copies the staged rows into gold (one commit per table) and records the consumed silver
-versions. A run stopped between the two leaves gold and its state exactly as they were, so the
-next run recomputes the same changes. `build_gold` is stage + publish without checks.
+Staging and publishing: `stage_gold` computes every write once and keeps its rows in Spark's
+cache (memory, spilling to disk) without touching gold; `StagedGold.candidates()` are the tables
+gold would become (for a scoped replace: the published rows outside the scope plus the staged
+rows), which the gold quality suites check; `publish_gold` then writes the staged rows into gold
+(one commit per table: the rows are written once) and records the consumed silver versions. A
+cached block that is lost is recomputed from silver at the pinned versions, so it is the same
+rows. A run stopped between the two leaves gold and its state exactly as they were, so the next
+run recomputes the same changes. `build_gold` is stage + publish without checks.
 """
 
 from __future__ import annotations
@@ -35,14 +36,13 @@ from functools import reduce
 from typing import Any, Literal
 
 from delta.tables import DeltaTable
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
 from lakehouse.core import progress
-from lakehouse.core.config import join_uri
 from lakehouse.core.context import Lakehouse
-from lakehouse.core.delta_io import delete_path
 from lakehouse.core.sql import sql_literal
 from lakehouse.gold import incremental as inc
 from lakehouse.gold.kpis import (
@@ -130,12 +130,12 @@ def silver_inputs(lh: Lakehouse) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class StagedWrite:
-    """One gold table's pending write: its rows materialised at `staged_path`; `action`
+    """One gold table's pending write: its `rows` (computed once, cached); `action`
     `overwrite` (the whole table) or `replace` (the rows whose `scope_col` is in `scope`)."""
 
     table: str
     action: Literal["overwrite", "replace"]
-    staged_path: str
+    rows: DataFrame
     scope_col: str | None = None
     scope: tuple[Any, ...] = ()
 
@@ -155,7 +155,6 @@ class StagedGold:
     mode: Mode
     consumed_versions: dict[str, int]
     writes: dict[str, StagedWrite]
-    staging_root: str
     # False when silver had no new version since the last publish: nothing to publish or record.
     has_changes: bool = True
 
@@ -169,7 +168,7 @@ class StagedGold:
             if write is None:
                 out[f"gold.{name}"] = self.spark.read.format("delta").load(published)
                 continue
-            staged = self.spark.read.format("delta").load(write.staged_path)
+            staged = write.rows
             if write.action == "overwrite":
                 out[f"gold.{name}"] = staged
             else:
@@ -197,13 +196,12 @@ def build_gold(
 def stage_gold(
     spark: SparkSession, lh: Lakehouse, run_id: str, mode: Mode = "incremental"
 ) -> StagedGold:
-    """Compute this run's gold writes into staging tables; gold itself is not touched."""
+    """Compute this run's gold writes and keep their rows cached; gold itself is not touched."""
     if mode not in ("incremental", "full"):
         raise ValueError(f"mode must be 'incremental' or 'full', not {mode!r}")
     inputs = silver_inputs(lh)
     silver = _Silver(spark, lh)
     consumed = _consumed_versions(spark, lh)
-    staging = join_uri(lh.root, "_staging", run_id, "gold")
     can_increment = (
         mode == "incremental"
         and all(t in consumed for t in inputs)
@@ -225,20 +223,19 @@ def stage_gold(
                 "incremental",
                 dict(silver.versions),
                 {},
-                staging,
                 has_changes=False,
             )
-        writes = _build_incremental(spark, lh, staging, silver, consumed)
+        writes = _build_incremental(spark, lh, silver, consumed)
         ran: Mode = "incremental"
     else:
-        writes = _build_full(lh, staging, silver)
+        writes = _build_full(lh, silver)
         ran = "full"
-    return StagedGold(spark, lh, run_id, ran, dict(silver.versions), writes, staging)
+    return StagedGold(spark, lh, run_id, ran, dict(silver.versions), writes)
 
 
 def publish_gold(staged: StagedGold) -> GoldResult:
-    """Copy the staged rows into gold (one commit per written table), record the consumed silver
-    versions, remove the staging tables."""
+    """Write the staged rows into gold (one commit per written table), record the consumed
+    silver versions, release the staged rows."""
     spark, lh = staged.spark, staged.lh
     tables: dict[str, TableWrite] = {}
     for name in lh.gold:
@@ -247,7 +244,7 @@ def publish_gold(staged: StagedGold) -> GoldResult:
             tables[name] = TableWrite(name, "unchanged")
             continue
         clock = progress.Clock()
-        rows = spark.read.format("delta").load(write.staged_path)
+        rows = write.rows
         path = lh.path(f"gold.{name}")
         if write.action == "overwrite":
             tables[name] = _overwrite(spark, path, name, rows)
@@ -267,8 +264,9 @@ def publish_gold(staged: StagedGold) -> GoldResult:
 
 
 def discard_staged(staged: StagedGold) -> None:
-    """Remove the staging tables of a run (published or refused)."""
-    delete_path(staged.spark, join_uri(staged.lh.root, "_staging", staged.run_id))
+    """Release the staged rows of a run (published or refused)."""
+    for write in staged.writes.values():
+        write.rows.unpersist()
 
 
 def compute_table(
@@ -446,15 +444,14 @@ def _scoped(df: DataFrame, column: str, values: Sequence[Any] | None) -> DataFra
     return df if values is None else df.where(F.col(column).isin(list(values)))
 
 
-def _build_full(lh: Lakehouse, staging: str, silver: _Silver) -> dict[str, StagedWrite]:
+def _build_full(lh: Lakehouse, silver: _Silver) -> dict[str, StagedWrite]:
     src = _Sources(silver)
-    return {name: _stage(staging, name, src.transform(name)(None)) for name in lh.gold}
+    return {name: _stage(name, src.transform(name)(None)) for name in lh.gold}
 
 
 def _build_incremental(
     spark: SparkSession,
     lh: Lakehouse,
-    staging: str,
     silver: _Silver,
     consumed: dict[str, int],
 ) -> dict[str, StagedWrite]:
@@ -476,13 +473,13 @@ def _build_incremental(
             compute = src.transform(name)
             scope = found.scopes.get(name, [])
             if name in found.whole:
-                writes[name] = _stage(staging, name, compute(None))
+                writes[name] = _stage(name, compute(None))
             elif not scope:
                 continue
             elif spec.scope is None or len(scope) > MAX_SCOPE_KEYS:
-                writes[name] = _stage(staging, name, compute(None))
+                writes[name] = _stage(name, compute(None))
             else:
-                writes[name] = _stage(staging, name, compute(scope), spec.scope, scope)
+                writes[name] = _stage(name, compute(scope), spec.scope, scope)
     finally:
         src.order_heads.unpersist()
     return writes
@@ -598,22 +595,21 @@ def _collect_tagged(parts: Iterable[tuple[str, DataFrame]]) -> dict[str, set[str
 
 
 def _stage(
-    staging: str,
     name: str,
     rows: DataFrame,
     scope_col: str | None = None,
     scope: Sequence[Any] = (),
 ) -> StagedWrite:
-    """Materialise `rows` as the staging table of `name`: computed once, read by the checks and
-    by the publish. With `scope_col`, the write replaces only the rows of those keys (`rows`
-    hold only keys in `scope`; Delta checks it at publish)."""
-    path = join_uri(staging, name)
+    """Compute `rows` once and keep them cached for the checks and the publish. With
+    `scope_col`, the write replaces only the rows of those keys (`rows` hold only keys in
+    `scope`; Delta checks it at publish)."""
     clock = progress.Clock()
-    rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
-    progress.report("  gold.%s: computed and staged (%.1f s)", name, clock.seconds)
+    staged = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    count = staged.count()
+    progress.report("  gold.%s: computed, %d rows (%.1f s)", name, count, clock.seconds)
     if scope_col is None:
-        return StagedWrite(name, "overwrite", path)
-    return StagedWrite(name, "replace", path, scope_col, tuple(scope))
+        return StagedWrite(name, "overwrite", staged)
+    return StagedWrite(name, "replace", staged, scope_col, tuple(scope))
 
 
 def _overwrite(spark: SparkSession, path: str, name: str, df: DataFrame) -> TableWrite:
