@@ -53,7 +53,10 @@ def ensure_table(
     properties: Mapping[str, str] | None = None,
 ) -> DeltaTable:
     """The Delta table at `path`, created empty with `schema` (and table `properties`) if it
-    does not exist yet. An existing table is returned as it is."""
+    does not exist yet. An existing table is returned as it is, without Delta's create command
+    (which compares schema and properties and cost about a second a table, on every run)."""
+    if DeltaTable.isDeltaTable(spark, path):
+        return DeltaTable.forPath(spark, path)
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
