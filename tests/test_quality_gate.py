@@ -226,7 +226,10 @@ def test_the_run_command_prints_a_line_per_step_and_table_as_each_finishes(gated
     assert [table_of(line) for line in timed("  silver.")] == [
         f"silver.{t}" for t in gated.lh.tables
     ]
-    assert all(re.search(r" records read, .* \(\d+\.\d s\)$", line) for line in timed("  silver."))
+    assert all(
+        re.search(r" records read, .* \(\d+\.\d s, \d+ Spark jobs\)$", line)
+        for line in timed("  silver.")
+    )
     gold = {table_of(line) for line in timed("  gold.")}
     assert "gold.daily_kpis" in gold
     assert gold <= {f"gold.{t}" for t in gated.lh.gold}

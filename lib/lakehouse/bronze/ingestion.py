@@ -492,14 +492,14 @@ def _write_batch(
             )
         progress.report(
             "  bronze.%s: %d files, %d records read, %d written, %d duplicates, "
-            "%d quarantined (%.1f s)",
+            "%d quarantined (%s)",
             source,
             entry.files_read,
             entry.records_read,
             inserted,
             entry.duplicates,
             quarantined,
-            clock.seconds,
+            clock.summary,
         )
     files_df = spark.createDataFrame(
         [

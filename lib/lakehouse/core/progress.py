@@ -1,5 +1,5 @@
 """Progress lines: what a long command has done so far, one line per step and table as each
-finishes (rows in, rows written, seconds) and the run's total.
+finishes (rows in, rows written, seconds, Spark jobs) and the run's total.
 
 The engines report through `report` and `step`, on the logger `lakehouse.progress`; the
 `lakehouse` command prints its lines to stderr (`enable`), so `make run` is never silent for
@@ -46,15 +46,42 @@ def report(message: str, *args: object) -> None:
     LOG.info(message, *args)
 
 
+def spark_jobs_started() -> int | None:
+    """How many Spark jobs the running SparkContext has started so far (None without one): the
+    DAG scheduler's `numTotalJobs`, read without a job of its own."""
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    if sc is None or sc._jsc is None:
+        return None
+    try:
+        return int(sc._jsc.sc().dagScheduler().numTotalJobs())
+    except Exception:  # a stopped context, or a Spark without the field: just no job count
+        return None
+
+
 class Clock:
-    """Seconds since it was made: `Clock().seconds` after a piece of work."""
+    """Seconds and Spark jobs since it was made: `Clock().seconds` after a piece of work, or
+    `Clock().summary` ("3.5 s, 12 Spark jobs")."""
 
     def __init__(self) -> None:
         self._started = time.monotonic()
+        self._jobs = spark_jobs_started()
 
     @property
     def seconds(self) -> float:
         return time.monotonic() - self._started
+
+    @property
+    def jobs(self) -> int | None:
+        """Spark jobs started since the clock was made (None without a SparkContext)."""
+        now = spark_jobs_started()
+        return None if now is None or self._jobs is None else now - self._jobs
+
+    @property
+    def summary(self) -> str:
+        jobs = self.jobs
+        return f"{self.seconds:.1f} s" + ("" if jobs is None else f", {jobs} Spark jobs")
 
 
 @contextmanager
@@ -67,4 +94,4 @@ def step(name: str) -> Iterator[None]:
     except BaseException:
         report("%s: failed after %.1f s", name, clock.seconds)
         raise
-    report("%s: done in %.1f s", name, clock.seconds)
+    report("%s: done in %s", name, clock.summary)

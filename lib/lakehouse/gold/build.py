@@ -251,11 +251,11 @@ def publish_gold(staged: StagedGold) -> GoldResult:
         else:
             tables[name] = _replace_scope(spark, path, name, rows, write.predicate())
         progress.report(
-            "  gold.%s: %s, %d rows written (%.1f s)",
+            "  gold.%s: %s, %d rows written (%s)",
             name,
             write.action,
             tables[name].rows_written,
-            clock.seconds,
+            clock.summary,
         )
     if staged.has_changes:
         _record_consumed(spark, lh, staged.run_id, staged.consumed_versions, staged.mode)
@@ -606,7 +606,7 @@ def _stage(
     clock = progress.Clock()
     staged = rows.persist(StorageLevel.MEMORY_AND_DISK)
     count = staged.count()
-    progress.report("  gold.%s: computed, %d rows (%.1f s)", name, count, clock.seconds)
+    progress.report("  gold.%s: computed, %d rows (%s)", name, count, clock.summary)
     if scope_col is None:
         return StagedWrite(name, "overwrite", staged)
     return StagedWrite(name, "replace", staged, scope_col, tuple(scope))
