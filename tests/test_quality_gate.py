@@ -42,6 +42,11 @@ class Gated:
     warned_err: str
     gold_after_warning: dict[str, int]
     kpi_dates_after_warning: list[str]
+    replay_code: int
+    replay_err: str
+    results_before_replay: int
+    results_after_replay: int
+    gold_after_replay: dict[str, int]
 
 
 def _versions(spark: SparkSession, lh: Lakehouse, names: tuple[str, ...]) -> dict[str, int]:
@@ -125,6 +130,20 @@ def gated(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Gate
             main(["--conf-dir", str(warn), "run", "--no-generate", "--date", DAYS[2]])
         )
     )
+    gold_after_warning = _versions(spark, lh, gold_names)
+    kpi_dates_after_warning = _kpi_dates(spark, lh)
+
+    # The same run again: nothing new anywhere, and gold has consumed every silver version.
+    def results() -> int:
+        return spark.read.format("delta").load(lh.path(RESULTS_TABLE)).count()
+
+    results_before_replay = results()
+    replay_codes: list[int] = []
+    replay_err = _capture_stderr(
+        lambda: replay_codes.append(
+            main(["--conf-dir", str(warn), "run", "--no-generate", "--date", DAYS[2]])
+        )
+    )
     # The `run` commands registered this lakehouse's tables in the session's catalog, where later
     # tests' lakehouses would find the names taken (registration only adds missing names).
     for database in LAYERS:
@@ -140,8 +159,13 @@ def gated(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Gate
         dates_after_refusal,
         warned_codes[0],
         warned_err,
+        gold_after_warning,
+        kpi_dates_after_warning,
+        replay_codes[0],
+        replay_err,
+        results_before_replay,
+        results(),
         _versions(spark, lh, gold_names),
-        _kpi_dates(spark, lh),
     )
 
 
@@ -233,3 +257,14 @@ def test_the_run_command_prints_a_line_per_step_and_table_as_each_finishes(gated
     gold = {table_of(line) for line in timed("  gold.")}
     assert "gold.daily_kpis" in gold
     assert gold <= {f"gold.{t}" for t in gated.lh.gold}
+
+
+def test_a_run_with_nothing_new_for_gold_checks_and_publishes_nothing(gated: Gated) -> None:
+    """The warned run re-ran the suites although it landed nothing new (gold had not consumed the
+    refused day: see the test above, whose stderr shows the silver suites done); once gold has
+    consumed every silver version, there is nothing to hold back and no row to check."""
+    assert gated.replay_code == 0, gated.replay_err
+    assert "quality (silver suites): skipped, gold has consumed every version" in gated.replay_err
+    assert "gold: nothing new in silver, nothing to check or publish" in gated.replay_err
+    assert gated.results_after_replay == gated.results_before_replay
+    assert gated.gold_after_replay == gated.gold_after_warning

@@ -43,6 +43,7 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType, Tim
 
 from lakehouse.core import progress
 from lakehouse.core.context import Lakehouse
+from lakehouse.core.delta_io import current_version
 from lakehouse.core.sql import sql_literal
 from lakehouse.gold import incremental as inc
 from lakehouse.gold.kpis import (
@@ -326,7 +327,22 @@ class _Silver:
 def _latest_version(spark: SparkSession, path: str) -> int:
     if not DeltaTable.isDeltaTable(spark, path):
         raise GoldBuildError(f"no Delta table at {path}: gold needs every silver table it reads")
-    return _last_commit(spark, path)[0]
+    return current_version(spark, path)
+
+
+def is_current(spark: SparkSession, lh: Lakehouse) -> bool:
+    """Whether every gold table exists and gold has consumed every silver input at its newest
+    version: an incremental run now would compute and publish nothing."""
+    consumed = _consumed_versions(spark, lh)
+    inputs = silver_inputs(lh)
+    if not all(t in consumed for t in inputs):
+        return False
+    if not all(DeltaTable.isDeltaTable(spark, lh.path(f"gold.{t}")) for t in lh.gold):
+        return False
+    try:
+        return all(_latest_version(spark, lh.path(f"silver.{t}")) == consumed[t] for t in inputs)
+    except GoldBuildError:
+        return False
 
 
 def _consumed_versions(spark: SparkSession, lh: Lakehouse) -> dict[str, int]:
