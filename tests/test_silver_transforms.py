@@ -96,7 +96,25 @@ def test_the_newest_version_ranks_first_and_a_repeat_is_a_duplicate(spark: Spark
             ("O2", "005", D1, 1, False),
         ],
     )
-    assert T.version_counts(classified).first().asDict() == {"dups": 1, "older": 1}
+    assert T.version_counts(classified).first().asDict() == {"dups": 1, "older": 1, "unplaced": 0}
+
+
+def test_only_a_newest_delete_without_partition_values_is_unplaced(spark: SparkSession) -> None:
+    df = batch(
+        spark,
+        [
+            ("O1", 1, None, None, "d", "020", D2, "b", 1),  # newest, a delete with no date
+            ("O1", 1, 3, D1, "u", "010", D1, "a", 1),
+            ("O2", 1, None, None, "d", "010", D2, "b", 2),  # older than O2's update
+            ("O2", 1, 4, None, "u", "020", D2, "b", 3),
+            ("O3", 1, None, D1, "d", "030", D2, "b", 4),  # a delete that has its date
+        ],
+    )
+
+    classified = T.classify_batch(df, LINES.keys)
+
+    assert T.version_counts(classified, LINES.partition_by).first()["unplaced"] == 1
+    assert T.version_counts(classified).first()["unplaced"] == 0
 
 
 def test_a_delete_takes_its_partition_from_its_keys_newer_version_in_the_batch(
@@ -393,6 +411,10 @@ def test_partition_literals_prune_to_the_batch_and_always_the_null_partition() -
         "(t.order_date IN (DATE'2024-01-01', DATE'2024-01-02') OR t.order_date IS NULL)"
     )
     assert merge_partition_filter(("order_date",), []) == "(t.order_date IS NULL)"
+    # The same on bare column names, to filter a table's DataFrame.
+    assert merge_partition_filter(("order_date",), values, alias="") == (
+        "(order_date IN (DATE'2024-01-01', DATE'2024-01-02') OR order_date IS NULL)"
+    )
 
 
 def test_a_merge_plan_puts_partition_literals_before_the_keys() -> None:

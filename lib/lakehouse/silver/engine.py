@@ -285,18 +285,20 @@ def _apply_batch(
         parent = DeltaTable.forPath(spark, silver_path(lh, spec.parent.table)).toDF()
         prepared = prepared.transform(T.attach_parent(spec, parent))
     prepared = prepared.transform(T.stamp_run(run_id, now))
+    touched: list[dict[str, object]] | None = None  # partitions the batch's MERGE touched
     if spec.kind == "snapshot":
         counts += _apply_snapshots(spark, lh, spec, prepared, target, input_version)
     else:
-        counts += _merge_versions(
+        merged, touched = _merge_versions(
             spark, spec, prepared, target, transaction(spec.name, input_version)
         )
+        counts += merged
     if spec.history == "scd2" and spec.kind != "snapshot":
         _update_history(
             spark, lh, spec, prepared, transaction(f"{spec.name}_history", input_version)
         )
     for child in lh.children(spec.name):
-        _cascade_deletes(spark, lh, spec, child, prepared, input_version)
+        _cascade_deletes(spark, lh, spec, child, prepared, input_version, touched)
     return counts, n_invalid, bad_rows
 
 
@@ -306,28 +308,34 @@ def _merge_versions(
     prepared: DataFrame,
     target: DeltaTable,
     txn: merge.Txn,
-) -> Counts:
-    """Collapse to the newest version per key and MERGE it in; returns the outcome counts."""
-    ranked = T.classify_batch(prepared, spec.keys).persist(StorageLevel.MEMORY_AND_DISK)
+) -> tuple[Counts, list[dict[str, object]]]:
+    """Collapse to the newest version per key and MERGE it in; returns the outcome counts and
+    the partition values the MERGE touched (besides the null partition, always touched)."""
+    ranked = (
+        T.classify_batch(prepared, spec.keys)
+        .transform(T.fill_partitions_from_batch(spec))
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
     try:
-        versions = T.version_counts(ranked).first()
+        versions = T.version_counts(ranked, spec.partition_by).first()
         assert versions is not None
         counts = Counts(duplicates=_n(versions["dups"]), stale_ignored=_n(versions["older"]))
-        source = ranked.transform(T.fill_partitions_from_batch(spec)).transform(
-            T.newest_versions(spec)
-        )
-        if spec.partition_by:
+        source = ranked.transform(T.newest_versions(spec))
+        if _n(versions["unplaced"]):
+            # Only deletes whose key has no partition values in the batch are looked up in the
+            # table (a look-up of its keys across every partition).
             source = source.transform(T.partitions_from_table(spec, target.toDF()))
-        return counts + _merge_source(spark, spec, source, target, txn)
+        merged, touched = _merge_source(spark, spec, source, target, txn)
+        return counts + merged, touched
     finally:
         ranked.unpersist()
 
 
 def _merge_source(
     spark: SparkSession, spec: TableSpec, source: DataFrame, target: DeltaTable, txn: merge.Txn
-) -> Counts:
+) -> tuple[Counts, list[dict[str, object]]]:
     """MERGE one row per key; the counts come from the source against the table's keys in the
-    pruned partitions, taken before the MERGE."""
+    pruned partitions, taken before the MERGE. Also returns the batch's partition values."""
     source = source.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         values = (
@@ -354,7 +362,7 @@ def _merge_source(
         )
         if counts.inserted + counts.deleted + counts.updated:
             merge.upsert_versions(spark, plan, source)
-        return counts
+        return counts, values
     finally:
         source.unpersist()
 
@@ -367,6 +375,11 @@ def _adopt_orphans(
     later. The commit is keyed by the parent's silver version and this table's input: both only
     grow, and a move waits for a new parent version whether or not new rows came."""
     assert spec.parent is not None
+    waiting = target.toDF().where(" AND ".join(f"{c} IS NULL" for c in spec.parent.columns))
+    if waiting.isEmpty():
+        # No row waits (the usual day): the parent table is not read at all. Parent columns
+        # that partition the table make this a look at the null partition alone.
+        return
     parent_path = silver_path(lh, spec.parent.table)
     txn = transaction(
         spec.name,
@@ -406,11 +419,17 @@ def _cascade_deletes(
     child: TableSpec,
     batch: DataFrame,
     input_version: int,
+    touched: list[dict[str, object]] | None,
 ) -> None:
     """Tombstone the child rows of every parent row this batch deleted, whether or not their own
-    delete events were delivered (`parent.on_delete: cascade`)."""
+    delete events were delivered (`parent.on_delete: cascade`). The batch's tombstones are
+    looked for in the partitions its MERGE `touched` (and the null one), when known."""
     assert child.parent is not None
     stored = DeltaTable.forPath(spark, silver_path(lh, parent.name)).toDF()
+    if parent.partition_by and touched is not None:
+        stored = stored.where(
+            F.expr(merge.merge_partition_filter(parent.partition_by, touched, alias=""))
+        )
     rows = T.cascade_source(child, batch, stored).collect()
     child_path = silver_path(lh, child.name)
     if not rows or not DeltaTable.isDeltaTable(spark, child_path):

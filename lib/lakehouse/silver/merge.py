@@ -81,29 +81,33 @@ def _literal(value: object) -> str:
     return f"DATE'{value}'" if isinstance(value, date) else repr(str(value))
 
 
-def partition_literals(partition_by: Sequence[str], values: Sequence[Mapping[str, object]]) -> str:
+def partition_literals(
+    partition_by: Sequence[str], values: Sequence[Mapping[str, object]], alias: str = "t"
+) -> str:
     """`t.col IN (...)` predicates on the target's partition columns for the values in a batch, so
-    a MERGE touches only the partitions it changes (null partitions included when present)."""
+    a MERGE touches only the partitions it changes (null partitions included when present).
+    `alias` names the table (empty: bare column names, for a filter on a DataFrame)."""
     parts = []
-    for col in partition_by:
-        seen = sorted({v[col] for v in values if v[col] is not None}, key=str)
+    for name in partition_by:
+        col = f"{alias}.{name}" if alias else name
+        seen = sorted({v[name] for v in values if v[name] is not None}, key=str)
         clause = []
         if seen:
-            clause.append(f"t.{col} IN (" + ", ".join(_literal(v) for v in seen) + ")")
-        if any(v[col] is None for v in values):
-            clause.append(f"t.{col} IS NULL")
+            clause.append(f"{col} IN (" + ", ".join(_literal(v) for v in seen) + ")")
+        if any(v[name] is None for v in values):
+            clause.append(f"{col} IS NULL")
         parts.append("(" + " OR ".join(clause or ["false"]) + ")")
     return " AND ".join(parts)
 
 
 def merge_partition_filter(
-    partition_by: Sequence[str], values: Sequence[Mapping[str, object]]
+    partition_by: Sequence[str], values: Sequence[Mapping[str, object]], alias: str = "t"
 ) -> str:
     """The partition predicate of a silver MERGE: the batch's partitions and always the null
     partition, where a key can sit without partition values (the tombstone of a delete that came
     before any version of its row, a line waiting for its order). Without it, a late older
     version of such a key would miss the tombstone and be inserted beside it, live again."""
-    return partition_literals(partition_by, [*values, dict.fromkeys(partition_by)])
+    return partition_literals(partition_by, [*values, dict.fromkeys(partition_by)], alias)
 
 
 def key_condition(keys: Sequence[str]) -> str:
@@ -114,7 +118,7 @@ def key_condition(keys: Sequence[str]) -> str:
 @dataclass(frozen=True)
 class MergePlan:
     """One silver MERGE: target table, condition (partition literals, then key equality) and
-    transaction identifiers. `pruning` is the partition predicate alone (on the target, `t.`)."""
+    transaction identifiers. `pruning` is the partition predicate alone, on bare column names."""
 
     target: DeltaTable
     condition: str
@@ -135,14 +139,15 @@ class MergePlan:
     ) -> MergePlan:
         """Key equality (plus `extra`), pruned to the partitions of `values` and the null one
         when the table is partitioned."""
-        pruning = merge_partition_filter(partition_by, values) if partition_by else ""
-        condition = " AND ".join(p for p in (pruning, key_condition(keys), extra) if p)
+        on_target = merge_partition_filter(partition_by, values) if partition_by else ""
+        pruning = merge_partition_filter(partition_by, values, alias="") if partition_by else ""
+        condition = " AND ".join(p for p in (on_target, key_condition(keys), extra) if p)
         return cls(target, condition, pruning, txn, what)
 
     def current(self) -> DataFrame:
         """The target's rows inside the plan's partitions."""
         rows = self.target.toDF()
-        return rows.where(F.expr(self.pruning.replace("t.", ""))) if self.pruning else rows
+        return rows.where(F.expr(self.pruning)) if self.pruning else rows
 
     def run(self, spark: SparkSession, clauses: Callable[[Any], Any], source: DataFrame) -> None:
         """MERGE `source` with the clauses `clauses(builder)` adds, in the plan's transaction,

@@ -60,12 +60,20 @@ def classify_batch(batch: DataFrame, keys: tuple[str, ...]) -> DataFrame:
     )
 
 
-def version_counts(classified: DataFrame) -> DataFrame:
+def version_counts(classified: DataFrame, partition_by: tuple[str, ...] = ()) -> DataFrame:
     """One row: `dups` (the same version of a key again) and `older` (older versions than the
-    batch's newest of their key) among classified records."""
+    batch's newest of their key) among classified records, and `unplaced`: newest versions that
+    are deletes without a value for some column of `partition_by` (after
+    `fill_partitions_from_batch`), the only ones `partitions_from_table` must look up."""
+    unplaced = (
+        reduce(lambda a, b: a | b, [F.col(p).isNull() for p in partition_by], F.lit(False))
+        & (F.col("_rank") == 1)
+        & (F.col("_op") == "d")
+    )
     return classified.agg(
         F.sum(F.col("_dup").cast("long")).alias("dups"),
         F.sum(((F.col("_rank") > 1) & ~F.col("_dup")).cast("long")).alias("older"),
+        F.sum(unplaced.cast("long")).alias("unplaced"),
     )
 
 
