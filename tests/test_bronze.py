@@ -528,6 +528,30 @@ def test_a_file_read_in_small_pieces_gives_the_records_of_the_file_read_whole(
         assert splits.count() > len(products) // 128  # a split where no line starts has no row
 
 
+def test_file_names_with_spaces_and_percent_signs_keep_their_own_records(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Spark reports `a b.jsonl` as `a%20b.jsonl`: a file literally so named must not take its
+    records. A `.bz2` name (not compressed by the contract) is read as the bytes it holds, not
+    handed to Hadoop's decompressor."""
+    lh = local_lakehouse(tmp_path)
+    day = "clickstream/ingest_date=2024-01-01"
+    land(lh, f"{day}/a b.jsonl", f"{CLICK_1}\n".encode())
+    land(lh, f"{day}/a%20b.jsonl", f"{CLICK_2}\n{CLICK_2}\n".encode())
+    land(lh, f"{day}/c.jsonl.bz2", f"{CLICK_1}\n".encode())
+
+    parsed = ingestion.parse_files(
+        spark, ingestion.list_landing_files(spark, lh.config.storage.landing_root), LANDING
+    )
+
+    assert sorted((r["_file"], r["_line"], r["raw"]) for r in parsed.collect()) == [
+        (f"{day}/a b.jsonl", 1, CLICK_1),
+        (f"{day}/a%20b.jsonl", 1, CLICK_2),
+        (f"{day}/a%20b.jsonl", 2, CLICK_2),
+        (f"{day}/c.jsonl.bz2", 1, CLICK_1),
+    ]
+
+
 # --- a generated landing zone with every defect kind ---------------------------------------------
 #
 # The generator numbers lines as bronze does (`InjectedDefect` docs): 1-based physical lines of

@@ -21,7 +21,7 @@ from lakehouse.core.context import Lakehouse
 from lakehouse.core.generator_spec import DefectSwitches
 from lakehouse.gold.build import CONSUMED_TABLE, gold_tables
 from lakehouse.pipeline import run_pipeline
-from lakehouse.quality import RESULTS_TABLE
+from lakehouse.quality import RESULTS_TABLE, passed_gate
 from lakehouse.state.catalog import LAYERS
 from lakehouse_dev.generate import generate_landing
 
@@ -268,3 +268,23 @@ def test_a_run_with_nothing_new_for_gold_checks_and_publishes_nothing(gated: Gat
     assert "gold: nothing new in silver, nothing to check or publish" in gated.replay_err
     assert gated.results_after_replay == gated.results_before_replay
     assert gated.gold_after_replay == gated.gold_after_warning
+
+
+def test_a_run_counts_as_gated_only_if_it_checked_the_layer_and_no_error_failed(
+    spark: SparkSession, gated: Gated
+) -> None:
+    """The skip above trusts the run that published gold only if it checked silver and passed
+    (`passed_gate`): a `gold`-only or `--no-checks` publish recorded no silver results."""
+    refused = (
+        spark.read.format("delta")
+        .load(gated.lh.path(RESULTS_TABLE))
+        .where((F.col("check") == "at_most_two_days") & (F.col("status") == "failed"))
+        .select("run_id")
+        .first()["run_id"]
+    )
+
+    assert passed_gate(spark, gated.lh, "run-1", "silver")
+    assert passed_gate(spark, gated.lh, "run-1", "gold")
+    assert passed_gate(spark, gated.lh, refused, "silver")
+    assert not passed_gate(spark, gated.lh, refused, "gold")
+    assert not passed_gate(spark, gated.lh, "a-run-that-checked-nothing", "silver")

@@ -150,10 +150,14 @@ def run_pipeline(
     return report
 
 
-def _gold_is_current(spark: SparkSession, lh: Lakehouse) -> bool:
-    from lakehouse.gold.build import is_current
+def _published_after_silver_gate(spark: SparkSession, lh: Lakehouse) -> bool:
+    """Whether gold has consumed every silver version already, and the run that published it
+    checked silver and passed (a `gold`-only or `--no-checks` publish did not check it)."""
+    from lakehouse.gold.build import current_publisher
+    from lakehouse.quality import passed_gate
 
-    return is_current(spark, lh)
+    publisher = current_publisher(spark, lh)
+    return publisher is not None and passed_gate(spark, lh, publisher, "silver")
 
 
 def _run_steps(
@@ -176,9 +180,9 @@ def _run_steps(
     if "quality" in steps and checks:
         # Silver is checked before gold reads it: an error stops the run here and gold keeps
         # the version dashboards read (see docs/QUALITY.md). When gold has consumed every
-        # silver version already (nothing new since a run that passed the gate and published),
-        # there is nothing to hold back, and the suites would check the rows they checked then.
-        if gold_mode == "incremental" and _gold_is_current(spark, lh):
+        # silver version already, published by a run that passed this gate, there is nothing
+        # to hold back, and the suites would check the rows they checked then.
+        if gold_mode == "incremental" and _published_after_silver_gate(spark, lh):
             progress.report("quality (silver suites): skipped, gold has consumed every version")
         else:
             with progress.step("quality (silver suites)"):

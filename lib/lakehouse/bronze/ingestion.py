@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import reduce
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from delta.tables import DeltaTable
 from pyspark import StorageLevel
@@ -224,7 +224,7 @@ def _misplaced_row(landed: LandedFile) -> tuple[object, ...]:
 
 def _file_lookup(files: list[LandedFile]) -> dict[str, LandedFile]:
     """Landed files by every form of their path Spark may report (Hadoop lists `file:/x`, Spark
-    may say `file:///x`, and `input_file_name()` percent-encodes)."""
+    may say `file:///x`); `_find` decodes the percent-encoding of `input_file_name()` first."""
     by_path: dict[str, LandedFile] = {}
     for f in files:
         for p in (
@@ -233,12 +233,13 @@ def _file_lookup(files: list[LandedFile]) -> dict[str, LandedFile]:
             f.path.replace("file:/", "file:///", 1),
         ):
             by_path[p] = f
-            by_path[quote(p, safe=":/")] = f
     return by_path
 
 
 def _find(by_path: dict[str, LandedFile], path: str) -> LandedFile:
-    found = by_path.get(path) or by_path.get(unquote(path))
+    # Decoded first: `input_file_name()` reports `a b.csv` as `a%20b.csv`, which may be the
+    # name of another landed file.
+    found = by_path.get(unquote(path)) or by_path.get(path)
     if found is None:
         raise KeyError(f"Spark read {path}, which is not among the landed files listed")
     return found
@@ -272,6 +273,16 @@ def _parse_whole(
             yield _parsed_row(landed, rec)
 
 
+# Suffixes Hadoop's text reader would decompress by itself (failing the job on a corrupt file):
+# such files are read whole as bytes. Only `.gz` is compressed in the landing contract; the others
+# are parsed as the bytes they are, as before the text reader.
+HADOOP_CODEC_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".lz4", ".snappy", ".br")
+
+
+def _packed(f: LandedFile) -> bool:
+    return f.relative.lower().endswith(HADOOP_CODEC_SUFFIXES)
+
+
 def _patterns(files: list[LandedFile]) -> list[str]:
     """Paths are glob patterns to Spark: escape the characters globbing would interpret."""
     return [re.sub(r"([\\\[\]{}*?])", r"\\\1", f.path) for f in files]
@@ -291,8 +302,8 @@ def parse_files(
     decompression would fail the job on) and decompressed as a stream. A file outside the
     landing layout is not read at all."""
     by_path = _file_lookup(files)
-    plain = [f for f in files if f.ingest_date is not None and not f.relative.endswith(".gz")]
-    packed = [f for f in files if f.ingest_date is not None and f.relative.endswith(".gz")]
+    plain = [f for f in files if f.ingest_date is not None and not _packed(f)]
+    packed = [f for f in files if f.ingest_date is not None and _packed(f)]
     misplaced = [f for f in files if f.ingest_date is None]
     frames = [spark.createDataFrame([_misplaced_row(f) for f in misplaced], PARSED_SCHEMA)]
     with session_conf(spark, {"spark.sql.files.maxPartitionBytes": str(LANDED_SPLIT_BYTES)}):

@@ -330,19 +330,33 @@ def _latest_version(spark: SparkSession, path: str) -> int:
     return current_version(spark, path)
 
 
-def is_current(spark: SparkSession, lh: Lakehouse) -> bool:
-    """Whether every gold table exists and gold has consumed every silver input at its newest
-    version: an incremental run now would compute and publish nothing."""
-    consumed = _consumed_versions(spark, lh)
+def current_publisher(spark: SparkSession, lh: Lakehouse) -> str | None:
+    """The run that published gold from the newest version of every silver input, when every
+    gold table exists and gold has consumed every silver input at its newest version (an
+    incremental run now would compute and publish nothing); None otherwise."""
+    path = lh.path(CONSUMED_TABLE)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    newest = {
+        r["table"].removeprefix("silver."): r["newest"]
+        for r in spark.read.format("delta")
+        .load(path)
+        .groupBy("table")
+        .agg(F.max(F.struct("version", "consumed_at", "run_id")).alias("newest"))
+        .collect()
+    }
     inputs = silver_inputs(lh)
-    if not all(t in consumed for t in inputs):
-        return False
+    if not all(t in newest for t in inputs) or len({newest[t]["run_id"] for t in inputs}) != 1:
+        return None
     if not all(DeltaTable.isDeltaTable(spark, lh.path(f"gold.{t}")) for t in lh.gold):
-        return False
+        return None
     try:
-        return all(_latest_version(spark, lh.path(f"silver.{t}")) == consumed[t] for t in inputs)
+        current = all(
+            _latest_version(spark, lh.path(f"silver.{t}")) == newest[t]["version"] for t in inputs
+        )
     except GoldBuildError:
-        return False
+        return None
+    return str(newest[inputs[0]]["run_id"]) if current else None
 
 
 def _consumed_versions(spark: SparkSession, lh: Lakehouse) -> dict[str, int]:

@@ -15,6 +15,7 @@ from lakehouse.quality.runner import (
     QualityOutcome,
     gate,
     metrics_path,
+    passed_gate,
     run_quality,
 )
 from lakehouse.quality.suggest import suggest
@@ -31,6 +32,7 @@ __all__ = [
     "load_suite",
     "load_suites",
     "metrics_path",
+    "passed_gate",
     "run_quality",
     "suggest",
     "suite_path",

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -139,6 +140,27 @@ class QualityOutcome:
 def metrics_path(lh: Lakehouse) -> str:
     """Location of Deequ's metrics repository (a JSON file), the anomaly checks' history."""
     return join_uri(lh.root, "quality", "metrics.json")
+
+
+def passed_gate(spark: SparkSession, lh: Lakehouse, run_id: str, layer: str) -> bool:
+    """Whether run `run_id` checked `layer` (rows in `quality.results`) and no error check of
+    it failed."""
+    path = lh.path(RESULTS_TABLE)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return False
+    row = (
+        spark.read.format("delta")
+        .load(path)
+        .where((F.col("run_id") == run_id) & (F.col("layer") == layer))
+        .agg(
+            F.count(F.lit(1)).alias("checks"),
+            F.sum(
+                ((F.col("status") == "failed") & (F.col("severity") == "error")).cast("long")
+            ).alias("errors"),
+        )
+        .first()
+    )
+    return row is not None and int(row["checks"]) > 0 and not row["errors"]
 
 
 def gate(outcome: QualityOutcome) -> QualityOutcome:
