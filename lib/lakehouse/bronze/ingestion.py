@@ -501,16 +501,18 @@ def _write_batch(
                 f"run {run_id}, bronze.{source}: {int(c['distinct_good']) - existing} new records "
                 f"expected, Delta reports {inserted} inserted; the files are not marked ingested"
             )
-        progress.report(
-            "  bronze.%s: %d files, %d records read, %d written, %d duplicates, "
-            "%d quarantined (%s)",
+        progress.table(
+            f"bronze.{source}",
+            clock,
+            "  bronze.%s: %d files, %d records read, %d written, %d duplicates, %d quarantined",
             source,
             entry.files_read,
             entry.records_read,
             inserted,
             entry.duplicates,
             quarantined,
-            clock.summary,
+            rows_in=entry.records_read,
+            rows_written=inserted + quarantined,
         )
     files_df = spark.createDataFrame(
         [

@@ -1,10 +1,13 @@
 """Progress lines: what a long command has done so far, one line per step and table as each
 finishes (rows in, rows written, seconds, Spark jobs) and the run's total.
 
-The engines report through `report` and `step`, on the logger `lakehouse.progress`; the
-`lakehouse` command prints its lines to stderr (`enable`), so `make run` is never silent for
-longer than a table takes. A library caller (tests, notebooks) sees nothing unless it configures
-that logger.
+The engines report through `step` (a step of the run) and `table` (a table of a step, with its
+rows in and rows written), on the logger `lakehouse.progress`; the `lakehouse` command prints
+its lines to stderr (`enable`), so `make run` is never silent for longer than a table takes. A
+library caller (tests, notebooks) sees nothing unless it configures that logger.
+
+The same facts go, as `Event`s, to whoever `listening` subscribed: the benchmark records each
+step's and table's reads, writes and commits from them (`lakehouse_dev.bench.steps`).
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 LOG = logging.getLogger("lakehouse.progress")
 
@@ -84,14 +88,65 @@ class Clock:
         return f"{self.seconds:.1f} s" + ("" if jobs is None else f", {jobs} Spark jobs")
 
 
+@dataclass(frozen=True)
+class Event:
+    """What a listener hears: a step `started`, a `table` of it finished, or the step `done`
+    (or `failed`), with the seconds and Spark jobs since its clock was made and, for a table,
+    the rows it read and wrote (None where the engine has no such count)."""
+
+    kind: str
+    name: str
+    seconds: float
+    jobs: int | None
+    rows_in: int | None = None
+    rows_written: int | None = None
+
+
+Listener = Callable[[Event], None]
+_LISTENERS: list[Listener] = []
+
+
+@contextmanager
+def listening(listener: Listener) -> Iterator[None]:
+    """Call `listener` with every `Event` inside the block (in this process)."""
+    _LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _LISTENERS.remove(listener)
+
+
+def _emit(event: Event) -> None:
+    for listener in list(_LISTENERS):
+        listener(event)
+
+
+def table(
+    name: str,
+    clock: Clock,
+    message: str,
+    *args: object,
+    rows_in: int | None = None,
+    rows_written: int | None = None,
+) -> None:
+    """A table's line (`message % args`, then the clock's summary in brackets), and its event."""
+    seconds, jobs = clock.seconds, clock.jobs
+    report(message + " (%s)", *args, clock.summary)
+    _emit(Event("table", name, seconds, jobs, rows_in, rows_written))
+
+
 @contextmanager
 def step(name: str) -> Iterator[None]:
     """A line when the step starts and one with its seconds when it ends (or fails)."""
+    _emit(Event("started", name, 0.0, 0))
     clock = Clock()
     report("%s: started", name)
     try:
         yield
     except BaseException:
         report("%s: failed after %.1f s", name, clock.seconds)
+        _emit(Event("failed", name, clock.seconds, clock.jobs))
         raise
+    seconds, jobs = clock.seconds, clock.jobs
     report("%s: done in %s", name, clock.summary)
+    _emit(Event("done", name, seconds, jobs))

@@ -251,12 +251,15 @@ def publish_gold(staged: StagedGold) -> GoldResult:
             tables[name] = _overwrite(spark, path, name, rows)
         else:
             tables[name] = _replace_scope(spark, path, name, rows, write.predicate())
-        progress.report(
-            "  gold.%s: %s, %d rows written (%s)",
+        progress.table(
+            f"gold.{name}",
+            clock,
+            "  gold.%s: %s, %d rows written",
             name,
             write.action,
             tables[name].rows_written,
-            clock.summary,
+            rows_in=tables[name].rows_written,
+            rows_written=tables[name].rows_written,
         )
     if staged.has_changes:
         _record_consumed(spark, lh, staged.run_id, staged.consumed_versions, staged.mode)
@@ -636,7 +639,9 @@ def _stage(
     clock = progress.Clock()
     staged = rows.persist(StorageLevel.MEMORY_AND_DISK)
     count = staged.count()
-    progress.report("  gold.%s: computed, %d rows (%s)", name, count, clock.summary)
+    progress.table(
+        f"gold.{name} computed", clock, "  gold.%s: computed, %d rows", name, count, rows_in=count
+    )
     if scope_col is None:
         return StagedWrite(name, "overwrite", staged)
     return StagedWrite(name, "replace", staged, scope_col, tuple(scope))

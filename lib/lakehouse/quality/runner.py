@@ -28,6 +28,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from lakehouse.core import progress
 from lakehouse.core.config import join_uri
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.errors import UserError
@@ -199,7 +200,18 @@ def run_quality(
     run_ts = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     results: list[CheckResult] = []
     for suite in suites:
-        results.extend(run_suite(spark, lh, run_id, run_ts, suite, read))
+        clock = progress.Clock()
+        found = run_suite(spark, lh, run_id, run_ts, suite, read)
+        results.extend(found)
+        failed = sum(1 for r in found if r.status != "passed")
+        progress.table(
+            f"quality.{suite.full_name}",
+            clock,
+            "  quality.%s: %d checks, %d failed",
+            suite.full_name,
+            len(found),
+            failed,
+        )
     if results:
         rows = [
             (

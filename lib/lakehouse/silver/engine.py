@@ -146,16 +146,18 @@ def _apply_tables(
             done = _apply_table(spark, lh, run_id, spec, key, consumed.get(spec.name))
             applied.append(done)
             c = done.counts
-            progress.report(
-                "  silver.%s: %d records read, %d inserted, %d updated, %d deleted, %d invalid "
-                "(%s)",
+            progress.table(
+                f"silver.{spec.name}",
+                clock,
+                "  silver.%s: %d records read, %d inserted, %d updated, %d deleted, %d invalid",
                 spec.name,
                 c.records_read,
                 c.inserted,
                 c.updated,
                 c.deleted,
                 done.invalid,
-                clock.summary,
+                rows_in=c.records_read,
+                rows_written=c.inserted + c.updated + c.deleted + done.invalid,
             )
             if done.bad_rows is None:
                 _entry(run_id, done).check_balance()  # stop at the first table out of balance
