@@ -62,6 +62,9 @@ def test_aws_envs_keep_s3_roots_and_run_on_emr(env: str) -> None:
     assert config.spark.settings == {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.adaptive.enabled": "true",
+        # From conf/base.yaml: bounded files and row groups in every environment.
+        "spark.sql.files.maxRecordsPerFile": "1000000",
+        "spark.hadoop.parquet.block.size": "33554432",
     }
     assert config.aws == AwsConfig(
         region="eu-west-1",
