@@ -73,7 +73,7 @@ test: venv jars ## run the test suite (one Spark session for the whole run)
 
 SCALE ?= default
 
-bench: venv jars ## benchmark on generated data (SCALE=small|default) -> docs/BENCHMARKS.md, docs/bench/
+bench: venv jars ## benchmark on generated data (SCALE=small|default|large) -> docs/BENCHMARKS.md, docs/bench/
 	$(PY) -m lakehouse_dev.bench --scale $(SCALE) --command "make bench SCALE=$(SCALE)"
 
 lint: venv ## ruff (lint and format check) on lib, jobs and tests

@@ -29,15 +29,26 @@ def _results(**figures: object) -> dict[str, object]:
         },
         "replay": {
             "first": [100.0, 90.0, 95.0],
-            "replay": [10.0, 12.0, 11.0],
+            "replay": [8.0, 9.0, 9.5],
             "files_added": [0, 0, 0],
         },
         "pipeline": {
             "with_quality": [100.0, 90.0, 95.0],
-            "without_quality": [85.0, 80.0, 82.0],
+            "without_quality": [88.0, 86.0, 90.0],
             "floor": [30.0, 28.0, 29.0],
+            "fair_floor": [50.0, 48.0, 49.0],
+            "work": {"first run": {"spark_jobs": 140, "delta_commits": 30}},
         },
         "peer": {"tables": ["orders"], "spark": [4.0, 5.0, 6.0], "deltars": [5.0, 5.0, 5.0]},
+        "lifetime": {
+            "days": [5, 50, 365],
+            "orders_per_day": 2000,
+            "samples": {
+                "5": [20.0, 21.0, 19.0],
+                "50": [21.0, 22.0, 20.0],
+                "365": [23.0, 25.0, 22.0],
+            },
+        },
         "memory": {"peak_rss_bytes": 3 * GIB},
     }
     base.update(figures)
@@ -65,10 +76,13 @@ def test_every_figure_met_when_the_medians_are_within_target() -> None:
     verdicts = _verdicts(_results())
     assert verdicts == {
         "history": "met",  # 12.0 / 11.0 = 1.09
-        "replay": "met",  # 11 / 95 = 0.12, no files
+        "replay": "met",  # 9 / 95 = 0.095, no files
         "floor": "met",  # 95 / 29 = 3.3
-        "quality": "met",  # 95 / 82 = 1.16
-        "peer": "met",  # 5 / 5 = 1.0, aim <= 1
+        "fair_floor": "met",  # 95 / 49 = 1.94
+        "quality": "met",  # 95 / 88 = 1.08
+        "peer": "met",  # 5 / 5 = 1.0 <= 1.5
+        "jobs": "met",  # 140 <= 150
+        "lifetime": "met",  # 23 / 20 = 1.15, the largest history against the smallest
         "memory": "met",
         "throughput": "reported",
     }
@@ -87,6 +101,64 @@ def test_history_ratio_compares_medians_not_single_samples() -> None:
     assert _verdicts(results)["history"] == "met"
     results["figures"]["history"]["large"] = [13.0, 40.0, 12.6]  # type: ignore[index]
     assert _verdicts(results)["history"] == "missed"
+
+
+def test_the_whole_pipeline_history_compares_the_largest_history_with_the_smallest() -> None:
+    results = _results()
+    results["figures"]["lifetime"]["samples"]["365"] = [25.0, 24.0, 30.0]  # type: ignore[index]
+
+    rows = {r.key: r for r in evaluate(results)}
+
+    assert rows["lifetime"].value == "1.25x"  # 25 / 20, the 50-day median plays no part
+    assert rows["lifetime"].verdict == "missed"
+    assert "365 days of history 25.0 s" in rows["lifetime"].measured
+
+
+def test_a_daily_run_of_more_than_150_spark_jobs_misses() -> None:
+    results = _results()
+    results["figures"]["pipeline"]["work"]["first run"]["spark_jobs"] = 151  # type: ignore[index]
+
+    assert _verdicts(results)["jobs"] == "missed"
+
+
+def test_the_per_step_record_is_rendered_a_row_per_table_then_its_step() -> None:
+    recorded = [
+        {
+            "name": "bronze.orders",
+            "kind": "table",
+            "seconds": 1.25,
+            "spark_jobs": 12,
+            "rows_in": 2000,
+            "rows_written": 1990,
+            "bytes_read": 2_500_000,
+            "files_read": 3,
+            "commits": 1,
+            "files_written": 2,
+            "bytes_written": 1_000_000,
+            "files_removed": 0,
+        },
+        {
+            "name": "bronze",
+            "kind": "step",
+            "seconds": 3.0,
+            "spark_jobs": 30,
+            "rows_in": None,
+            "rows_written": None,
+            "bytes_read": 5_000_000,
+            "files_read": None,
+            "commits": 3,
+            "files_written": 4,
+            "bytes_written": 2_000_000,
+            "files_removed": 1,
+        },
+    ]
+    results = _results()
+    results["figures"]["pipeline"]["steps"] = {"first run": recorded}  # type: ignore[index]
+
+    text = render_section(results, "bench/r.json", "bench/c.png")
+
+    assert "| bronze.orders | 1.2 | 12 | 2,000 | 1,990 | 2.5 (3) | 1 | 2 (1.0) | 0 |" in text
+    assert "| **bronze** | 3.0 | 30 | - | - | 5.0 (-) | 3 | 4 (2.0) | 1 |" in text
 
 
 def test_replay_misses_when_it_adds_a_data_file_even_if_fast() -> None:
@@ -108,14 +180,23 @@ def test_a_failed_measurement_is_reported_as_not_measured_with_its_reason() -> N
 
 def test_section_says_plainly_which_targets_are_missed() -> None:
     results = _results(
-        pipeline={"with_quality": [100.0], "without_quality": [50.0], "floor": [10.0]},
+        pipeline={
+            "with_quality": [100.0],
+            "without_quality": [50.0],
+            "floor": [10.0],
+            "fair_floor": [20.0],
+            "work": {"first run": {"spark_jobs": 700, "delta_commits": 35}},
+        },
         replay={"first": [100.0], "replay": [10.0], "files_added": [0]},
     )
     results["figures"]["peer"] = {"error": "not measured in this run (--only)"}  # type: ignore[index]
     text = render_section(results, "bench/results-small.json", "bench/bench-small.png")
     assert "Not measured in this run: **against a peer engine**" in text
-    assert "Targets missed in this run: **cost over the floor**, **quality overhead**" in text
-    assert "| cost over the floor |" in text and "| **missed** |" in text
+    assert (
+        "Targets missed in this run: **cost over the floor (issue #8's floor)**, "
+        "**whole pipeline / fair floor**, **quality overhead**, **Spark jobs per daily run**"
+    ) in text
+    assert "| cost over the floor (issue #8's floor) |" in text and "| **missed** |" in text
     assert "make bench SCALE=small" in text
     assert "The machine was busy" in text
 
@@ -342,3 +423,100 @@ def test_the_report_goes_to_the_out_folder_relative_to_the_current_one(
     assert "<!-- bench:small:start -->" in (tmp_path / "docs" / "BENCHMARKS.md").read_text()
     assert (tmp_path / "docs" / "bench" / "results-small.json").is_file()
     assert (tmp_path / "docs" / "bench" / "bench-small.png").is_file()
+
+
+def test_a_day_of_history_moves_every_date_back_and_renames_the_events_not_the_customers(
+    spark: SparkSession,
+) -> None:
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    from lakehouse_dev.bench.lifetime import shifted
+
+    day = spark.createDataFrame(
+        [("o1", "c1", "p1", dt.date(2024, 1, 2), dt.datetime(2024, 1, 2, 10, 30), 7)],
+        "order_id string, customer_id string, product_id string, order_date date, "
+        "order_ts timestamp, quantity int",
+    )
+
+    copies = shifted(
+        day.crossJoin(spark.range(1, 3).select(F.col("id").cast("int").alias("k"))), F.col("k")
+    ).drop("k")
+
+    assert sorted(tuple(r) for r in copies.collect()) == [
+        ("h1-o1", "c1", "p1", dt.date(2024, 1, 1), dt.datetime(2024, 1, 1, 10, 30), 7),
+        ("h2-o1", "c1", "p1", dt.date(2023, 12, 31), dt.datetime(2023, 12, 31, 10, 30), 7),
+    ]
+
+
+def test_the_step_recorder_counts_what_each_table_read_and_wrote(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from lakehouse.core import progress
+    from lakehouse_dev.bench.steps import StepRecorder
+
+    lake = tmp_path / "lake"
+    path = str(lake / "bronze" / "t")
+    spark.range(100).coalesce(1).write.format("delta").save(path)
+    recorder = StepRecorder(spark, lake)
+
+    with progress.listening(recorder), progress.step("bronze"):
+        clock = progress.Clock()
+        spark.range(10).coalesce(1).write.format("delta").mode("append").save(path)
+        spark.range(5).repartition(2).write.format("delta").mode("append").save(path)
+        progress.table("bronze.t", clock, "  bronze.t", rows_in=15, rows_written=15)
+        clock = progress.Clock()
+        assert spark.read.format("delta").load(path).where("id % 2 = 0").count() == 58
+        progress.table("bronze.count", clock, "  bronze.count")
+
+    rows = {r.name: r for r in recorder.rows()}
+
+    assert [r.name for r in recorder.rows()] == ["bronze.t", "bronze.count", "bronze"]
+    wrote, counted, step = rows["bronze.t"], rows["bronze.count"], rows["bronze"]
+    assert (wrote.commits, wrote.files_written, wrote.rows_in) == (2, 3, 15)
+    assert wrote.bytes_written > 0 and wrote.kind == "table"
+    assert (counted.commits, counted.files_written) == (0, 0)
+    assert counted.files_read == 4  # the first write's file and the appends' three
+    assert counted.bytes_read > 0
+    assert step.kind == "step" and step.commits == 2
+    assert step.spark_jobs == wrote.spark_jobs + counted.spark_jobs
+
+
+def test_the_fair_floor_reads_a_cdc_day_typed_and_keeps_the_newest_row_per_key(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    import datetime as dt
+    import json
+
+    from lakehouse.core.context import Lakehouse
+    from lakehouse_dev.bench.floor import read_day, silver_batch
+
+    spec = Lakehouse.load("local").table("orders")
+    after = {
+        "order_id": "o1",
+        "customer_id": "c1",
+        "order_ts": "2024-01-02T10:00:00Z",
+        "status": "placed",
+        "currency": "USD",
+        "shipping_country": "DE",
+    }
+    lines = [
+        {"op": "c", "lsn": 1, "before": None, "after": after},
+        {"op": "u", "lsn": 3, "before": after, "after": {**after, "status": "shipped"}},
+        {"op": "u", "lsn": 2, "before": after, "after": {**after, "status": "paid"}},
+        {"op": "c", "lsn": 4, "before": None, "after": {**after, "order_id": "o2"}},
+        {"op": "d", "lsn": 5, "before": {**after, "order_id": "o2"}, "after": None},
+    ]
+    path = tmp_path / "orders.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    batch = silver_batch(spark, Lakehouse.load("local"), spec, read_day(spark, spec, [str(path)]))
+
+    got = sorted(
+        (r.order_id, r.status, r.order_date, r._lsn, r._is_deleted) for r in batch.collect()
+    )
+    assert got == [
+        ("o1", "shipped", dt.date(2024, 1, 2), 3, False),
+        ("o2", "placed", dt.date(2024, 1, 2), 5, True),
+    ]

@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default="history,peer,pipeline",
-        help="comma-separated figure groups to measure: history, peer, pipeline",
+        default=None,
+        help="comma-separated figure groups to measure: history, peer, pipeline, lifetime "
+        "(default: the scale's)",
     )
     parser.add_argument(
         "--resume",
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         command,
         args.reps,
         driver_memory=args.driver_memory,
-        only=tuple(args.only.split(",")),
+        only=tuple(args.only.split(",")) if args.only else scale.figures,
         resume=args.resume,
     )
     write(bench.run(on_progress=write))

@@ -15,10 +15,13 @@ from typing import Any, Protocol
 
 from pyspark.sql import SparkSession
 
+from lakehouse.core import progress
 from lakehouse.core.context import Lakehouse
 from lakehouse.pipeline import run_pipeline
+from lakehouse_dev.bench.floor import run_floor
 from lakehouse_dev.bench.measure import data_files, log, timed, work_counted
 from lakehouse_dev.bench.scales import ALL_STEPS, DAY1, DAY2, Scale
+from lakehouse_dev.bench.steps import StepRecorder
 
 
 class PipelineBench(Protocol):
@@ -65,27 +68,39 @@ def measure(bench: PipelineBench) -> None:
     without_q: list[float] = []
     replay: list[float] = []
     floor: list[float] = []
+    fair: list[float] = []
+    fair_rows: dict[str, Any] = {}
     added: list[int] = []
     bookkeeping: list[int] = []
     work: dict[str, dict[str, int]] = {}
+    # Per step and table of the last repetition's first run and replay (`steps.py`).
+    steps: dict[str, list[dict[str, Any]]] = {}
     reps = bench.scale.pipeline_reps or bench.reps
     for rep in range(reps):
-        order = ("with", "without", "floor") if rep % 2 == 0 else ("floor", "without", "with")
+        order = tuple(r for r in ("with", "without", "floor", "fair") if r in scale.pipeline_runs)
+        if rep % 2:
+            order = order[::-1]
         for what in order:
             log(f"pipeline rep {rep + 1}/{reps}: {what}")
             if what == "with":
                 lh = bench.fresh(template, "work-pipe", landing)
                 lake = bench.root / "work-pipe"
-                with work_counted(spark, lake, f"first-{rep}") as work["first run"], timed() as t:
+                recorder = StepRecorder(spark, lake)
+                counted = work_counted(spark, lake, f"first-{rep}")
+                with progress.listening(recorder), counted as work["first run"], timed() as t:
                     run_pipeline(spark, lh, bench.run_id("first"), ALL_STEPS, day)
+                steps["first run"] = [r.as_dict() for r in recorder.rows()]
                 with_q.append(t[0])
                 log(f"  first run {t[0]:.1f} s")
                 if scale.pipeline_first_day and scale.shares_landing and rep == 0:
                     bench.keep_p0("work-pipe")  # day 1 through the pipeline: the merge template's
                 before = data_files(lake)
                 books_before = data_files(lake, ("ledger", "quality"))
-                with work_counted(spark, lake, f"replay-{rep}") as work["replay"], timed() as t:
+                recorder = StepRecorder(spark, lake)
+                counted = work_counted(spark, lake, f"replay-{rep}")
+                with progress.listening(recorder), counted as work["replay"], timed() as t:
                     run_pipeline(spark, lh, bench.run_id("replay"), ALL_STEPS, day)
+                steps["replay"] = [r.as_dict() for r in recorder.rows()]
                 replay.append(t[0])
                 added.append(len(data_files(lake) - before))
                 bookkeeping.append(len(data_files(lake, ("ledger", "quality")) - books_before))
@@ -98,6 +113,14 @@ def measure(bench: PipelineBench) -> None:
                     # Neither silver's suites nor gold's gate: the same steps, no Deequ at all.
                     run_pipeline(spark, lh, bench.run_id("noq"), ALL_STEPS, day, checks=False)
                 without_q.append(t[0])
+                log(f"  {t[0]:.1f} s")
+            elif what == "fair":
+                lh = bench.fresh(template, "work-fair", landing)
+                lake = bench.root / "work-fair"
+                with work_counted(spark, lake, f"fair-{rep}") as work["fair floor"], timed() as t:
+                    done = run_floor(spark, lh, bench.root / landing, str(measured))
+                fair.append(t[0])
+                fair_rows = done
                 log(f"  {t[0]:.1f} s")
             else:
                 out = bench.root / "floor"
@@ -115,6 +138,8 @@ def measure(bench: PipelineBench) -> None:
         "with_quality": with_q,
         "without_quality": without_q,
         "floor": floor,
+        "fair_floor": fair,
+        "fair_floor_rows": fair_rows,
     }
     bench.figures["replay"] = {
         "first": with_q,
@@ -123,6 +148,7 @@ def measure(bench: PipelineBench) -> None:
         "bookkeeping_files_added": bookkeeping,
     }
     bench.figures["pipeline"]["work"] = work
+    bench.figures["pipeline"]["steps"] = steps
     bench.details.append(
         "Spark jobs and Delta commits per run (last repetition): "
         + "; ".join(

@@ -38,11 +38,12 @@ from pyspark.sql import functions as F
 from lakehouse.core.config import StorageConfig
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.specs import TableSpec
-from lakehouse_dev.bench import daily
+from lakehouse_dev.bench import daily, lifetime
 from lakehouse_dev.bench.history import append_history
 from lakehouse_dev.bench.measure import copy_table_dir, log, timed
 from lakehouse_dev.bench.memory import PeakMemory
 from lakehouse_dev.bench.scales import ALL_STEPS, DAY1, DAY2, MERGE_TABLES, Scale
+from lakehouse_dev.bench.steps import SESSION_SETTINGS
 from lakehouse_dev.generate import generate_landing
 
 
@@ -58,7 +59,7 @@ class Bench:
         reps: int | None = None,
         *,
         driver_memory: str | None = None,
-        only: tuple[str, ...] = ("history", "peer", "pipeline"),
+        only: tuple[str, ...] = ("history", "peer", "pipeline", "lifetime"),
         resume: bool = False,
     ):
         self.scale = scale
@@ -144,9 +145,8 @@ class Bench:
                     # Jobs are counted by job group from the status store, which keeps 1,000 jobs
                     # by default: a first run of a day makes more, so its count was cut short.
                     "spark.ui.retainedJobs": "100000",
-                    # Each SQL execution kept holds its plan text and graph (MERGE and Deequ plans
-                    # are large); nothing here reads them.
-                    "spark.sql.ui.retainedExecutions": "20",
+                    # Stages and SQL executions a per-step record reads (`steps.py`).
+                    **SESSION_SETTINGS,
                 },
             )
             self.spark = spark
@@ -158,10 +158,11 @@ class Bench:
                     ("history", self.measure_history),
                     ("peer", self.measure_peer),
                     ("pipeline", self.measure_pipeline),
+                    ("lifetime", self.measure_lifetime),
                 ]
                 if self.scale.pipeline_first_day:
                     # Its first run of day 1 leaves the lakehouse the merge template starts from.
-                    steps = steps[2:] + steps[:2]
+                    steps = [steps[2], steps[0], steps[1], steps[3]]
                 for name, step in steps:
                     if name not in self.only:
                         self.figures[name] = {"error": "not measured in this run (--only)"}
@@ -227,6 +228,8 @@ class Bench:
                 "reps": self.reps,
                 "pipeline_reps": self.scale.pipeline_reps or self.reps,
                 "history_days": list(self.scale.history_days),
+                "lifetimes": list(self.scale.lifetimes),
+                "lifetime_orders_per_day": self.scale.lifetime_orders,
                 "master": cfg.master,
                 "driver_memory": cfg.driver_memory,
                 "shuffle_partitions": cfg.shuffle_partitions,
@@ -495,6 +498,11 @@ class Bench:
 
     def measure_pipeline(self) -> None:
         daily.measure(self)
+
+    # --- the whole pipeline at any age ---------------------------------------------------------
+
+    def measure_lifetime(self) -> None:
+        lifetime.measure(self, self.scale.lifetimes)
 
 
 def _versions_now(spark: SparkSession, paths: dict[str, str]) -> dict[str, int]:
