@@ -117,8 +117,13 @@ def listening(listener: Listener) -> Iterator[None]:
 
 
 def _emit(event: Event) -> None:
+    """Tell every listener; a listener that fails is logged, never the run's failure (nor does
+    it hide the error a failing step is raising)."""
     for listener in list(_LISTENERS):
-        listener(event)
+        try:
+            listener(event)
+        except Exception:
+            logging.getLogger(__name__).exception("progress listener failed on %s", event)
 
 
 def table(

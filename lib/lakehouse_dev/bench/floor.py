@@ -57,7 +57,7 @@ def read_day(spark: SparkSession, spec: TableSpec, files: Sequence[str]) -> Data
         return raw.select(
             *[row[c.name].alias(c.name) for c in spec.columns],
             F.col("lsn").alias("_lsn"),
-            (F.col("op") == "d").alias("_is_deleted"),
+            F.coalesce(F.col("op") == "d", F.lit(False)).alias("_is_deleted"),
         )
     if spec.landing.format == "csv":
         raw = spark.read.schema(typed).option("header", True).csv(list(files))
@@ -70,8 +70,9 @@ def read_day(spark: SparkSession, spec: TableSpec, files: Sequence[str]) -> Data
 
 def silver_batch(spark: SparkSession, lh: Lakehouse, spec: TableSpec, day: DataFrame) -> DataFrame:
     """Personal columns hashed or dropped, derived and parent columns, the newest row per key,
-    in the silver table's columns that the floor fills."""
-    df = day
+    in the silver table's columns that the floor fills. A record without its key (a line the
+    reader could not parse comes back all null) is left out: silver's keys are NOT NULL."""
+    df = day.where(" AND ".join(f"`{k}` IS NOT NULL" for k in spec.keys))
     for name in spec.pii.hash:
         df = df.withColumn(hashed_column(name), F.sha2(F.lower(F.trim(F.col(name))), 256))
     df = df.drop(*spec.pii.hash, *spec.pii.drop)
@@ -89,16 +90,33 @@ def silver_batch(spark: SparkSession, lh: Lakehouse, spec: TableSpec, day: DataF
     return df.select(*[c for c in wanted if c in df.columns])
 
 
-def merge_once(spark: SparkSession, path: str, spec: TableSpec, batch: DataFrame) -> int:
-    """One MERGE of the batch into the silver table; returns the batch's rows."""
+# The columns whose values in a batch say what gold must rewrite.
+SCOPE_COLUMNS = ("order_date", "event_date", "customer_id", "product_id")
+
+
+def merge_once(
+    spark: SparkSession, path: str, spec: TableSpec, batch: DataFrame
+) -> tuple[int, dict[str, set[Any]]]:
+    """One MERGE of the batch into the silver table; returns the batch's rows and the values
+    of its partition columns and gold scope columns (one aggregation)."""
     batch = batch.cache()
     try:
-        rows = batch.count()
+        wanted = [
+            c
+            for c in dict.fromkeys((*spec.partition_by, *SCOPE_COLUMNS))
+            if c in batch.columns and (c in spec.partition_by or c in spec.keys)
+        ]
+        summary = batch.agg(
+            F.count(F.lit(1)).alias("_rows"), *[F.collect_set(c).alias(c) for c in wanted]
+        ).first()
+        assert summary is not None
+        rows = int(summary["_rows"])
+        values = {c: set(summary[c]) for c in wanted}
         cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.keys)
         for col in spec.partition_by:
-            values = [r[0] for r in batch.select(col).distinct().collect() if r[0] is not None]
-            if values:
-                cond += f" AND t.`{col}` IN ({', '.join(sql_literal(v) for v in values)})"
+            if values[col]:
+                literals = ", ".join(sql_literal(v) for v in sorted(values[col]))
+                cond += f" AND t.`{col}` IN ({literals})"
         assign = {c: F.col(f"s.`{c}`") for c in batch.columns}
         (
             DeltaTable.forPath(spark, path)
@@ -108,7 +126,7 @@ def merge_once(spark: SparkSession, path: str, spec: TableSpec, batch: DataFrame
             .whenNotMatchedInsert(values=assign)  # type: ignore[arg-type]
             .execute()
         )
-        return rows
+        return rows, values
     finally:
         batch.unpersist()
 
@@ -122,8 +140,10 @@ def gold_rewrites(
     for name, gold in lh.gold.items():
         path = lh.path(f"gold.{name}")
         values = touched.get(gold.scope or "", set())
+        if gold.scope in SCOPE_COLUMNS and not values:
+            continue  # the day touched none of its scope
         current = spark.read.format("delta").load(path)
-        if gold.scope and values and name != "customer_retention":
+        if gold.scope in SCOPE_COLUMNS:
             where = f"`{gold.scope}` IN ({', '.join(sql_literal(v) for v in sorted(values))})"
             rows = current.where(where).cache()
             writer = rows.write.format("delta").mode("overwrite").option("replaceWhere", where)
@@ -149,9 +169,7 @@ def run_floor(spark: SparkSession, lh: Lakehouse, landing: Path, day: str) -> di
         if not files:
             continue
         batch = silver_batch(spark, lh, spec, read_day(spark, spec, files))
-        merged[name] = merge_once(spark, lh.path(f"silver.{name}"), spec, batch)
-        for col in ("order_date", "event_date", "customer_id", "product_id"):
-            if col in batch.columns and (col in spec.partition_by or col in spec.keys):
-                found = {r[0] for r in batch.select(col).distinct().collect()}
-                touched.setdefault(col, set()).update(v for v in found if v is not None)
+        merged[name], values = merge_once(spark, lh.path(f"silver.{name}"), spec, batch)
+        for col, found in values.items():
+            touched.setdefault(col, set()).update(found)
     return {"merged": merged, "gold": gold_rewrites(spark, lh, touched)}

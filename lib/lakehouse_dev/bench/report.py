@@ -155,7 +155,7 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
             )
         )
     else:
-        missing("floor", "cost over the floor", floor_target.describe("x"))
+        missing("pipeline", "cost over the floor (issue #8's floor)", floor_target.describe("x"))
 
     fair_target = Target(2.0)
     if pl and pl.get("with_quality") and pl.get("fair_floor"):
@@ -174,7 +174,17 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
             )
         )
     else:
-        missing("fair_floor", "whole pipeline / fair floor", fair_target.describe("x"))
+        reason = (pl or {}).get("fair_floor_error") or (pl or {}).get("error", "not measured")
+        rows.append(
+            Row(
+                "fair_floor",
+                "whole pipeline / fair floor",
+                reason,
+                "-",
+                fair_target.describe("x"),
+                "not measured",
+            )
+        )
 
     quality_target = Target(1.1)
     if pl and pl.get("with_quality") and pl.get("without_quality"):
@@ -227,11 +237,16 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
             )
         )
     else:
-        missing("jobs", "Spark jobs per daily run", jobs_target.describe())
+        missing("pipeline", "Spark jobs per daily run", jobs_target.describe())
 
     life = f.get("lifetime")
     life_target = Target(1.2)
-    if life and all(life.get("samples", {}).get(str(d)) for d in life.get("days", [])):
+    if (
+        life
+        and life.get("days")
+        and life.get("same_ledger", True)
+        and all(life.get("samples", {}).get(str(d)) for d in life["days"])
+    ):
         days = life["days"]
         small, large = life["samples"][str(days[0])], life["samples"][str(days[-1])]
         value = ratio(large, small)
@@ -248,6 +263,9 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
             )
         )
     else:
+        if life and life.get("same_ledger") is False:
+            life = {**life, "error": "the measured day's ledger differed between histories"}
+            f = {**f, "lifetime": life}
         missing("lifetime", "whole pipeline at any age", life_target.describe("x"))
 
     m = f.get("memory")
@@ -548,10 +566,12 @@ def write_chart(results: dict[str, Any], path: Path) -> Path:
             f"{f.get('history', {}).get('small_days', '?')} days)",
             1.25,
         ),
-        ("replay", "replay\n(vs first run)", 0.3),
-        ("floor", "pipeline\nvs floor", 4.0),
-        ("quality", "with vs without\nquality", 1.2),
-        ("peer", "Spark vs\ndelta-rs", 1.0),
+        ("lifetime", "whole pipeline\n(oldest vs youngest)", 1.2),
+        ("replay", "replay\n(vs first run)", 0.1),
+        ("floor", "pipeline\nvs #8 floor", 4.0),
+        ("fair_floor", "pipeline\nvs fair floor", 2.0),
+        ("quality", "with vs without\nquality", 1.1),
+        ("peer", "Spark vs\ndelta-rs", 1.5),
     ):
         row = rows.get(key)
         if row is None or row.verdict == "not measured":
@@ -574,6 +594,7 @@ def write_chart(results: dict[str, Any], path: Path) -> Path:
         ("replay", "first", "replay", "first run / replay"),
         ("pipeline", "with_quality", "without_quality", "with / without quality"),
         ("pipeline", "with_quality", "floor", "pipeline / floor"),
+        ("pipeline", "with_quality", "fair_floor", "pipeline / fair floor"),
         ("peer", "spark", "deltars", "Spark / delta-rs MERGE"),
     ):
         data = f.get(fig_key, {})

@@ -10,14 +10,16 @@ A table's row covers the run from the previous event to its own: the table's own
 shared work of its step done before it (bronze lists, parses and counts every source before the
 first source's line; gold finds what changed before the first table is computed). A step's row
 covers the whole step. Reads are Spark's: bytes read by tasks (`inputBytes` of the stages) and
-the files the scans opened (the SQL metric "number of files read"); writes are Delta's: the
-commits, and the files and bytes their `add` actions name. Shuffle is left out of both.
+the files the scans opened (the SQL metric "number of files read"), Delta's reads of its own
+log (commit files, checkpoints) included; writes are Delta's: the commits, and the files and
+bytes their `add` actions name. Shuffle is left out of both.
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +30,17 @@ from pyspark.sql import SparkSession
 from lakehouse.core.progress import Event, spark_jobs_started
 
 # The benchmark's session keeps enough stages and SQL executions in its status stores for a
-# whole run's to be read after it (Spark keeps 1,000 of each by default; a first run of a day
-# makes about 2,000 stages). An SQL execution kept holds its plan text and graph, large for
-# MERGE and Deequ plans: `rows()` is read right after each recorded run, and a run whose
-# executions were no longer all kept reports its files read as unknown (None).
+# whole run's to be read after it (a first run of a day makes about 2,000 stages). An SQL
+# execution kept holds its plan text and graph, large for MERGE and Deequ plans, so they are
+# kept at Spark's default of 1,000 (the benchmark kept 20 before, after a run out of heap that
+# also had Delta's log cache growing, since emptied between measurements: docs/BENCHMARKS.md,
+# finding 4). `rows()` is read right after each recorded run, and a run whose executions were
+# no longer all kept reports its files read as unknown (None).
 SESSION_SETTINGS = {
     "spark.ui.retainedStages": "10000",
-    "spark.sql.ui.retainedExecutions": "2000",
+    "spark.sql.ui.retainedExecutions": "1000",
 }
-FILES_READ_METRIC = "number of files read"
+FILES_READ_IDS = re.compile(r"SQLPlanMetric\(number of files read,(\d+),")
 
 
 @dataclass(frozen=True)
@@ -99,18 +103,20 @@ class StepRecorder:
         return _Mark(
             at=time.monotonic(),
             jobs=spark_jobs_started() or 0,
-            stage=int(sc.dagScheduler().nextStageId().get()),
+            # The DAG scheduler's AtomicInteger, which Py4J hands over as its value.
+            stage=int(sc.dagScheduler().nextStageId()),
             execution=_next_execution_id(self.spark),
             logs=frozenset(glob.glob(str(self.lake_root / "*" / "*" / "_delta_log" / "*.json"))),
         )
 
-    def rows(self) -> list[StepRow]:
-        """The recorded rows, in the order their events came (tables before their step)."""
+    def rows(self, run_id: str | None = None) -> list[StepRow]:
+        """The recorded rows, in the order their events came (tables before their step); the
+        step `run <run_id>` is named `run`, so that runs can be compared row by row."""
         self._drain()
         out = []
         for event, start, end in self._pending:
             row = StepRow(
-                name=event.name,
+                name="run" if run_id and event.name == f"run {run_id}" else event.name,
                 kind="table" if event.kind == "table" else "step",
                 seconds=round(end.at - start.at, 3),
                 spark_jobs=end.jobs - start.jobs,
@@ -130,17 +136,20 @@ class StepRecorder:
 
     def _drain(self) -> None:
         """Wait until Spark's listener bus has put every finished stage into the stores."""
-        try:
-            self.spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(10_000)
-        except Exception:  # not drained in 10 s (or no such method): a short grace
-            time.sleep(1.0)
+        self.spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(10_000)
 
     def _bytes_read(self, first: int, end: int) -> int:
         store = self.spark.sparkContext._jsc.sc().statusStore()
+        jvm = self.spark.sparkContext._jvm
+        gateway = self.spark.sparkContext._gateway
+        assert jvm is not None and gateway is not None
+        # AppStatusStore.stageData(stageId, details, taskStatus, withSummaries, quantiles):
+        # Scala's default arguments do not exist for Py4J, so all five are given.
+        no_status, no_quantiles = jvm.java.util.ArrayList(), gateway.new_array(jvm.double, 0)
         total = 0
         for sid in range(first, end):
             try:
-                attempts = store.stageData(sid, False)
+                attempts = store.stageData(sid, False, no_status, False, no_quantiles)
             except Exception:  # a stage that never ran (skipped) is not in the store
                 continue
             for i in range(attempts.size()):
@@ -148,24 +157,23 @@ class StepRecorder:
         return total
 
     def _files_read(self, first: int, end: int) -> int | None:
-        jvm = self.spark.sparkContext._jvm
-        assert jvm is not None
-        convert = jvm.scala.collection.JavaConverters
         store = self.spark._jsparkSession.sharedState().statusStore()
         total = 0
         for eid in range(first, end):
             found = store.execution(eid)
             if not found.isDefined():
                 return None
-            metrics = convert.seqAsJavaListConverter(found.get().metrics()).asJava()
-            ids = [m.accumulatorId() for m in metrics if m.name() == FILES_READ_METRIC]
+            # The plan's metrics as one string (`SQLPlanMetric(name,accumulatorId,type)`, one
+            # Py4J call instead of two per metric); a scan's metric is listed once per
+            # plan-graph node that shows it: counted once.
+            ids = set(FILES_READ_IDS.findall(found.get().metrics().toString()))
             if not ids:
                 continue
-            values = convert.mapAsJavaMapConverter(store.executionMetrics(eid)).asJava()
+            values = store.executionMetrics(eid)
             for acc in ids:
-                value = values.get(acc)
-                if value:
-                    total += int(str(value).replace(",", "").split()[0])
+                value = values.get(int(acc))
+                if value.isDefined():
+                    total += int(str(value.get()).replace(",", "").split()[0])
         return total
 
 
