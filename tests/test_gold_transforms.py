@@ -202,3 +202,59 @@ def test_a_late_earlier_order_affects_the_customer_s_old_first_order_date(
     # c1's first order is now 01-02 and was 01-10 (earliest unchanged): both days change
     expected = spark.createDataFrame([(date(2025, 1, 2),), (date(2025, 1, 10),)], "date date")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_new_customer_version_affects_that_customer_s_orders_from_its_start_only(
+    spark: SparkSession,
+) -> None:
+    from datetime import datetime
+
+    orders = spark.createDataFrame(
+        [
+            ("a1", "c1", date(2024, 3, 1)),  # a year before the change: keeps its version
+            ("a2", "c1", date(2025, 2, 28)),
+            ("a3", "c1", date(2025, 3, 1)),  # the day the new version starts
+            ("a4", "c1", date(2025, 3, 2)),
+            ("b1", "c2", date(2024, 3, 1)),  # c2: a late version back-dated to 2024
+            ("b2", "c2", date(2024, 2, 1)),
+            ("d1", "c3", date(2025, 3, 5)),  # c3 untouched
+        ],
+        "order_id string, customer_id string, order_date date",
+    )
+    # Both images of the closed version (its valid_to set) and the new version, as the CDF has
+    # them; c2's new version starts in 2024 (a late event).
+    changes = spark.createDataFrame(
+        [
+            ("c1", datetime(2024, 1, 1), None, "update_preimage"),
+            ("c1", datetime(2024, 1, 1), datetime(2025, 3, 1, 9), "update_postimage"),
+            ("c1", datetime(2025, 3, 1, 9), None, "insert"),
+            ("c2", datetime(2024, 2, 20), None, "insert"),
+        ],
+        "customer_id string, valid_from timestamp, valid_to timestamp, _change_type string",
+    )
+
+    got = inc.order_dates_since(
+        orders, "customer_id", inc.version_change_starts(changes, "customer_id")
+    )
+
+    expected = spark.createDataFrame(
+        [(date(2025, 3, 1),), (date(2025, 3, 2),), (date(2024, 3, 1),)], "date date"
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_customer_deleted_or_restored_affects_all_their_orders(spark: SparkSession) -> None:
+    changes = spark.createDataFrame(
+        [
+            ("c1", False, "update_preimage"),
+            ("c1", True, "update_postimage"),  # deleted
+            ("c2", True, "update_preimage"),
+            ("c2", False, "update_postimage"),  # restored
+            ("c3", False, "insert"),  # a new customer: no order of theirs moves
+        ],
+        "customer_id string, _is_deleted boolean, _change_type string",
+    )
+
+    got = inc.deleted_or_restored(changes, "customer_id")
+
+    assert sorted(r.customer_id for r in got.collect()) == ["c1", "c2"]

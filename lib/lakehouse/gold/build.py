@@ -550,13 +550,18 @@ def _affected(
         parts.append(("payment_dates", inc.dates_in_ranges(src.payments, "event_date", ranges)))
     for table in ("customers", "customers_history"):
         if table in changes:
-            ids = inc.changed_values(changes[table], "customer_id")
-            parts.append(("customer_ids", ids))
-            parts.append(("fact_dates", inc.order_dates_of(src.order_heads, "customer_id", ids)))
+            parts.append(("customer_ids", inc.changed_values(changes[table], "customer_id")))
+    if "customers" in changes:
+        gone = inc.deleted_or_restored(changes["customers"], "customer_id")
+        parts.append(("fact_dates", inc.order_dates_of(src.order_heads, "customer_id", gone)))
+    if "customers_history" in changes:
+        starts = inc.version_change_starts(changes["customers_history"], "customer_id")
+        parts.append(("fact_dates", inc.order_dates_since(src.order_heads, "customer_id", starts)))
     if "products_history" in changes:
         ids = inc.changed_values(changes["products_history"], "product_id")
         parts.append(("product_ids", ids))
-        parts.append(("fact_dates", inc.order_dates_of(src.items, "product_id", ids)))
+        starts = inc.version_change_starts(changes["products_history"], "product_id")
+        parts.append(("fact_dates", inc.order_dates_since(src.items, "product_id", starts)))
     if orders_ch is not None:
         before = spark.read.format("delta").load(lh.path("gold.customer_retention"))
         parts.append(("newest_month", newest_month(src.order_heads)))

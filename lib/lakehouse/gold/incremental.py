@@ -13,8 +13,16 @@ How each change reaches gold (all dates UTC):
   orders; the new one is X's earliest counted order now. Both are affected (new vs returning);
 - retention: the cohorts of every changed customer, old and new (months of the dates above), plus
   every cohort when the newest month with data moves (each cohort gains or loses a column);
-- a customer or product version change (SCD2 history, customer tombstone): every order date of
-  that customer or product, since facts carry the version key valid at the order time.
+- a customer or product version change (SCD2 history): the order dates of that customer or
+  product from the earliest moment the versions' spans changed (a version inserted or deleted:
+  its `valid_from`; a version updated: its `valid_to`, old and new, since a version's start
+  never moves), because facts carry the key (customer or product id and `valid_from`) of the
+  version valid at the order time and no other dimension column: an order before that moment
+  keeps its version (an erasure rewrites columns, not spans, and moves no fact). A new
+  version today reaches today's orders, not a year of history (issue #17: a day's cost
+  independent of history); a late, back-dated version reaches back as far as it must;
+- a customer tombstone (or its undoing): every order date of that customer, since a deleted
+  customer has no dimension rows at all.
 """
 
 from __future__ import annotations
@@ -99,6 +107,48 @@ def first_order_shift_dates(order_changes: DataFrame, orders: DataFrame) -> Data
 def months_of(dates: DataFrame) -> DataFrame:
     """First day of the month of each date. In: `date`. Out: `cohort_month`, distinct."""
     return dates.select(F.trunc("date", "month").alias("cohort_month")).distinct()
+
+
+def version_change_starts(history_changes: DataFrame, key: str) -> DataFrame:
+    """Per key, the earliest moment from which the version valid at a time may have changed:
+    an inserted or deleted version's `valid_from`, an updated version's `valid_to` (both
+    images; null, the open end, moves nothing).
+
+    In: CDF rows of an SCD2 history (`key`, `valid_from`, `valid_to`, `_change_type`).
+    Out: `key`, `since` (timestamp).
+    """
+    moment = F.when(F.col("_change_type").isin("insert", "delete"), F.col("valid_from")).otherwise(
+        F.col("valid_to")
+    )
+    return (
+        history_changes.select(key, moment.alias("_t"))
+        .where(F.col(key).isNotNull() & F.col("_t").isNotNull())
+        .groupBy(key)
+        .agg(F.min("_t").alias("since"))
+    )
+
+
+def order_dates_since(rows: DataFrame, key: str, starts: DataFrame) -> DataFrame:
+    """Order dates of the rows whose `key` changed version, from the day the change starts.
+
+    In: live orders or items with `key` and `order_date`; `starts` from
+    `version_change_starts`. Out: one column `date`, distinct.
+    """
+    return (
+        rows.join(starts, key)
+        .where(F.col("order_date") >= F.to_date("since"))
+        .select(F.col("order_date").alias("date"))
+        .distinct()
+    )
+
+
+def deleted_or_restored(changes: DataFrame, key: str) -> DataFrame:
+    """The keys a Change Data Feed of current rows deletes or brings back: any image with
+    `_is_deleted` set.
+
+    In: CDF rows with `key` and `_is_deleted`. Out: one column `key`, distinct.
+    """
+    return changes.where(F.col("_is_deleted") & F.col(key).isNotNull()).select(key).distinct()
 
 
 def order_dates_of(rows: DataFrame, key: str, keys: DataFrame) -> DataFrame:
