@@ -523,3 +523,34 @@ def test_the_fair_floor_reads_a_cdc_day_typed_and_keeps_the_newest_row_per_key(
         ("o1", "shipped", dt.date(2024, 1, 2), 3, False),
         ("o2", "placed", dt.date(2024, 1, 2), 5, True),
     ]
+
+
+def test_the_history_copies_every_table_that_grows_by_day_and_no_other() -> None:
+    from lakehouse.core.context import Lakehouse
+    from lakehouse_dev.bench.lifetime import grown_tables
+
+    grown = grown_tables(Lakehouse.load("local"))
+
+    assert grown == {
+        **{
+            f"bronze.{s}": "ingest_date"
+            for s in (
+                "clickstream",
+                "customers",
+                "fx_rates",
+                "order_items",
+                "orders",
+                "payments",
+                "products",
+            )
+        },
+        "silver.clickstream": "event_date",
+        "silver.fx_rates": "rate_date",
+        "silver.order_items": "order_date",
+        "silver.orders": "order_date",
+        "silver.payments": "event_date",
+        "gold.daily_kpis": "order_date",
+        "gold.daily_payments": "event_date",
+        "gold.fact_orders": "order_date",
+        "gold.fact_payments": "event_date",
+    }
