@@ -277,7 +277,7 @@ def test_a_run_given_its_own_section_leaves_the_scales_section_alone(tmp_path: P
     text = doc.read_text()
     assert text.count("<!-- bench:small:start -->") == 1
     assert text.count("<!-- bench:small-pipeline:start -->") == 1
-    assert "at scale `small` (issue #8): section `small-pipeline`" in text
+    assert "at scale `small` (issues #8, #17): section `small-pipeline`" in text
     assert "measured 3 times (2 for the whole-pipeline figures)" in text
 
 
