@@ -259,6 +259,18 @@ def test_the_run_command_prints_a_line_per_step_and_table_as_each_finishes(gated
     assert gold <= {f"gold.{t}" for t in gated.lh.gold}
 
 
+def test_after_the_first_publish_the_gates_check_only_the_changed_rows(gated: Gated) -> None:
+    """The warned run checked silver's rows gold had not published (the refused day's) and the
+    gold rows it staged, not every row; its size checks still counted whole tables (the test
+    above: `no_rows_at_all` measured 3 days)."""
+    for suite in (*gated.lh.suites("silver"), *gated.lh.suites("gold")):
+        assert re.search(
+            rf"  quality\.{re.escape(suite)}: \d+ checks, \d+ failed \(changed rows\)",
+            gated.warned_err,
+        ), suite
+    assert "(every row)" not in gated.warned_err
+
+
 def test_a_run_with_nothing_new_for_gold_checks_and_publishes_nothing(gated: Gated) -> None:
     """The warned run re-ran the suites although it landed nothing new (gold had not consumed the
     refused day: see the test above, whose stderr shows the silver suites done); once gold has

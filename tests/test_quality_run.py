@@ -10,8 +10,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
+from lakehouse.cli.maintenance import full_quality_scan
 from lakehouse.core.context import Lakehouse
 from lakehouse.quality import (
     RESULTS_TABLE,
@@ -22,6 +23,7 @@ from lakehouse.quality import (
     suggest,
     write_report,
 )
+from lakehouse.quality.runner import NOTHING_WRITTEN
 from lakehouses import local_lakehouse
 
 
@@ -266,6 +268,103 @@ def test_report_shows_every_check_status_and_json_twin(broken_run, spark, tmp_pa
     assert {(c["table"], c["check"]): c["status"] for c in doc["checks"]} == {
         (f"{r.layer}.{r.table}", r.check): r.status for r in outcome.results
     }
+
+
+def scope_of(spark: SparkSession, name: str, keep) -> DataFrame:  # type: ignore[no-untyped-def]
+    """The rows of `name` in `broken_data` that `keep` selects, as a run's changed rows."""
+    schema, rows = broken_data()[name]
+    return spark.createDataFrame([r for r in rows if keep(r)], schema)
+
+
+def failed_checks(outcome) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    return {(f"{r.layer}.{r.table}", r.check) for r in outcome.results if r.failed}
+
+
+SCOPED = ["silver.orders", "silver.order_items", "silver.payments", "gold.daily_kpis"]
+
+
+def test_a_scoped_run_checks_the_changed_rows_and_their_keys_across_the_whole_table(
+    spark: SparkSession, broken_run
+) -> None:
+    """The broken rows outside the scope were checked by the runs that wrote them; a key the
+    scope holds is still unique only if no other copy exists anywhere in the table."""
+    lh, _ = broken_run
+    scopes = {
+        "silver.orders": scope_of(spark, "silver.orders", lambda r: r[0] == "o3"
+                                  or (r[0] == "o1" and r[2].hour == 10)),
+        "silver.order_items": scope_of(spark, "silver.order_items", lambda r: r[0] == "o1"),
+        "silver.payments": scope_of(spark, "silver.payments", lambda r: r[0] == "e3"),
+        "gold.daily_kpis": scope_of(spark, "gold.daily_kpis", lambda r: r[0] == D2),
+    }  # fmt: skip
+
+    outcome = run_quality(spark, lh, "run-scoped", SCOPED, scopes=scopes)
+
+    assert failed_checks(outcome) == {("silver.orders", "order_id_unique")}
+    by = {(r.table, r.check): r for r in outcome.results}
+    unique = by[("orders", "order_id_unique")]
+    assert unique.value == pytest.approx(1 / 3)  # o1, o1, o3: one of three values unique
+    assert [json.loads(e)["order_id"] for e in unique.examples] == ["o1"]
+    assert by[("orders", "status_allowed")].value == 1.0  # o4's "lost" is not in the scope
+    assert by[("orders", "not_empty")].value == 6.0  # size: every live row of the table
+    assert by[("daily_kpis", "gross_revenue_matches_fact_orders")].value == 1.0  # D2 only
+
+
+def test_a_scoped_run_fails_the_checks_its_changed_rows_break(
+    spark: SparkSession, broken_run
+) -> None:
+    lh, _ = broken_run
+    scopes = {
+        "silver.orders": scope_of(spark, "silver.orders", lambda r: r[0] == "o4"),
+        "silver.order_items": scope_of(spark, "silver.order_items", lambda r: r[0] == "o404"),
+        "silver.payments": scope_of(spark, "silver.payments", lambda r: r[0] == "e1"),
+        "gold.daily_kpis": scope_of(spark, "gold.daily_kpis", lambda r: r[0] == D1),
+    }
+
+    outcome = run_quality(spark, lh, "run-scoped-bad", SCOPED, scopes=scopes)
+
+    assert failed_checks(outcome) == {
+        ("silver.orders", "customer_id_complete"),
+        ("silver.orders", "status_allowed"),
+        ("silver.orders", "shipping_country_mostly_present"),
+        ("silver.order_items", "order_exists"),
+        ("silver.payments", "captures_match_order_amount"),
+        ("gold.daily_kpis", "gross_revenue_matches_fact_orders"),
+    }
+    by = {(r.table, r.check): r for r in outcome.results}
+    assert by[("orders", "status_allowed")].value == 0.0
+    (mismatch,) = [json.loads(e) for e in by[("payments", "captures_match_order_amount")].examples]
+    assert mismatch["order_id"] == "o1"
+
+
+def test_an_empty_scope_passes_every_check_but_the_whole_table_ones(
+    spark: SparkSession, broken_run
+) -> None:
+    lh, _ = broken_run
+    nothing = scope_of(spark, "silver.orders", lambda r: False)
+
+    outcome = run_quality(
+        spark, lh, "run-nothing", ["silver.orders"], scopes={"silver.orders": nothing}
+    )
+
+    assert failed_checks(outcome) == set()
+    computed = {r.check: r.value for r in outcome.results if r.message != NOTHING_WRITTEN}
+    assert computed == {"not_empty": 6.0, "row_count_jump": 6.0}
+    assert len(outcome.results) == 11
+
+
+def test_maintain_runs_every_suite_on_every_row_and_fails_on_an_error(
+    spark: SparkSession, broken_run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lh, _ = broken_run
+
+    status = full_quality_scan(spark, lh, "maintain-scan")
+    out = capsys.readouterr().out
+
+    assert status == 1
+    assert "not built yet, left out: silver.customers" in out
+    assert "full quality scan (every row) maintain-scan: 39 checks, 8 errors, 3 warnings" in out
+    failed = {line.split()[1] for line in out.splitlines() if line.startswith("  ")}
+    assert failed == {f"{table}/{check}" for table, check in EXPECTED_FAILED}
 
 
 ANOMALY_SUITE = """

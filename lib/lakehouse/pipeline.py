@@ -89,7 +89,13 @@ def run_gold_gated(
         return publish_gold(staged), QualityOutcome(run_id)
     try:
         outcome = run_quality_gate(
-            spark, lh, run_id, lh.suites("gold"), True, frames=staged.candidates()
+            spark,
+            lh,
+            run_id,
+            lh.suites("gold"),
+            True,
+            frames=staged.candidates(),
+            scopes=staged.scopes(),
         )
     except BaseException:
         discard_staged(staged)
@@ -104,13 +110,14 @@ def run_quality_gate(
     suites: Sequence[str],
     gate_errors: bool,
     frames: Mapping[str, DataFrame] | None = None,
+    scopes: Mapping[str, DataFrame] | None = None,
 ) -> object:
-    """Run the suites (on `frames` where given, see `run_quality`), write the run's report
-    (local reports root), then stop the run with `QualityGateError` if an error-severity check
-    failed and `gate_errors` is set."""
+    """Run the suites (on `frames` where given, on the rows in `scopes` where given, see
+    `run_quality`), write the run's report (local reports root), then stop the run with
+    `QualityGateError` if an error-severity check failed and `gate_errors` is set."""
     from lakehouse.quality import gate, run_quality, write_report
 
-    outcome = run_quality(spark, lh, run_id, list(suites), frames=frames)
+    outcome = run_quality(spark, lh, run_id, list(suites), frames=frames, scopes=scopes)
     reports_root = lh.config.storage.reports_root
     if not is_uri(reports_root):
         write_report(spark, lh, run_id, Path(reports_root) / "quality")
@@ -160,6 +167,31 @@ def _published_after_silver_gate(spark: SparkSession, lh: Lakehouse) -> bool:
     return publisher is not None and passed_gate(spark, lh, publisher, "silver")
 
 
+def unpublished_silver(
+    spark: SparkSession, lh: Lakehouse, tables: Sequence[str]
+) -> dict[str, DataFrame]:
+    """What the silver gate checks: `silver.<table>` -> its live rows changed since the version
+    gold last consumed (one per key, `quality.scope.unpublished_rows`), for each of `tables`
+    gold has consumed; a table gold has never consumed, or consumed at a version newer than the
+    table has (it was recreated), has no entry, so its suite checks every row (docs/QUALITY.md,
+    "What the gate checks")."""
+    from lakehouse.core.delta_io import current_version
+    from lakehouse.gold.build import consumed_versions
+    from lakehouse.quality.scope import unpublished_rows
+
+    consumed = consumed_versions(spark, lh)
+    out: dict[str, DataFrame] = {}
+    for name in tables:
+        layer, _, table = name.partition(".")
+        if layer != "silver" or table not in consumed or table not in lh.tables:
+            continue
+        if current_version(spark, lh.path(name)) >= consumed[table]:
+            out[name] = unpublished_rows(
+                spark, lh.path(name), lh.tables[table].keys, consumed[table]
+            )
+    return out
+
+
 def _run_steps(
     spark: SparkSession,
     lh: Lakehouse,
@@ -186,7 +218,10 @@ def _run_steps(
             progress.report("quality (silver suites): skipped, gold has consumed every version")
         else:
             with progress.step("quality (silver suites)"):
-                outcome = run_quality_gate(spark, lh, run_id, lh.suites("silver"), True)
+                suites = lh.suites("silver")
+                # The rows gold has not published yet; a full gold build checks every row.
+                scopes = unpublished_silver(spark, lh, suites) if gold_mode == "incremental" else {}
+                outcome = run_quality_gate(spark, lh, run_id, suites, True, scopes=scopes)
             report.quality.append(outcome)
     if "gold" in steps:
         with progress.step("gold"):

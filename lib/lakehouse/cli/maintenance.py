@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lakehouse.cli.common import lakehouse_of, session
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from lakehouse.core.context import Lakehouse
+    from lakehouse.quality.suites import Suite
 
 
 def register(sub: Any) -> None:
@@ -22,7 +28,9 @@ def register(sub: Any) -> None:
         help="compact (Z-order) and vacuum every table (conf maintenance section)",
         description="OPTIMIZE every Delta table under the lakehouse root (Z-ordered where "
         "configured), then VACUUM it with maintenance.vacuum_retention_hours; prints files and "
-        "bytes before and after. See docs/MAINTENANCE.md.",
+        "bytes before and after. Then, unless --table or --no-quality is given, runs every "
+        "quality suite on every row (the daily gate checks only the rows a run wrote) and exits "
+        "1 if an error check failed. See docs/MAINTENANCE.md and docs/QUALITY.md.",
     )
     maintain.add_argument(
         "--table", action="append", help="only this table, layer.name (repeatable)"
@@ -31,6 +39,11 @@ def register(sub: Any) -> None:
     # Delta's own retention check for the call). Hidden from --help on purpose.
     maintain.add_argument(
         "--unsafe-retention-hours", type=float, default=None, help=argparse.SUPPRESS
+    )
+    maintain.add_argument(
+        "--no-quality",
+        action="store_true",
+        help="skip the full quality scan (every suite on every row; see docs/QUALITY.md)",
     )
     maintain.set_defaults(func=cmd_maintain)
 
@@ -86,7 +99,55 @@ def cmd_maintain(args: argparse.Namespace) -> int:
             f"{pending} erased customer(s) still recoverable by time travel: their old files go "
             "with the first maintenance run after their audit.erasures unrecoverable_after"
         )
-    return 0
+    if args.table or args.no_quality:
+        return 0
+    return full_quality_scan(spark, lh, run.run_id)
+
+
+def full_quality_scan(spark: SparkSession, lh: Lakehouse, run_id: str) -> int:
+    """Every quality suite on every row of its table (recorded under the maintenance run's
+    id, with its report); 1 if an error check failed. Suites whose tables (or the tables
+    their cross-table checks read) do not exist yet are left out, and said so."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.pipeline import run_quality_gate
+    from lakehouse.quality import QualityOutcome, load_suites
+
+    names = [*lh.suites("silver"), *lh.suites("gold")]
+    ready: list[str] = []
+    missing: list[str] = []
+    for suite in load_suites(lh, names):
+        needed = {suite.full_name, *_tables_read(suite)}
+        absent = sorted(t for t in needed if not DeltaTable.isDeltaTable(spark, lh.path(t)))
+        (missing if absent else ready).append(suite.full_name)
+    if missing:
+        print(f"full quality scan: not built yet, left out: {', '.join(missing)}")
+    if not ready:
+        return 0
+    outcome = run_quality_gate(spark, lh, run_id, ready, gate_errors=False)
+    assert isinstance(outcome, QualityOutcome)
+    print(
+        f"full quality scan (every row) {run_id}: {len(outcome.results)} checks, "
+        f"{len(outcome.errors)} errors, {len(outcome.warnings)} warnings"
+    )
+    for r in (*outcome.errors, *outcome.warnings):
+        print(f"  {r.severity} {r.layer}.{r.table}/{r.check}: {r.message or 'failed'}")
+    return 1 if outcome.errors else 0
+
+
+def _tables_read(suite: Suite) -> set[str]:
+    """The other tables a suite's cross-table checks read."""
+    out: set[str] = set()
+    for check in suite.checks:
+        spec = check.spec
+        table = getattr(spec, "table", None)
+        if isinstance(table, str):
+            out.add(table)
+        for side in ("left", "right", "source"):
+            table = getattr(getattr(spec, side, None), "table", None)
+            if table:
+                out.add(table)
+    return out
 
 
 def cmd_erase(args: argparse.Namespace) -> int:

@@ -181,6 +181,20 @@ class StagedGold:
                 out[f"gold.{name}"] = kept.unionByName(staged)
         return out
 
+    def scopes(self) -> dict[str, DataFrame]:
+        """`gold.<table>` -> the rows this run writes into it (none for a table it leaves
+        unchanged): what the gold suites check row by row (`quality.scope`)."""
+        out: dict[str, DataFrame] = {}
+        for name in self.lh.gold:
+            write = self.writes.get(name)
+            if write is not None:
+                out[f"gold.{name}"] = write.rows
+            else:
+                out[f"gold.{name}"] = (
+                    self.spark.read.format("delta").load(self.lh.path(f"gold.{name}")).limit(0)
+                )
+        return out
+
 
 def build_gold(
     spark: SparkSession, lh: Lakehouse, run_id: str, mode: Mode = "incremental"
@@ -202,7 +216,7 @@ def stage_gold(
         raise ValueError(f"mode must be 'incremental' or 'full', not {mode!r}")
     inputs = silver_inputs(lh)
     silver = _Silver(spark, lh)
-    consumed = _consumed_versions(spark, lh)
+    consumed = consumed_versions(spark, lh)
     can_increment = (
         mode == "incremental"
         and all(t in consumed for t in inputs)
@@ -362,7 +376,7 @@ def current_publisher(spark: SparkSession, lh: Lakehouse) -> str | None:
     return str(newest[inputs[0]]["run_id"]) if current else None
 
 
-def _consumed_versions(spark: SparkSession, lh: Lakehouse) -> dict[str, int]:
+def consumed_versions(spark: SparkSession, lh: Lakehouse) -> dict[str, int]:
     """The newest silver version each table was consumed at, by table name (no `silver.`)."""
     path = lh.path(CONSUMED_TABLE)
     if not DeltaTable.isDeltaTable(spark, path):

@@ -13,29 +13,56 @@ from lakehouse.quality.suites import EqualsAggregateSpec, ExistsInSpec, Reconcil
 Reader = Callable[[str], DataFrame]
 
 
-def exists_in(df: DataFrame, spec: ExistsInSpec, read: Reader) -> tuple[DataFrame, float]:
+def exists_in(
+    df: DataFrame, spec: ExistsInSpec, read: Reader, *, scoped: bool = False
+) -> tuple[DataFrame, float]:
     """Rows of `df` whose non-null `spec.column` is absent from `spec.table`; the fraction
-    present (1.0 for no rows)."""
+    present (1.0 for no rows). `scoped`: `df` is a run's rows, so the parent table is searched
+    for their values only (its key column, joined with them: Spark broadcasts them when its
+    statistics say they are small, and a day's rows usually are)."""
     ref = spec.ref_column or spec.column
-    parents = read(spec.table).select(F.col(ref).alias(spec.column)).distinct()
     checked = df.where(F.col(spec.column).isNotNull())
-    missing = checked.join(parents, spec.column, "left_anti")
+    parents = read(spec.table).select(F.col(ref).alias(spec.column))
+    if scoped:
+        parents = _restrict(parents, spec.column, checked.select(spec.column).distinct())
+    missing = checked.join(parents.distinct(), spec.column, "left_anti")
     return missing, _fraction_ok(checked.count(), missing.count())
 
 
-def _side_sums(side: SideSpec, default_table: str, key: str, alias: str, read: Reader) -> DataFrame:
+def _restrict(rows: DataFrame, column: str, keys: DataFrame | None) -> DataFrame:
+    """`rows` whose `column` is among `keys`' (a one-column frame); all of them without. No
+    broadcast hint: a big day's keys would not fit the driver, and Spark broadcasts a small
+    (cached, measured) set by itself."""
+    if keys is None:
+        return rows
+    wanted = keys.select(F.col(keys.columns[0]).alias(column))
+    return rows.join(wanted, column, "left_semi")
+
+
+def _side_sums(
+    side: SideSpec,
+    default_table: str,
+    key: str,
+    alias: str,
+    read: Reader,
+    keys: DataFrame | None = None,
+) -> DataFrame:
     rows = read(side.table or default_table)
     if side.where:
         rows = rows.where(F.expr(side.where))
     source_key = side.key or key
+    rows = _restrict(rows, source_key, keys)
     return rows.groupBy(F.col(source_key).alias(key)).agg(F.sum(F.expr(side.value)).alias(alias))
 
 
-def reconciles(table: str, spec: ReconcilesSpec, read: Reader) -> tuple[DataFrame, float]:
+def reconciles(
+    table: str, spec: ReconcilesSpec, read: Reader, *, keys: DataFrame | None = None
+) -> tuple[DataFrame, float]:
     """Keys whose left sum differs from the right sum (0 when absent) by more than the
-    tolerance: `key`, `left_total`, `right_total`, `difference`; the fraction of keys within it."""
-    left = _side_sums(spec.left, table, spec.key, "left_total", read)
-    right = _side_sums(spec.right, table, spec.key, "right_total", read)
+    tolerance: `key`, `left_total`, `right_total`, `difference`; the fraction of keys within it.
+    `keys` (one column): compare only these keys (a run's)."""
+    left = _side_sums(spec.left, table, spec.key, "left_total", read, keys)
+    right = _side_sums(spec.right, table, spec.key, "right_total", read, keys)
     joined = left.join(right, spec.key, "left").withColumn(
         "difference",
         F.abs(F.col("left_total") - F.coalesce(F.col("right_total"), F.lit(0))),
@@ -45,13 +72,18 @@ def reconciles(table: str, spec: ReconcilesSpec, read: Reader) -> tuple[DataFram
 
 
 def equals_aggregate(
-    df: DataFrame, table: str, spec: EqualsAggregateSpec, read: Reader
+    df: DataFrame,
+    table: str,
+    spec: EqualsAggregateSpec,
+    read: Reader,
+    *,
+    keys: DataFrame | None = None,
 ) -> tuple[DataFrame, float]:
     """Keys where `df.column` differs from the source's sum rounded half-up (Spark's `round` on
     decimals is HALF_UP) or exists on one side only: `key`, `actual`, `expected`; the fraction of
-    keys that match."""
+    keys that match. `keys` (one column): compare only these keys (a run's rows in `df`)."""
     actual = df.select(F.col(spec.key), F.col(spec.column).alias("actual"))
-    expected = _side_sums(spec.source, table, spec.key, "_sum", read).select(
+    expected = _side_sums(spec.source, table, spec.key, "_sum", read, keys).select(
         spec.key, F.round(F.col("_sum"), spec.decimals).alias("expected")
     )
     joined = actual.join(expected, spec.key, "full_outer")

@@ -34,6 +34,7 @@ from lakehouse.core.context import Lakehouse
 from lakehouse.core.errors import UserError
 from lakehouse.core.sql import sql_literal
 from lakehouse.quality import cross
+from lakehouse.quality.scope import keyed_rows
 from lakehouse.quality.suites import (
     AllowedSpec,
     AnomalySpec,
@@ -179,15 +180,23 @@ def run_quality(
     tables: Iterable[str],
     *,
     frames: Mapping[str, DataFrame] | None = None,
+    scopes: Mapping[str, DataFrame] | None = None,
 ) -> QualityOutcome:
     """Run the suites of `tables` (names `layer.table`, each with
     `<conf_dir>/quality/<name>.yaml`) against the lakehouse's Delta tables (`lh.path(name)`), or
     against the DataFrame `frames[name]` where given: a gold table as it would be once
     published, see `gold.build.StagedGold.candidates`. Silver is checked on live rows.
+
+    `scopes[name]`, where given, holds the rows of the table this run wrote (`quality.scope`):
+    row-wise checks run on those rows only, uniqueness on their keys across the whole table,
+    cross-table checks for their keys; size checks and size anomalies still count the whole
+    table. A suite without a scope checks every row (`lakehouse maintain`'s full scan).
+
     Appends one row per check to `quality.results` (columns `RESULT_SCHEMA`) and returns the
     outcome; it never raises for failed checks (see `gate`)."""
     suites = load_suites(lh, list(tables))
     given = dict(frames or {})
+    scoped = dict(scopes or {})
 
     def read(name: str) -> DataFrame:
         if name in given:
@@ -201,16 +210,18 @@ def run_quality(
     results: list[CheckResult] = []
     for suite in suites:
         clock = progress.Clock()
-        found = run_suite(spark, lh, run_id, run_ts, suite, read)
+        scope = scoped.get(suite.full_name)
+        found = run_suite(spark, lh, run_id, run_ts, suite, read, scope)
         results.extend(found)
         failed = sum(1 for r in found if r.status != "passed")
         progress.table(
             f"quality.{suite.full_name}",
             clock,
-            "  quality.%s: %d checks, %d failed",
+            "  quality.%s: %d checks, %d failed (%s)",
             suite.full_name,
             len(found),
             failed,
+            "every row" if scope is None else "changed rows",
         )
     if results:
         rows = [
@@ -243,8 +254,14 @@ def run_suite(
     run_ts: dt.datetime,
     suite: Suite,
     read: cross.Reader,
+    scope: DataFrame | None = None,
 ) -> list[CheckResult]:
-    """All checks of one suite, in the suite's order: one Deequ pass, then cross-table checks."""
+    """All checks of one suite, in the suite's order: Deequ passes, then cross-table checks.
+
+    Without a `scope`, one Deequ pass over the whole table. With one (the rows this run wrote,
+    see `run_quality`): a pass over the whole table for size checks (a count), one over the
+    scope for row-wise checks, one per uniqueness key over the table's rows holding the scope's
+    keys (key columns only); an empty scope passes every check but the size ones."""
     df = read(suite.full_name)
     by_name: dict[str, CheckResult] = {}
 
@@ -272,28 +289,75 @@ def run_suite(
         )
 
     deequ_checks = [c for c in suite.checks if c.kind not in cross_kinds()]
-    if deequ_checks:
-        for check, passed, message, metric, value in _run_deequ(
-            spark, lh, run_id, suite, df, deequ_checks
-        ):
-            examples = () if passed else _examples(df, check)
-            by_name[check.name] = result(check, passed, message, metric, value, examples)
-    for check in suite.checks:
-        if check.kind not in cross_kinds():
-            continue
-        bad, fraction = _run_cross(df, suite, check, read)
-        threshold = 1.0 if isinstance(check.spec, EqualsAggregateSpec) else check.spec.threshold  # type: ignore[attr-defined]
-        passed = fraction >= threshold
-        message = (
-            None
-            if passed
-            else (f"Value: {fraction} does not meet the constraint requirement (>= {threshold})")
-        )
-        examples = () if passed else tuple(bad.limit(MAX_EXAMPLES).toJSON().collect())
-        by_name[check.name] = result(
-            check, passed, message, f"{check.kind}_fraction", fraction, examples
-        )
+    # The scope is read by several passes: cache it, unless it is cached already (gold's
+    # staged rows, which publishing writes afterwards).
+    owned = scope is not None and not scope.is_cached
+    rows = df if scope is None else (scope.persist() if owned else scope)
+    try:
+        empty = scope is not None and rows.isEmpty()
+        passes = _deequ_passes(df, scope, deequ_checks, empty)
+        first_run = _first_run(spark, lh, suite)
+        result_ms = int(time.time() * 1000)
+        for data, checks in passes:
+            for check, passed, message, metric, value in _run_deequ(
+                spark, lh, run_id, suite, data, checks, result_ms, first_run
+            ):
+                examples = () if passed else _examples(data, check)
+                by_name[check.name] = result(check, passed, message, metric, value, examples)
+        for check in suite.checks:
+            if check.name in by_name:
+                continue
+            if empty:
+                by_name[check.name] = result(check, True, NOTHING_WRITTEN, None, None)
+                continue
+            bad, fraction = _run_cross(rows, suite, check, read, scoped=scope is not None)
+            threshold = (
+                1.0 if isinstance(check.spec, EqualsAggregateSpec) else check.spec.threshold  # type: ignore[attr-defined]
+            )
+            passed = fraction >= threshold
+            message = None if passed else f"Value: {fraction} {UNMET} (>= {threshold})"
+            examples = () if passed else tuple(bad.limit(MAX_EXAMPLES).toJSON().collect())
+            by_name[check.name] = result(
+                check, passed, message, f"{check.kind}_fraction", fraction, examples
+            )
+    finally:
+        if owned:
+            rows.unpersist()
     return [by_name[c.name] for c in suite.checks]
+
+
+UNMET = "does not meet the constraint requirement"
+# The message of a row-wise check whose scope is empty: nothing in the table changed.
+NOTHING_WRITTEN = "no changed rows to check"
+
+
+def whole_table(check: CheckSpec) -> bool:
+    """Checks about the table as a whole (its row count), run on every row even in a scope."""
+    spec = check.spec
+    return isinstance(spec, SizeSpec) or (isinstance(spec, AnomalySpec) and spec.metric == "size")
+
+
+def _deequ_passes(
+    df: DataFrame, scope: DataFrame | None, checks: list[CheckSpec], empty: bool
+) -> list[tuple[DataFrame, list[CheckSpec]]]:
+    """The Deequ passes of a suite: (data, its checks), see `run_suite`."""
+    if scope is None:
+        return [(df, checks)] if checks else []
+    passes = [(df, [c for c in checks if whole_table(c)])]
+    if not empty:
+        passes.append(
+            (
+                scope,
+                [c for c in checks if not whole_table(c) and c.kind != "uniqueness"],
+            )
+        )
+        by_key: dict[tuple[str, ...], list[CheckSpec]] = {}
+        for check in checks:
+            if isinstance(check.spec, UniquenessSpec):
+                by_key.setdefault(check.spec.columns, []).append(check)
+        for columns, unique in by_key.items():
+            passes.append((keyed_rows(df, scope, columns), unique))
+    return [(data, group) for data, group in passes if group]
 
 
 def cross_kinds() -> tuple[str, ...]:
@@ -301,15 +365,22 @@ def cross_kinds() -> tuple[str, ...]:
 
 
 def _run_cross(
-    df: DataFrame, suite: Suite, check: CheckSpec, read: cross.Reader
+    df: DataFrame, suite: Suite, check: CheckSpec, read: cross.Reader, scoped: bool
 ) -> tuple[DataFrame, float]:
+    """A cross-table check of `df` (the suite's rows, or its scope when `scoped`: then only the
+    keys the scope holds are compared)."""
     spec = check.spec
     if isinstance(spec, ExistsInSpec):
-        return cross.exists_in(df, spec, read)
+        return cross.exists_in(df, spec, read, scoped=scoped)
     if isinstance(spec, ReconcilesSpec):
-        return cross.reconciles(suite.full_name, spec, read)
+        keys = None
+        left_key = spec.left.key or spec.key
+        if scoped and spec.left.table in (None, suite.full_name) and left_key in df.columns:
+            keys = df.select(F.col(left_key).alias(spec.key)).distinct()
+        return cross.reconciles(suite.full_name, spec, read, keys=keys)
     assert isinstance(spec, EqualsAggregateSpec)
-    return cross.equals_aggregate(df, suite.full_name, spec, read)
+    keys = df.select(spec.key).distinct() if scoped else None
+    return cross.equals_aggregate(df, suite.full_name, spec, read, keys=keys)
 
 
 def row_predicate(check: CheckSpec) -> str | None:
@@ -394,12 +465,18 @@ def _scala_map(spark: SparkSession, values: Mapping[str, str]) -> Any:
     )
 
 
-def _has_history(spark: SparkSession, repository: Any, suite: Suite) -> bool:
-    """Whether the metrics repository holds any earlier result of this table."""
+def _first_run(spark: SparkSession, lh: Lakehouse, suite: Suite) -> bool:
+    """Whether the metrics repository holds no earlier result of this table (only asked when
+    the suite has an anomaly check)."""
+    if not any(isinstance(c.spec, AnomalySpec) for c in suite.checks):
+        return False
+    from pydeequ.repository import FileSystemMetricsRepository
+
+    repository = FileSystemMetricsRepository(spark, metrics_path(lh))
     loaded = repository.repository.load().withTagValues(
         _scala_map(spark, {"table": suite.full_name})
     )
-    return not loaded.get().isEmpty()
+    return bool(loaded.get().isEmpty())
 
 
 def _run_deequ(
@@ -409,10 +486,14 @@ def _run_deequ(
     suite: Suite,
     df: DataFrame,
     checks: list[CheckSpec],
+    result_ms: int,
+    first_run: bool,
 ) -> list[tuple[CheckSpec, bool, str | None, str | None, float | None]]:
-    """One `VerificationSuite.run` for all Deequ and anomaly checks of the suite. Each check is
-    its own Deequ `Check` (description = check name) with a single constraint, so results map
-    back by name."""
+    """One `VerificationSuite.run` for the given Deequ and anomaly checks of the suite. Each
+    check is its own Deequ `Check` (description = check name) with a single constraint, so
+    results map back by name. The passes of one suite share the metrics repository key
+    `result_ms` (Deequ appends to it); `first_run`: the repository has no result of this table
+    yet, so an anomaly check only stores its metric."""
     from pydeequ.analyzers import Completeness, Size
     from pydeequ.anomaly_detection import RelativeRateOfChangeStrategy
     from pydeequ.checks import Check, CheckLevel
@@ -424,13 +505,13 @@ def _run_deequ(
     repository = FileSystemMetricsRepository(spark, metrics_path(lh))
     key = ResultKey(
         spark,
-        int(time.time() * 1000),
+        result_ms,
         {"table": suite.full_name, "layer": suite.layer, "run_id": run_id},
     )
     builder = VerificationSuite(spark).onData(df).useRepository(repository).saveOrAppendResult(key)
     for check in checks:
         level = CheckLevel.Error if check.severity == "error" else CheckLevel.Warning
-        if isinstance(check.spec, AnomalySpec) and not _has_history(spark, repository, suite):
+        if isinstance(check.spec, AnomalySpec) and first_run:
             # Deequ fails an anomaly check without history; on a table's first run the metric
             # is only computed and stored (an always-true constraint), so the next run has one.
             first = Check(spark, level, check.name)
