@@ -3,11 +3,17 @@ not every row of history. Pure transforms on tiny frames, then one real Delta ta
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from lakehouse.gold.build import CONSUMED_TABLE, STATE_SCHEMA
+from lakehouse.pipeline import unpublished_silver
+from lakehouse.quality import RESULTS_TABLE
+from lakehouse.quality.runner import RESULT_SCHEMA
 from lakehouse.quality.scope import keyed_rows, latest_rows, unpublished_rows
+from lakehouses import local_lakehouse
 
 CDF = "id string, v int, _is_deleted boolean, _change_type string, _commit_version long"
 
@@ -72,3 +78,37 @@ def test_unpublished_rows_are_the_live_rows_changed_after_a_version(
     assert ids_and_values(unpublished_rows(spark, path, ["id"], 0)) == [("a", 2), ("c", 1)]
     nothing_new = unpublished_rows(spark, path, ["id"], 4)
     assert nothing_new.columns == ["id", "v", "_is_deleted"] and nothing_new.count() == 0
+
+
+def test_the_silver_gate_starts_after_the_newest_publish_that_passed_it(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """A publish that did not check silver (`lakehouse gold`, `--no-checks`) does not count:
+    the next gate checks the rows it sent on too; with no silver-gated publish, every row."""
+    lh = local_lakehouse(tmp_path)
+    path = lh.path("silver.orders")
+    spark.sql(
+        f"CREATE TABLE delta.`{path}` (order_id string, v int, _is_deleted boolean) USING delta "
+        "TBLPROPERTIES (delta.enableChangeDataFeed = true)"
+    )
+    spark.sql(f"INSERT INTO delta.`{path}` VALUES ('o1', 1, false), ('o2', 1, false)")  # v1
+    spark.sql(f"UPDATE delta.`{path}` SET v = 2 WHERE order_id = 'o1'")  # v2
+    spark.sql(f"INSERT INTO delta.`{path}` VALUES ('o3', 1, false)")  # v3
+    now = dt.datetime(2024, 1, 3)
+    consumed = [("gated", "silver.orders", 1, "incremental", now),
+                ("unchecked", "silver.orders", 2, "incremental", now)]  # fmt: skip
+    spark.createDataFrame(consumed, STATE_SCHEMA).write.format("delta").save(
+        lh.path(CONSUMED_TABLE)
+    )
+
+    def checked(run_id: str, status: str) -> None:
+        row = (run_id, now, "silver", "orders", "c", "size", "error", status, None, None, 1.0, [])
+        spark.createDataFrame([row], RESULT_SCHEMA).write.format("delta").mode("append").save(
+            lh.path(RESULTS_TABLE)
+        )
+
+    assert unpublished_silver(spark, lh, ["silver.orders"]) == {}  # no gated publish yet
+    checked("gated", "passed")
+    checked("unchecked", "failed")  # a refused check does not count either
+    (scope,) = unpublished_silver(spark, lh, ["silver.orders"]).values()
+    assert sorted(r["order_id"] for r in scope.collect()) == ["o1", "o3"]  # after v1

@@ -95,7 +95,8 @@ def run_gold_gated(
             lh.suites("gold"),
             True,
             frames=staged.candidates(),
-            scopes=staged.scopes(),
+            # A full build overwrites every table: its rows are every row.
+            scopes=None if staged.mode == "full" else staged.scopes(),
         )
     except BaseException:
         discard_staged(staged)
@@ -171,15 +172,17 @@ def unpublished_silver(
     spark: SparkSession, lh: Lakehouse, tables: Sequence[str]
 ) -> dict[str, DataFrame]:
     """What the silver gate checks: `silver.<table>` -> its live rows changed since the version
-    gold last consumed (one per key, `quality.scope.unpublished_rows`), for each of `tables`
-    gold has consumed; a table gold has never consumed, or consumed at a version newer than the
-    table has (it was recreated), has no entry, so its suite checks every row (docs/QUALITY.md,
-    "What the gate checks")."""
+    consumed by the newest gold publish whose run passed the silver gate (one per key,
+    `quality.scope.unpublished_rows`): a publish that did not check silver (`lakehouse gold`,
+    `--no-checks`) does not count, so its rows are checked again. A table no such publish
+    consumed, or consumed at a version newer than the table has (it was recreated), has no
+    entry: its suite checks every row (docs/QUALITY.md, "What the gate checks")."""
     from lakehouse.core.delta_io import current_version
     from lakehouse.gold.build import consumed_versions
+    from lakehouse.quality import gated_runs
     from lakehouse.quality.scope import unpublished_rows
 
-    consumed = consumed_versions(spark, lh)
+    consumed = consumed_versions(spark, lh, runs=gated_runs(spark, lh, "silver"))
     out: dict[str, DataFrame] = {}
     for name in tables:
         layer, _, table = name.partition(".")

@@ -376,12 +376,18 @@ def current_publisher(spark: SparkSession, lh: Lakehouse) -> str | None:
     return str(newest[inputs[0]]["run_id"]) if current else None
 
 
-def consumed_versions(spark: SparkSession, lh: Lakehouse) -> dict[str, int]:
-    """The newest silver version each table was consumed at, by table name (no `silver.`)."""
+def consumed_versions(
+    spark: SparkSession, lh: Lakehouse, runs: Iterable[str] | None = None
+) -> dict[str, int]:
+    """The newest silver version each table was consumed at, by table name (no `silver.`);
+    with `runs`, by those runs' publishes only."""
     path = lh.path(CONSUMED_TABLE)
     if not DeltaTable.isDeltaTable(spark, path):
         return {}
-    rows = spark.read.format("delta").load(path).groupBy("table").agg(F.max("version")).collect()
+    consumed = spark.read.format("delta").load(path)
+    if runs is not None:
+        consumed = consumed.where(F.col("run_id").isin(list(runs)))
+    rows = consumed.groupBy("table").agg(F.max("version")).collect()
     return {r[0].removeprefix("silver."): int(r[1]) for r in rows}
 
 

@@ -165,6 +165,27 @@ def passed_gate(spark: SparkSession, lh: Lakehouse, run_id: str, layer: str) -> 
     return row is not None and int(row["checks"]) > 0 and not row["errors"]
 
 
+def gated_runs(spark: SparkSession, lh: Lakehouse, layer: str) -> set[str]:
+    """The runs that checked `layer` and failed no error check of it (see `passed_gate`)."""
+    path = lh.path(RESULTS_TABLE)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return set()
+    rows = (
+        spark.read.format("delta")
+        .load(path)
+        .where(F.col("layer") == layer)
+        .groupBy("run_id")
+        .agg(
+            F.sum(
+                ((F.col("status") == "failed") & (F.col("severity") == "error")).cast("long")
+            ).alias("errors")
+        )
+        .where(F.col("errors") == 0)
+        .collect()
+    )
+    return {str(r["run_id"]) for r in rows}
+
+
 def gate(outcome: QualityOutcome) -> QualityOutcome:
     """Return `outcome` when no error check failed; otherwise raise `QualityGateError` naming
     every failed error check. Warnings never fail the gate."""
@@ -332,9 +353,9 @@ NOTHING_WRITTEN = "no changed rows to check"
 
 
 def whole_table(check: CheckSpec) -> bool:
-    """Checks about the table as a whole (its row count), run on every row even in a scope."""
-    spec = check.spec
-    return isinstance(spec, SizeSpec) or (isinstance(spec, AnomalySpec) and spec.metric == "size")
+    """Checks about the table as a whole, run on every row even in a scope: sizes, and anomaly
+    checks (their history in the metrics repository is of whole tables, `maintain`'s too)."""
+    return isinstance(check.spec, (SizeSpec, AnomalySpec))
 
 
 def _deequ_passes(
