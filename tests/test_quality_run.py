@@ -363,7 +363,7 @@ def test_maintain_runs_every_suite_on_every_row_and_fails_on_an_error(
     assert status == 1
     assert "not built yet, left out: silver.customers" in out
     assert "full quality scan (every row) maintain-scan: 39 checks, 8 errors, 3 warnings" in out
-    failed = {line.split()[1] for line in out.splitlines() if line.startswith("  ")}
+    failed = {line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("  ")}
     assert failed == {f"{table}/{check}" for table, check in EXPECTED_FAILED}
 
 
