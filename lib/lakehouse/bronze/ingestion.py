@@ -33,7 +33,6 @@ from functools import reduce
 from urllib.parse import unquote
 
 from delta.tables import DeltaTable
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -63,7 +62,7 @@ from lakehouse.core.delta_io import (
     with_conflict_retries,
 )
 from lakehouse.core.pii import RECORD_COLUMNS
-from lakehouse.core.spark import session_conf
+from lakehouse.core.spark import BATCH_STORAGE, session_conf
 from lakehouse.core.specs import LandingSpec
 from lakehouse.state.ledger import LedgerEntry, LedgerImbalanceError, utcnow
 from lakehouse.state.quarantine import write_quarantine
@@ -397,11 +396,9 @@ def ingest(
             properties=BRONZE_PROPERTIES,
         )
     if new:
-        # On disk, not in memory: the cache is filled while the same tasks pickle records to and
-        # from the Python parser, buffers Spark's memory manager does not see, so cached blocks
-        # held in the heap are not given up for them (a 100k-order day, when whole files were
-        # pickled, ran a 2g driver out of heap).
-        parsed = parse_files(spark, new, sources).persist(StorageLevel.DISK_ONLY)
+        # On disk, not in memory (`BATCH_STORAGE`): the cache is filled while the same tasks
+        # pickle records to and from the Python parser.
+        parsed = parse_files(spark, new, sources).persist(BATCH_STORAGE)
         try:
             _write_batch(spark, lh, run_id, parsed, new, entries, done)
         finally:

@@ -18,9 +18,18 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 
 from lakehouse.core.config import PROJECT_ROOT, SparkConfig
+
+# Where a batch the engines read several times is kept: on local disk, never in the heap. The
+# heap also holds what Spark's memory manager does not see (Parquet's row-group buffers, rows
+# pickled to and from Python), and cached blocks held there are not given up for it: bronze's
+# parsed batch of a 100k-order day and silver's batch of a 1M-order day's 9M clicks (kept in
+# memory) ran a 2g driver out of heap inside Parquet's reader. On disk the cost is a write and a
+# read of the day's rows, whatever their size (docs/DESIGN.md, "Bounded memory").
+BATCH_STORAGE = StorageLevel.DISK_ONLY
 
 JARS_DIR_ENV = "LAKEHOUSE_JARS_DIR"
 REQUIRED_JARS = ("delta-spark_2.12-", "delta-storage-", "deequ-")

@@ -36,7 +36,6 @@ from functools import reduce
 from typing import Any, Literal
 
 from delta.tables import DeltaTable
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
@@ -44,6 +43,7 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType, Tim
 from lakehouse.core import progress
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import current_version
+from lakehouse.core.spark import BATCH_STORAGE
 from lakehouse.core.sql import sql_literal
 from lakehouse.gold import incremental as inc
 from lakehouse.gold.kpis import (
@@ -517,7 +517,7 @@ def _build_incremental(
         if silver.versions[t] > consumed[t]
     }
     src = _Sources(silver)
-    src.order_heads = src.order_heads.cache()
+    src.order_heads = src.order_heads.persist(BATCH_STORAGE)
     try:
         found = _affected(spark, lh, src, changes)
         src.newest_month = found.newest_month
@@ -662,7 +662,7 @@ def _stage(
     `scope_col`, the write replaces only the rows of those keys (`rows` hold only keys in
     `scope`; Delta checks it at publish)."""
     clock = progress.Clock()
-    staged = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    staged = rows.persist(BATCH_STORAGE)
     count = staged.count()
     progress.table(
         f"gold.{name} computed", clock, "  gold.%s: computed, %d rows", name, count, rows_in=count

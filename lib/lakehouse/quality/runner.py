@@ -32,6 +32,7 @@ from lakehouse.core import progress
 from lakehouse.core.config import join_uri
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.errors import UserError
+from lakehouse.core.spark import BATCH_STORAGE
 from lakehouse.core.sql import sql_literal
 from lakehouse.quality import cross
 from lakehouse.quality.scope import keyed_rows
@@ -313,7 +314,7 @@ def run_suite(
     # The scope is read by several passes: cache it, unless it is cached already (gold's
     # staged rows, which publishing writes afterwards).
     owned = scope is not None and not scope.is_cached
-    rows = df if scope is None else (scope.persist() if owned else scope)
+    rows = df if scope is None else (scope.persist(BATCH_STORAGE) if owned else scope)
     try:
         empty = scope is not None and rows.isEmpty()
         passes = _deequ_passes(df, scope, deequ_checks, empty)

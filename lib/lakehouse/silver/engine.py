@@ -27,13 +27,13 @@ from dataclasses import dataclass, fields
 from functools import reduce
 
 from delta.tables import DeltaTable
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.core import progress
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import current_version, ensure_table
+from lakehouse.core.spark import BATCH_STORAGE
 from lakehouse.core.specs import TableSpec
 from lakehouse.silver import merge
 from lakehouse.silver import transforms as T
@@ -233,7 +233,7 @@ def _apply_table(
         typed = (
             increment.transform(typed_records(spec))
             .select("*", F.col("_file").alias("_source_file"))
-            .persist(StorageLevel.MEMORY_AND_DISK)
+            .persist(BATCH_STORAGE)
         )
         try:
             counts, invalid, bad_rows = _apply_batch(
@@ -272,9 +272,7 @@ def _apply_batch(
     if n_invalid:
         # Kept past this table's batch (whose cache is dropped when it is done) for the one
         # quarantine MERGE.
-        bad_rows = invalid.transform(T.quarantine_rows(spec, run_id, now)).persist(
-            StorageLevel.MEMORY_AND_DISK
-        )
+        bad_rows = invalid.transform(T.quarantine_rows(spec, run_id, now)).persist(BATCH_STORAGE)
         bad_rows.count()
     counts = Counts(records_read=n_read)
     if n_read == n_invalid:
@@ -316,7 +314,7 @@ def _merge_versions(
     ranked = (
         T.classify_batch(prepared, spec.keys)
         .transform(T.fill_partitions_from_batch(spec))
-        .persist(StorageLevel.MEMORY_AND_DISK)
+        .persist(BATCH_STORAGE)
     )
     try:
         versions = T.version_counts(ranked, spec.partition_by).first()
@@ -338,7 +336,7 @@ def _merge_source(
 ) -> tuple[Counts, list[dict[str, object]]]:
     """MERGE one row per key; the counts come from the source against the table's keys in the
     pruned partitions, taken before the MERGE. Also returns the batch's partition values."""
-    source = source.persist(StorageLevel.MEMORY_AND_DISK)
+    source = source.persist(BATCH_STORAGE)
     try:
         values = (
             [r.asDict() for r in source.select(*spec.partition_by).distinct().collect()]
@@ -390,7 +388,7 @@ def _adopt_orphans(
         parent_version=current_version(spark, parent_path),
     )
     parent = DeltaTable.forPath(spark, parent_path).toDF()
-    found = T.adoptions(spec, target.toDF(), parent).persist(StorageLevel.MEMORY_AND_DISK)
+    found = T.adoptions(spec, target.toDF(), parent).persist(BATCH_STORAGE)
     try:
         pcols = spec.parent.columns
         values = [
@@ -467,9 +465,7 @@ def _apply_snapshots(
     dated = prepared.withColumn("snapshot_date", F.col("ingest_date")).withColumn(
         "inactive_from", F.lit(None).cast("date")
     )
-    ranked = T.classify_batch(dated, (*spec.keys, "snapshot_date")).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
+    ranked = T.classify_batch(dated, (*spec.keys, "snapshot_date")).persist(BATCH_STORAGE)
     timeline: DataFrame | None = None
     try:
         versions = T.version_counts(ranked).first()
@@ -477,7 +473,7 @@ def _apply_snapshots(
         newest = ranked.transform(T.newest_versions(spec))
         timeline = T.snapshot_timeline(
             spec, newest, target.toDF(), ranked.select("snapshot_date")
-        ).persist(StorageLevel.MEMORY_AND_DISK)
+        ).persist(BATCH_STORAGE)
         events = {
             r["_event"]: r["n"]
             for r in timeline.groupBy("_event").count().withColumnRenamed("count", "n").collect()
