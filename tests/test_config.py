@@ -65,6 +65,8 @@ def test_aws_envs_keep_s3_roots_and_run_on_emr(env: str) -> None:
         # From conf/base.yaml: bounded files and row groups in every environment.
         "spark.sql.files.maxRecordsPerFile": "1000000",
         "spark.hadoop.parquet.block.size": "33554432",
+        # ... and cached batches read back without the object stream's handle table.
+        "spark.serializer.objectStreamReset": "1",
     }
     assert config.aws == AwsConfig(
         region="eu-west-1",
