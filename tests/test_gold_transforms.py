@@ -22,7 +22,14 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.gold import incremental as inc
-from lakehouse.gold.pricing import line_amounts, rate_calendar, with_usd_rate
+from lakehouse.gold.kpis import daily_kpis, daily_payments
+from lakehouse.gold.pricing import (
+    line_amounts,
+    money_sum,
+    order_amounts,
+    rate_calendar,
+    with_usd_rate,
+)
 from lakehouse.gold.star import dim_date
 
 D = Decimal
@@ -76,6 +83,85 @@ def test_amounts_do_not_depend_on_allow_precision_loss(
     spark: SparkSession, no_precision_loss: None
 ) -> None:
     assert _usd_lines(spark) == EXPECTED
+
+
+# --- money at the limits of its types (pricing.py): a value never turns into NULL -------------
+
+PRICED = (
+    "order_id string, customer_id string, order_date date, status string, "
+    "amount_usd decimal(38,14), rate_to_usd decimal(18,8)"
+)
+FIRSTS = "customer_id string, first_order_date date"
+
+
+def _kpis(spark: SparkSession, amounts: list[Decimal]) -> list[tuple[object, ...]]:
+    day = date(2025, 1, 2)
+    orders = spark.createDataFrame(
+        [(f"o{i}", f"c{i}", day, "paid", a, D(1)) for i, a in enumerate(amounts)], PRICED
+    )
+    firsts = spark.createDataFrame([(f"c{i}", day) for i in range(len(amounts))], FIRSTS)
+    return [
+        (r.gross_revenue_usd, r.net_revenue_usd, r.avg_order_value_usd)
+        for r in daily_kpis(orders, firsts).collect()
+    ]
+
+
+def test_a_marketplace_sized_day_has_its_average_order_value(spark: SparkSession) -> None:
+    # $21 billion over three orders once overflowed decimal(24,14) into a NULL average.
+    amounts = [D("7000000000.00000000000001"), D("7000000000"), D("7000000000.01499999999999")]
+    assert _kpis(spark, amounts) == [(D("21000000000.02"), D("21000000000.02"), D("7000000000.01"))]
+
+
+def test_the_average_is_exact_half_up_at_the_largest_day_it_takes(spark: SparkSession) -> None:
+    # Just under 10^14 over 3 orders: the exact average 33333333333333.32499999999999666... is
+    # 3.3 * 10^-15 under the half cent, so rounding it to 14 decimals first would round it up.
+    amounts = [D("33333333333333.32499999999999"), D("33333333333333.325"), D("33333333333333.325")]
+    assert _kpis(spark, amounts) == [
+        (D("99999999999999.97"), D("99999999999999.97"), D("33333333333333.32"))
+    ]
+
+
+def test_a_day_beyond_the_money_types_fails_instead_of_publishing_null(
+    spark: SparkSession,
+) -> None:
+    with pytest.raises(Exception, match=r"money overflow: .* of 2025-01-02 does not fit its type"):
+        _kpis(spark, [D("60000000000000000"), D("60000000000000000")])
+    with pytest.raises(Exception, match="money overflow: the revenue used for the average"):
+        _kpis(spark, [D("200000000000000")])
+
+
+def test_payments_beyond_the_money_type_fail_the_query(spark: SparkSession) -> None:
+    payments = spark.createDataFrame(
+        [(date(2025, 1, 3), "captured", D("20000000000000000"), D(1))],
+        "event_date date, event_type string, amount_usd decimal(38,10), rate_to_usd decimal(18,8)",
+    )
+    with pytest.raises(Exception, match="money overflow: captured_usd of 2025-01-03"):
+        daily_payments(payments).collect()
+
+
+def test_an_order_line_too_large_for_its_type_fails_the_query(spark: SparkSession) -> None:
+    items = spark.createDataFrame(
+        [("o1", 2_000_000_000, D("99999.99"), D("0"))],
+        "order_id string, quantity int, unit_price decimal(18,2), discount decimal(5,4)",
+    )
+    with pytest.raises(Exception, match="money overflow: the line amount of order o1"):
+        line_amounts(items).collect()
+    lines = [("o2", 1, D("9000000000000.00"), D("0")), ("o2", 1, D("2000000000000.00"), D("0"))]
+    too_much = spark.createDataFrame(lines, items.schema)
+    orders = spark.createDataFrame([("o2",)], "order_id string")
+    with pytest.raises(Exception, match="money overflow: the amount of order o2"):
+        order_amounts(orders, too_much).collect()
+
+
+def test_a_sum_beyond_its_type_fails_and_an_empty_sum_is_zero(spark: SparkSession) -> None:
+    big = spark.createDataFrame(
+        [(D("600000000000000000000000"),), (D("600000000000000000000000"),)],
+        "amount decimal(38,14)",
+    )
+    with pytest.raises(Exception, match="money overflow: the sum of the test amounts"):
+        big.agg(money_sum(F.col("amount"), "the test amounts")).collect()
+    empty = big.where("amount < 0").agg(money_sum(F.col("amount"), "the test amounts"))
+    assert empty.first()[0] == 0
 
 
 def test_fx_falls_back_to_the_newest_earlier_rate_of_the_currency(spark: SparkSession) -> None:

@@ -2,7 +2,8 @@
 gold.customer_retention. Pure DataFrame -> DataFrame transforms.
 
 Money is summed exactly (decimal(38,14) for orders, decimal(38,10) for payments) and rounded
-half-up to decimal(18,2) once, on the final per-day figure. Ratios (`capture_rate`,
+half-up to decimal(18,2) once, on the final per-day figure; a figure that does not fit fails the
+run with a `money overflow` error (`pricing.fits`), never a NULL. Ratios (`capture_rate`,
 `retention_rate`) are decimal(5,4), rounded half-up.
 """
 
@@ -14,11 +15,14 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType
 
-from lakehouse.gold.pricing import COUNT, is_counted, ratio, round_money
+from lakehouse.gold.pricing import COUNT, fits, is_counted, money_sum, ratio, round_money
 
-# Daily revenue divided by the order count: decimal(24,14) / decimal(10,0) is decimal(35,25),
-# which needs no precision loss (days up to 10^10 USD).
-_DAY_SUM = DecimalType(24, 14)
+# Daily revenue divided by the order count: decimal(28,14) / decimal(10,0) would be (39,25), so
+# Spark keeps (38,24). Rounding that once more to cents is still exact half-up: a quotient below
+# a half cent is below it by at least 10^-14 / orders >= 10^-24 (orders < 10^10), more than half
+# of the last of 24 decimals, so it is never rounded up onto the half cent. Days up to 10^14
+# USD of revenue; beyond, `fits` fails the run.
+_DAY_SUM = DecimalType(28, 14)
 
 
 def first_order_dates(orders: DataFrame) -> DataFrame:
@@ -57,11 +61,11 @@ def daily_kpis(priced_orders: DataFrame, first_orders: DataFrame) -> DataFrame:
         .groupBy("order_date")
         .agg(
             _count_if(counted).alias("orders"),
-            F.coalesce(F.sum(F.when(counted & priced, F.col("amount_usd"))), F.lit(0)).alias(
+            money_sum(F.when(counted & priced, F.col("amount_usd")), "a day's orders").alias(
                 "_gross"
             ),
-            F.coalesce(
-                F.sum(F.when(counted & priced & ~returned, F.col("amount_usd"))), F.lit(0)
+            money_sum(
+                F.when(counted & priced & ~returned, F.col("amount_usd")), "a day's orders"
             ).alias("_net"),
             F.countDistinct(F.when(counted, F.col("customer_id"))).alias("customers"),
             F.countDistinct(
@@ -73,14 +77,20 @@ def daily_kpis(priced_orders: DataFrame, first_orders: DataFrame) -> DataFrame:
             _count_if(counted & ~priced).alias("orders_unpriced"),
         )
     )
-    average = F.col("_gross").cast(_DAY_SUM) / F.col("orders").cast(COUNT)
+    day = F.concat(F.lit(" of "), F.col("order_date").cast("string"))
+    gross = F.col("_gross")
+    average = fits(
+        gross.cast(_DAY_SUM), gross, F.concat(F.lit("the revenue used for the average"), day)
+    ) / F.col("orders").cast(COUNT)
     return days.select(
         "order_date",
         "orders",
-        round_money(F.col("_gross")).alias("gross_revenue_usd"),
-        round_money(F.col("_net")).alias("net_revenue_usd"),
+        round_money(gross, F.concat(F.lit("gross_revenue_usd"), day)).alias("gross_revenue_usd"),
+        round_money(F.col("_net"), F.concat(F.lit("net_revenue_usd"), day)).alias(
+            "net_revenue_usd"
+        ),
         F.when(F.col("orders") == 0, F.lit(None).cast("decimal(18,2)"))
-        .otherwise(round_money(average))
+        .otherwise(round_money(average, F.concat(F.lit("avg_order_value_usd"), day)))
         .alias("avg_order_value_usd"),
         "customers",
         "new_customers",
@@ -103,16 +113,17 @@ def daily_payments(payments: DataFrame) -> DataFrame:
     captured = kind == "captured"
     refunded = kind == "refunded"
     days = payments.groupBy("event_date").agg(
-        F.coalesce(F.sum(F.when(captured, F.col("amount_usd"))), F.lit(0)).alias("_captured"),
-        F.coalesce(F.sum(F.when(refunded, F.col("amount_usd"))), F.lit(0)).alias("_refunded"),
+        money_sum(F.when(captured, F.col("amount_usd")), "a day's captures").alias("_captured"),
+        money_sum(F.when(refunded, F.col("amount_usd")), "a day's refunds").alias("_refunded"),
         _count_if(captured).alias("_n_captured"),
         _count_if(kind == "failed").alias("payments_failed"),
         _count_if((captured | refunded) & F.col("rate_to_usd").isNull()).alias("payments_unpriced"),
     )
+    day = F.concat(F.lit(" of "), F.col("event_date").cast("string"))
     return days.select(
         "event_date",
-        round_money(F.col("_captured")).alias("captured_usd"),
-        round_money(F.col("_refunded")).alias("refunded_usd"),
+        round_money(F.col("_captured"), F.concat(F.lit("captured_usd"), day)).alias("captured_usd"),
+        round_money(F.col("_refunded"), F.concat(F.lit("refunded_usd"), day)).alias("refunded_usd"),
         "payments_failed",
         ratio(F.col("_n_captured"), F.col("_n_captured") + F.col("payments_failed")).alias(
             "capture_rate"

@@ -12,6 +12,13 @@ more than 38 digits, and none of these do.
   (38,14), 24 integer digits.
 - `PAYMENT_USD` decimal(38,10): payment amount decimal(18,2) times `RATE` is (37,10), exact.
 - `MONEY` decimal(18,2): the final per-day figures, rounded half-up (`F.round`) once.
+
+Room: an order line or order up to 10^13 in its currency, a day up to 10^16 USD (the average
+order value of a day up to 10^14 USD of revenue, see `kpis`); sums of USD amounts hold 10^24.
+Spark with ANSI mode off turns a decimal that does not fit its type into NULL, silently: every
+place a money value is cast, summed or rounded goes through `fits`, `money_sum` or
+`round_money`, which fail the query with a `money overflow` error instead, so a figure beyond
+these bounds stops the run before anything is published (docs/GOLD.md, "Decimals").
 """
 
 from __future__ import annotations
@@ -37,9 +44,34 @@ def is_counted(status: Column | str = "status") -> Column:
     return ~col.eqNullSafe(F.lit("cancelled"))
 
 
-def round_money(amount: Column) -> Column:
-    """Half-up rounding to 2 decimals (Spark's `round` is HALF_UP on decimals), as `MONEY`."""
-    return F.round(amount, 2).cast(MONEY)
+OVERFLOW = "money overflow"
+
+
+def fits(value: Column, source: Column, what: str | Column) -> Column:
+    """`value` (a cast or product of `source`), or a failed query naming `what` when it is null
+    although `source` is not: the value did not fit its decimal type (Spark, ANSI mode off,
+    would publish NULL)."""
+    label = F.lit(what) if isinstance(what, str) else what
+    return F.when(
+        value.isNull() & source.isNotNull(),
+        F.raise_error(F.concat(F.lit(f"{OVERFLOW}: "), label, F.lit(" does not fit its type"))),
+    ).otherwise(value)
+
+
+def money_sum(amount: Column, what: str) -> Column:
+    """The sum of `amount` (an aggregate; 0 when there is none), failing the query when the sum
+    overflows its type instead of becoming null."""
+    total = F.sum(amount)
+    return F.when(
+        total.isNull() & (F.count(amount) > 0),
+        F.raise_error(F.lit(f"{OVERFLOW}: the sum of {what} does not fit its type")),
+    ).otherwise(F.coalesce(total, F.lit(0)))
+
+
+def round_money(amount: Column, what: str | Column = "a money figure") -> Column:
+    """Half-up rounding to 2 decimals (Spark's `round` is HALF_UP on decimals), as `MONEY`;
+    a figure beyond `MONEY` fails the query (`fits`)."""
+    return fits(F.round(amount, 2).cast(MONEY), amount, what)
 
 
 def ratio(numerator: Column, denominator: Column) -> Column:
@@ -60,7 +92,12 @@ def line_amounts(items: DataFrame) -> DataFrame:
     """
     one = F.lit(1).cast(DecimalType(1, 0))
     amount = F.col("quantity").cast(COUNT) * F.col("unit_price") * (one - F.col("discount"))
-    return items.withColumn("line_amount", amount.cast(LINE_AMOUNT))
+    what = (
+        F.concat(F.lit("the line amount of order "), F.col("order_id"))
+        if "order_id" in items.columns
+        else "an order line amount"
+    )
+    return items.withColumn("line_amount", fits(amount.cast(LINE_AMOUNT), amount, what))
 
 
 def order_amounts(orders: DataFrame, items: DataFrame) -> DataFrame:
@@ -74,7 +111,15 @@ def order_amounts(orders: DataFrame, items: DataFrame) -> DataFrame:
     sums = (
         line_amounts(items)
         .groupBy("order_id")
-        .agg(F.sum("line_amount").cast(LINE_AMOUNT).alias("amount"))
+        .agg(money_sum(F.col("line_amount"), "an order's line amounts").alias("_sum"))
+        .select(
+            "order_id",
+            fits(
+                F.col("_sum").cast(LINE_AMOUNT),
+                F.col("_sum"),
+                F.concat(F.lit("the amount of order "), F.col("order_id")),
+            ).alias("amount"),
+        )
     )
     return orders.join(sums, "order_id", "left").withColumn(
         "amount", F.coalesce(F.col("amount"), F.lit(0).cast(LINE_AMOUNT))
