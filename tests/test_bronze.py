@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -476,6 +477,48 @@ def test_file_name_with_glob_characters_is_ingested(spark: SparkSession, tmp_pat
 
     # files read, files skipped, records read, written, duplicates, quarantined
     assert by_source(entries)["clickstream"] == (1, 0, 1, 1, 0, 0)
+
+
+# --- files that are not landed files never block the good ones ---------------------------------
+
+
+def test_a_poison_folder_is_quarantined_and_never_blocks_the_good_files(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    lh = local_lakehouse(tmp_path)
+    land(lh, CLICKS_FILE, f"{CLICK_1}\n".encode())
+    poison = "clickstream/ingest_date=2024-13-45/clicks-0001.jsonl"
+    loose = "clickstream/clicks-loose.jsonl"
+    land(lh, poison, f"{CLICK_2}\n".encode())
+    land(lh, loose, b"\x00\x01 not even json")
+
+    first = ingest(spark, lh, "run-1")
+    second = ingest(spark, lh, "run-2")
+
+    # files read, files skipped, records read, written, duplicates, quarantined
+    assert by_source(first)["clickstream"] == (3, 0, 3, 1, 0, 2)
+    assert by_source(second)["clickstream"] == (0, 3, 0, 0, 0, 0)
+    kept = spark.read.format("delta").load(bronze_path(lh, "clickstream"))
+    assert [(r["_file"], r["raw"]) for r in kept.collect()] == [(CLICKS_FILE, CLICK_1)]
+
+    def summary(name: str, content: bytes) -> str:
+        digest = hashlib.sha256(content).hexdigest()
+        head = content[:64]
+        return f"<file {name}: {len(content)} bytes, sha256 {digest}, first " + (
+            f"{len(head)} bytes (hex) {head.hex()}>"
+        )
+
+    quarantined = read_quarantine(spark, lh).select("file", "line", "ingest_date", "raw", "reason")
+    assert sorted(tuple(r) for r in quarantined.collect()) == [
+        (loose, 0, None, summary(loose, b"\x00\x01 not even json"),
+         "file is not under <source>/ingest_date=YYYY-MM-DD/ as the landing contract says"),
+        (poison, 0, None, summary(poison, f"{CLICK_2}\n".encode()),
+         "folder ingest_date=2024-13-45 is not a calendar date YYYY-MM-DD"),
+    ]  # fmt: skip
+    files = spark.read.format("delta").load(files_path(lh)).select("file", "ingest_date")
+    assert sorted((tuple(r) for r in files.collect()), key=str) == sorted(
+        [(CLICKS_FILE, date(2024, 1, 1)), (poison, None), (loose, None)], key=str
+    )
 
 
 # --- a landed file read in pieces ----------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import hashlib
 
 import pytest
 
@@ -19,6 +21,7 @@ from lakehouse.core.specs import LandingSpec, landing_sources, load_tables
 SOURCES = landing_sources(load_tables())
 DAY = "2024-01-01"
 FX_HEADER = "rate_date,currency,rate_to_usd"
+FX_CSV = f"{FX_HEADER}\n2024-01-01,EUR,1.10\n"
 PAYMENTS_HEADER = (
     "event_id,payment_id,order_id,event_ts,event_type,amount,currency,method,provider_ref"
 )
@@ -53,6 +56,8 @@ def test_landed_path_gives_source_ingest_date_and_path_relative_to_the_landing_r
         "/l/orders/o-1.jsonl",
         "/l/orders/ingest_date=2024-1-2/o-1.jsonl",
         "/l/orders/ingest_date=2024-01-02/",
+        "/l/orders/ingest_date=2024-13-45/o-1.jsonl",
+        "/l/orders/ingest_date=2023-02-29/o-1.jsonl",
     ],
 )
 def test_path_not_laid_out_as_the_contract_says_is_not_a_landed_path(path: str) -> None:
@@ -79,6 +84,19 @@ def test_json_record_id_ignores_key_order_and_whitespace_but_not_values() -> Non
 
     assert a.record_id == b.record_id
     assert a.record_id != c.record_id
+
+
+def test_json_object_with_a_key_twice_is_bad_at_any_depth() -> None:
+    lines = [
+        '{"op":"c","lsn":1,"lsn":2,"after":{"order_id":"o1"}}',
+        '{"op":"c","lsn":3,"after":{"order_id":"o1","status":"paid","status":"placed"}}',
+    ]
+    records = parse("orders", "\n".join(lines).encode())
+
+    assert [(r.line, r.raw, r.reason) for r in records] == [
+        (1, lines[0], "key 'lsn' appears twice in one JSON object"),
+        (2, lines[1], "key 'status' appears twice in one JSON object"),
+    ]
 
 
 def test_same_json_content_in_two_sources_has_two_ids() -> None:
@@ -289,11 +307,15 @@ def test_gz_with_bom_inside_is_decoded_without_the_bom() -> None:
     assert decode_file("x.jsonl.gz", gzip.compress(b'\xef\xbb\xbf{"a":1}\n')) == '{"a":1}\n'
 
 
-def test_corrupt_gz_is_one_bad_record_for_the_whole_file() -> None:
-    [rec] = parse("clickstream", b"\x1f\x8b\x08\x00garbage", name="clicks/part-7.jsonl.gz")
+def test_corrupt_gz_is_one_bad_record_for_the_whole_file_with_its_size_digest_and_start() -> None:
+    content = b"\x1f\x8b\x08\x00garbage"
+    [rec] = parse("clickstream", content, name="clicks/part-7.jsonl.gz")
 
     assert rec.line == 0
-    assert rec.raw == "<11 bytes of clicks/part-7.jsonl.gz>"
+    assert rec.raw == (
+        f"<file clicks/part-7.jsonl.gz: 11 bytes, sha256 {hashlib.sha256(content).hexdigest()}, "
+        "first 11 bytes (hex) 1f8b080067617262616765>"
+    )
     assert rec.record_id == bad_id("clickstream", rec.raw)
     assert rec.fields is None
     assert rec.reason is not None
@@ -312,6 +334,29 @@ def test_truncated_gz_is_one_bad_record() -> None:
 def test_corrupt_gz_raises_a_readable_reason_from_decode_file() -> None:
     with pytest.raises(ValueError, match=r"^not a valid gzip file"):
         decode_file("x.csv.gz", b"plain text, not gzip")
+
+
+@pytest.mark.parametrize(
+    ("encoded", "encoding"),
+    [
+        (codecs.BOM_UTF16_LE + FX_CSV.encode("utf-16-le"), "UTF-16LE"),
+        (codecs.BOM_UTF16_BE + FX_CSV.encode("utf-16-be"), "UTF-16BE"),
+        (FX_CSV.encode("utf-16-le"), "UTF-16LE"),
+        (codecs.BOM_UTF32_LE + FX_CSV.encode("utf-32-le"), "UTF-32LE"),
+    ],
+)
+def test_a_file_in_utf16_or_utf32_is_one_bad_record_saying_so(
+    encoded: bytes, encoding: str
+) -> None:
+    for name, content in (("fx.csv", encoded), ("fx.csv.gz", gzip.compress(encoded))):
+        [rec] = parse("fx_rates", content, name=name)
+
+        assert (rec.line, rec.raw, rec.fields) == (0, FX_CSV, None)
+        assert (
+            rec.reason == f"file is encoded as {encoding}, not UTF-8 as the landing contract says"
+        )
+    [other] = parse("fx_rates", encoded + "2024-01-02,EUR,1.11\n".encode(encoding.lower()))
+    assert other.record_id != rec.record_id
 
 
 @pytest.mark.parametrize(

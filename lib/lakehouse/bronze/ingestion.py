@@ -46,7 +46,10 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.bronze.landing import (
+    SUMMARY_HEAD_BYTES,
     LandedRecord,
+    file_summary,
+    misplaced_reason,
     parse_landed_file,
     parse_landed_lines,
     parse_landed_path,
@@ -207,18 +210,44 @@ def _parsed_row(landed: LandedFile, rec: LandedRecord) -> tuple[object, ...]:
     )
 
 
-def _misplaced_row(landed: LandedFile) -> tuple[object, ...]:
-    """The one bad record of a file that is not under `<source>/ingest_date=YYYY-MM-DD/`."""
+def _misplaced_row(landed: LandedFile, digest: Row) -> tuple[object, ...]:
+    """The one bad record of a file that is not under `<source>/ingest_date=YYYY-MM-DD/`: its
+    `raw` is the file's summary (size, SHA-256, first bytes), its reason says what is wrong with
+    its path."""
+    summary = file_summary(
+        landed.relative, int(digest["length"]), digest["sha256"], bytes(digest["head"])
+    )
     return (
         landed.source,
         landed.relative,
         0,
         None,
-        f"<file {landed.relative}>",
+        summary,
         None,
         f"bad-path:{landed.relative}",
-        "file is not under <source>/ingest_date=YYYY-MM-DD/ as the landing contract says",
+        misplaced_reason(landed.relative),
     )
+
+
+def _misplaced_rows(
+    spark: SparkSession, files: list[LandedFile], by_path: dict[str, LandedFile]
+) -> list[tuple[object, ...]]:
+    """The bad records of files outside the landing layout, their digests computed by Spark
+    (one file per row, never parsed)."""
+    if not files:
+        return []
+    digests = (
+        spark.read.format("binaryFile")
+        .load(_patterns(files))
+        .select(
+            "path",
+            "length",
+            F.sha2(F.col("content"), 256).alias("sha256"),
+            F.substring(F.col("content"), 1, SUMMARY_HEAD_BYTES).alias("head"),
+        )
+        .collect()
+    )
+    return [_misplaced_row(_find(by_path, r["path"]), r) for r in digests]
 
 
 def _file_lookup(files: list[LandedFile]) -> dict[str, LandedFile]:
@@ -304,7 +333,7 @@ def parse_files(
     plain = [f for f in files if f.ingest_date is not None and not _packed(f)]
     packed = [f for f in files if f.ingest_date is not None and _packed(f)]
     misplaced = [f for f in files if f.ingest_date is None]
-    frames = [spark.createDataFrame([_misplaced_row(f) for f in misplaced], PARSED_SCHEMA)]
+    frames = [spark.createDataFrame(_misplaced_rows(spark, misplaced, by_path), PARSED_SCHEMA)]
     with session_conf(spark, {"spark.sql.files.maxPartitionBytes": str(LANDED_SPLIT_BYTES)}):
         if plain:
             lines = (

@@ -4,10 +4,15 @@ This is pure Python (it runs inside Spark tasks, one landed file per call, given
 whole when gzipped; see `ingestion.parse_files`) so that every byte rule of the landing contract
 is applied exactly and tested without Spark:
 
-- `.gz` is decompressed; a file that is not valid gzip becomes one bad record naming the file.
-- A UTF-8 byte order mark is dropped; bytes that are not UTF-8 make that record bad.
-- JSON lines: each non-blank line must be a JSON object. Blank lines carry no record and are
-  not counted (a trailing newline is not a record).
+- `.gz` is decompressed; a file that is not valid gzip becomes one bad record for the whole file,
+  whose `raw` is `file_summary` (size, SHA-256 and first bytes: enough to find and check it).
+- A UTF-8 byte order mark is dropped; bytes that are not UTF-8 make that record bad. A file that
+  starts with a UTF-16 or UTF-32 byte order mark (or whose first line is mostly NUL bytes, as
+  UTF-16 text is) becomes one bad record saying the encoding is wrong, its `raw` the start of
+  the file decoded as what it is.
+- JSON lines: each non-blank line must be a JSON object, with no key twice in any object (which
+  value counts would depend on the reader). Blank lines carry no record and are not counted (a
+  trailing newline is not a record).
 - CSV: RFC 4180 (quoted fields may hold commas, quotes and line breaks), one header line whose
   names may come in any order; extra columns are kept. A missing required column makes every
   row of that file bad; a row with a different number of fields than the header is bad.
@@ -19,15 +24,18 @@ add the delivery day, because an unchanged row in tomorrow's snapshot is tomorro
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import date
 
 from lakehouse.core.specs import LandingSpec
 
@@ -57,13 +65,46 @@ class LandedPath:
     relative: str
 
 
+MISPLACED = "file is not under <source>/ingest_date=YYYY-MM-DD/ as the landing contract says"
+
+
+def _is_date(day: str) -> bool:
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_landed_path(path: str) -> LandedPath | None:
-    """`.../<source>/ingest_date=YYYY-MM-DD/<file>` → its parts; None if not laid out so."""
+    """`.../<source>/ingest_date=YYYY-MM-DD/<file>` → its parts; None if not laid out so (a
+    folder such as `ingest_date=2024-13-45`, which is no calendar date, included)."""
     match = INGEST_DATE_RE.search(path)
-    if match is None:
+    if match is None or not _is_date(match["day"]):
         return None
     source, day, name = match["source"], match["day"], match["name"]
     return LandedPath(source, day, f"{source}/ingest_date={day}/{name}")
+
+
+def misplaced_reason(path: str) -> str:
+    """Why `path` (for which `parse_landed_path` gave None) is not a landed file."""
+    match = INGEST_DATE_RE.search(path)
+    if match is not None:
+        return f"folder ingest_date={match['day']} is not a calendar date YYYY-MM-DD"
+    return MISPLACED
+
+
+# How many first bytes of a bad file `file_summary` shows.
+SUMMARY_HEAD_BYTES = 64
+
+
+def file_summary(name: str, size: int, sha256: str, head: bytes) -> str:
+    """The `raw` of a record that stands for a whole bad file: enough to find the file again and
+    check it is the same bytes (`sha256sum`), and to see what it starts with."""
+    return (
+        f"<file {name}: {size} bytes, sha256 {sha256}, "
+        f"first {min(size, SUMMARY_HEAD_BYTES)} bytes (hex) {head[:SUMMARY_HEAD_BYTES].hex()}>"
+    )
 
 
 def record_id(source: str, identity: str) -> str:
@@ -148,7 +189,8 @@ def parse_landed_file(
         try:
             _check_gzip(content)
         except ValueError as exc:
-            yield _bad(source, 0, f"<{len(content)} bytes of {name}>", str(exc))
+            digest = hashlib.sha256(content).hexdigest()
+            yield _bad(source, 0, file_summary(name, len(content), digest, content), str(exc))
             return
         with gzip.GzipFile(fileobj=io.BytesIO(content)) as stream:
             yield from parse_landed_lines(source, spec, ingest_date, stream)
@@ -161,10 +203,62 @@ def parse_landed_lines(
 ) -> Iterator[LandedRecord]:
     """Every record of one landed file from its physical lines (bytes, in file order, each
     ending with its \n but perhaps the last), consumed one at a time."""
+    stream = iter(lines)
+    first = next(stream, None)
+    if first is None:
+        return
+    encoding = _wide_encoding(first)
+    if encoding is not None:
+        yield _wrongly_encoded(source, encoding, first, stream)
+        return
+    lines = itertools.chain([first], stream)
     if spec.format == "csv":
         yield from _parse_csv(source, spec, ingest_date, _text_lines(lines, universal=True))
     else:
         yield from _parse_json_lines(source, _text_lines(lines, universal=False))
+
+
+# Byte order marks of encodings other than UTF-8, longest first (UTF-32 LE starts like UTF-16 LE),
+# with the codec that reads what follows them.
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32LE"),
+    (codecs.BOM_UTF32_BE, "UTF-32BE"),
+    (codecs.BOM_UTF16_LE, "UTF-16LE"),
+    (codecs.BOM_UTF16_BE, "UTF-16BE"),
+)
+
+# How much of a wrongly encoded file its bad record shows, decoded.
+WRONG_ENCODING_SHOWN_BYTES = 4096
+
+
+def _wide_encoding(first_line: bytes) -> str | None:
+    """The encoding ("UTF-16LE", ...) when the file's first line says the file is not UTF-8: a
+    byte order mark of UTF-16 or UTF-32, or NUL bytes in at least a third of a line of 8 or more
+    bytes, as UTF-16 text without a mark has and UTF-8 text never has."""
+    for bom, name in _WIDE_BOMS:
+        if first_line.startswith(bom):
+            return name
+    if len(first_line) >= 8 and first_line.count(0) * 3 >= len(first_line):
+        return "UTF-16BE" if first_line[0] == 0 else "UTF-16LE"
+    return None
+
+
+def _wrongly_encoded(
+    source: str, encoding: str, first: bytes, rest: Iterator[bytes]
+) -> LandedRecord:
+    """The one bad record of a file in a wide encoding: its start decoded as that encoding (the
+    rest of the file read through, not kept); its id from the digest of all of it, so the same
+    file delivered again is the same record and two files that only start alike are two."""
+    head = bytearray(first)
+    digest = hashlib.sha256(first)
+    for line in rest:
+        digest.update(line)
+        if len(head) < WRONG_ENCODING_SHOWN_BYTES:
+            head += line
+    text = bytes(head[:WRONG_ENCODING_SHOWN_BYTES]).decode(encoding, "replace").lstrip("\ufeff")
+    reason = f"file is encoded as {encoding}, not UTF-8 as the landing contract says"
+    identity = record_id(source, f"bad\x1f{encoding}\x1f{digest.hexdigest()}")
+    return LandedRecord(0, text.replace("\x00", ""), identity, None, reason)
 
 
 def _parse_json_lines(source: str, lines: Iterator[str]) -> Iterator[LandedRecord]:
@@ -176,15 +270,38 @@ def _parse_json_lines(source: str, lines: Iterator[str]) -> Iterator[LandedRecor
             yield _bad(source, number, _printable(raw), "not valid UTF-8")
             continue
         try:
-            value = json.loads(raw)
+            value = json.loads(raw, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             yield _bad(source, number, raw, f"not valid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        except _DuplicateKey as exc:
+            yield _bad(source, number, raw, f"key {exc.key!r} appears twice in one JSON object")
             continue
         if not isinstance(value, dict):
             yield _bad(source, number, raw, f"not a JSON object but a {type(value).__name__}")
             continue
         canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         yield LandedRecord(number, raw, record_id(source, canonical))
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object as a dict, refusing a key given twice: which of the values a reader keeps
+    differs (Python keeps the last, Spark's parser the first), so the record's identity and its
+    values could disagree."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return value
 
 
 class _Taken:
