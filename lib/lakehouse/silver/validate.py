@@ -117,6 +117,22 @@ def column_errors(c: ColumnSpec, raw: Column, typed: Column) -> list[Column]:
     return out
 
 
+# 2^63: shifts a negative long onto 0 .. 2^63 - 1 (19 digits at most).
+_LONG_OFFSET = str(2**63)
+
+
+def lsn_seq(lsn: Column) -> Column:
+    """A CDC `lsn` (long) as a `_seq` string that sorts like the number: a non-negative one
+    zero-padded to 20 digits (as silver has always stored it), a negative one as "-" and
+    `lsn + 2^63` padded to 19 digits, which sorts below every non-negative one ("-" < "0") and
+    keeps the order among negatives (a plain `lpad` put "-5" after "-1")."""
+    offset = F.lit(_LONG_OFFSET).cast("decimal(20,0)")
+    shifted = (lsn.cast("decimal(20,0)") + offset).cast("string")
+    return F.when(lsn >= 0, F.lpad(lsn.cast("string"), 20, "0")).otherwise(
+        F.concat(F.lit("-"), F.lpad(shifted, 19, "0"))
+    )
+
+
 def typed_records(spec: TableSpec) -> Transform:
     """Bronze rows (`_record_id, _file, _line, ingest_date, raw, fields`) → typed records.
 
@@ -138,7 +154,7 @@ def typed_records(spec: TableSpec) -> Transform:
             )
             df = df.withColumn("_op", F.when(op == "d", "d").otherwise("u"))
             df = df.withColumn("_lsn", F.when(lsn_raw.rlike(INT_RE), lsn_raw.cast("long")))
-            df = df.withColumn("_seq", F.lpad(F.col("_lsn").cast("string"), 20, "0"))
+            df = df.withColumn("_seq", lsn_seq(F.col("_lsn")))
             ts_ms = F.col("_env.ts_ms")
             df = df.withColumn(
                 "_event_ts",
