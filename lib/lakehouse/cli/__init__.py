@@ -42,6 +42,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        if not jvm_ended(exc):
+            raise
+        print(
+            "error: the Spark driver (JVM) ended during the run; the run did not finish and "
+            "published nothing more. A JVM out of heap says 'Terminating due to "
+            "java.lang.OutOfMemoryError' above: give it more memory (spark.driver_memory in "
+            "conf/) and run again.",
+            file=sys.stderr,
+        )
+        return JVM_ENDED
+
+
+# The status of a run whose Spark driver ended under it (sysexits' EX_SOFTWARE).
+JVM_ENDED = 70
+
+
+def jvm_ended(exc: BaseException) -> bool:
+    """Whether `exc` is Py4J finding the JVM gone (it exited, out of heap or killed), rather than
+    an error the JVM reported: a network error, or a Py4J error without a Java exception after
+    which the JVM does not answer."""
+    from py4j.protocol import Py4JError, Py4JJavaError, Py4JNetworkError
+
+    if isinstance(exc, Py4JNetworkError | ConnectionError):
+        return True
+    if isinstance(exc, Py4JError) and not isinstance(exc, Py4JJavaError):
+        return not _jvm_answers()
+    return False
+
+
+def _jvm_answers() -> bool:
+    from pyspark import SparkContext
+
+    context = SparkContext._active_spark_context
+    if context is None or context._jvm is None:
+        return False
+    try:
+        context._jvm.java.lang.System.currentTimeMillis()
+    except Exception:
+        return False
+    return True
 
 
 def entry() -> None:
@@ -63,9 +104,13 @@ def _stop_session() -> None:
 
     from lakehouse.core.spark import stop_spark
 
-    spark = SparkSession.getActiveSession()
-    if spark is not None:
-        stop_spark(spark)
+    try:
+        spark = SparkSession.getActiveSession()
+        if spark is not None:
+            stop_spark(spark)
+    except Exception as exc:
+        if not jvm_ended(exc):
+            raise  # a JVM that is gone has nothing left to stop
 
 
 if __name__ == "__main__":

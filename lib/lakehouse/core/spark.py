@@ -50,8 +50,12 @@ LOCAL_DEFAULTS = {
     "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
     "spark.default.parallelism": "2",
     "spark.sql.session.timeZone": "UTC",
-    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
-    "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+    # A JVM out of heap exits at once (status 3, "Terminating due to java.lang.OutOfMemoryError")
+    # instead of living on half-broken while the Python side waits for an answer: a run with a
+    # 127 MB file and the 2g driver hung for minutes with no CPU. The CLI then says the driver
+    # ended (`lakehouse.cli.main`), so a scheduler's retry or alarm can act.
+    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:+ExitOnOutOfMemoryError",
+    "spark.executor.extraJavaOptions": "-Duser.timezone=UTC -XX:+ExitOnOutOfMemoryError",
     "spark.sql.adaptive.enabled": "true",
     "spark.databricks.delta.retentionDurationCheck.enabled": "true",
 }

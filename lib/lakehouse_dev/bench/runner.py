@@ -135,13 +135,11 @@ class Bench:
         os.environ.setdefault("LAKEHOUSE_PII_HMAC_KEY", "bench-only-key-not-a-secret")
         with self.memory:
             self.memory.mark("startup")
-            # A run out of heap stops at once instead of hanging (the Python side would wait).
+            # A run out of heap stops at once (the session's JVM options, `core.spark`).
             spark = get_spark(
                 self.lh.config.spark,
                 app_name="lakehouse-bench",
                 extra={
-                    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC "
-                    "-XX:+ExitOnOutOfMemoryError",
                     # Jobs are counted by job group from the status store, which keeps 1,000 jobs
                     # by default: a first run of a day makes more, so its count was cut short.
                     "spark.ui.retainedJobs": "100000",
