@@ -44,9 +44,10 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.core.context import Lakehouse
-from lakehouse.gold import GoldResult, build_gold, gold_tables
-from lakehouse.gold.build import CONSUMED_TABLE
-from lakehouse.gold.dashboard import kpi_summary_text, write_dashboard
+from lakehouse.gold import GoldResult, build, build_gold, gold_tables
+from lakehouse.gold.build import CONSUMED_TABLE, compute_table
+from lakehouse.gold.dashboard import kpi_summary_text, read_kpis, write_dashboard
+from lakehouse.gold.published import advance, latest_versions, published_versions, read_gold
 from lakehouses import local_lakehouse
 
 D = Decimal
@@ -991,3 +992,79 @@ def test_summary_text_gives_totals_and_the_last_day(lake: Lake) -> None:
     # orders 2+2+1+1+0+1 = 7; gross 47.98+31.25+84.00+0.11+0.00+10.00 = 173.34
     assert "orders 7" in text and "gross $173.34" in text
     assert "last day 2025-02-03" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# The published set: readers never see half of a run's publish (gold/published.py)
+
+
+class _Stopped(Exception):
+    """Stands for a run killed in the middle of publishing gold."""
+
+
+def test_a_run_stopped_while_publishing_leaves_readers_on_the_previous_set(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lh = local_lakehouse(tmp_path)
+    silver = SilverWriter(spark, lh.root)
+    write_initial(silver)
+    build_gold(spark, lh, "run-1")
+    first = published_versions(spark, lh)
+    assert first == latest_versions(spark, lh) and set(first) == set(gold_tables(lh))
+    kpis_before = read_gold(spark, lh, "daily_kpis").orderBy("order_date").collect()
+    write_late_orders(silver)
+
+    writes: list[str] = []
+    real_overwrite, real_replace = build._overwrite, build._replace_scope
+
+    def stop_at_the_second_write(real: Any) -> Any:
+        def write(spark: SparkSession, path: str, name: str, *args: Any) -> Any:
+            if writes:
+                raise _Stopped(name)
+            writes.append(name)
+            return real(spark, path, name, *args)
+
+        return write
+
+    monkeypatch.setattr(build, "_overwrite", stop_at_the_second_write(real_overwrite))
+    monkeypatch.setattr(build, "_replace_scope", stop_at_the_second_write(real_replace))
+    with pytest.raises(_Stopped):
+        build_gold(spark, lh, "run-2")
+    monkeypatch.undo()
+
+    [half] = writes
+    assert latest_versions(spark, lh)[half] == first[half] + 1
+    assert published_versions(spark, lh) == first
+    assert read_gold(spark, lh, "daily_kpis").orderBy("order_date").collect() == kpis_before
+    assert read_kpis(spark, lh)["daily_kpis"] == [r.asDict() for r in kpis_before]
+
+    result = build_gold(spark, lh, "run-3")
+
+    assert half in result.written
+    assert published_versions(spark, lh) == latest_versions(spark, lh)
+    for table in ("daily_kpis", "fact_orders", "customer_retention"):
+        full = compute_table(spark, lh, table, result.consumed_versions)
+        assert_df_equality(
+            read_gold(spark, lh, table), full, ignore_row_order=True, ignore_nullable=True
+        )
+
+
+def test_compaction_moves_readers_only_from_a_table_at_its_published_version(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    lh = local_lakehouse(tmp_path)
+    write_initial(SilverWriter(spark, lh.root))
+    build_gold(spark, lh, "run-1")
+    first = published_versions(spark, lh)
+    # An unpublished write on top of fact_payments, as a stopped run leaves one.
+    payments = lh.path("gold.fact_payments")
+    spark.read.format("delta").load(payments).write.format("delta").mode("overwrite").save(payments)
+    before = latest_versions(spark, lh)
+
+    for table in ("daily_kpis", "fact_payments"):
+        DeltaTable.forPath(spark, lh.path(f"gold.{table}")).optimize().executeCompaction()
+    advance(spark, lh, "maintain-test", before)
+
+    # daily_kpis was at its published version: readers move to the compacted one; fact_payments
+    # had an unpublished write on top: readers stay where they were.
+    assert published_versions(spark, lh) == {**first, "daily_kpis": first["daily_kpis"] + 1}

@@ -120,6 +120,7 @@ def test_after_a_rollback_of_the_second_run_every_table_equals_its_state_after_t
         "silver.orders",
         "gold.daily_kpis",
         "gold._consumed_versions",
+        "gold._published",
         "quarantine.records",
     } <= set(checked)
     for table in checked:

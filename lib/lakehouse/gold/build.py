@@ -24,7 +24,10 @@ rows), which the gold quality suites check; `publish_gold` then writes the stage
 (one commit per table: the rows are written once) and records the consumed silver versions. A
 cached block that is lost is recomputed from silver at the pinned versions, so it is the same
 rows. A run stopped between the two leaves gold and its state exactly as they were, so the next
-run recomputes the same changes. `build_gold` is stage + publish without checks.
+run recomputes the same changes. Once every table is written, the publish records their versions
+in `gold._published`, the set readers pin to (`lakehouse.gold.published`): a run stopped in the
+middle of publishing leaves readers on the previous set. `build_gold` is stage + publish without
+checks.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from lakehouse.gold.kpis import (
     newest_month,
 )
 from lakehouse.gold.pricing import priced_orders, rate_calendar
+from lakehouse.gold.published import published_versions, record_published
 from lakehouse.gold.star import dim_customers, dim_date, dim_products, fact_orders, fact_payments
 from lakehouse.silver.schema import live
 
@@ -275,10 +279,32 @@ def publish_gold(staged: StagedGold) -> GoldResult:
             rows_in=tables[name].rows_written,
             rows_written=tables[name].rows_written,
         )
+    _record_published_set(staged, tables)
     if staged.has_changes:
         _record_consumed(spark, lh, staged.run_id, staged.consumed_versions, staged.mode)
     discard_staged(staged)
     return GoldResult(staged.run_id, staged.mode, dict(staged.consumed_versions), tables)
+
+
+def _record_published_set(staged: StagedGold, tables: dict[str, TableWrite]) -> None:
+    """Record the versions readers pin to (`gold.published`), once every table is written and
+    before the consumed versions: a run stopped before this leaves readers on the previous set,
+    and the next run recomputes and publishes the same changes. A table the run did not write
+    keeps its published version (its newest one when no set was recorded yet). A run without
+    changes records nothing, unless no set has been recorded yet."""
+    spark, lh = staged.spark, staged.lh
+    before = published_versions(spark, lh)
+    if not staged.has_changes and before:
+        return
+    versions = {}
+    for name, write in tables.items():
+        if write.version is not None:
+            versions[name] = write.version
+        elif name in before:
+            versions[name] = before[name]
+        else:
+            versions[name] = current_version(spark, lh.path(f"gold.{name}"))
+    record_published(spark, lh, staged.run_id, versions)
 
 
 def discard_staged(staged: StagedGold) -> None:

@@ -23,6 +23,7 @@ from pyspark.sql import SparkSession
 
 from lakehouse.core.context import Lakehouse
 from lakehouse.gold.build import GoldBuildError
+from lakehouse.gold.published import read_gold
 
 KPI_TABLES = ("daily_kpis", "daily_payments", "customer_retention")
 
@@ -31,14 +32,15 @@ Record = dict[str, Any]
 
 def read_kpis(spark: SparkSession, lh: Lakehouse) -> dict[str, list[Record]]:
     """The three small KPI tables (`KPI_TABLES`) as lists of dicts, each with every column of
-    its table (dates as `date`, money as `Decimal`), ordered by the table's key."""
+    its table (dates as `date`, money as `Decimal`), ordered by the table's key; as the newest
+    published set has them (`gold.published.read_gold`), never a run's half-published state."""
     out: dict[str, list[Record]] = {}
     for table in KPI_TABLES:
         path = lh.path(f"gold.{table}")
         if not DeltaTable.isDeltaTable(spark, path):
             raise GoldBuildError(f"gold.{table} does not exist at {path}: run build_gold first")
         keys = lh.gold[table].keys
-        rows = spark.read.format("delta").load(path).orderBy(*keys).collect()
+        rows = read_gold(spark, lh, table).orderBy(*keys).collect()
         out[table] = [r.asDict() for r in rows]
     return out
 
