@@ -521,6 +521,38 @@ def test_a_poison_folder_is_quarantined_and_never_blocks_the_good_files(
     )
 
 
+class _Stopped(Exception):
+    """Stands for a run killed at that moment."""
+
+
+def test_a_run_stopped_before_marking_its_files_has_counted_them_and_the_rerun_writes_none(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    lh = local_lakehouse(tmp_path)
+    land(lh, CLICKS_FILE, f"{CLICK_1}\n{CLICK_2}\n{{broken\n".encode())
+    counted: list[list[LedgerEntry]] = []
+
+    def count_then_stop(entries: list[LedgerEntry]) -> None:
+        counted.append(entries)
+        raise _Stopped
+
+    with pytest.raises(_Stopped):
+        ingest(spark, lh, "run-1", record_counts=count_then_stop)
+    rerun = ingest(spark, lh, "run-2", record_counts=counted.append)
+
+    # files read, files skipped, records read, written, duplicates, quarantined: the stopped
+    # run's records are counted (its ledger rows come before the files are marked), the rerun
+    # reads the file again and counts them as duplicates, nothing is written twice.
+    assert [by_source(c)["clickstream"] for c in counted] == [
+        (1, 0, 3, 2, 0, 1),
+        (1, 0, 3, 0, 3, 0),
+    ]
+    assert counted[1] == rerun
+    files = spark.read.format("delta").load(files_path(lh)).select("file", "run_id")
+    assert [tuple(r) for r in files.collect()] == [(CLICKS_FILE, "run-2")]
+    assert spark.read.format("delta").load(bronze_path(lh, "clickstream")).count() == 2
+
+
 # --- a landed file read in pieces ----------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import reduce
@@ -376,10 +376,16 @@ def ingest(
     run_id: str,
     ingest_dates: set[str] | None = None,
     reprocess: bool = False,
+    record_counts: Callable[[list[LedgerEntry]], None] | None = None,
 ) -> list[LedgerEntry]:
     """Ingest every landing file not ingested yet into bronze (only those of `ingest_dates` when
     given); one ledger entry per source. With `reprocess` (a backfill) files already ingested are
     read again: only records bronze does not hold are inserted, so unchanged files change nothing.
+
+    `record_counts` (the pipeline's ledger write) gets the balanced entries before the files are
+    marked ingested, so a run stopped in between has counted its records: the next run reads
+    the files again and counts their records as duplicates, instead of skipping files whose
+    records no ledger row counts.
 
     Raises `LedgerImbalanceError` if any record read has no outcome."""
     sources = lh.sources
@@ -429,14 +435,18 @@ def ingest(
         # pickle records to and from the Python parser.
         parsed = parse_files(spark, new, sources).persist(BATCH_STORAGE)
         try:
-            _write_batch(spark, lh, run_id, parsed, new, entries, done)
+            _write_batch(spark, lh, run_id, parsed, new, entries)
         finally:
             parsed.unpersist()
     finished = utcnow()
     for entry in entries.values():
         entry.finished_at = finished
         entry.check_balance()
-    return list(entries.values())
+    counted = list(entries.values())
+    if record_counts is not None:
+        record_counts(counted)
+    _mark_ingested(spark, lh, run_id, [f for f in new if f.relative not in done])
+    return counted
 
 
 def _write_batch(
@@ -446,11 +456,9 @@ def _write_batch(
     parsed: DataFrame,
     new: list[LandedFile],
     entries: dict[str, LedgerEntry],
-    already: set[str],
 ) -> None:
-    """Insert the new records of the parsed files, quarantine their bad ones, record the files
-    not in `already` (the files ingested before) in `bronze/_files`. A table with nothing new
-    gets no commit."""
+    """Insert the new records of the parsed files and quarantine their bad ones, counting them in
+    `entries`. A table with nothing new gets no commit."""
     now = utcnow()
     erased = (
         spark.read.format("delta").load(erased_path(lh))
@@ -540,6 +548,15 @@ def _write_batch(
             rows_in=entry.records_read,
             rows_written=inserted + quarantined,
         )
+
+
+def _mark_ingested(
+    spark: SparkSession, lh: Lakehouse, run_id: str, files: list[LandedFile]
+) -> None:
+    """Record `files` in `bronze/_files` (one commit; none when there are none)."""
+    if not files:
+        return
+    now = utcnow()
     files_df = spark.createDataFrame(
         [
             (
@@ -550,13 +567,10 @@ def _write_batch(
                 run_id,
                 now,
             )
-            for f in new
-            if f.relative not in already
+            for f in files
         ],
         FILES_SCHEMA,
     )
-    if files_df.isEmpty():
-        return
     with_conflict_retries(
         lambda: files_df.write.format("delta").mode("append").save(files_path(lh)),
         what="record ingested files",
