@@ -41,11 +41,15 @@ def run_bronze(
 ) -> list[LedgerEntry]:
     from lakehouse.bronze.ingestion import ingest
 
-    entries = ingest(
-        spark, lh, run_id, ingest_dates=set(dates) if dates else None, reprocess=reprocess
+    # The ledger rows are written before the files are marked ingested (`ingest`).
+    return ingest(
+        spark,
+        lh,
+        run_id,
+        ingest_dates=set(dates) if dates else None,
+        reprocess=reprocess,
+        record_counts=lambda entries: record(spark, lh, entries),
     )
-    record(spark, lh, entries)
-    return entries
 
 
 def run_silver(spark: SparkSession, lh: Lakehouse, run_id: str) -> list[LedgerEntry]:
@@ -145,11 +149,18 @@ def run_pipeline(
     Every Delta commit of the run carries the run id as its `userMetadata`, which is how
     `lakehouse rollback --run` finds what a run wrote. `reprocess` re-reads the landing files of
     `dates` even if ingested before (backfills); `register=False` leaves the catalog alone (a
-    dry run on a scratch copy)."""
+    dry run on a scratch copy).
+
+    The run holds the lakehouse's run lock (`lakehouse.state.lock`): another run on the same
+    lakehouse waits for it, saying so, and stops naming the holder after `lock.wait_minutes`."""
     from lakehouse.core.delta_io import commit_metadata
     from lakehouse.state.catalog import register_tables
+    from lakehouse.state.lock import run_lock
 
-    with progress.step(f"run {run_id}"):
+    with (
+        progress.step(f"run {run_id}"),
+        run_lock(lh, run_id, f"pipeline steps {','.join(steps)}"),
+    ):
         with commit_metadata(spark, run_id):
             report = _run_steps(spark, lh, run_id, steps, dates, checks, gold_mode, reprocess)
         if register:

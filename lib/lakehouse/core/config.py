@@ -140,6 +140,17 @@ class BronzeConfig:
 
 
 @dataclass(frozen=True)
+class LockConfig:
+    """The lakehouse's run lock (`lakehouse.state.lock`): a run waits up to `wait_minutes` for
+    another run to finish, checking every `poll_seconds`; a lock whose holder died on another
+    host is free after `expire_hours` (a holder on this host that has ended frees it at once)."""
+
+    wait_minutes: float = 60
+    poll_seconds: float = 10
+    expire_hours: float = 6
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one environment."""
 
@@ -152,6 +163,7 @@ class Config:
     aws: AwsConfig | None = None
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     bronze: BronzeConfig = field(default_factory=BronzeConfig)
+    lock: LockConfig = field(default_factory=LockConfig)
     # Set by `load_config`: the folder the configuration was read from (quality suites and table
     # specs are read from the same folder).
     conf_dir: str | None = None

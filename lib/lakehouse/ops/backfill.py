@@ -30,6 +30,7 @@ from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import current_version, delete_path
 from lakehouse.core.errors import UserError
 from lakehouse.state.ledger import new_run_id
+from lakehouse.state.lock import LOCK_DIR, run_lock
 
 MAX_DAYS = 366
 
@@ -195,7 +196,8 @@ def compare_gold(
 
 
 def copy_lakehouse(spark: SparkSession, lh: Lakehouse, target: str) -> None:
-    """Copy every folder of the lakehouse root (not `_staging`) to `target`."""
+    """Copy every folder of the lakehouse root (not `_staging`, nor the run lock `_lock`) to
+    `target`."""
     jvm = spark._jvm
     assert jvm is not None
     conf = spark._jsc.hadoopConfiguration()
@@ -206,7 +208,7 @@ def copy_lakehouse(spark: SparkSession, lh: Lakehouse, target: str) -> None:
     dst_fs.mkdirs(dst)
     for status in fs.listStatus(src):
         name = status.getPath().getName()
-        if name == "_staging":
+        if name in ("_staging", LOCK_DIR):
             continue
         jvm.org.apache.hadoop.fs.FileUtil.copy(
             fs, status.getPath(), dst_fs, jvm.org.apache.hadoop.fs.Path(dst, name), False, conf
@@ -234,7 +236,9 @@ def backfill(
         return result
     staging = join_uri(lh.root, "_staging", run_id)
     scratch = join_uri(staging, "lakehouse")
-    copy_lakehouse(spark, lh, scratch)
+    # The copy is taken while no other run writes (the scratch copy has a lock of its own).
+    with run_lock(lh, run_id, "backfill --dry-run (copying the lakehouse)"):
+        copy_lakehouse(spark, lh, scratch)
     try:
         copy = lh.with_config(
             storage=replace(

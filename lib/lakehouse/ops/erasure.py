@@ -70,7 +70,9 @@ from lakehouse.core.delta_io import (
 from lakehouse.core.errors import UserError
 from lakehouse.core.pii import HashedIdentity, hashed_identities, personal_sources
 from lakehouse.core.specs import TableSpec
+from lakehouse.gold.published import advance, latest_versions
 from lakehouse.state.ledger import new_run_id, read_ledger, utcnow
+from lakehouse.state.lock import run_lock
 from lakehouse.state.quarantine import QUARANTINE_TABLE
 
 AUDIT_TABLE = "audit.erasures"
@@ -264,6 +266,15 @@ def erase(
     if not customer_id or not customer_id.strip():
         raise ErasureError("erase: a customer id is required")
     request_id = request_id or f"erase-{new_run_id()}"
+    # One writer at a time: a run between the check below and the rewrite could bring the
+    # customer's records back into silver unerased.
+    with run_lock(lh, request_id, f"erase {customer_id}"):
+        return _erase(spark, lh, customer_id, request_id, reason)
+
+
+def _erase(
+    spark: SparkSession, lh: Lakehouse, customer_id: str, request_id: str, reason: str | None
+) -> ErasureResult:
     requested_at = utcnow()
     personal = personal_sources(lh.tables)
     _check_silver_caught_up(spark, lh, personal)
@@ -276,8 +287,12 @@ def erase(
         for spec in personal.values():
             changes.append(_erase_bronze(spark, lh, spec, subject, landing_files, erased_ids))
         _record_erased_ids(spark, lh, erased_ids, request_id)
+        gold_before = latest_versions(spark, lh)
         for layer in ("silver", "gold"):
             changes.extend(_erase_hashes(spark, lh, layer, customer_id))
+        # Readers of the published gold set move to the erased versions (a table with a stopped
+        # run's unpublished write on top moves at the next publish, which rewrites it).
+        advance(spark, lh, f"erasure:{request_id}", gold_before)
         changes.append(_erase_quality_examples(spark, lh, customer_id))
         touched = tuple(c for c in changes if c.rows_changed > 0)
         finished_at = utcnow()

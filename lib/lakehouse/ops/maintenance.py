@@ -198,11 +198,21 @@ def maintain(
 ) -> MaintenanceRun:
     """Compact, Z-order and VACUUM every table (or those named in `only`) and record the run in
     `ledger.maintenance`; see the module docstring. Every setting is checked against every
-    table before anything is written."""
-    from lakehouse.state.catalog import table_locations
+    table before anything is written. Holds the lakehouse's run lock (`lakehouse.state.lock`)."""
+    from lakehouse.state.lock import run_lock
 
     hours = check_retention(lh, retention_hours, allow_below_window_for_tests)
     run_id = run_id or f"maintain-{new_run_id()}"
+    with run_lock(lh, run_id, "maintain"):
+        return _maintain(spark, lh, hours, only, run_id)
+
+
+def _maintain(
+    spark: SparkSession, lh: Lakehouse, hours: float, only: Sequence[str] | None, run_id: str
+) -> MaintenanceRun:
+    from lakehouse.gold.published import advance, latest_versions
+    from lakehouse.state.catalog import table_locations
+
     zorders = zorder_settings(lh)
     locations = table_locations(spark, lh)
     if only:
@@ -224,12 +234,16 @@ def maintain(
         )
         for name, path in sorted(locations.items())
     ]
+    gold_before = latest_versions(spark, lh)
     with (
         commit_metadata(spark, run_id),
         _retention_check(spark, hours, lh),
         ThreadPoolExecutor(PARALLEL_TABLES) as pool,
     ):
         reports = list(pool.map(lambda plan: _maintain_table(spark, plan, hours), plans))
+        # Compaction keeps every row: readers pinned to a published version move to the
+        # compacted one, whose old files VACUUM may remove once the window has passed.
+        advance(spark, lh, run_id, gold_before)
     _record(spark, lh, run_id, reports)
     not_found = tuple(sorted(n for n in zorders if n not in locations and not only))
     return MaintenanceRun(run_id, hours, tuple(reports), not_found)

@@ -214,7 +214,15 @@ def rollback(
     Refuses (`RollbackRefused`) when a later run wrote one of those tables since, naming the
     runs, unless `cascade` (then those runs are rolled back too); and always when a later commit
     was not made by a pipeline run (an erasure, a manual write): rolling back past it could
-    undo it, which for an erasure would bring personal data back."""
+    undo it, which for an erasure would bring personal data back. Holds the lakehouse's run
+    lock (`lakehouse.state.lock`): no run writes while the commits are read and restored."""
+    from lakehouse.state.lock import run_lock
+
+    with run_lock(lh, f"rollback-of-{run_id}", f"rollback {run_id}"):
+        return _rollback(spark, lh, run_id, cascade)
+
+
+def _rollback(spark: SparkSession, lh: Lakehouse, run_id: str, cascade: bool) -> RollbackResult:
     tables = list_tables(spark, lh)
     commits = _commits(spark, tables)
     already = _rolled_back_runs(spark, lh)
