@@ -227,6 +227,10 @@ def backfilled(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) ->
     after = _versions(spark, lh)
     order_id, day, lines = _cancel_an_order(spark, lh)
     before_dry = _versions(spark, lh)
+    # What a dry run stopped half-way leaves: the next dry run clears it.
+    stopped = Path(lh.root) / "_staging" / "stopped-run" / "lakehouse" / "gold"
+    stopped.mkdir(parents=True)
+    (stopped / "part-0.parquet").write_bytes(b"PAR1")
     dry = backfill(spark, lh, DAYS[0], DAYS[2], dry_run=True)
     after_dry = _versions(spark, lh)
     staging = sorted(str(p) for p in (Path(lh.root) / "_staging").glob("*"))

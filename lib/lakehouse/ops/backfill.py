@@ -224,21 +224,36 @@ def backfill(
     A real backfill whose gold fails an error check raises `QualityGateError` (gold unchanged);
     a dry run reports the refusal in `BackfillResult.refused`."""
     from lakehouse.pipeline import run_pipeline
-    from lakehouse.quality import QualityGateError
 
     dates = date_range(start, end)
     run_id = new_run_id()
-    before = read_gold(spark, lh)
     result = BackfillResult(run_id, dates, dry_run)
-    if not dry_run:
+    # The whole backfill holds the lakehouse's lock (its pipeline run does not wait for it): no
+    # run writes between the reads of gold before and after, and no other dry run is using
+    # `_staging`, so what a dry run finds there was left by one that was stopped.
+    with run_lock(lh, run_id, "backfill --dry-run" if dry_run else "backfill"):
+        before = read_gold(spark, lh)
+        if dry_run:
+            delete_path(spark, join_uri(lh.root, "_staging"))
+            return _dry_run(spark, lh, result, before)
         run_pipeline(spark, lh, run_id, dates=dates, reprocess=True)
         result.diffs, result.kpi_deltas = compare_gold(lh, before, read_gold(spark, lh))
         return result
+
+
+def _dry_run(
+    spark: SparkSession,
+    lh: Lakehouse,
+    result: BackfillResult,
+    before: dict[str, DataFrame],
+) -> BackfillResult:
+    from lakehouse.pipeline import run_pipeline
+    from lakehouse.quality import QualityGateError
+
+    run_id, dates = result.run_id, result.dates
     staging = join_uri(lh.root, "_staging", run_id)
     scratch = join_uri(staging, "lakehouse")
-    # The copy is taken while no other run writes (the scratch copy has a lock of its own).
-    with run_lock(lh, run_id, "backfill --dry-run (copying the lakehouse)"):
-        copy_lakehouse(spark, lh, scratch)
+    copy_lakehouse(spark, lh, scratch)
     try:
         copy = lh.with_config(
             storage=replace(
