@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 VENV_STAMP := $(VENV)/.installed
 JARS_STAMP := $(JARS_DIR)/.resolved
 
-.PHONY: help setup venv jars run maintain package upload test lint format typecheck check clean clean-data bench notebooks
+.PHONY: help setup venv jars run maintain package upload test fuzz lint format typecheck check clean clean-data bench notebooks
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -70,6 +70,14 @@ upload: package ## upload the bundle to <aws.artifacts_uri>/<version>/ (ENV=dev|
 
 test: venv jars ## run the test suite (one Spark session for the whole run)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The landing parser fuzzed (tests/test_landing_fuzz.py): FUZZ_EXAMPLES examples per property
+# and source format (`make test` runs 150), with hypothesis's statistics.
+FUZZ_EXAMPLES ?= 20000
+
+fuzz: venv ## fuzz the landing parser with hypothesis (FUZZ_EXAMPLES per property, default 20000)
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider \
+	  --hypothesis-show-statistics tests/test_landing_fuzz.py
 
 SCALE ?= default
 

@@ -238,8 +238,9 @@ def _wide_encoding(first_line: bytes) -> str | None:
     for bom, name in _WIDE_BOMS:
         if first_line.startswith(bom):
             return name
-    if len(first_line) >= 8 and first_line.count(0) * 3 >= len(first_line):
-        return "UTF-16BE" if first_line[0] == 0 else "UTF-16LE"
+    line = first_line[:-1] if first_line.endswith(b"\n") else first_line
+    if len(line) >= 8 and line.count(0) * 3 >= len(line):
+        return "UTF-16BE" if line[0] == 0 else "UTF-16LE"
     return None
 
 
@@ -249,13 +250,23 @@ def _wrongly_encoded(
     """The one bad record of a file in a wide encoding: its start decoded as that encoding (the
     rest of the file read through, not kept); its id from the digest of all of it, so the same
     file delivered again is the same record and two files that only start alike are two."""
-    head = bytearray(first)
-    digest = hashlib.sha256(first)
-    for line in rest:
-        digest.update(line)
-        if len(head) < WRONG_ENCODING_SHOWN_BYTES:
-            head += line
-    text = bytes(head[:WRONG_ENCODING_SHOWN_BYTES]).decode(encoding, "replace").lstrip("\ufeff")
+    head = bytearray()
+    digest = hashlib.sha256()
+    pending = b""  # a line's \n, kept back until another line follows
+    for line in itertools.chain([first], rest):
+        body = line[:-1] if line.endswith(b"\n") else line
+        for piece in (pending, body):
+            digest.update(piece)
+            if len(head) < WRONG_ENCODING_SHOWN_BYTES:
+                head += piece
+        pending = b"\n" if line.endswith(b"\n") else b""
+    # Without the last \n: a file read in lines (bronze's plain files, each line given back its
+    # \n) and the file read whole give the same record. Shown in whole characters, without the
+    # line break it ends with.
+    unit = 4 if encoding.startswith("UTF-32") else 2
+    shown = bytes(head[:WRONG_ENCODING_SHOWN_BYTES])
+    shown = shown[: len(shown) - len(shown) % unit]
+    text = shown.decode(encoding, "replace").lstrip("\ufeff").rstrip("\r\n")
     reason = f"file is encoded as {encoding}, not UTF-8 as the landing contract says"
     identity = record_id(source, f"bad\x1f{encoding}\x1f{digest.hexdigest()}")
     return LandedRecord(0, text.replace("\x00", ""), identity, None, reason)
