@@ -12,11 +12,11 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fingerprint import lakehouse_fingerprints
 from lakehouse.core.context import Lakehouse
 from lakehouse.pipeline import RunReport, run_pipeline
 from lakehouse.state.catalog import register_tables
 from lakehouse.state.ledger import read_ledger
+from lakehouse_dev.fingerprint import lakehouse_fingerprints
 from lakehouse_dev.generate import generate_landing
 from lakehouses import local_lakehouse
 

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from lakehouse.core import progress
 from lakehouse.core.config import is_uri, join_uri
 from lakehouse.core.context import Lakehouse
+from lakehouse.core.crash import crash_point
 from lakehouse.state.ledger import LedgerEntry, record
 
 STEPS = ("bronze", "silver", "quality", "gold")
@@ -86,6 +87,7 @@ def run_gold_gated(
     from lakehouse.quality import QualityOutcome
 
     staged = stage_gold(spark, lh, run_id, mode)  # type: ignore[arg-type]
+    crash_point("gold.staged")
     if not staged.has_changes:
         # Silver has no version gold has not consumed: gold stays as the run that published it
         # left it (checked then), and there is nothing to check or publish.

@@ -56,6 +56,7 @@ from lakehouse.bronze.landing import (
 )
 from lakehouse.core import progress
 from lakehouse.core.context import Lakehouse
+from lakehouse.core.crash import crash_point
 from lakehouse.core.delta_io import (
     current_version,
     ensure_table,
@@ -443,8 +444,10 @@ def ingest(
         entry.finished_at = finished
         entry.check_balance()
     counted = list(entries.values())
+    crash_point("bronze.written")
     if record_counts is not None:
         record_counts(counted)
+    crash_point("bronze.counted")
     _mark_ingested(spark, lh, run_id, [f for f in new if f.relative not in done])
     return counted
 

@@ -45,6 +45,7 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType, Tim
 
 from lakehouse.core import progress
 from lakehouse.core.context import Lakehouse
+from lakehouse.core.crash import crash_point
 from lakehouse.core.delta_io import current_version
 from lakehouse.core.spark import BATCH_STORAGE
 from lakehouse.core.sql import sql_literal
@@ -269,6 +270,7 @@ def publish_gold(staged: StagedGold) -> GoldResult:
             tables[name] = _overwrite(spark, path, name, rows)
         else:
             tables[name] = _replace_scope(spark, path, name, rows, write.predicate())
+        crash_point("gold.table_published")
         progress.table(
             f"gold.{name}",
             clock,
@@ -279,6 +281,7 @@ def publish_gold(staged: StagedGold) -> GoldResult:
             rows_in=tables[name].rows_written,
             rows_written=tables[name].rows_written,
         )
+    crash_point("gold.tables_published")
     _record_published_set(staged, tables)
     if staged.has_changes:
         _record_consumed(spark, lh, staged.run_id, staged.consumed_versions, staged.mode)

@@ -60,6 +60,7 @@ from pyspark.sql.types import (
 
 from lakehouse.bronze.ingestion import ERASED_SCHEMA, erased_path
 from lakehouse.core.context import Lakehouse
+from lakehouse.core.crash import crash_point
 from lakehouse.core.delta_io import (
     commit_metadata,
     current_version,
@@ -287,6 +288,7 @@ def _erase(
         for spec in personal.values():
             changes.append(_erase_bronze(spark, lh, spec, subject, landing_files, erased_ids))
         _record_erased_ids(spark, lh, erased_ids, request_id)
+        crash_point("erase.bronze")
         gold_before = latest_versions(spark, lh)
         for layer in ("silver", "gold"):
             changes.extend(_erase_hashes(spark, lh, layer, customer_id))

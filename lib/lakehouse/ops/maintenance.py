@@ -48,6 +48,7 @@ from pyspark.sql.types import (
 
 from lakehouse.core.config import ConfigError
 from lakehouse.core.context import Lakehouse
+from lakehouse.core.crash import crash_point
 from lakehouse.core.delta_io import (
     STATS_COLUMNS_PROPERTY,
     commit_metadata,
@@ -335,6 +336,7 @@ def _maintain_table(spark: SparkSession, plan: _Plan, hours: float) -> TableRepo
             with_conflict_retries(builder.executeCompaction, what=f"compact {plan.name}")
             optimized = "compaction" if optimized == "skipped" else optimized
     files_after, bytes_after = _snapshot_usage(table)
+    crash_point("maintain.table")
     table.vacuum(hours)
     storage_after = _storage_usage(spark, plan.path)
     return TableReport(

@@ -32,6 +32,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.core import progress
 from lakehouse.core.context import Lakehouse
+from lakehouse.core.crash import crash_point
 from lakehouse.core.delta_io import current_version, ensure_table
 from lakehouse.core.spark import BATCH_STORAGE
 from lakehouse.core.specs import TableSpec
@@ -145,6 +146,7 @@ def _apply_tables(
             clock = progress.Clock()
             done = _apply_table(spark, lh, run_id, spec, key, consumed.get(spec.name))
             applied.append(done)
+            crash_point("silver.table_merged")
             c = done.counts
             progress.table(
                 f"silver.{spec.name}",

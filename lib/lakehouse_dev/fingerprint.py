@@ -6,8 +6,9 @@ Columns that name the run or the wall clock (`_run_id`, `_updated_at`, `_ingeste
 column is in, so two lakehouses built from the same landing by two versions of the engines have
 the same fingerprints exactly when they hold the same rows.
 
-`python tests/fingerprint.py LAKEHOUSE_ROOT OUT.json` writes them (how `golden/pipeline.json`
-was made, from the engines before the architecture rework).
+`python -m lakehouse_dev.fingerprint LAKEHOUSE_ROOT OUT.json` writes them (how
+`tests/golden/pipeline.json` was made, from the engines before the architecture rework); the
+pipeline tests and the crash suite (`lakehouse_dev.chaos`) compare lakehouses with them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 VOLATILE = {
@@ -41,8 +42,12 @@ SKIPPED = {"gold._consumed_versions", "gold._published"}
 def table_fingerprint(spark: SparkSession, path: str) -> dict[str, Any]:
     """Row count and the SHA-256 of the table's rows (volatile columns dropped), each row as
     canonical JSON, sorted."""
-    df = spark.read.format("delta").load(path)
-    kept = sorted(c for c in df.columns if c not in VOLATILE)
+    return frame_fingerprint(spark.read.format("delta").load(path))
+
+
+def frame_fingerprint(df: DataFrame, volatile: set[str] = VOLATILE) -> dict[str, Any]:
+    """`table_fingerprint` of any frame (a table read at a version, say)."""
+    kept = sorted(c for c in df.columns if c not in volatile)
     rows = df.select(F.to_json(F.struct(*[F.col(c) for c in kept])).alias("j")).collect()
     lines = sorted(r["j"] for r in rows)
     digest = hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()

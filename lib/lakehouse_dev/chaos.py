@@ -1,0 +1,295 @@
+"""The crash suite: runs killed half-way, then run again, must leave the lakehouse exactly as an
+uninterrupted run does (issue #22, docs/RELIABILITY.md).
+
+A small landing zone of two days (every defect on) is generated once. The reference is built
+by uninterrupted runs: day 1, then day 2. Each trial copies the day-1 lakehouse and kills a run
+of day 2 in its own process, either at a named crash point (`lakehouse.core.crash`: the process
+ends with `os._exit`, as `kill -9` would) or from outside with SIGKILL at a random moment of the
+run (seeded, so a trial is reproducible). Then it checks:
+
+- nothing was published half: gold as readers see it (`gold.published.read_gold`) is still day
+  1's, table by table;
+- the rerun of day 2 completes (status 0);
+- every bronze, silver, gold and quarantine table equals the reference's by key and value
+  (`lakehouse_dev.fingerprint`);
+- the ledger counts each bronze record once: per source, the records written over all runs
+  equal the rows of the bronze table.
+
+    python -m lakehouse_dev.chaos --trials 20 --seed 7         # `make chaos`
+    python -m lakehouse_dev.chaos --points gold.table_published#1
+
+Every run is a separate process (`python -m lakehouse_dev.chaos run ...`), like a scheduler's
+retry. The checks run in this process's own Spark session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lakehouse.core.context import Lakehouse
+from lakehouse.core.crash import CRASH_ENV, CRASH_STATUS
+
+DAYS = ("2024-01-01", "2024-01-02")
+# The crash points a day-2 run passes, with the pass to crash on (`#n`).
+RUN_POINTS = (
+    "bronze.written",
+    "bronze.counted",
+    "silver.table_merged#1",
+    "silver.table_merged#4",
+    "gold.staged",
+    "gold.table_published#1",
+    "gold.table_published#3",
+    "gold.tables_published",
+)
+
+
+@dataclass
+class Trial:
+    name: str  # a crash point, or `kill@<seconds>`
+    crashed_status: int | None = None
+    rerun_status: int | None = None
+    reached: bool = True  # a crash point the run passed (a kill: the run had not finished)
+    half_published: list[str] = field(default_factory=list)
+    # Gold tables the killed run had written past their published version (what readers must
+    # not see).
+    unpublished: list[str] = field(default_factory=list)
+    different: list[str] = field(default_factory=list)
+    double_counted: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.reached
+            and self.rerun_status == 0
+            and not self.half_published
+            and not self.different
+            and not self.double_counted
+        )
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"{self.name}: identical after the rerun ({self.seconds:.0f} s)"
+        problems = [
+            "" if self.reached else f"not reached (the run ended with {self.crashed_status})",
+            f"rerun status {self.rerun_status}" if self.rerun_status != 0 else "",
+            f"half published: {', '.join(self.half_published)}" if self.half_published else "",
+            f"differs: {', '.join(self.different)}" if self.different else "",
+            f"counted twice: {', '.join(self.double_counted)}" if self.double_counted else "",
+        ]
+        return f"{self.name}: FAILED ({'; '.join(p for p in problems if p)})"
+
+
+def _lakehouse(work: Path, lake: str) -> Lakehouse:
+    storage = {
+        "landing_root": str(work / "landing"),
+        "lakehouse_root": str(work / lake),
+        "reports_root": str(work / lake / "_reports"),
+    }
+    return Lakehouse.load("local", None, {"storage": storage})
+
+
+# ---------------------------------------------------------------------------------------------
+# One run, in its own process
+
+
+def run_once(work: Path, lake: str, day: str, run_id: str) -> int:
+    from lakehouse.core.spark import get_spark, stop_spark
+    from lakehouse.pipeline import run_pipeline
+
+    lh = _lakehouse(work, lake)
+    spark = get_spark(lh.config.spark, app_name=f"chaos-{run_id}")
+    try:
+        run_pipeline(spark, lh, run_id, dates=[day])
+    finally:
+        stop_spark(spark)
+    return 0
+
+
+def _run(
+    work: Path, lake: str, day: str, run_id: str, crash: str | None = None, kill_after: float = 0
+) -> tuple[int, float]:
+    """Run day `day` on `lake` in a new process: (its status, seconds); with `crash`, ended at
+    that crash point; with `kill_after`, killed (SIGKILL, the whole process group) after that
+    many seconds unless it finished first."""
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    if crash:
+        env[CRASH_ENV] = crash
+    env.setdefault("LAKEHOUSE_PII_HMAC_KEY", "chaos-only-key-not-a-secret")
+    command = [sys.executable, "-m", "lakehouse_dev.chaos", "run", str(work), lake, day, run_id]
+    log = (work / f"{lake}-{run_id}.log").open("w")
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        status = process.wait(timeout=kill_after or None)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        status = process.wait()
+    finally:
+        log.close()
+    return status, time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+
+
+def _bronze_written(spark: Any, lh: Lakehouse) -> dict[str, int]:
+    from pyspark.sql import functions as F
+
+    from lakehouse.state.ledger import read_ledger
+
+    rows = (
+        read_ledger(spark, lh)
+        .where(F.col("layer") == "bronze")
+        .groupBy("table_name")
+        .agg(F.sum("records_written").alias("written"))
+        .collect()
+    )
+    return {r["table_name"]: int(r["written"] or 0) for r in rows}
+
+
+def _bronze_rows(spark: Any, lh: Lakehouse) -> dict[str, int]:
+    from delta.tables import DeltaTable
+
+    out = {}
+    for source in lh.sources:
+        path = lh.path(f"bronze.{source}")
+        if DeltaTable.isDeltaTable(spark, path):
+            out[source] = spark.read.format("delta").load(path).count()
+    return out
+
+
+def _published_gold(spark: Any, lh: Lakehouse) -> dict[str, dict[str, Any]]:
+    from lakehouse.gold.published import read_gold
+    from lakehouse_dev.fingerprint import frame_fingerprint
+
+    return {t: frame_fingerprint(read_gold(spark, lh, t)) for t in lh.gold}
+
+
+@dataclass
+class Reference:
+    day1_gold: dict[str, dict[str, Any]]
+    final: dict[str, dict[str, Any]]
+    day2_seconds: float
+
+
+def build_reference(spark: Any, work: Path) -> Reference:
+    from lakehouse_dev.fingerprint import lakehouse_fingerprints
+    from lakehouse_dev.generate import generate_landing
+
+    lh = _lakehouse(work, "day1")
+    spec = replace(lh.config.generator, customers=30, days=len(DAYS), orders_per_day=15)
+    generate_landing(str(work / "landing"), spec, overwrite=True)
+    status, _ = _run(work, "day1", DAYS[0], "run-1")
+    if status != 0:
+        raise RuntimeError(f"the reference run of {DAYS[0]} failed: see {work}/day1-run-1.log")
+    day1_gold = _published_gold(spark, lh)
+    shutil.copytree(work / "day1", work / "reference")
+    status, seconds = _run(work, "reference", DAYS[1], "run-2")
+    if status != 0:
+        raise RuntimeError(f"the reference run of {DAYS[1]} failed: see {work}/reference-run-2.log")
+    final = lakehouse_fingerprints(spark, str(work / "reference"))
+    return Reference(day1_gold, final, seconds)
+
+
+def run_trial(spark: Any, work: Path, ref: Reference, name: str, kill_after: float = 0) -> Trial:
+    from lakehouse_dev.fingerprint import lakehouse_fingerprints
+
+    trial = Trial(name)
+    lake = "trial-" + name.replace("#", "-").replace("@", "-").replace(".", "_")
+    shutil.rmtree(work / lake, ignore_errors=True)
+    shutil.copytree(work / "day1", work / lake)
+    started = time.perf_counter()
+    crash = None if kill_after else name
+    trial.crashed_status, _ = _run(work, lake, DAYS[1], "run-2", crash=crash, kill_after=kill_after)
+    lh = _lakehouse(work, lake)
+    expected = -signal.SIGKILL if kill_after else CRASH_STATUS
+    trial.reached = trial.crashed_status == expected
+    if trial.crashed_status != 0:
+        from lakehouse.gold.published import latest_versions, published_versions
+
+        seen = _published_gold(spark, lh)
+        trial.half_published = sorted(t for t in seen if seen[t] != ref.day1_gold[t])
+        published, latest = published_versions(spark, lh), latest_versions(spark, lh)
+        trial.unpublished = sorted(t for t in latest if latest[t] != published.get(t))
+    trial.rerun_status, _ = _run(work, lake, DAYS[1], "run-2-again")
+    if trial.rerun_status == 0:
+        found = lakehouse_fingerprints(spark, str(work / lake))
+        trial.different = sorted(
+            t for t in set(found) | set(ref.final) if found.get(t) != ref.final.get(t)
+        )
+        rows, written = _bronze_rows(spark, lh), _bronze_written(spark, lh)
+        trial.double_counted = sorted(s for s in rows if written.get(s, 0) != rows[s])
+    trial.seconds = time.perf_counter() - started
+    return trial
+
+
+def run_suite(
+    spark: Any, work: Path, points: Sequence[str], random_kills: int, seed: int
+) -> tuple[Reference, list[Trial]]:
+    """The reference, then a trial per crash point and `random_kills` kills at moments drawn
+    (seeded) between 3 s and 90% of an uninterrupted day-2 run; checks in `spark`."""
+    work.mkdir(parents=True, exist_ok=True)
+    ref = build_reference(spark, work)
+    trials = []
+    for point in points:
+        trials.append(run_trial(spark, work, ref, point))
+        print(trials[-1].describe(), flush=True)
+    rng = random.Random(seed)
+    for _ in range(random_kills):
+        after = round(rng.uniform(3, 0.9 * ref.day2_seconds), 1)
+        trials.append(run_trial(spark, work, ref, f"kill@{after}", kill_after=after))
+        print(trials[-1].describe(), flush=True)
+    return ref, trials
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lakehouse_dev.chaos", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    one = sub.add_parser("run", help="one run of one day (what each trial starts)")
+    one.add_argument("work", type=Path)
+    one.add_argument("lake")
+    one.add_argument("day")
+    one.add_argument("run_id")
+    parser.add_argument("--work", type=Path, default=Path("bench-data/chaos"))
+    parser.add_argument("--points", nargs="*", default=list(RUN_POINTS))
+    parser.add_argument("--trials", type=int, default=20, help="crash points + random kills")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", type=Path, help="write the trials as JSON here")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return run_once(args.work, args.lake, args.day, args.run_id)
+    from lakehouse.core.config import SparkConfig
+    from lakehouse.core.spark import get_spark, stop_spark
+
+    kills = max(0, args.trials - len(args.points))
+    spark = get_spark(SparkConfig(mode="local"), app_name="chaos-checks")
+    try:
+        ref, trials = run_suite(spark, args.work, args.points, kills, args.seed)
+    finally:
+        stop_spark(spark)
+    passed = sum(t.ok for t in trials)
+    print(
+        f"crash suite: {passed} of {len(trials)} trials identical after the rerun "
+        f"(seed {args.seed}; an uninterrupted day-2 run took {ref.day2_seconds:.0f} s)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps([t.__dict__ for t in trials], indent=1) + "\n")
+    return 0 if passed == len(trials) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
