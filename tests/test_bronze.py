@@ -525,31 +525,53 @@ class _Stopped(Exception):
     """Stands for a run killed at that moment."""
 
 
-def test_a_run_stopped_before_marking_its_files_has_counted_them_and_the_rerun_writes_none(
-    spark: SparkSession, tmp_path: Path
-) -> None:
+def _stopped_bronze_run(
+    spark: SparkSession, tmp_path: Path, counted_first: bool
+) -> tuple[Lakehouse, list[LedgerEntry]]:
+    """Ingest one file in a run stopped just before (`counted_first` False) or just after its
+    ledger rows are written, then the rerun; the rerun's entries."""
     lh = local_lakehouse(tmp_path)
     land(lh, CLICKS_FILE, f"{CLICK_1}\n{CLICK_2}\n{{broken\n".encode())
-    counted: list[list[LedgerEntry]] = []
 
-    def count_then_stop(entries: list[LedgerEntry]) -> None:
-        counted.append(entries)
+    def stop(entries: list[LedgerEntry]) -> None:
+        if counted_first:
+            record(spark, lh, entries)
         raise _Stopped
 
     with pytest.raises(_Stopped):
-        ingest(spark, lh, "run-1", record_counts=count_then_stop)
-    rerun = ingest(spark, lh, "run-2", record_counts=counted.append)
+        ingest(spark, lh, "run-1", record_counts=stop)
+    rerun = ingest(spark, lh, "run-2", record_counts=lambda e: record(spark, lh, e))
+    return lh, rerun
 
-    # files read, files skipped, records read, written, duplicates, quarantined: the stopped
-    # run's records are counted (its ledger rows come before the files are marked), the rerun
-    # reads the file again and counts them as duplicates, nothing is written twice.
-    assert [by_source(c)["clickstream"] for c in counted] == [
-        (1, 0, 3, 2, 0, 1),
-        (1, 0, 3, 0, 3, 0),
-    ]
-    assert counted[1] == rerun
+
+def _written_per_run(spark: SparkSession, lh: Lakehouse) -> list[tuple[str, int]]:
+    rows = read_ledger(spark, lh).where("layer = 'bronze' AND table_name = 'clickstream'")
+    return sorted((r["run_id"], r["records_written"]) for r in rows.collect())
+
+
+def test_a_run_stopped_after_its_ledger_rows_is_read_again_and_nothing_is_written_twice(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    lh, rerun = _stopped_bronze_run(spark, tmp_path, counted_first=True)
+
+    # files read, files skipped, records read, written, duplicates, quarantined: the rerun
+    # reads the file again (it was not marked) and counts its records as duplicates.
+    assert by_source(rerun)["clickstream"] == (1, 0, 3, 0, 3, 0)
+    assert _written_per_run(spark, lh) == [("run-1", 2), ("run-2", 0)]
     files = spark.read.format("delta").load(files_path(lh)).select("file", "run_id")
     assert [tuple(r) for r in files.collect()] == [(CLICKS_FILE, "run-2")]
+    assert spark.read.format("delta").load(bronze_path(lh, "clickstream")).count() == 2
+
+
+def test_a_run_stopped_before_its_ledger_rows_has_its_records_counted_written_by_the_rerun(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    lh, rerun = _stopped_bronze_run(spark, tmp_path, counted_first=False)
+
+    # The stopped run's two records are in bronze under its run id, which no ledger row counts:
+    # the rerun counts them as written, so the ledger counts each bronze record once.
+    assert by_source(rerun)["clickstream"] == (1, 0, 3, 2, 1, 0)
+    assert _written_per_run(spark, lh) == [("run-2", 2)]
     assert spark.read.format("delta").load(bronze_path(lh, "clickstream")).count() == 2
 
 

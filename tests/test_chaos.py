@@ -32,4 +32,4 @@ def test_a_run_killed_while_publishing_gold_is_rerun_to_the_uninterrupted_result
     assert trial.half_published == []
     assert trial.rerun_status == 0
     assert trial.different == []
-    assert trial.double_counted == []
+    assert trial.miscounted == []

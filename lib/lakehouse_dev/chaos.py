@@ -13,7 +13,7 @@ run (seeded, so a trial is reproducible). Then it checks:
 - every bronze, silver, gold and quarantine table equals the reference's by key and value
   (`lakehouse_dev.fingerprint`);
 - the ledger counts each bronze record once: per source, the records written over all runs
-  equal the rows of the bronze table.
+  equal the rows of the bronze table (`miscounted` otherwise).
 
     python -m lakehouse_dev.chaos --trials 20 --seed 7         # `make chaos`
     python -m lakehouse_dev.chaos --points gold.table_published#1
@@ -66,7 +66,9 @@ class Trial:
     # not see).
     unpublished: list[str] = field(default_factory=list)
     different: list[str] = field(default_factory=list)
-    double_counted: list[str] = field(default_factory=list)
+    # Bronze sources whose ledger rows, summed over every run, do not count each bronze record
+    # once as written.
+    miscounted: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -76,7 +78,7 @@ class Trial:
             and self.rerun_status == 0
             and not self.half_published
             and not self.different
-            and not self.double_counted
+            and not self.miscounted
         )
 
     def describe(self) -> str:
@@ -87,7 +89,9 @@ class Trial:
             f"rerun status {self.rerun_status}" if self.rerun_status != 0 else "",
             f"half published: {', '.join(self.half_published)}" if self.half_published else "",
             f"differs: {', '.join(self.different)}" if self.different else "",
-            f"counted twice: {', '.join(self.double_counted)}" if self.double_counted else "",
+            f"ledger written != bronze rows: {', '.join(self.miscounted)}"
+            if self.miscounted
+            else "",
         ]
         return f"{self.name}: FAILED ({'; '.join(p for p in problems if p)})"
 
@@ -232,7 +236,7 @@ def run_trial(spark: Any, work: Path, ref: Reference, name: str, kill_after: flo
             t for t in set(found) | set(ref.final) if found.get(t) != ref.final.get(t)
         )
         rows, written = _bronze_rows(spark, lh), _bronze_written(spark, lh)
-        trial.double_counted = sorted(s for s in rows if written.get(s, 0) != rows[s])
+        trial.miscounted = sorted(s for s in rows if written.get(s, 0) != rows[s])
     trial.seconds = time.perf_counter() - started
     return trial
 

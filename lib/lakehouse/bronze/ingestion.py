@@ -68,7 +68,13 @@ from lakehouse.core.delta_io import (
 from lakehouse.core.pii import RECORD_COLUMNS
 from lakehouse.core.spark import BATCH_STORAGE, session_conf
 from lakehouse.core.specs import LandingSpec
-from lakehouse.state.ledger import LedgerEntry, LedgerImbalanceError, utcnow
+from lakehouse.state.ledger import (
+    LEDGER_TABLE,
+    LedgerEntry,
+    LedgerImbalanceError,
+    read_ledger,
+    utcnow,
+)
 from lakehouse.state.quarantine import write_quarantine
 
 # The pieces Spark reads a plain landed file in (Spark's `maxPartitionBytes` for that read).
@@ -463,6 +469,18 @@ def _write_batch(
     """Insert the new records of the parsed files and quarantine their bad ones, counting them in
     `entries`. A table with nothing new gets no commit."""
     now = utcnow()
+    counted_runs = (
+        {
+            r["run_id"]
+            for r in read_ledger(spark, lh)
+            .where(F.col("layer") == "bronze")
+            .select("run_id")
+            .distinct()
+            .collect()
+        }
+        if is_delta_table(spark, lh.path(LEDGER_TABLE))
+        else set()
+    )
     erased = (
         spark.read.format("delta").load(erased_path(lh))
         if is_delta_table(spark, erased_path(lh))
@@ -503,16 +521,17 @@ def _write_batch(
         path = bronze_path(lh, source)
         rows = parsed.where(F.col("_source") == source)
         good = _first_copy(rows.where(F.col("reason").isNull()))
-        existing, inserted = 0, 0
+        existing, inserted, orphaned = 0, 0, 0
         if int(c["distinct_good"]):
             dates = {f.ingest_date for f in new if f.source == source and f.ingest_date}
             days = lh.config.bronze.dedup_window_days
-            held = (
+            landed = (
                 spark.read.format("delta")
                 .load(path)
                 .where(dedup_window(dates, days))
-                .select("_record_id")
+                .select("_record_id", "_run_id")
             )
+            held = landed.select("_record_id")
             if erased is not None:
                 gone = erased.where(F.col("source") == source).select(
                     F.col("record_id").alias("_record_id")
@@ -522,16 +541,20 @@ def _write_batch(
             else:
                 fresh = good
             existing = good.join(held, "_record_id", "left_semi").count()
+            if existing:
+                orphaned = _orphaned(good, landed, counted_runs)
             if int(c["distinct_good"]) > existing:
                 window = dedup_window(dates, days, column="t.ingest_date")
                 inserted = _insert_new(spark, path, fresh, run_id, now, window)
         quarantined = quarantined_by_source.get(source, 0)
         entry.records_read = int(c["read"])
-        entry.records_written = inserted
+        entry.records_written = inserted + orphaned
         entry.quarantined = quarantined
         good_total = int(c["read"]) - int(c["bad"])
         entry.duplicates = (
-            (good_total - int(c["distinct_good"])) + existing + (int(c["bad"]) - quarantined)
+            (good_total - int(c["distinct_good"]))
+            + (existing - orphaned)
+            + (int(c["bad"]) - quarantined)
         )
         if inserted != int(c["distinct_good"]) - existing:
             raise LedgerImbalanceError(
@@ -578,6 +601,16 @@ def _mark_ingested(
         lambda: files_df.write.format("delta").mode("append").save(files_path(lh)),
         what="record ingested files",
     )
+
+
+def _orphaned(good: DataFrame, landed: DataFrame, counted_runs: set[str]) -> int:
+    """How many of the batch's records bronze holds from a run that wrote no bronze ledger row:
+    a run stopped between its bronze commit and its ledger rows. This run counts them as
+    written (not as duplicates), so every bronze record is counted written exactly once."""
+    uncounted = (
+        landed.where(~F.col("_run_id").isin(sorted(counted_runs))) if counted_runs else landed
+    )
+    return good.join(uncounted.select("_record_id"), "_record_id", "left_semi").count()
 
 
 def _first_copy(rows: DataFrame) -> DataFrame:
