@@ -177,10 +177,11 @@ def _bronze_rows(spark: Any, lh: Lakehouse) -> dict[str, int]:
 
 
 def _published_gold(spark: Any, lh: Lakehouse) -> dict[str, dict[str, Any]]:
-    from lakehouse.gold.published import read_gold
+    from lakehouse.gold.published import published_versions, read_gold
     from lakehouse_dev.fingerprint import frame_fingerprint
 
-    return {t: frame_fingerprint(read_gold(spark, lh, t)) for t in lh.gold}
+    published = published_versions(spark, lh)
+    return {t: frame_fingerprint(read_gold(spark, lh, t, published)) for t in lh.gold}
 
 
 @dataclass

@@ -469,18 +469,8 @@ def _write_batch(
     """Insert the new records of the parsed files and quarantine their bad ones, counting them in
     `entries`. A table with nothing new gets no commit."""
     now = utcnow()
-    counted_runs = (
-        {
-            r["run_id"]
-            for r in read_ledger(spark, lh)
-            .where(F.col("layer") == "bronze")
-            .select("run_id")
-            .distinct()
-            .collect()
-        }
-        if is_delta_table(spark, lh.path(LEDGER_TABLE))
-        else set()
-    )
+    # Read once, and only when a batch holds records bronze has already (`_orphaned`).
+    counted_runs: set[str] | None = None
     erased = (
         spark.read.format("delta").load(erased_path(lh))
         if is_delta_table(spark, erased_path(lh))
@@ -542,6 +532,8 @@ def _write_batch(
                 fresh = good
             existing = good.join(held, "_record_id", "left_semi").count()
             if existing:
+                if counted_runs is None:
+                    counted_runs = _runs_with_bronze_rows(spark, lh)
                 orphaned = _orphaned(good, landed, counted_runs)
             if int(c["distinct_good"]) > existing:
                 window = dedup_window(dates, days, column="t.ingest_date")
@@ -601,6 +593,14 @@ def _mark_ingested(
         lambda: files_df.write.format("delta").mode("append").save(files_path(lh)),
         what="record ingested files",
     )
+
+
+def _runs_with_bronze_rows(spark: SparkSession, lh: Lakehouse) -> set[str]:
+    """The runs the ledger has bronze rows of."""
+    if not is_delta_table(spark, lh.path(LEDGER_TABLE)):
+        return set()
+    ledger = read_ledger(spark, lh).where(F.col("layer") == "bronze")
+    return {r["run_id"] for r in ledger.select("run_id").distinct().collect()}
 
 
 def _orphaned(good: DataFrame, landed: DataFrame, counted_runs: set[str]) -> int:

@@ -23,7 +23,7 @@ from pyspark.sql import SparkSession
 
 from lakehouse.core.context import Lakehouse
 from lakehouse.gold.build import GoldBuildError
-from lakehouse.gold.published import read_gold
+from lakehouse.gold.published import published_versions, read_gold
 
 KPI_TABLES = ("daily_kpis", "daily_payments", "customer_retention")
 
@@ -35,12 +35,13 @@ def read_kpis(spark: SparkSession, lh: Lakehouse) -> dict[str, list[Record]]:
     its table (dates as `date`, money as `Decimal`), ordered by the table's key; as the newest
     published set has them (`gold.published.read_gold`), never a run's half-published state."""
     out: dict[str, list[Record]] = {}
+    published = published_versions(spark, lh)
     for table in KPI_TABLES:
         path = lh.path(f"gold.{table}")
         if not DeltaTable.isDeltaTable(spark, path):
             raise GoldBuildError(f"gold.{table} does not exist at {path}: run build_gold first")
         keys = lh.gold[table].keys
-        rows = read_gold(spark, lh, table).orderBy(*keys).collect()
+        rows = read_gold(spark, lh, table, published).orderBy(*keys).collect()
         out[table] = [r.asDict() for r in rows]
     return out
 

@@ -102,11 +102,16 @@ def advance(spark: SparkSession, lh: Lakehouse, run_id: str, before: dict[str, i
         record_published(spark, lh, run_id, {**published, **moved})
 
 
-def read_gold(spark: SparkSession, lh: Lakehouse, table: str) -> DataFrame:
+def read_gold(
+    spark: SparkSession, lh: Lakehouse, table: str, versions: dict[str, int] | None = None
+) -> DataFrame:
     """`gold.<table>` as the newest published set has it (its newest version when no set has
-    been recorded, or the table is not in it)."""
+    been recorded, or the table is not in it). `versions`: the set, when the caller read it
+    already (`published_versions`) for several tables."""
     reader = spark.read.format("delta")
-    version = published_versions(spark, lh).get(table)
+    if versions is None:
+        versions = published_versions(spark, lh)
+    version = versions.get(table)
     if version is not None:
         reader = reader.option("versionAsOf", version)
     return reader.load(lh.path(f"gold.{table}"))
