@@ -15,6 +15,11 @@ run (seeded, so a trial is reproducible). Then it checks:
 - the ledger counts each bronze record once: per source, the records written over all runs
   equal the rows of the bronze table (`miscounted` otherwise).
 
+The maintenance and erasure points (`OPS_POINTS`) are trialled the same way on a copy of the
+finished day-2 lakehouse: `lakehouse maintain` or `lakehouse erase` killed at the point, then run
+again, must leave every table equal to the same command run uninterrupted (maintenance changes no
+row; erasure has its own reference), with readers' gold unchanged while it was stopped.
+
     python -m lakehouse_dev.chaos --trials 20 --seed 7         # `make chaos`
     python -m lakehouse_dev.chaos --points gold.table_published#1
 
@@ -52,6 +57,12 @@ RUN_POINTS = (
     "gold.table_published#1",
     "gold.table_published#3",
     "gold.tables_published",
+)
+# The crash points of `lakehouse maintain` and `lakehouse erase`, run on the finished day 2.
+OPS_POINTS = (
+    "maintain.table#1",
+    "maintain.table#6",
+    "erase.bronze",
 )
 
 
@@ -109,30 +120,38 @@ def _lakehouse(work: Path, lake: str) -> Lakehouse:
 # One run, in its own process
 
 
-def run_once(work: Path, lake: str, day: str, run_id: str) -> int:
+def run_once(work: Path, lake: str, what: str, run_id: str) -> int:
+    """`what`: a day (the daily pipeline of that day), `maintain`, or `erase:<customer id>`."""
     from lakehouse.core.spark import get_spark, stop_spark
+    from lakehouse.ops.erasure import erase
+    from lakehouse.ops.maintenance import maintain
     from lakehouse.pipeline import run_pipeline
 
     lh = _lakehouse(work, lake)
     spark = get_spark(lh.config.spark, app_name=f"chaos-{run_id}")
     try:
-        run_pipeline(spark, lh, run_id, dates=[day])
+        if what == "maintain":
+            maintain(spark, lh, run_id=run_id)
+        elif what.startswith("erase:"):
+            erase(spark, lh, what.partition(":")[2], request_id=run_id)
+        else:
+            run_pipeline(spark, lh, run_id, dates=[what])
     finally:
         stop_spark(spark)
     return 0
 
 
 def _run(
-    work: Path, lake: str, day: str, run_id: str, crash: str | None = None, kill_after: float = 0
+    work: Path, lake: str, what: str, run_id: str, crash: str | None = None, kill_after: float = 0
 ) -> tuple[int, float]:
-    """Run day `day` on `lake` in a new process: (its status, seconds); with `crash`, ended at
-    that crash point; with `kill_after`, killed (SIGKILL, the whole process group) after that
-    many seconds unless it finished first."""
+    """Run `what` (see `run_once`) on `lake` in a new process: (its status, seconds); with
+    `crash`, ended at that crash point; with `kill_after`, killed (SIGKILL, the whole process
+    group) after that many seconds unless it finished first."""
     env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
     if crash:
         env[CRASH_ENV] = crash
     env.setdefault("LAKEHOUSE_PII_HMAC_KEY", "chaos-only-key-not-a-secret")
-    command = [sys.executable, "-m", "lakehouse_dev.chaos", "run", str(work), lake, day, run_id]
+    command = [sys.executable, "-m", "lakehouse_dev.chaos", "run", str(work), lake, what, run_id]
     log = (work / f"{lake}-{run_id}.log").open("w")
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
@@ -189,6 +208,11 @@ class Reference:
     day1_gold: dict[str, dict[str, Any]]
     final: dict[str, dict[str, Any]]
     day2_seconds: float
+    # For the maintenance and erasure trials: gold as readers see it after day 2, the customer
+    # erased, and every table after that erasure run uninterrupted.
+    day2_gold: dict[str, dict[str, Any]] = field(default_factory=dict)
+    customer: str = ""
+    erased: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def build_reference(spark: Any, work: Path) -> Reference:
@@ -208,6 +232,23 @@ def build_reference(spark: Any, work: Path) -> Reference:
         raise RuntimeError(f"the reference run of {DAYS[1]} failed: see {work}/reference-run-2.log")
     final = lakehouse_fingerprints(spark, str(work / "reference"))
     return Reference(day1_gold, final, seconds)
+
+
+def build_ops_reference(spark: Any, work: Path, ref: Reference) -> None:
+    """Complete `ref` for the maintenance and erasure trials: day 2's published gold, a
+    customer with orders, and the lakehouse after erasing them uninterrupted."""
+    from lakehouse_dev.fingerprint import lakehouse_fingerprints
+
+    lh = _lakehouse(work, "reference")
+    ref.day2_gold = _published_gold(spark, lh)
+    first = spark.read.format("delta").load(lh.path("silver.orders")).orderBy("order_id").first()
+    ref.customer = first["customer_id"]
+    shutil.rmtree(work / "erased", ignore_errors=True)
+    shutil.copytree(work / "reference", work / "erased")
+    status, _ = _run(work, "erased", f"erase:{ref.customer}", "erase-1")
+    if status != 0:
+        raise RuntimeError(f"the reference erasure failed: see {work}/erased-erase-1.log")
+    ref.erased = lakehouse_fingerprints(spark, str(work / "erased"))
 
 
 def run_trial(spark: Any, work: Path, ref: Reference, name: str, kill_after: float = 0) -> Trial:
@@ -242,6 +283,34 @@ def run_trial(spark: Any, work: Path, ref: Reference, name: str, kill_after: flo
     return trial
 
 
+def run_ops_trial(spark: Any, work: Path, ref: Reference, point: str) -> Trial:
+    """`lakehouse maintain` or `lakehouse erase` on the finished day 2, killed at `point`
+    (`maintain.*` or `erase.*`), then run again: readers' gold must not have moved while it
+    was stopped, and the tables must equal the command's uninterrupted result."""
+    from lakehouse_dev.fingerprint import lakehouse_fingerprints
+
+    trial = Trial(point)
+    lake = "trial-" + point.replace("#", "-").replace(".", "_")
+    shutil.rmtree(work / lake, ignore_errors=True)
+    shutil.copytree(work / "reference", work / lake)
+    what = "maintain" if point.startswith("maintain.") else f"erase:{ref.customer}"
+    expected = ref.final if what == "maintain" else ref.erased
+    started = time.perf_counter()
+    trial.crashed_status, _ = _run(work, lake, what, "op-1", crash=point)
+    trial.reached = trial.crashed_status == CRASH_STATUS
+    lh = _lakehouse(work, lake)
+    seen = _published_gold(spark, lh)
+    trial.half_published = sorted(t for t in seen if seen[t] != ref.day2_gold[t])
+    trial.rerun_status, _ = _run(work, lake, what, "op-2")
+    if trial.rerun_status == 0:
+        found = lakehouse_fingerprints(spark, str(work / lake))
+        trial.different = sorted(
+            t for t in set(found) | set(expected) if found.get(t) != expected.get(t)
+        )
+    trial.seconds = time.perf_counter() - started
+    return trial
+
+
 def run_suite(
     spark: Any, work: Path, points: Sequence[str], random_kills: int, seed: int
 ) -> tuple[Reference, list[Trial]]:
@@ -250,8 +319,14 @@ def run_suite(
     work.mkdir(parents=True, exist_ok=True)
     ref = build_reference(spark, work)
     trials = []
+    ops = [p for p in points if p.startswith(("maintain.", "erase."))]
+    if ops:
+        build_ops_reference(spark, work, ref)
     for point in points:
-        trials.append(run_trial(spark, work, ref, point))
+        if point in ops:
+            trials.append(run_ops_trial(spark, work, ref, point))
+        else:
+            trials.append(run_trial(spark, work, ref, point))
         print(trials[-1].describe(), flush=True)
     rng = random.Random(seed)
     for _ in range(random_kills):
@@ -267,16 +342,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     one = sub.add_parser("run", help="one run of one day (what each trial starts)")
     one.add_argument("work", type=Path)
     one.add_argument("lake")
-    one.add_argument("day")
+    one.add_argument("what", help="a day, `maintain` or `erase:<customer id>`")
     one.add_argument("run_id")
     parser.add_argument("--work", type=Path, default=Path("bench-data/chaos"))
-    parser.add_argument("--points", nargs="*", default=list(RUN_POINTS))
+    parser.add_argument("--points", nargs="*", default=[*OPS_POINTS, *RUN_POINTS])
     parser.add_argument("--trials", type=int, default=20, help="crash points + random kills")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="write the trials as JSON here")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run_once(args.work, args.lake, args.day, args.run_id)
+        return run_once(args.work, args.lake, args.what, args.run_id)
     from lakehouse.core.config import SparkConfig
     from lakehouse.core.spark import get_spark, stop_spark
 
