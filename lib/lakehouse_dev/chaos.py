@@ -96,7 +96,11 @@ class Trial:
         if self.ok:
             return f"{self.name}: identical after the rerun ({self.seconds:.0f} s)"
         problems = [
-            "" if self.reached else f"not reached (the run ended with {self.crashed_status})",
+            ""
+            if self.reached
+            else "not exactly one run waited for the other's lock"
+            if self.name.startswith("concurrent.")
+            else f"not reached (the run ended with {self.crashed_status})",
             f"rerun status {self.rerun_status}" if self.rerun_status != 0 else "",
             f"half published: {', '.join(self.half_published)}" if self.half_published else "",
             f"differs: {', '.join(self.different)}" if self.different else "",
@@ -122,11 +126,13 @@ def _lakehouse(work: Path, lake: str) -> Lakehouse:
 
 def run_once(work: Path, lake: str, what: str, run_id: str) -> int:
     """`what`: a day (the daily pipeline of that day), `maintain`, or `erase:<customer id>`."""
+    from lakehouse.core import progress
     from lakehouse.core.spark import get_spark, stop_spark
     from lakehouse.ops.erasure import erase
     from lakehouse.ops.maintenance import maintain
     from lakehouse.pipeline import run_pipeline
 
+    progress.enable()  # the run's progress lines (and any wait for the lock) in its log
     lh = _lakehouse(work, lake)
     spark = get_spark(lh.config.spark, app_name=f"chaos-{run_id}")
     try:
@@ -141,27 +147,33 @@ def run_once(work: Path, lake: str, what: str, run_id: str) -> int:
     return 0
 
 
+def _start(
+    work: Path, lake: str, what: str, run_id: str, crash: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `what` (see `run_once`) on `lake` in a new process (and process group), its output
+    in `<work>/<lake>-<run_id>.log`; with `crash`, it ends at that crash point."""
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    if crash:
+        env[CRASH_ENV] = crash
+    env.setdefault("LAKEHOUSE_PII_HMAC_KEY", "chaos-only-key-not-a-secret")
+    command = [sys.executable, "-m", "lakehouse_dev.chaos", "run", str(work), lake, what, run_id]
+    with (work / f"{lake}-{run_id}.log").open("w") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+
+
 def _run(
     work: Path, lake: str, what: str, run_id: str, crash: str | None = None, kill_after: float = 0
 ) -> tuple[int, float]:
     """Run `what` (see `run_once`) on `lake` in a new process: (its status, seconds); with
     `crash`, ended at that crash point; with `kill_after`, killed (SIGKILL, the whole process
     group) after that many seconds unless it finished first."""
-    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-    if crash:
-        env[CRASH_ENV] = crash
-    env.setdefault("LAKEHOUSE_PII_HMAC_KEY", "chaos-only-key-not-a-secret")
-    command = [sys.executable, "-m", "lakehouse_dev.chaos", "run", str(work), lake, what, run_id]
-    log = (work / f"{lake}-{run_id}.log").open("w")
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+    process = _start(work, lake, what, run_id, crash)
     try:
         status = process.wait(timeout=kill_after or None)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         status = process.wait()
-    finally:
-        log.close()
     return status, time.perf_counter() - started
 
 
@@ -311,6 +323,47 @@ def run_ops_trial(spark: Any, work: Path, ref: Reference, point: str) -> Trial:
     return trial
 
 
+def run_concurrent_trial(spark: Any, work: Path, ref: Reference, name: str) -> Trial:
+    """Two pipelines started at once on one lakehouse, each in its own process:
+    `concurrent.same-day` runs day 2 twice on the day-1 lakehouse, `concurrent.two-days` runs
+    day 1 and day 2 on an empty one. Both must finish (one waits for the other's run lock and
+    says so in its log) and leave every table as the uninterrupted runs did, the ledger counting
+    each bronze record once. `rerun_status` is the worse of the two statuses."""
+    from lakehouse_dev.fingerprint import lakehouse_fingerprints
+
+    trial = Trial(name)
+    lake = "trial-" + name.replace(".", "_").replace("-", "_")
+    shutil.rmtree(work / lake, ignore_errors=True)
+    if name == "concurrent.same-day":
+        shutil.copytree(work / "day1", work / lake)
+        runs = [(DAYS[1], "run-a"), (DAYS[1], "run-b")]
+    elif name == "concurrent.two-days":
+        runs = [(DAYS[0], "run-a"), (DAYS[1], "run-b")]
+    else:
+        raise ValueError(f"unknown concurrent trial {name!r}")
+    started = time.perf_counter()
+    processes = [_start(work, lake, day, run_id) for day, run_id in runs]
+    statuses = [p.wait() for p in processes]
+    trial.crashed_status = None
+    trial.rerun_status = max(statuses, key=abs)
+    logs = [(work / f"{lake}-{run_id}.log").read_text() for _, run_id in runs]
+    # Exactly one of them found the other holding the lock.
+    trial.reached = sum("waiting for the lakehouse lock" in log for log in logs) == 1
+    if trial.rerun_status == 0:
+        lh = _lakehouse(work, lake)
+        found = lakehouse_fingerprints(spark, str(work / lake))
+        trial.different = sorted(
+            t for t in set(found) | set(ref.final) if found.get(t) != ref.final.get(t)
+        )
+        rows, written = _bronze_rows(spark, lh), _bronze_written(spark, lh)
+        trial.miscounted = sorted(s for s in rows if written.get(s, 0) != rows[s])
+    trial.seconds = time.perf_counter() - started
+    return trial
+
+
+CONCURRENT = ("concurrent.same-day", "concurrent.two-days")
+
+
 def run_suite(
     spark: Any, work: Path, points: Sequence[str], random_kills: int, seed: int
 ) -> tuple[Reference, list[Trial]]:
@@ -323,7 +376,9 @@ def run_suite(
     if ops:
         build_ops_reference(spark, work, ref)
     for point in points:
-        if point in ops:
+        if point in CONCURRENT:
+            trials.append(run_concurrent_trial(spark, work, ref, point))
+        elif point in ops:
             trials.append(run_ops_trial(spark, work, ref, point))
         else:
             trials.append(run_trial(spark, work, ref, point))
