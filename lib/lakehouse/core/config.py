@@ -140,6 +140,14 @@ class BronzeConfig:
 
 
 @dataclass(frozen=True)
+class ContractConfig:
+    """The landing contract version the senders deliver (docs/CONTRACTS.md): table columns
+    declared `since` a later version stay out of silver and gold until it is raised."""
+
+    version: int = 1
+
+
+@dataclass(frozen=True)
 class LockConfig:
     """The lakehouse's run lock (`lakehouse.state.lock`): a run waits up to `wait_minutes` for
     another run to finish, checking every `poll_seconds`; a lock whose holder died on another
@@ -164,6 +172,7 @@ class Config:
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     bronze: BronzeConfig = field(default_factory=BronzeConfig)
     lock: LockConfig = field(default_factory=LockConfig)
+    contract: ContractConfig = field(default_factory=ContractConfig)
     # Set by `load_config`: the folder the configuration was read from (quality suites and table
     # specs are read from the same folder).
     conf_dir: str | None = None

@@ -41,7 +41,7 @@ class Lakehouse:
     def of(cls, config: Config) -> Lakehouse:
         """The lakehouse of `config`, its specs read from the folder the configuration came
         from (so `--conf-dir` reaches the table specs as well as `base.yaml`)."""
-        tables = load_tables(config.conf_dir)
+        tables = load_tables(config.conf_dir, config.contract.version)
         return cls(config, tables, load_gold(config.conf_dir, tables))
 
     @classmethod

@@ -54,9 +54,15 @@ def ensure_table(
 ) -> DeltaTable:
     """The Delta table at `path`, created empty with `schema` (and table `properties`) if it
     does not exist yet. An existing table is returned as it is, without Delta's create command
-    (which compares schema and properties and cost about a second a table, on every run)."""
+    (which compares schema and properties and cost about a second a table, on every run),
+    except that the columns of `schema` it lacks are added (`add_missing_columns`)."""
     if DeltaTable.isDeltaTable(spark, path):
-        return DeltaTable.forPath(spark, path)
+        table = DeltaTable.forPath(spark, path)
+        if add_missing_columns(spark, table, path, schema):
+            # A handle from before the change would fail the next write (the schema changed
+            # since its DataFrame was analysed).
+            return DeltaTable.forPath(spark, path)
+        return table
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
@@ -65,6 +71,26 @@ def ensure_table(
     for key, value in (properties or {}).items():
         builder = builder.property(key, value)
     return with_conflict_retries(builder.execute, what=f"create {path}")
+
+
+def add_missing_columns(
+    spark: SparkSession, table: DeltaTable, path: str, schema: StructType
+) -> list[str]:
+    """Delta schema evolution for a column a newer landing contract (or code) adds: the fields
+    of `schema` the table lacks are added, nullable, at its end, in one metadata-only commit
+    (`ALTER TABLE ... ADD COLUMNS`). No data file is rewritten: the rows written before read the
+    new columns as null, and every earlier version keeps its schema for time travel. Returns the
+    names added (none: nothing is committed)."""
+    have = {f.name.lower() for f in table.toDF().schema.fields}
+    missing = [f for f in schema.fields if f.name.lower() not in have]
+    if not missing:
+        return []
+    columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+    with_conflict_retries(
+        lambda: spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})"),
+        what=f"add the columns {columns} to {path}",
+    )
+    return [f.name for f in missing]
 
 
 STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"

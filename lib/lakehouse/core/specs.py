@@ -19,7 +19,7 @@ Kinds:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +45,9 @@ class ColumnSpec:
     min_exclusive: float | None = None
     max_exclusive: float | None = None
     scale: int | None = None
+    # The landing contract version that added the column (docs/CONTRACTS.md): a lakehouse
+    # configured for an older version (`contract.version`) leaves it out of silver and gold.
+    since: int = 1
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,12 @@ class TableSpec:
         return next(c for c in self.columns if c.name == name)
 
     @property
+    def added_columns(self) -> tuple[str, ...]:
+        """Silver columns a contract version after the first added (`since` > 1), personal data
+        left out: what gold carries along as it is (`gold.star.fact_orders`)."""
+        return tuple(c.name for c in self.columns if c.since > 1 and c.name not in self.pii.fields)
+
+    @property
     def output_columns(self) -> tuple[str, ...]:
         """Business columns of the silver table, in order: personal data hashed or dropped."""
         out: list[str] = []
@@ -146,6 +155,22 @@ def _check(spec: TableSpec, path: Path) -> TableSpec:
     for key in spec.keys:
         if key not in names:
             raise ConfigError(f"{path}: key '{key}' is not a declared column")
+    for c in spec.columns:
+        if c.since < 1:
+            raise ConfigError(f"{path}: column '{c.name}': since must be a contract version >= 1")
+        if c.since > 1 and (c.name in spec.keys or c.name in spec.partition_by):
+            raise ConfigError(
+                f"{path}: column '{c.name}' (since version {c.since}) is a key or partition "
+                "column: the rows landed before its contract version have none, so a later "
+                "version can only add ordinary columns (docs/CONTRACTS.md)"
+            )
+        if c.since > 1 and c.required:
+            raise ConfigError(
+                f"{path}: column '{c.name}' (since version {c.since}) is required: records of "
+                "earlier versions (late re-deliveries, replays) have none and would all be "
+                "quarantined; declare it optional and check it in the quality suite instead "
+                "(docs/CONTRACTS.md)"
+            )
     if spec.kind in ("events", "snapshot") and spec.order_by not in names:
         raise ConfigError(f"{path}: kind '{spec.kind}' needs order_by naming a column")
     for p in spec.partition_by:
@@ -179,14 +204,21 @@ def _check(spec: TableSpec, path: Path) -> TableSpec:
     return spec
 
 
-def load_tables(conf_dir: str | Path | None = None) -> dict[str, TableSpec]:
-    """Every source table spec by name, in dependency order (parents first)."""
+def load_tables(
+    conf_dir: str | Path | None = None, contract_version: int = 1
+) -> dict[str, TableSpec]:
+    """Every source table spec by name, in dependency order (parents first), with the columns
+    of landing contract `contract_version`: a column declared `since` a later version is left
+    out (docs/CONTRACTS.md)."""
+    if contract_version < 1:
+        raise ConfigError(f"contract.version: {contract_version} is not a version (1, 2, ...)")
     conf = Path(conf_dir or DEFAULT_CONF_DIR)
     folder = conf / "tables"
     specs: dict[str, TableSpec] = {}
     paths: dict[str, Path] = {}
     for path in sorted(folder.glob("*.yaml")):
         spec = _check(load_typed_yaml(path, TableSpec), path)
+        spec = replace(spec, columns=tuple(c for c in spec.columns if c.since <= contract_version))
         if spec.name != path.stem:
             raise ConfigError(f"{path}: name '{spec.name}' differs from the file name")
         _check_suite(spec.quality, conf, path)

@@ -183,7 +183,9 @@ class StagedGold:
                     .load(published)
                     .where(F.expr(f"NOT coalesce({write.predicate()}, false)"))
                 )
-                out[f"gold.{name}"] = kept.unionByName(staged)
+                # A column the run adds (a newer landing contract) reads null on the kept rows,
+                # as it will in the table once published (`_replace_scope`'s mergeSchema).
+                out[f"gold.{name}"] = kept.unionByName(staged, allowMissingColumns=True)
         return out
 
     def scopes(self) -> dict[str, DataFrame]:
@@ -447,6 +449,15 @@ class _Sources:
     def __init__(self, silver: _Silver) -> None:
         self.orders = live(silver.snapshot("orders"))
         self.items = live(silver.snapshot("order_items"))
+        # Columns a later landing contract added to orders and their lines, carried into
+        # fact_orders as they are (docs/CONTRACTS.md); only those silver has already gained.
+        self.added = {
+            name: [c for c in silver.lh.table(table).added_columns if c in frame.columns]
+            for name, table, frame in (
+                ("orders", "orders", self.orders),
+                ("items", "order_items", self.items),
+            )
+        }
         self.fx = live(silver.snapshot("fx_rates"))
         self.payments = live(silver.snapshot("payments"))
         self.customers = silver.snapshot("customers")
@@ -496,7 +507,15 @@ class _Sources:
 
     def fact_orders(self, dates: Sequence[Any] | None = None) -> DataFrame:
         orders, items, calendar = self._orders_on(dates)
-        return fact_orders(orders, items, calendar, self.dim_customers(), self.dim_products())
+        return fact_orders(
+            orders,
+            items,
+            calendar,
+            self.dim_customers(),
+            self.dim_products(),
+            carried_orders=self.added["orders"],
+            carried_items=self.added["items"],
+        )
 
     def daily_kpis(self, dates: Sequence[Any] | None = None) -> DataFrame:
         orders, items, calendar = self._orders_on(dates)
@@ -712,7 +731,15 @@ def _replace_scope(
 ) -> TableWrite:
     """Replace the rows of `path` matching `predicate` with `rows`, in one commit (Delta
     `replaceWhere`): a key that no longer produces rows loses its old ones."""
-    rows.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(path)
+    # mergeSchema: a column a newer landing contract adds (docs/CONTRACTS.md) joins the table
+    # here, the rows outside the scope reading it as null; nothing else may change its schema.
+    (
+        rows.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", predicate)
+        .option("mergeSchema", "true")
+        .save(path)
+    )
     version, metrics = _last_commit(spark, path)
     return TableWrite(
         name,

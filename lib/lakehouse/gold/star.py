@@ -9,6 +9,8 @@ the same customer or product arrive.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -138,6 +140,8 @@ def fact_orders(
     calendar: DataFrame,
     customers: DataFrame,
     products: DataFrame,
+    carried_orders: Sequence[str] = (),
+    carried_items: Sequence[str] = (),
 ) -> DataFrame:
     """One row per order line of a live order, counted or cancelled.
 
@@ -149,14 +153,25 @@ def fact_orders(
     `customer_id`, `customer_key`, `product_id`, `product_key`, `quantity`, `unit_price`,
     `discount`, `currency`, `line_amount` (decimal(19,6), order currency, unrounded),
     `rate_to_usd`, `fx_rate_date`, `line_amount_usd` (decimal(38,14), unrounded; null when the
-    order has no usable rate).
+    order has no usable rate), then the `carried_orders` and `carried_items` columns as they
+    are (columns a later landing contract added, docs/CONTRACTS.md).
     """
-    heads = orders.select("order_id", "customer_id", "order_ts", "order_date", "status", "currency")
+    heads = orders.select(
+        "order_id", "customer_id", "order_ts", "order_date", "status", "currency", *carried_orders
+    )
     heads = point_in_time_key(
         heads, customers, "customer_id", "customer_key", "order_ts", ["order_id"]
     )
     lines = line_amounts(
-        items.select("order_id", "line_no", "product_id", "quantity", "unit_price", "discount")
+        items.select(
+            "order_id",
+            "line_no",
+            "product_id",
+            "quantity",
+            "unit_price",
+            "discount",
+            *carried_items,
+        )
     ).join(heads, "order_id")
     lines = point_in_time_key(
         lines, products, "product_id", "product_key", "order_ts", ["order_id", "line_no"]
@@ -182,6 +197,8 @@ def fact_orders(
         "rate_to_usd",
         "fx_rate_date",
         (F.col("line_amount") * F.col("rate_to_usd")).cast(USD_AMOUNT).alias("line_amount_usd"),
+        *carried_orders,
+        *carried_items,
     )
 
 
