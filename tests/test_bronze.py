@@ -568,11 +568,16 @@ def test_a_run_stopped_before_its_ledger_rows_has_its_records_counted_written_by
 ) -> None:
     lh, rerun = _stopped_bronze_run(spark, tmp_path, counted_first=False)
 
-    # The stopped run's two records are in bronze under its run id, which no ledger row counts:
-    # the rerun counts them as written, so the ledger counts each bronze record once.
-    assert by_source(rerun)["clickstream"] == (1, 0, 3, 2, 1, 0)
+    # The stopped run's two records are in bronze, and its bad one in the quarantine, under its
+    # run id, which no ledger row counts: the rerun counts them as written and quarantined, so
+    # the ledger counts each record once.
+    assert by_source(rerun)["clickstream"] == (1, 0, 3, 2, 0, 1)
     assert _written_per_run(spark, lh) == [("run-2", 2)]
     assert spark.read.format("delta").load(bronze_path(lh, "clickstream")).count() == 2
+    quarantine = spark.read.format("delta").load(lh.path("quarantine.records"))
+    assert [tuple(r) for r in quarantine.select("source", "run_id").collect()] == [
+        ("clickstream", "run-1")
+    ]
 
 
 # --- a landed file read in pieces ----------------------------------------------------------------

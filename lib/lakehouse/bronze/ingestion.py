@@ -75,7 +75,7 @@ from lakehouse.state.ledger import (
     read_ledger,
     utcnow,
 )
-from lakehouse.state.quarantine import write_quarantine
+from lakehouse.state.quarantine import read_quarantine, write_quarantine
 
 # The pieces Spark reads a plain landed file in (Spark's `maxPartitionBytes` for that read).
 LANDED_SPLIT_BYTES = 16 * 1024 * 1024
@@ -502,6 +502,12 @@ def _write_batch(
         if any(c["bad"] for c in counts.values())
         else {}
     )
+    orphaned_bad: dict[str, int] = {}
+    if any(quarantined_by_source.get(s, 0) < int(c["distinct_bad"]) for s, c in counts.items()):
+        # Bad records quarantined already: by a run that has no bronze ledger row (stopped
+        # before it), they are this run's to count, as `_orphaned` does for written records.
+        counted_runs = _runs_with_bronze_rows(spark, lh)
+        orphaned_bad = _orphaned_quarantine(spark, lh, parsed, counted_runs)
     for source, entry in entries.items():
         entry.files_read = sum(1 for f in new if f.source == source)
         if source not in counts:
@@ -538,7 +544,7 @@ def _write_batch(
             if int(c["distinct_good"]) > existing:
                 window = dedup_window(dates, days, column="t.ingest_date")
                 inserted = _insert_new(spark, path, fresh, run_id, now, window)
-        quarantined = quarantined_by_source.get(source, 0)
+        quarantined = quarantined_by_source.get(source, 0) + orphaned_bad.get(source, 0)
         entry.records_read = int(c["read"])
         entry.records_written = inserted + orphaned
         entry.quarantined = quarantined
@@ -611,6 +617,22 @@ def _orphaned(good: DataFrame, landed: DataFrame, counted_runs: set[str]) -> int
         landed.where(~F.col("_run_id").isin(sorted(counted_runs))) if counted_runs else landed
     )
     return good.join(uncounted.select("_record_id"), "_record_id", "left_semi").count()
+
+
+def _orphaned_quarantine(
+    spark: SparkSession, lh: Lakehouse, parsed: DataFrame, counted_runs: set[str]
+) -> dict[str, int]:
+    """Per source, how many of the batch's bad records the quarantine holds from a run that
+    wrote no bronze ledger row (stopped between its bronze commits and its ledger rows)."""
+    held = (
+        read_quarantine(spark, lh)
+        .where(F.col("layer") == "bronze")
+        .where(~F.col("run_id").isin(sorted(counted_runs)) if counted_runs else F.lit(True))
+        .select(F.col("source").alias("_source"), F.col("record_id").alias("_record_id"))
+    )
+    bad = parsed.where(F.col("reason").isNotNull()).select("_source", "_record_id").distinct()
+    rows = bad.join(held, ["_source", "_record_id"], "left_semi").groupBy("_source").count()
+    return {r["_source"]: int(r["count"]) for r in rows.collect()}
 
 
 def _first_copy(rows: DataFrame) -> DataFrame:
