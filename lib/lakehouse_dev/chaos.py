@@ -13,14 +13,16 @@ run (seeded, so a trial is reproducible). Then it checks:
 - every bronze, silver, gold and quarantine table equals the reference's by key and value
   (`lakehouse_dev.fingerprint`);
 - the ledger counts each bronze record once: per source, the records written over all runs
-  equal the rows of the bronze table (`miscounted` otherwise).
+  equal the rows of the bronze table, and the records quarantined its rows in the quarantine
+  (`miscounted` otherwise).
 
 The maintenance and erasure points (`OPS_POINTS`) are trialled the same way on a copy of the
 finished day-2 lakehouse: `lakehouse maintain` or `lakehouse erase` killed at the point, then run
 again, must leave every table equal to the same command run uninterrupted (maintenance changes no
 row; erasure has its own reference), with readers' gold unchanged while it was stopped.
 
-    python -m lakehouse_dev.chaos --trials 20 --seed 7         # `make chaos`
+    python -m lakehouse_dev.chaos --trials 20 --seed 7         # `make chaos`: 20 crash trials
+                                                                # and the 2 concurrent ones
     python -m lakehouse_dev.chaos --points gold.table_published#1
 
 Every run is a separate process (`python -m lakehouse_dev.chaos run ...`), like a scheduler's
@@ -78,7 +80,7 @@ class Trial:
     unpublished: list[str] = field(default_factory=list)
     different: list[str] = field(default_factory=list)
     # Bronze sources whose ledger rows, summed over every run, do not count each bronze record
-    # once as written.
+    # once as written and each quarantined one once as quarantined (`_miscounted`).
     miscounted: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -104,7 +106,7 @@ class Trial:
             f"rerun status {self.rerun_status}" if self.rerun_status != 0 else "",
             f"half published: {', '.join(self.half_published)}" if self.half_published else "",
             f"differs: {', '.join(self.different)}" if self.different else "",
-            f"ledger written != bronze rows: {', '.join(self.miscounted)}"
+            f"ledger != bronze rows or quarantine: {', '.join(self.miscounted)}"
             if self.miscounted
             else "",
         ]
@@ -181,7 +183,9 @@ def _run(
 # Checks
 
 
-def _bronze_written(spark: Any, lh: Lakehouse) -> dict[str, int]:
+def _bronze_counted(spark: Any, lh: Lakehouse) -> dict[str, tuple[int, int]]:
+    """Per source, the records bronze's ledger rows count written and quarantined over every
+    run."""
     from pyspark.sql import functions as F
 
     from lakehouse.state.ledger import read_ledger
@@ -190,21 +194,36 @@ def _bronze_written(spark: Any, lh: Lakehouse) -> dict[str, int]:
         read_ledger(spark, lh)
         .where(F.col("layer") == "bronze")
         .groupBy("table_name")
-        .agg(F.sum("records_written").alias("written"))
+        .agg(F.sum("records_written").alias("written"), F.sum("quarantined").alias("quarantined"))
         .collect()
     )
-    return {r["table_name"]: int(r["written"] or 0) for r in rows}
+    return {r["table_name"]: (int(r["written"] or 0), int(r["quarantined"] or 0)) for r in rows}
 
 
-def _bronze_rows(spark: Any, lh: Lakehouse) -> dict[str, int]:
+def _bronze_held(spark: Any, lh: Lakehouse) -> dict[str, tuple[int, int]]:
+    """Per source, the rows of its bronze table and its bronze rows in the quarantine."""
     from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
 
+    quarantined: dict[str, int] = {}
+    if DeltaTable.isDeltaTable(spark, lh.path("quarantine.records")):
+        records = spark.read.format("delta").load(lh.path("quarantine.records"))
+        for r in records.where(F.col("layer") == "bronze").groupBy("source").count().collect():
+            quarantined[r["source"]] = int(r["count"])
     out = {}
     for source in lh.sources:
         path = lh.path(f"bronze.{source}")
         if DeltaTable.isDeltaTable(spark, path):
-            out[source] = spark.read.format("delta").load(path).count()
+            rows = spark.read.format("delta").load(path).count()
+            out[source] = (rows, quarantined.get(source, 0))
     return out
+
+
+def _miscounted(spark: Any, lh: Lakehouse) -> list[str]:
+    """Sources whose bronze ledger rows, summed over every run, do not count each record bronze
+    holds once as written and each record it quarantined once as quarantined."""
+    held, counted = _bronze_held(spark, lh), _bronze_counted(spark, lh)
+    return sorted(s for s in held if counted.get(s, (0, 0)) != held[s])
 
 
 def _published_gold(spark: Any, lh: Lakehouse) -> dict[str, dict[str, Any]]:
@@ -289,8 +308,7 @@ def run_trial(spark: Any, work: Path, ref: Reference, name: str, kill_after: flo
         trial.different = sorted(
             t for t in set(found) | set(ref.final) if found.get(t) != ref.final.get(t)
         )
-        rows, written = _bronze_rows(spark, lh), _bronze_written(spark, lh)
-        trial.miscounted = sorted(s for s in rows if written.get(s, 0) != rows[s])
+        trial.miscounted = _miscounted(spark, lh)
     trial.seconds = time.perf_counter() - started
     return trial
 
@@ -355,8 +373,7 @@ def run_concurrent_trial(spark: Any, work: Path, ref: Reference, name: str) -> T
         trial.different = sorted(
             t for t in set(found) | set(ref.final) if found.get(t) != ref.final.get(t)
         )
-        rows, written = _bronze_rows(spark, lh), _bronze_written(spark, lh)
-        trial.miscounted = sorted(s for s in rows if written.get(s, 0) != rows[s])
+        trial.miscounted = _miscounted(spark, lh)
     trial.seconds = time.perf_counter() - started
     return trial
 
@@ -400,8 +417,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     one.add_argument("what", help="a day, `maintain` or `erase:<customer id>`")
     one.add_argument("run_id")
     parser.add_argument("--work", type=Path, default=Path("bench-data/chaos"))
-    parser.add_argument("--points", nargs="*", default=[*OPS_POINTS, *RUN_POINTS])
-    parser.add_argument("--trials", type=int, default=20, help="crash points + random kills")
+    parser.add_argument(
+        "--points",
+        nargs="*",
+        default=[*OPS_POINTS, *RUN_POINTS, *CONCURRENT],
+        help="crash points to trial (and the concurrent-run trials, `concurrent.*`)",
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=20,
+        help="crash trials: the crash points given, then random kills up to this number",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="write the trials as JSON here")
     args = parser.parse_args(argv)
@@ -410,7 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lakehouse.core.config import SparkConfig
     from lakehouse.core.spark import get_spark, stop_spark
 
-    kills = max(0, args.trials - len(args.points))
+    crashes = [p for p in args.points if p not in CONCURRENT]
+    kills = max(0, args.trials - len(crashes))
     spark = get_spark(SparkConfig(mode="local"), app_name="chaos-checks")
     try:
         ref, trials = run_suite(spark, args.work, args.points, kills, args.seed)
