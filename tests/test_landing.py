@@ -252,6 +252,31 @@ def test_missing_required_column_makes_every_row_bad_naming_the_column() -> None
     ]
 
 
+def test_a_header_naming_a_column_twice_makes_every_row_bad_naming_it() -> None:
+    records = parse(
+        "fx_rates", b"rate_date,currency,currency,rate_to_usd\n2024-01-01,EUR,GBP,1.1\n"
+    )
+
+    assert [(r.line, r.reason) for r in records] == [
+        (2, "duplicated column(s) in the header: currency")
+    ]
+
+
+def test_a_nul_byte_inside_a_json_record_makes_that_record_bad_and_not_the_next() -> None:
+    records = parse("clickstream", b'{"event_id":"e\x001","session_id":"s1"}\n{"event_id":"e2"}\n')
+
+    assert [(r.line, r.reason) for r in records] == [
+        (1, "not valid JSON: Invalid control character at at column 15"),
+        (2, None),
+    ]
+
+
+def test_a_gzipped_file_not_named_gz_is_bad_input_not_garbage_records() -> None:
+    records = parse("fx_rates", gzip.compress(FX_CSV.encode()), name="fx.csv")
+
+    assert records and {r.reason for r in records} == {"not valid UTF-8"}
+
+
 def test_extra_column_is_kept_in_fields() -> None:
     [rec] = parse("fx_rates", f"{FX_HEADER},source\n2024-01-01,EUR,1.10,ecb\n".encode())
 
