@@ -1,10 +1,10 @@
 """Fingerprints of every data table of a lakehouse: row count and a SHA-256 of its rows, compared
 by key and value.
 
-Columns that name the run or the wall clock (`_run_id`, `_updated_at`, `_ingested_at`, `run_id`,
-`quarantined_at`, ...) are left out: they differ between any two runs by design. Every other
-column is in, so two lakehouses built from the same landing by two versions of the engines have
-the same fingerprints exactly when they hold the same rows.
+Columns that name the run or request, or the wall clock (`_run_id`, `_updated_at`, `_ingested_at`,
+`run_id`, `request_id`, `quarantined_at`, ...) are left out: they differ between any two runs by
+design. Every other column is in, so two lakehouses built from the same landing by two versions of
+the engines have the same fingerprints exactly when they hold the same rows.
 
 `python -m lakehouse_dev.fingerprint LAKEHOUSE_ROOT OUT.json` writes them (how
 `tests/golden/pipeline.json` was made, from the engines before the architecture rework); the
@@ -32,6 +32,10 @@ VOLATILE = {
     "published_at",
     "computed_at",
     "consumed_at",
+    # An erasure's request id and time (bronze._erased): a rerun of a stopped erasure keeps
+    # the ids the stopped request recorded.
+    "request_id",
+    "erased_at",
 }
 LAYERS = ("bronze", "silver", "gold", "quarantine")
 # State, not data: which silver versions gold consumed (and which gold versions it published)
