@@ -33,3 +33,4 @@ def test_a_run_killed_while_publishing_gold_is_rerun_to_the_uninterrupted_result
     assert trial.rerun_status == 0
     assert trial.different == []
     assert trial.miscounted == []
+    assert trial.extra_commits == []  # every repeated commit was skipped by its txn id

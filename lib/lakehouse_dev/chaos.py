@@ -82,6 +82,10 @@ class Trial:
     # Bronze sources whose ledger rows, summed over every run, do not count each bronze record
     # once as written and each quarantined one once as quarantined (`_miscounted`).
     miscounted: list[str] = field(default_factory=list)
+    # Bronze and silver tables whose version after the rerun differs from the uninterrupted
+    # run's: a commit of the stopped run that the rerun repeated instead of skipping it by its
+    # transaction identifier (an empty MERGE, say).
+    extra_commits: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -92,6 +96,7 @@ class Trial:
             and not self.half_published
             and not self.different
             and not self.miscounted
+            and not self.extra_commits
         )
 
     def describe(self) -> str:
@@ -108,6 +113,9 @@ class Trial:
             f"differs: {', '.join(self.different)}" if self.different else "",
             f"ledger != bronze rows or quarantine: {', '.join(self.miscounted)}"
             if self.miscounted
+            else "",
+            f"versions differ (commits repeated): {', '.join(self.extra_commits)}"
+            if self.extra_commits
             else "",
         ]
         return f"{self.name}: FAILED ({'; '.join(p for p in problems if p)})"
@@ -234,11 +242,25 @@ def _published_gold(spark: Any, lh: Lakehouse) -> dict[str, dict[str, Any]]:
     return {t: frame_fingerprint(read_gold(spark, lh, t, published)) for t in lh.gold}
 
 
+def _versions(spark: Any, root: Path) -> dict[str, int]:
+    """`layer.table` -> version, for every bronze and silver Delta table under `root`."""
+    from lakehouse.core.delta_io import current_version
+
+    return {
+        f"{layer}.{table.name}": current_version(spark, str(table))
+        for layer in ("bronze", "silver")
+        if (root / layer).is_dir()
+        for table in sorted((root / layer).iterdir())
+        if (table / "_delta_log").is_dir()
+    }
+
+
 @dataclass
 class Reference:
     day1_gold: dict[str, dict[str, Any]]
     final: dict[str, dict[str, Any]]
     day2_seconds: float
+    versions: dict[str, int] = field(default_factory=dict)
     # For the maintenance and erasure trials: gold as readers see it after day 2, the customer
     # erased, and every table after that erasure run uninterrupted.
     day2_gold: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -262,7 +284,7 @@ def build_reference(spark: Any, work: Path) -> Reference:
     if status != 0:
         raise RuntimeError(f"the reference run of {DAYS[1]} failed: see {work}/reference-run-2.log")
     final = lakehouse_fingerprints(spark, str(work / "reference"))
-    return Reference(day1_gold, final, seconds)
+    return Reference(day1_gold, final, seconds, _versions(spark, work / "reference"))
 
 
 def build_ops_reference(spark: Any, work: Path, ref: Reference) -> None:
@@ -309,6 +331,10 @@ def run_trial(spark: Any, work: Path, ref: Reference, name: str, kill_after: flo
             t for t in set(found) | set(ref.final) if found.get(t) != ref.final.get(t)
         )
         trial.miscounted = _miscounted(spark, lh)
+        found_versions = _versions(spark, work / lake)
+        trial.extra_commits = sorted(
+            t for t in ref.versions if found_versions.get(t) != ref.versions[t]
+        )
     trial.seconds = time.perf_counter() - started
     return trial
 
