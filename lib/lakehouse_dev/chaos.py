@@ -407,6 +407,13 @@ def run_concurrent_trial(spark: Any, work: Path, ref: Reference, name: str) -> T
 CONCURRENT = ("concurrent.same-day", "concurrent.two-days")
 
 
+def _forget(spark: Any) -> None:
+    """Drop what the checks left cached: Delta keeps the log of every table it has read (about
+    thirty a trial), which filled the checking session's heap after a dozen trials."""
+    spark.catalog.clearCache()
+    spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+
+
 def run_suite(
     spark: Any, work: Path, points: Sequence[str], random_kills: int, seed: int
 ) -> tuple[Reference, list[Trial]]:
@@ -426,11 +433,13 @@ def run_suite(
         else:
             trials.append(run_trial(spark, work, ref, point))
         print(trials[-1].describe(), flush=True)
+        _forget(spark)
     rng = random.Random(seed)
     for _ in range(random_kills):
         after = round(rng.uniform(3, 0.9 * ref.day2_seconds), 1)
         trials.append(run_trial(spark, work, ref, f"kill@{after}", kill_after=after))
         print(trials[-1].describe(), flush=True)
+        _forget(spark)
     return ref, trials
 
 
@@ -460,12 +469,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return run_once(args.work, args.lake, args.what, args.run_id)
-    from lakehouse.core.config import SparkConfig
     from lakehouse.core.spark import get_spark, stop_spark
 
     crashes = [p for p in args.points if p not in CONCURRENT]
     kills = max(0, args.trials - len(crashes))
-    spark = get_spark(SparkConfig(mode="local"), app_name="chaos-checks")
+    # The project's local settings, with room for the checks' fingerprints (every row of every
+    # table of a trial is collected; a trial at a time).
+    settings = _lakehouse(args.work, "reference").config.spark
+    spark = get_spark(replace(settings, driver_memory="4g"), app_name="chaos-checks")
     try:
         ref, trials = run_suite(spark, args.work, args.points, kills, args.seed)
     finally:
