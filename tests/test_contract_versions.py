@@ -110,7 +110,7 @@ def evolved(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ev
     generate_landing(storage["landing_root"], replace(spec, defects=DefectSwitches.none()))
     _deliver_version_2(base / "landing" / "orders" / f"ingest_date={DAYS[1]}")
 
-    run_pipeline(spark, v1, "run-1", dates=[DAYS[0]])
+    run_pipeline(spark, v1, "run-1", dates=[DAYS[0]], register=False)
     kpis = read_gold(spark, v1, "daily_kpis").orderBy("order_date").collect()
     fact_orders = read_gold(spark, v1, "fact_orders").localCheckpoint()
     silver_version = max(
@@ -119,7 +119,7 @@ def evolved(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ev
         .where(F.col("run_id") == "run-1")
         .collect()
     )
-    run_pipeline(spark, v2, "run-2", dates=[DAYS[1]])
+    run_pipeline(spark, v2, "run-2", dates=[DAYS[1]], register=False)
     return Evolved(v1, v2, base / "landing", kpis, fact_orders, silver_version)
 
 
