@@ -57,18 +57,23 @@ def landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
+def _local(landing: Path, base: Path) -> Lakehouse:
+    """A lakehouse on local folders under `base`, reading the shared `landing`."""
+    storage = {
+        "landing_root": str(landing),
+        "lakehouse_root": str(base / "lake"),
+        "reports_root": str(base / "reports"),
+    }
+    return Lakehouse.load("local", None, {"storage": storage})
+
+
 @pytest.fixture(scope="module")
 def reference(
     spark: SparkSession, landing: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, dict[str, Any]]:
     """Every table of the same run on local folders: what a run on the store must give."""
     base = tmp_path_factory.mktemp("faults-reference")
-    storage = {
-        "landing_root": str(landing),
-        "lakehouse_root": str(base / "lake"),
-        "reports_root": str(base / "reports"),
-    }
-    lh = Lakehouse.load("local", None, {"storage": storage})
+    lh = _local(landing, base)
     run_pipeline(spark, lh, "run-1", dates=[DAY], register=False)
     return lakehouse_fingerprints(spark, str(base / "lake"))
 
@@ -83,12 +88,7 @@ def bronze_reference(
 ) -> dict[str, dict[str, Any]]:
     """Bronze (and its quarantine) of the landing ingested from local folders."""
     base = tmp_path_factory.mktemp("faults-bronze")
-    storage = {
-        "landing_root": str(landing),
-        "lakehouse_root": str(base / "lake"),
-        "reports_root": str(base / "reports"),
-    }
-    lh = Lakehouse.load("local", None, {"storage": storage})
+    lh = _local(landing, base)
     ingest(spark, lh, "run-1")
     found = lakehouse_fingerprints(spark, str(base / "lake"))
     return {n: f for n, f in found.items() if n.startswith(BRONZE_LAYERS)}
