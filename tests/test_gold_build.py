@@ -48,6 +48,7 @@ from lakehouse.gold import GoldResult, build, build_gold, gold_tables
 from lakehouse.gold.build import CONSUMED_TABLE, compute_table
 from lakehouse.gold.dashboard import kpi_summary_text, read_kpis, write_dashboard
 from lakehouse.gold.published import advance, latest_versions, published_versions, read_gold
+from lakehouse.state.catalog import pinned_to, point_gold_views
 from lakehouses import local_lakehouse
 
 D = Decimal
@@ -998,6 +999,37 @@ def test_summary_text_gives_totals_and_the_last_day(lake: Lake) -> None:
 # The published set: readers never see half of a run's publish (gold/published.py)
 
 
+def _gold_locations(lh: Lakehouse) -> dict[str, str]:
+    """Catalog name -> location of every gold table (the views `point_gold_views` makes; only
+    gold: the other layers' names keep the first location registered in the test session)."""
+    return {f"gold.{t}": lh.path(f"gold.{t}") for t in gold_tables(lh)}
+
+
+def _sorted(df: DataFrame) -> list[Any]:
+    return sorted(df.collect(), key=str)
+
+
+def test_a_gold_name_registered_as_a_table_becomes_a_view_of_the_published_version(
+    lake: Lake,
+) -> None:
+    spark, lh = lake.spark, lake.lh
+    location = lh.path("gold.daily_kpis")
+    locations = _gold_locations(lh)
+    point_gold_views(spark, lh, locations)
+    spark.sql("DROP VIEW gold.daily_kpis")
+    spark.sql(f"CREATE TABLE gold.daily_kpis USING DELTA LOCATION '{location}'")
+    published = published_versions(spark, lh)
+
+    assert point_gold_views(spark, lh, locations) == ["gold.daily_kpis"]
+
+    kinds = {t.name: t.tableType for t in spark.catalog.listTables("gold")}
+    assert {kinds[t] for t in gold_tables(lh)} == {"VIEW"}
+    assert pinned_to(spark, "gold.daily_kpis") == (location, published["daily_kpis"])
+    assert DeltaTable.isDeltaTable(spark, location)  # dropping the table name kept its data
+    assert _sorted(spark.table("gold.daily_kpis")) == _sorted(read_gold(spark, lh, "daily_kpis"))
+    assert point_gold_views(spark, lh, locations) == []  # pinned already: left alone
+
+
 class _Stopped(Exception):
     """Stands for a run killed in the middle of publishing gold."""
 
@@ -1012,6 +1044,7 @@ def test_a_run_stopped_while_publishing_leaves_readers_on_the_previous_set(
     first = published_versions(spark, lh)
     assert first == latest_versions(spark, lh) and set(first) == set(gold_tables(lh))
     kpis_before = read_gold(spark, lh, "daily_kpis").orderBy("order_date").collect()
+    point_gold_views(spark, lh, _gold_locations(lh))  # the catalog, as the run leaves it
     write_late_orders(silver)
 
     writes: list[str] = []
@@ -1037,11 +1070,21 @@ def test_a_run_stopped_while_publishing_leaves_readers_on_the_previous_set(
     assert published_versions(spark, lh) == first
     assert read_gold(spark, lh, "daily_kpis").orderBy("order_date").collect() == kpis_before
     assert read_kpis(spark, lh)["daily_kpis"] == [r.asDict() for r in kpis_before]
+    # SQL readers of the catalog too: the views stay on the published set, even re-pointed
+    # (as `lakehouse maintain` would) between the stopped run and its rerun.
+    assert point_gold_views(spark, lh, _gold_locations(lh)) == []
+    assert pinned_to(spark, f"gold.{half}") == (lh.path(f"gold.{half}"), first[half])
+    assert _sorted(spark.table(f"gold.{half}")) == _sorted(read_gold(spark, lh, half))
+    assert spark.table("gold.daily_kpis").orderBy("order_date").collect() == kpis_before
 
     result = build_gold(spark, lh, "run-3")
 
     assert half in result.written
     assert published_versions(spark, lh) == latest_versions(spark, lh)
+    assert set(point_gold_views(spark, lh, _gold_locations(lh))) >= {f"gold.{half}"}
+    for table, version in published_versions(spark, lh).items():
+        assert pinned_to(spark, f"gold.{table}") == (lh.path(f"gold.{table}"), version)
+    assert _sorted(spark.table("gold.daily_kpis")) == _sorted(read_gold(spark, lh, "daily_kpis"))
     for table in ("daily_kpis", "fact_orders", "customer_retention"):
         full = compute_table(spark, lh, table, result.consumed_versions)
         assert_df_equality(

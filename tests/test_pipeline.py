@@ -13,8 +13,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.core.context import Lakehouse
+from lakehouse.gold.published import published_versions, read_gold
 from lakehouse.pipeline import RunReport, run_pipeline
-from lakehouse.state.catalog import register_tables
+from lakehouse.state.catalog import LAYERS, pinned_to, register_tables
 from lakehouse.state.ledger import read_ledger
 from lakehouse_dev.fingerprint import lakehouse_fingerprints
 from lakehouse_dev.generate import generate_landing
@@ -47,6 +48,10 @@ def built(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Buil
     lh = local_lakehouse(base)
     spec = replace(lh.config.generator, customers=30, days=3, orders_per_day=20)
     generate_landing(lh.config.storage.landing_root, spec)
+    # An empty catalog, as a new session has (the test session's is shared by every module,
+    # and `lakehouse maintain` in test_maintenance.py registers its own lakehouse's tables).
+    for layer in LAYERS:
+        spark.sql(f"DROP DATABASE IF EXISTS {layer} CASCADE")  # external tables: data stays
     first = run_pipeline(spark, lh, "run-1")
     after_first = _versions(spark, lh)
     second = run_pipeline(spark, lh, "run-2")
@@ -99,6 +104,18 @@ def test_tables_are_registered_by_layer_and_name(spark: SparkSession, built: Bui
         .count()
     )
     assert live_orders.first()["n"] == by_path > 0
+
+
+def test_gold_names_are_views_of_the_published_set(spark: SparkSession, built: Built) -> None:
+    published = published_versions(spark, built.lh)
+    gold = {t.name: t.tableType for t in spark.catalog.listTables("gold")}
+
+    assert {gold[t] for t in published} == {"VIEW"}
+    assert gold["consumed_versions"] == gold["published"] == "EXTERNAL"  # records: tables
+    for table, version in published.items():
+        assert pinned_to(spark, f"gold.{table}") == (built.lh.path(f"gold.{table}"), version)
+    by_name = spark.sql("SELECT * FROM gold.daily_kpis ORDER BY order_date").collect()
+    assert by_name == read_gold(spark, built.lh, "daily_kpis").orderBy("order_date").collect()
 
 
 def test_the_dashboard_carries_the_gold_figures(spark: SparkSession, built: Built) -> None:

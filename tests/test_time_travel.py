@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakehouse.cli.common import refresh_catalog
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import current_version
 from lakehouse.core.generator_spec import DefectSwitches
@@ -69,6 +70,7 @@ class Rolled:
     silver_orders_after_second: int
     refusal: str
     rollback_runs: list[str]
+    catalog_kpis: dict[str, list]  # `gold.daily_kpis` by name: before the rollback, after it
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +84,18 @@ def rolled(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Rol
     silver_orders = show(spark, lh, "silver.orders").count()
     with pytest.raises(RollbackRefused) as refused:
         rollback(spark, lh, "run-1")
+    catalog_kpis = {"before": spark.table("gold.daily_kpis").orderBy("order_date").collect()}
     result = rollback(spark, lh, "run-2")
+    refresh_catalog(spark, lh)  # what `lakehouse rollback` does after it
+    catalog_kpis["after"] = spark.table("gold.daily_kpis").orderBy("order_date").collect()
     return Rolled(
-        lh, after_first, kpis_after_second, silver_orders, str(refused.value), result.runs
+        lh,
+        after_first,
+        kpis_after_second,
+        silver_orders,
+        str(refused.value),
+        result.runs,
+        catalog_kpis,
     )
 
 
@@ -127,6 +138,16 @@ def test_after_a_rollback_of_the_second_run_every_table_equals_its_state_after_t
         now = show(spark, lh, table)
         then = show(spark, lh, table, rolled.after_first[table])
         assert _same_rows(now, then), table
+
+
+def test_a_rollback_points_the_catalogs_gold_views_back_at_the_restored_set(
+    spark: SparkSession, rolled: Rolled
+) -> None:
+    then = show(spark, rolled.lh, "gold.daily_kpis", rolled.after_first["gold.daily_kpis"])
+
+    assert rolled.catalog_kpis["before"] == rolled.kpis_after_second
+    assert rolled.catalog_kpis["after"] == then.orderBy("order_date").collect()
+    assert rolled.catalog_kpis["after"] != rolled.kpis_after_second
 
 
 def test_the_rollback_is_recorded_in_the_ledger(spark: SparkSession, rolled: Rolled) -> None:

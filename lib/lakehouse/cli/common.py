@@ -1,4 +1,5 @@
-"""What every command group shares: the lakehouse of `--env`/`--conf-dir`, and its session."""
+"""What every command group shares: the lakehouse of `--env`/`--conf-dir`, its session, and the
+catalog refresh after an operation that moves the published gold set."""
 
 from __future__ import annotations
 
@@ -19,3 +20,11 @@ def session(lh: Lakehouse, app: str) -> Any:
     from lakehouse.core.spark import get_spark
 
     return get_spark(lh.config.spark, app_name=app)
+
+
+def refresh_catalog(spark: Any, lh: Lakehouse) -> None:
+    """After an operation that moved or restored the published gold set (maintenance, erasure,
+    rollback): register new tables and re-point the gold views (`lakehouse.state.catalog`)."""
+    from lakehouse.state.catalog import register_tables
+
+    register_tables(spark, lh)

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from lakehouse.cli.common import lakehouse_of, session
+from lakehouse.cli.common import lakehouse_of, refresh_catalog, session
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -76,6 +76,7 @@ def cmd_maintain(args: argparse.Namespace) -> int:
         allow_below_window_for_tests=unsafe is not None,
         only=args.table or None,
     )
+    refresh_catalog(spark, lh)
     print(f"maintenance run {run.run_id}, VACUUM retention {run.retention_hours:g} hours")
     print_table(
         ["table", "optimize", "files", "bytes", "storage files", "storage bytes"],
@@ -156,6 +157,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     lh = lakehouse_of(args)
     spark = session(lh, "lakehouse-erase")
     result = erase(spark, lh, args.customer, request_id=args.request_id, reason=args.reason)
+    refresh_catalog(spark, lh)
     print(f"erasure {result.request_id} of customer {result.customer_id}: {result.status}")
     if result.tables:
         print_table(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lakehouse.cli.common import lakehouse_of, session
+from lakehouse.cli.common import lakehouse_of, refresh_catalog, session
 
 
 def register(sub: Any) -> None:
@@ -106,6 +106,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     lh = lakehouse_of(args)
     spark = session(lh, "lakehouse-rollback")
     result = rollback(spark, lh, args.run, cascade=args.cascade)
+    refresh_catalog(spark, lh)
     print(f"{result.rollback_id}: rolled back run(s) {', '.join(result.runs)}")
     for table, target in result.restored_to.items():
         state = "emptied (created by the run)" if target < 0 else f"restored to version {target}"
