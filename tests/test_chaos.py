@@ -1,10 +1,15 @@
-"""The crash suite's runner on one trial (lakehouse_dev.chaos): a day's run killed in the middle
-of publishing gold, in its own process, then run again. Four pipeline runs in processes of their
-own take about 7 minutes on 2 cores, so this is marked `chaos` and left out of `make test`
-(`make test PYTEST_ARGS="-m chaos"` runs it; `make chaos` runs the suite's 20 trials). The
-crash behaviours themselves have fast tests in `make test`: a publish stopped after its first
-table (test_gold_build.py), bronze stopped before marking its files (test_bronze.py), the lock
-(test_lock.py)."""
+"""The crash suite's runner (lakehouse_dev.chaos).
+
+`make test` runs its quick trials: day 2's bronze step killed (`os._exit`, in a process of its
+own) on either side of its ledger rows, then run again in the test session; bronze, the
+quarantine and the ledger must be as the uninterrupted step left them (about a minute a trial).
+
+The whole-run trial below, a day's run killed in the middle of publishing gold and run again, is
+four pipeline runs in processes of their own, about 7 minutes on 2 cores: marked `chaos` and
+left out of `make test` (`make test PYTEST_ARGS="-m chaos"` runs it; `make chaos` runs the
+suite's 20 trials). The crash behaviours of the other layers have fast in-process tests in
+`make test`: a publish stopped after its first table (test_gold_build.py), a silver retry after
+a commit without ledger rows (test_silver.py), the lock (test_lock.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +20,30 @@ from pyspark.sql import SparkSession
 
 from lakehouse.core.crash import CRASH_STATUS
 from lakehouse_dev import chaos
+
+
+@pytest.fixture(scope="module")
+def bronze_reference(
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, chaos.Reference]:
+    work = tmp_path_factory.mktemp("chaos_bronze")
+    return work, chaos.build_bronze_reference(spark, work)
+
+
+@pytest.mark.parametrize("point", chaos.BRONZE_POINTS)
+def test_bronze_killed_around_its_ledger_rows_is_rerun_to_the_uninterrupted_result(
+    spark: SparkSession, bronze_reference: tuple[Path, chaos.Reference], point: str
+) -> None:
+    work, ref = bronze_reference
+
+    trial = chaos.run_bronze_trial(spark, work, ref, point)
+
+    assert {"bronze.orders", "bronze._files", "quarantine.records"} <= set(ref.final)
+    assert trial.crashed_status == CRASH_STATUS  # the process ended at the point
+    assert trial.different == []  # every bronze table and the quarantine, by key and value
+    assert trial.miscounted == []  # the ledger counts each record once, written or quarantined
+    assert trial.extra_commits == []  # no bronze commit repeated by the rerun
+    assert trial.ok
 
 
 @pytest.mark.chaos

@@ -134,8 +134,11 @@ def _lakehouse(work: Path, lake: str) -> Lakehouse:
 # One run, in its own process
 
 
-def run_once(work: Path, lake: str, what: str, run_id: str) -> int:
-    """`what`: a day (the daily pipeline of that day), `maintain`, or `erase:<customer id>`."""
+def run_once(
+    work: Path, lake: str, what: str, run_id: str, steps: Sequence[str] | None = None
+) -> int:
+    """`what`: a day (the daily pipeline of that day, or only its `steps`), `maintain`, or
+    `erase:<customer id>`."""
     from lakehouse.core import progress
     from lakehouse.core.spark import get_spark, stop_spark
     from lakehouse.ops.erasure import erase
@@ -150,6 +153,8 @@ def run_once(work: Path, lake: str, what: str, run_id: str) -> int:
             maintain(spark, lh, run_id=run_id)
         elif what.startswith("erase:"):
             erase(spark, lh, what.partition(":")[2], request_id=run_id)
+        elif steps:
+            run_pipeline(spark, lh, run_id, steps=steps, dates=[what])
         else:
             run_pipeline(spark, lh, run_id, dates=[what])
     finally:
@@ -158,7 +163,12 @@ def run_once(work: Path, lake: str, what: str, run_id: str) -> int:
 
 
 def _start(
-    work: Path, lake: str, what: str, run_id: str, crash: str | None = None
+    work: Path,
+    lake: str,
+    what: str,
+    run_id: str,
+    crash: str | None = None,
+    steps: Sequence[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `what` (see `run_once`) on `lake` in a new process (and process group), its output
     in `<work>/<lake>-<run_id>.log`; with `crash`, it ends at that crash point."""
@@ -167,18 +177,26 @@ def _start(
         env[CRASH_ENV] = crash
     env.setdefault("LAKEHOUSE_PII_HMAC_KEY", "chaos-only-key-not-a-secret")
     command = [sys.executable, "-m", "lakehouse_dev.chaos", "run", str(work), lake, what, run_id]
+    if steps:
+        command += ["--steps", ",".join(steps)]
     with (work / f"{lake}-{run_id}.log").open("w") as log:
         return subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
 
 
 def _run(
-    work: Path, lake: str, what: str, run_id: str, crash: str | None = None, kill_after: float = 0
+    work: Path,
+    lake: str,
+    what: str,
+    run_id: str,
+    crash: str | None = None,
+    kill_after: float = 0,
+    steps: Sequence[str] | None = None,
 ) -> tuple[int, float]:
     """Run `what` (see `run_once`) on `lake` in a new process: (its status, seconds); with
     `crash`, ended at that crash point; with `kill_after`, killed (SIGKILL, the whole process
     group) after that many seconds unless it finished first."""
     started = time.perf_counter()
-    process = _start(work, lake, what, run_id, crash)
+    process = _start(work, lake, what, run_id, crash, steps)
     try:
         status = process.wait(timeout=kill_after or None)
     except subprocess.TimeoutExpired:
@@ -268,13 +286,19 @@ class Reference:
     erased: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def build_reference(spark: Any, work: Path) -> Reference:
-    from lakehouse_dev.fingerprint import lakehouse_fingerprints
+def _generate(work: Path, lh: Lakehouse) -> None:
+    """The trials' landing zone: two small days, every defect on."""
     from lakehouse_dev.generate import generate_landing
 
-    lh = _lakehouse(work, "day1")
     spec = replace(lh.config.generator, customers=30, days=len(DAYS), orders_per_day=15)
     generate_landing(str(work / "landing"), spec, overwrite=True)
+
+
+def build_reference(spark: Any, work: Path) -> Reference:
+    from lakehouse_dev.fingerprint import lakehouse_fingerprints
+
+    lh = _lakehouse(work, "day1")
+    _generate(work, lh)
     status, _ = _run(work, "day1", DAYS[0], "run-1")
     if status != 0:
         raise RuntimeError(f"the reference run of {DAYS[0]} failed: see {work}/day1-run-1.log")
@@ -305,7 +329,6 @@ def build_ops_reference(spark: Any, work: Path, ref: Reference) -> None:
 
 
 def run_trial(spark: Any, work: Path, ref: Reference, name: str, kill_after: float = 0) -> Trial:
-    from lakehouse_dev.fingerprint import lakehouse_fingerprints
 
     trial = Trial(name)
     lake = "trial-" + name.replace("#", "-").replace("@", "-").replace(".", "_")
@@ -326,15 +349,68 @@ def run_trial(spark: Any, work: Path, ref: Reference, name: str, kill_after: flo
         trial.unpublished = sorted(t for t in latest if latest[t] != published.get(t))
     trial.rerun_status, _ = _run(work, lake, DAYS[1], "run-2-again")
     if trial.rerun_status == 0:
-        found = lakehouse_fingerprints(spark, str(work / lake))
-        trial.different = sorted(
-            t for t in set(found) | set(ref.final) if found.get(t) != ref.final.get(t)
-        )
-        trial.miscounted = _miscounted(spark, lh)
-        found_versions = _versions(spark, work / lake)
-        trial.extra_commits = sorted(
-            t for t in ref.versions if found_versions.get(t) != ref.versions[t]
-        )
+        _compare(spark, work, lake, ref, trial)
+    trial.seconds = time.perf_counter() - started
+    return trial
+
+
+def _compare(spark: Any, work: Path, lake: str, ref: Reference, trial: Trial) -> None:
+    """After the rerun: the tables against the reference's, the ledger against bronze, the
+    bronze and silver versions against the reference's (`Trial` says what each means)."""
+    from lakehouse_dev.fingerprint import lakehouse_fingerprints
+
+    found = lakehouse_fingerprints(spark, str(work / lake))
+    trial.different = sorted(
+        t for t in set(found) | set(ref.final) if found.get(t) != ref.final.get(t)
+    )
+    trial.miscounted = _miscounted(spark, _lakehouse(work, lake))
+    found_versions = _versions(spark, work / lake)
+    trial.extra_commits = sorted(
+        t for t in ref.versions if found_versions.get(t) != ref.versions[t]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The quick trials of `make test`: bronze alone, the reference and reruns in the caller's session
+
+BRONZE_POINTS = ("bronze.written", "bronze.counted")
+
+
+def build_bronze_reference(spark: Any, work: Path) -> Reference:
+    """The reference of the bronze-only trials: day 1's bronze step, then day 2's, run in
+    `spark` (no process of their own: a warm session runs them in seconds)."""
+    from lakehouse.pipeline import run_pipeline
+    from lakehouse_dev.fingerprint import lakehouse_fingerprints
+
+    day1 = _lakehouse(work, "day1")
+    _generate(work, day1)
+    run_pipeline(spark, day1, "run-1", steps=["bronze"], dates=[DAYS[0]], register=False)
+    shutil.copytree(work / "day1", work / "reference")
+    started = time.perf_counter()
+    reference = _lakehouse(work, "reference")
+    run_pipeline(spark, reference, "run-2", steps=["bronze"], dates=[DAYS[1]], register=False)
+    seconds = time.perf_counter() - started
+    final = lakehouse_fingerprints(spark, str(work / "reference"))
+    return Reference({}, final, seconds, _versions(spark, work / "reference"))
+
+
+def run_bronze_trial(spark: Any, work: Path, ref: Reference, point: str) -> Trial:
+    """Day 2's bronze step killed at `point` (one of `BRONZE_POINTS`, around its ledger rows) in
+    a process of its own, then run again in `spark`: bronze, the quarantine and the ledger must
+    be as the uninterrupted step left them (`build_bronze_reference`)."""
+    from lakehouse.pipeline import run_pipeline
+
+    trial = Trial(f"bronze:{point}")
+    lake = "bronze-" + point.replace(".", "_")
+    shutil.rmtree(work / lake, ignore_errors=True)
+    shutil.copytree(work / "day1", work / lake)
+    started = time.perf_counter()
+    trial.crashed_status, _ = _run(work, lake, DAYS[1], "run-2", crash=point, steps=["bronze"])
+    trial.reached = trial.crashed_status == CRASH_STATUS
+    lh = _lakehouse(work, lake)
+    run_pipeline(spark, lh, "run-2-again", steps=["bronze"], dates=[DAYS[1]], register=False)
+    trial.rerun_status = 0
+    _compare(spark, work, lake, ref, trial)
     trial.seconds = time.perf_counter() - started
     return trial
 
@@ -451,6 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     one.add_argument("lake")
     one.add_argument("what", help="a day, `maintain` or `erase:<customer id>`")
     one.add_argument("run_id")
+    one.add_argument("--steps", help="only these steps of the day's run (comma-separated)")
     parser.add_argument("--work", type=Path, default=Path("bench-data/chaos"))
     parser.add_argument(
         "--points",
@@ -468,7 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the trials as JSON here")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run_once(args.work, args.lake, args.what, args.run_id)
+        steps = args.steps.split(",") if args.steps else None
+        return run_once(args.work, args.lake, args.what, args.run_id, steps)
     from lakehouse.core.spark import get_spark, stop_spark
 
     crashes = [p for p in args.points if p not in CONCURRENT]
