@@ -1,4 +1,5 @@
-"""One Spark session for the whole test run (local[2], few shuffle partitions, UI off)."""
+"""One Spark session for the whole test run (local[2], few shuffle partitions, UI off, little
+kept between modules)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,45 @@ import pytest
 from pyspark.sql import SparkSession
 
 from lakehouse.core.config import SparkConfig
-from lakehouse.core.spark import get_spark, stop_spark
+from lakehouse.core.spark import clear_caches, get_spark, stop_spark
 
 TEST_PII_KEY = "test-only-hmac-key"
+
+
+# One session lives through every module, so it keeps little of what it has run: Spark's status
+# store holds the plan and metrics of its last 1,000 SQL executions and jobs by default (the
+# suite's JVM ran out of its 3 GB heap in its last module at 480 tests).
+LONG_SESSION = {
+    "spark.sql.ui.retainedExecutions": "20",
+    "spark.ui.retainedJobs": "200",
+    "spark.ui.retainedStages": "200",
+}
 
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     session = get_spark(
-        SparkConfig(mode="local", master="local[2]", shuffle_partitions=2, driver_memory="3g"),
+        SparkConfig(
+            mode="local",
+            master="local[2]",
+            shuffle_partitions=2,
+            driver_memory="4g",
+            settings=LONG_SESSION,
+        ),
         app_name="lakehouse-tests",
     )
     yield session
     stop_spark(session)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _forget_tables_after_each_module() -> Iterator[None]:
+    """Each module's lakehouses are temporary: after it, drop Delta's logs and the cached
+    DataFrames of its tables (`clear_caches`), if the module used Spark at all."""
+    yield
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        clear_caches(session)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -486,8 +486,9 @@ CONCURRENT = ("concurrent.same-day", "concurrent.two-days")
 def _forget(spark: Any) -> None:
     """Drop what the checks left cached: Delta keeps the log of every table it has read (about
     thirty a trial), which filled the checking session's heap after a dozen trials."""
-    spark.catalog.clearCache()
-    spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+    from lakehouse.core.spark import clear_caches
+
+    clear_caches(spark)
 
 
 def run_suite(

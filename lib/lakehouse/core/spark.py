@@ -135,6 +135,17 @@ def session_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[N
                 spark.conf.set(key, old)
 
 
+def clear_caches(spark: SparkSession) -> None:
+    """Drop what a long-lived session keeps of tables it has read: cached DataFrames and Delta's
+    log of every table (a snapshot per table path, never evicted by age). A process that goes
+    through many lakehouses (the test session, the crash suite's checker) calls it between them;
+    a job's session never needs to."""
+    spark.catalog.clearCache()
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+
+
 def stop_spark(spark: SparkSession) -> None:
     """Stop the session and the Py4J callback server pydeequ may have started, so the process
     can exit."""
