@@ -93,6 +93,26 @@ def dev_config(moto: str) -> Config:
     return load_config("dev", overrides={"aws": {"endpoint_url": moto}})
 
 
+def point_s3a_at(spark: Any, bucket: str, endpoint: str, **settings: str) -> None:
+    """Send S3A's requests for `bucket` to `endpoint` (the moto server, or a proxy in front of
+    it) with moto's test credentials. Per-bucket settings (`fs.s3a.bucket.<bucket>.*`), so
+    nothing else of the shared session changes; `settings`: more of them (`retry.limit`, ...)."""
+    hconf = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in {
+        "endpoint": endpoint,
+        "path.style.access": "true",
+        "connection.ssl.enabled": "false",
+        "access.key": "testing",
+        "secret.key": "testing",
+        "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        "endpoint.region": REGION,
+        "change.detection.mode": "none",
+        **settings,
+    }.items():
+        hconf.set(f"fs.s3a.bucket.{bucket}.{key}", value)
+    hconf.set("fs.s3a.impl.disable.cache", "true")
+
+
 def client(url: str, service: str) -> Any:
     """A boto3 client on the moto server, for the tests' own set-up and checks."""
     if not _SESSION:

@@ -35,20 +35,7 @@ PAYMENTS = (
 def s3a(spark: SparkSession, moto: str) -> str:
     """Point S3A at the moto server for one bucket (per-bucket settings, so nothing else of the
     shared session changes) and create the bucket."""
-    hconf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
-    prefix = f"fs.s3a.bucket.{BUCKET}."
-    for key, value in {
-        "endpoint": moto,
-        "path.style.access": "true",
-        "connection.ssl.enabled": "false",
-        "access.key": "testing",
-        "secret.key": "testing",
-        "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-        "endpoint.region": moto_server.REGION,
-        "change.detection.mode": "none",
-    }.items():
-        hconf.set(prefix + key, value)
-    hconf.set("fs.s3a.impl.disable.cache", "true")
+    moto_server.point_s3a_at(spark, BUCKET, moto)
     s3 = moto_server.client(moto, "s3")
     s3.create_bucket(
         Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": moto_server.REGION}

@@ -108,21 +108,7 @@ def store(spark: SparkSession, moto: str, landing: Path, tmp_path: Path) -> Iter
             Bucket=bucket, Key=f"landing/{path.relative_to(landing)}", Body=path.read_bytes()
         )
     with FaultProxy(moto, seed=7, kinds=("503", "500", "drop", "slow"), slow_seconds=0.3) as proxy:
-        hconf = spark.sparkContext._jsc.hadoopConfiguration()
-        prefix = f"fs.s3a.bucket.{bucket}."
-        for key, value in {
-            "endpoint": proxy.url,
-            "path.style.access": "true",
-            "connection.ssl.enabled": "false",
-            "access.key": "testing",
-            "secret.key": "testing",
-            "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-            "endpoint.region": moto_server.REGION,
-            "change.detection.mode": "none",
-            **RETRIES,
-        }.items():
-            hconf.set(prefix + key, value)
-        hconf.set("fs.s3a.impl.disable.cache", "true")
+        moto_server.point_s3a_at(spark, bucket, proxy.url, **RETRIES)
         storage = {
             "landing_root": f"s3a://{bucket}/landing",
             "lakehouse_root": f"s3a://{bucket}/lake",
