@@ -143,7 +143,7 @@ def run_once(
     from lakehouse.core.spark import get_spark, stop_spark
     from lakehouse.ops.erasure import erase
     from lakehouse.ops.maintenance import maintain
-    from lakehouse.pipeline import run_pipeline
+    from lakehouse.pipeline import STEPS, run_pipeline
 
     progress.enable()  # the run's progress lines (and any wait for the lock) in its log
     lh = _lakehouse(work, lake)
@@ -153,10 +153,8 @@ def run_once(
             maintain(spark, lh, run_id=run_id)
         elif what.startswith("erase:"):
             erase(spark, lh, what.partition(":")[2], request_id=run_id)
-        elif steps:
-            run_pipeline(spark, lh, run_id, steps=steps, dates=[what])
         else:
-            run_pipeline(spark, lh, run_id, dates=[what])
+            run_pipeline(spark, lh, run_id, steps=steps or STEPS, dates=[what])
     finally:
         stop_spark(spark)
     return 0
