@@ -8,9 +8,10 @@ break nothing from the quarantine rows (first failing column, every reason joine
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.core.specs import DECIMAL_RE, ColumnSpec, TableSpec
@@ -264,33 +265,41 @@ def split_valid(df: DataFrame) -> tuple[DataFrame, DataFrame]:
     return valid, invalid
 
 
-def hmac_sha256(key: bytes) -> Callable[[Column], Column]:
-    """Keyed HMAC-SHA-256 (RFC 2104) as a Spark column function, hex encoded, without a Python
-    UDF: the inner and outer padded keys are computed here and the two hashes run in the JVM."""
+KEY_COLUMNS = ("_lh_ipad", "_lh_opad")
+
+
+def key_pads(spark: SparkSession, key: bytes) -> DataFrame:
+    """One row holding the inner and outer padded keys of HMAC-SHA-256 (RFC 2104) as columns
+    `KEY_COLUMNS`. They are data of a scan, never literals of a plan: the Spark UI's SQL tab and
+    the event log print a plan's literals, and a padded key gives the key back by XOR."""
     block = 64
     if len(key) > block:
-        import hashlib
-
         key = hashlib.sha256(key).digest()
     key = key.ljust(block, b"\0")
-    ipad = bytes(b ^ 0x36 for b in key)
-    opad = bytes(b ^ 0x5C for b in key)
+    ipad = bytearray(b ^ 0x36 for b in key)
+    opad = bytearray(b ^ 0x5C for b in key)
+    rows = spark.sparkContext.parallelize([(ipad, opad)], 1)
+    return spark.createDataFrame(rows, f"{KEY_COLUMNS[0]} binary, {KEY_COLUMNS[1]} binary")
 
-    def apply(value: Column) -> Column:
-        inner = F.unhex(F.sha2(F.concat(F.lit(ipad), F.encode(value, "UTF-8")), 256))
-        return F.when(value.isNotNull(), F.sha2(F.concat(F.lit(opad), inner), 256))
 
-    return apply
+def hmac_sha256(value: Column) -> Column:
+    """Keyed HMAC-SHA-256 of `value`, hex encoded, without a Python UDF: the two hashes run in the
+    JVM over the padded keys of `key_pads`, which must be columns of the same DataFrame."""
+    ipad, opad = (F.col(c) for c in KEY_COLUMNS)
+    inner = F.unhex(F.sha2(F.concat(ipad, F.encode(value, "UTF-8")), 256))
+    return F.when(value.isNotNull(), F.sha2(F.concat(opad, inner), 256))
 
 
 def pseudonymise(spec: TableSpec, key: bytes) -> Transform:
     """Replace each personal-data column to hash with `<col>_hash` (HMAC of lower(trim(value)),
     so the same address written differently is the same person) and drop the columns to drop."""
-    hmac = hmac_sha256(key)
 
     def transform(df: DataFrame) -> DataFrame:
-        for col in spec.pii.hash:
-            df = df.withColumn(f"{col}_hash", hmac(F.lower(F.trim(F.col(col))))).drop(col)
+        if spec.pii.hash:
+            df = df.crossJoin(F.broadcast(key_pads(df.sparkSession, key)))
+            for col in spec.pii.hash:
+                df = df.withColumn(f"{col}_hash", hmac_sha256(F.lower(F.trim(F.col(col)))))
+            df = df.drop(*spec.pii.hash, *KEY_COLUMNS)
         return df.drop(*spec.pii.drop)
 
     return transform
