@@ -175,17 +175,3 @@ def test_unknown_env_lists_only_real_environments() -> None:
         load_config("staging")
 
     assert str(err.value).endswith("(known: dev, local, prod)")
-
-
-def test_missing_secret_names_the_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = load_config("local")
-    monkeypatch.delenv("LAKEHOUSE_PII_HMAC_KEY", raising=False)
-
-    with pytest.raises(ConfigError, match="environment variable LAKEHOUSE_PII_HMAC_KEY is not set"):
-        config.secret(config.secrets.pii_hmac_key_env)
-
-
-def test_secret_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LAKEHOUSE_PII_HMAC_KEY", "s3cret")
-
-    assert load_config("local").secret("LAKEHOUSE_PII_HMAC_KEY") == "s3cret"

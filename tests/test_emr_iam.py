@@ -83,6 +83,7 @@ def test_every_resource_is_inside_the_configured_scope(env: str) -> None:
     certificates = "arn:aws:s3:::" + cluster["security"]["certificates_s3_uri"].removeprefix(
         "s3://"
     )
+    secret = _yaml(PROJECT_ROOT / "conf" / f"{env}.yaml")["secrets"]["pii_hmac_key_secret"]
     # Every database the catalog registers tables in (catalog.LAYERS) and nothing else.
     databases = list(LAYERS)
     glue = f"arn:aws:glue:{region}:{acct}"
@@ -130,6 +131,10 @@ def test_every_resource_is_inside_the_configured_scope(env: str) -> None:
                             "aws:ResourceTag/env": env,
                         }
                     }
+                    continue
+                if resource == f"arn:aws:secretsmanager:{region}:{acct}:secret:{secret}-??????":
+                    # The pseudonymisation key's secret: read, and nothing else of the account's.
+                    assert statement["Action"] == ["secretsmanager:GetSecretValue"]
                     continue
                 if resource == "*":
                     assert statement["Action"] == ["cloudwatch:PutMetricData"]

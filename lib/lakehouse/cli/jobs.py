@@ -49,6 +49,8 @@ def job_main(step: str, argv: Sequence[str] | None = None) -> int:
     status = "failed"
     report = None
     try:
+        if "silver" in steps:
+            lh.pii_hmac_key()  # read once, at start: a missing key fails the job before any work
         report = run_pipeline(spark, lh, run_id, steps=steps, dates=[day] if day else None)
         status = "succeeded"
         return 0

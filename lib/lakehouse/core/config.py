@@ -87,9 +87,12 @@ class SparkConfig:
 
 @dataclass(frozen=True)
 class SecretsConfig:
-    """Names of the environment variables that hold secrets (never the secrets themselves)."""
+    """Where the secrets are, never the secrets themselves (`lakehouse.core.secrets`): the
+    environment variable that holds the pseudonymisation key, and on AWS the Secrets Manager
+    secret (name or ARN) the driver reads it from when the variable is unset."""
 
     pii_hmac_key_env: str
+    pii_hmac_key_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -184,16 +187,6 @@ class Config:
     def landing_path(self, source: str) -> str:
         """Location of one source's landing folder."""
         return join_uri(self.storage.landing_root, source)
-
-    def secret(self, env_name: str) -> str:
-        """The value of the secret held in environment variable `env_name`; fails if unset."""
-        value = os.environ.get(env_name)
-        if not value:
-            raise ConfigError(
-                f"secret missing: environment variable {env_name} is not set "
-                f"(configuration names it in secrets of conf/{self.env}.yaml or conf/base.yaml)"
-            )
-        return value
 
 
 def join_uri(root: str, *parts: str) -> str:

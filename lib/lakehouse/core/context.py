@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lakehouse.core import secrets
 from lakehouse.core.config import Config, ConfigError, join_uri, load_config
 from lakehouse.core.specs import (
     GoldSpec,
@@ -96,9 +97,9 @@ class Lakehouse:
         )
         return tuple(s.quality for s in specs if s.quality)
 
-    def secret(self, env_name: str) -> str:
-        """The value of a secret named by the configuration (see `Config.secret`)."""
-        return self.config.secret(env_name)
+    def pii_hmac_key(self) -> bytes:
+        """The pseudonymisation key (`lakehouse.core.secrets.pii_hmac_key`)."""
+        return secrets.pii_hmac_key(self.config)
 
     def only(self, names: Iterable[str]) -> Lakehouse:
         """The same lakehouse with only the source tables `names` (a run of some sources)."""

@@ -4,7 +4,8 @@
 - `job-role-policy.json`: what the Spark jobs need, for the EMR Serverless execution role and the
   EMR on EC2 instance profile role alike: read the bundle and landing prefixes, read and write the
   lakehouse and reports prefixes, write logs, use the env's Glue databases, the KMS key, the SNS
-  topic and CloudWatch metrics in the Lakehouse namespace.
+  topic, CloudWatch metrics in the Lakehouse namespace, and the one Secrets Manager secret holding
+  the pseudonymisation key (`secrets.pii_hmac_key_secret`).
 - `scheduler-role-policy.json`: what EventBridge Scheduler needs to start the daily run:
   StartJobRun on this env's applications, PassRole of the job role to EMR Serverless only,
   SendMessage to the DLQ.
@@ -167,6 +168,7 @@ def job_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
             "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
             "Resource": [defs.account.kms_key_arn],
         },
+        *_secret_statements(config, account),
         {
             "Sid": "RunNotifications",
             "Effect": "Allow",
@@ -182,6 +184,33 @@ def job_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
         },
     ]
     return {"Version": VERSION, "Statement": statements}
+
+
+def secret_arn(config: Config, account: str) -> str | None:
+    """The ARN pattern of the environment's pseudonymisation key secret, or None when it has none.
+    Secrets Manager appends six random characters to a secret's name in its ARN (`-??????`)."""
+    secret = config.secrets.pii_hmac_key_secret
+    if not secret:
+        return None
+    if secret.startswith("arn:"):
+        return secret
+    assert config.aws is not None
+    return f"arn:aws:secretsmanager:{config.aws.region}:{account}:secret:{secret}-??????"
+
+
+def _secret_statements(config: Config, account: str) -> list[dict[str, Any]]:
+    """GetSecretValue on exactly the key's secret (decrypted with the data key, `DataKey`)."""
+    arn = secret_arn(config, account)
+    if arn is None:
+        return []
+    return [
+        {
+            "Sid": "ReadPseudonymisationKey",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": [arn],
+        }
+    ]
 
 
 def scheduler_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any]:

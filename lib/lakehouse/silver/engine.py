@@ -112,7 +112,7 @@ def apply(
     the tables' own (a MERGE per table cost a look-up, version reads and a commit each); every
     entry's balance is checked once its quarantined count is known."""
     specs = [s for s in lh.tables.values() if tables is None or s.name in tables]
-    key = lh.secret(lh.config.secrets.pii_hmac_key_env).encode()
+    key = lh.pii_hmac_key()
     return _apply_tables(spark, lh, run_id, specs, key)
 
 
