@@ -958,9 +958,12 @@ def _as_text(value: Any) -> Any:
     return value
 
 
-def test_dashboard_embeds_the_gold_figures(lake: Lake, tmp_path: Path) -> None:
-    out = write_dashboard(lake.spark, lake.lh, tmp_path / "site" / "kpis.html")
-    page = out.read_text(encoding="utf-8")
+def test_dashboard_embeds_the_gold_figures(lake: Lake) -> None:
+    out = write_dashboard(lake.spark, lake.lh, "run-7")
+    assert out == str(
+        Path(lake.lh.config.storage.reports_root) / "runs" / "run-7" / "dashboard.html"
+    )
+    page = Path(out).read_text(encoding="utf-8")
     assert "http://" not in page and "https://" not in page and "<script src" not in page
     assert page.count("<svg") >= 6  # five charts and the cohort heat map
     data = json.loads(page.split('id="kpi-data">', 1)[1].split("</script>", 1)[0])

@@ -3,6 +3,7 @@ fails on errors only, anomaly history works across runs, and the report reads ba
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
+import moto_server
 from lakehouse.cli.maintenance import full_quality_scan
+from lakehouse.core.config import AwsConfig
 from lakehouse.core.context import Lakehouse
 from lakehouse.quality import (
     RESULTS_TABLE,
@@ -24,7 +27,12 @@ from lakehouse.quality import (
     write_report,
 )
 from lakehouse.quality.runner import NOTHING_WRITTEN
+from lakehouse.state import reports
 from lakehouses import local_lakehouse
+from moto_server import REGION
+
+moto_url = moto_server.moto_url
+moto = moto_server.moto
 
 
 def lakehouse_at(base: Path, suites: Path | None = None) -> Lakehouse:
@@ -248,10 +256,17 @@ def test_results_and_metrics_are_stored(spark: SparkSession, broken_run) -> None
     assert (("layer", "silver"), ("run_id", "run-broken"), ("table", "silver.orders")) in tags
 
 
-def test_report_shows_every_check_status_and_json_twin(broken_run, spark, tmp_path) -> None:
+def test_report_shows_every_check_status_and_json_twin(broken_run, spark) -> None:
     lh, outcome = broken_run
-    html_path, json_path = write_report(spark, lh, "run-broken", tmp_path / "reports")
-    page = html_path.read_text(encoding="utf-8")
+    html_path, json_path = write_report(spark, lh, "run-broken")
+    runs = Path(lh.config.storage.reports_root) / "runs"
+    assert (html_path, json_path) == (
+        str(runs / "run-broken" / "quality.html"),
+        str(runs / "run-broken" / "quality.json"),
+    )
+    page = Path(html_path).read_text(encoding="utf-8")
+    latest = runs.parent / "latest" / "quality.html"
+    assert latest.read_text(encoding="utf-8") == page
     rows = re.findall(r"<tr class='(passed|failed)' id='([^']+)'>", page)
     statuses = {check: status for status, check in rows}
     assert len(rows) == len(outcome.results)
@@ -262,12 +277,44 @@ def test_report_shows_every_check_status_and_json_twin(broken_run, spark, tmp_pa
         and "http" not in page.replace("http://www.w3.org/2000/svg", "")
     )
     assert "&quot;lost&quot;" in page  # a failing example
-    doc = json.loads(json_path.read_text(encoding="utf-8"))
+    doc = json.loads(Path(json_path).read_text(encoding="utf-8"))
     assert doc["summary"] == {"error": {"passed": 22, "failed": 8},
                               "warning": {"passed": 6, "failed": 3}}  # fmt: skip
     assert {(c["table"], c["check"]): c["status"] for c in doc["checks"]} == {
         (f"{r.layer}.{r.table}", r.check): r.status for r in outcome.results
     }
+
+
+def test_the_report_is_kept_in_s3_when_the_reports_root_is_there(broken_run, spark, moto) -> None:
+    lh, _ = broken_run
+    s3 = moto_server.client(moto, "s3")
+    s3.create_bucket(
+        Bucket="lakehouse-dev-lake", CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    storage = dataclasses.replace(lh.config.storage, reports_root="s3://lakehouse-dev-lake/reports")
+    aws = AwsConfig(REGION, "s3://unused/a", "s3://unused/l", endpoint_url=moto)
+    on_s3 = lh.with_config(storage=storage, aws=aws)
+
+    html_uri, json_uri = write_report(spark, on_s3, "run-broken")
+
+    assert (html_uri, json_uri) == (
+        "s3://lakehouse-dev-lake/reports/runs/run-broken/quality.html",
+        "s3://lakehouse-dev-lake/reports/runs/run-broken/quality.json",
+    )
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="lakehouse-dev-lake")["Contents"]]
+    assert sorted(keys) == [
+        "reports/latest/quality.html",
+        "reports/latest/quality.json",
+        "reports/runs/run-broken/quality.html",
+        "reports/runs/run-broken/quality.json",
+    ]
+    page = s3.get_object(Bucket="lakehouse-dev-lake", Key="reports/runs/run-broken/quality.html")
+    assert page["ContentType"] == "text/html; charset=utf-8"
+    # The same report as the local one, but for the moment it was generated at.
+    kept = json.loads(reports.read_text(on_s3.config, json_uri))
+    local = json.loads(Path(write_report(spark, lh, "run-broken")[1]).read_text(encoding="utf-8"))
+    assert {**kept, "generated_at": None} == {**local, "generated_at": None}
+    assert kept["summary"]["error"] == {"passed": 22, "failed": 8}
 
 
 def scope_of(spark: SparkSession, name: str, keep) -> DataFrame:  # type: ignore[no-untyped-def]
@@ -400,7 +447,7 @@ def test_anomaly_passes_on_normal_day_and_fails_on_jump(spark: SparkSession, tmp
     assert [r.check for r in jump.warnings] == ["at_most_five_rows"]
     with pytest.raises(QualityGateError, match=r"silver\.events/rows_jump"):
         gate(jump)
-    doc = json.loads(write_report(spark, lh, "d3", tmp_path / "r")[1].read_text())
+    doc = json.loads(Path(write_report(spark, lh, "d3")[1]).read_text())
     assert [p["value"] for p in doc["trends"]["silver.events/rows_jump"]] == [2.0, 3.0, 9.0]
 
 

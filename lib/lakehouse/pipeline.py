@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.core import progress
-from lakehouse.core.config import is_uri, join_uri
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.crash import crash_point
 from lakehouse.state.ledger import LedgerEntry, record
@@ -30,7 +28,7 @@ class RunReport:
     silver: list[LedgerEntry] = field(default_factory=list)
     gold: object | None = None
     quality: list[object] = field(default_factory=list)
-    dashboard: Path | None = None
+    dashboard: str | None = None
 
 
 def run_bronze(
@@ -67,14 +65,12 @@ def run_gold(spark: SparkSession, lh: Lakehouse, run_id: str, mode: str = "incre
     return build_gold(spark, lh, run_id, mode=mode)  # type: ignore[arg-type]
 
 
-def write_reports(spark: SparkSession, lh: Lakehouse) -> Path | None:
-    """The static HTML dashboard in the reports folder (local roots only)."""
+def write_reports(spark: SparkSession, lh: Lakehouse, run_id: str) -> str:
+    """The static HTML dashboard of the published gold, as the run's report under the reports
+    root (local or S3, `lakehouse.state.reports`); returns its location."""
     from lakehouse.gold.dashboard import write_dashboard
 
-    reports_root = lh.config.storage.reports_root
-    if is_uri(reports_root):
-        return None
-    return write_dashboard(spark, lh, join_uri(reports_root, "dashboard.html"))
+    return write_dashboard(spark, lh, run_id)
 
 
 def run_gold_gated(
@@ -120,14 +116,12 @@ def run_quality_gate(
     scopes: Mapping[str, DataFrame] | None = None,
 ) -> object:
     """Run the suites (on `frames` where given, on the rows in `scopes` where given, see
-    `run_quality`), write the run's report (local reports root), then stop the run with
+    `run_quality`), write the run's report (under the reports root), then stop the run with
     `QualityGateError` if an error-severity check failed and `gate_errors` is set."""
     from lakehouse.quality import gate, run_quality, write_report
 
     outcome = run_quality(spark, lh, run_id, list(suites), frames=frames, scopes=scopes)
-    reports_root = lh.config.storage.reports_root
-    if not is_uri(reports_root):
-        write_report(spark, lh, run_id, Path(reports_root) / "quality")
+    write_report(spark, lh, run_id)
     if gate_errors:
         gate(outcome)
     return outcome
@@ -248,5 +242,5 @@ def _run_steps(
             else:
                 report.gold = run_gold(spark, lh, run_id, gold_mode)
         with progress.step("reports"):
-            report.dashboard = write_reports(spark, lh)
+            report.dashboard = write_reports(spark, lh, run_id)
     return report

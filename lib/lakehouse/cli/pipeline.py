@@ -161,8 +161,6 @@ def cmd_gold(args: argparse.Namespace) -> int:
 
 
 def cmd_quality_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pyspark.sql import functions as F
 
     from lakehouse.quality import write_report
@@ -177,8 +175,8 @@ def cmd_quality_report(args: argparse.Namespace) -> int:
             print("no quality results yet: run the pipeline first")
             return 1
         run_id = newest["run_id"]
-    html, js = write_report(spark, lh, run_id, Path(lh.config.storage.reports_root) / "quality")
-    print(f"quality report of run {run_id}: {html} (and {js})")
+    html, js = write_report(spark, lh, run_id)
+    print(f"quality report of run {run_id}: {html} (and {js}; the newest also in latest/)")
     return 0
 
 
@@ -204,6 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lakehouse.core.config import is_uri
     from lakehouse.gold.dashboard import kpi_summary_text
     from lakehouse.pipeline import run_pipeline
+    from lakehouse.state.reports import run_location
 
     lh = lakehouse_of(args)
     landing = lh.config.storage.landing_root
@@ -219,5 +218,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(kpi_summary_text(spark, lh))
     if report.dashboard is not None:
         print(f"\ndashboard: {report.dashboard}")
-        print(f"quality report: {Path(lh.config.storage.reports_root) / 'quality'}")
+    if any(
+        getattr(outcome, "results", None) for outcome in report.quality
+    ):  # a run with checks has a report
+        print(f"quality report: {run_location(lh.config, run_id, 'quality.html')}")
     return 0

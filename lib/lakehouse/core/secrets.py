@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from lakehouse.core.aws import make_client
 from lakehouse.core.config import AwsConfig, Config, ConfigError
 
 # Secrets read by this process, by (region, endpoint, secret id): the driver asks once per run.
@@ -46,9 +46,7 @@ def fetch_secret(aws: AwsConfig, secret_id: str) -> str:
     """The text of the Secrets Manager secret `secret_id`, read once per process."""
     cache_key = (aws.region, aws.endpoint_url, secret_id)
     if cache_key not in _FETCHED:
-        client = boto3.client(
-            "secretsmanager", region_name=aws.region, endpoint_url=aws.endpoint_url
-        )
+        client = make_client("secretsmanager", aws)
         try:
             response = client.get_secret_value(SecretId=secret_id)
         except ClientError as exc:

@@ -2,8 +2,8 @@
 
 Commands build `Request`s with pure functions; `AwsClients.call` sends one, and `print_dry_run`
 prints them instead (`--dry-run`), so what is printed is exactly what would be sent. The factory
-honours `aws.endpoint_url` from the configuration for every service (the tests point it at a local
-moto server).
+honours `aws.endpoint_url` from the configuration for every service (`lakehouse.core.aws`; the
+tests point it at a local moto server).
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from datetime import date, datetime
 from typing import Any, TextIO
 
 import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from lakehouse.core.aws import make_client
 from lakehouse.core.config import AwsConfig
-
-RETRIES: Any = {"mode": "standard", "max_attempts": 5}
 
 
 @dataclass(frozen=True)
@@ -85,13 +83,7 @@ class AwsClients:
     def client(self, service: str) -> Any:
         """The client for `service` (`emr`, `emr-serverless`, `scheduler`, `s3`, `sns`, ...)."""
         if service not in self._clients:
-            session: Any = self.session
-            self._clients[service] = session.client(
-                service,
-                region_name=self.aws.region,
-                endpoint_url=self.aws.endpoint_url,
-                config=BotoConfig(retries=RETRIES),
-            )
+            self._clients[service] = make_client(service, self.aws, self.session)
         return self._clients[service]
 
     def call(self, request: Request) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from delta.tables import DeltaTable
@@ -24,6 +23,7 @@ from pyspark.sql import SparkSession
 from lakehouse.core.context import Lakehouse
 from lakehouse.gold.build import GoldBuildError
 from lakehouse.gold.published import published_versions, read_gold
+from lakehouse.state import reports
 
 KPI_TABLES = ("daily_kpis", "daily_payments", "customer_retention")
 
@@ -61,13 +61,13 @@ def kpi_data_json(data: dict[str, list[Record]]) -> str:
     return json.dumps(doc, indent=1, sort_keys=True).replace("</", "<\\/")
 
 
-def write_dashboard(spark: SparkSession, lh: Lakehouse, out_path: str | Path) -> Path:
-    """Write the dashboard of the gold KPI tables to `out_path` (one HTML file); return its path."""
-    data = read_kpis(spark, lh)
-    path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_dashboard(data), encoding="utf-8")
-    return path
+def write_dashboard(spark: SparkSession, lh: Lakehouse, run_id: str) -> str:
+    """Write the dashboard of the published gold KPI tables (one HTML file) as run `run_id`'s
+    `dashboard.html` under the reports root, local or S3, and in `latest/`
+    (`lakehouse.state.reports`); return the run's copy's location."""
+    return reports.publish(
+        lh.config, run_id, "dashboard.html", render_dashboard(read_kpis(spark, lh))
+    )
 
 
 def kpi_summary_text(spark: SparkSession, lh: Lakehouse) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -14,17 +13,17 @@ from pyspark.sql import functions as F
 
 from lakehouse.core.context import Lakehouse
 from lakehouse.quality.runner import RESULTS_TABLE
+from lakehouse.state import reports
 
 TREND_RUNS = 10
 SEVERITIES = ("error", "warning")
 
 
-def write_report(
-    spark: SparkSession, lh: Lakehouse, run_id: str, out_dir: str | Path
-) -> tuple[Path, Path]:
-    """Write `quality-<run_id>.html` and `quality-<run_id>.json` into `out_dir` (a local folder)
-    for run `run_id`: every check's status by severity, failing examples, and each check's metric
-    over the last `TREND_RUNS` runs. Returns (html_path, json_path)."""
+def write_report(spark: SparkSession, lh: Lakehouse, run_id: str) -> tuple[str, str]:
+    """Write the report of run `run_id` under the reports root, local or S3
+    (`lakehouse.state.reports`: `runs/<run_id>/quality.html` and `quality.json`, and the same in
+    `latest/`): every check's status by severity, failing examples, and each check's metric over
+    the last `TREND_RUNS` runs. Returns the run's (html, json) locations."""
     path = lh.path(RESULTS_TABLE)
     results = spark.read.format("delta").load(path)
     current = [r.asDict() for r in results.where(F.col("run_id") == run_id).collect()]
@@ -90,13 +89,10 @@ def write_report(
         ],
         "trends": trends,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / f"quality-{run_id}.json"
-    html_path = out / f"quality-{run_id}.html"
-    json_path.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-    html_path.write_text(_html(doc), encoding="utf-8")
-    return html_path, json_path
+    json_location = reports.publish(
+        lh.config, run_id, "quality.json", json.dumps(doc, indent=2, default=str)
+    )
+    return reports.publish(lh.config, run_id, "quality.html", _html(doc)), json_location
 
 
 def _e(value: Any) -> str:
