@@ -159,13 +159,48 @@ def test_schedule_and_backfill_dry_runs_send_nothing(
         ("scheduler", "GetSchedule"),
         ("scheduler", "UpdateSchedule"),
         ("scheduler", "CreateSchedule"),
+        ("scheduler", "GetSchedule"),
+        ("scheduler", "UpdateSchedule"),
+        ("scheduler", "CreateSchedule"),
     ]
     assert schedule[4]["params"]["ScheduleExpression"] == "cron(0 2 * * ? *)"
+    assert schedule[7]["params"]["Name"] == "lakehouse-dev-maintenance"
+    assert schedule[7]["params"]["ScheduleExpression"] == "cron(0 4 ? * SUN *)"
     starts = [r for r in backfill if r["operation"] == "StartJobRun"]
     assert [r["params"]["name"] for r in starts] == [
         "daily-pipeline-2024-01-01",
         "daily-pipeline-2024-01-02",
     ]
+    _moto_is_empty(moto)
+
+
+def test_maintain_and_erase_dry_runs_print_the_job_and_step_they_would_start(
+    moto: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    erase = _dry_run(
+        ["emr", "erase", "--env", "dev", "--customer", "C-42", "--request-id", "R-7"],
+        monkeypatch,
+        capsys,
+    )
+    step = _dry_run(
+        ["emr", "maintain", "--env", "dev", "--cluster", "--cluster-id", "j-1"], monkeypatch, capsys
+    )
+
+    assert _ops(erase) == [
+        ("emr-serverless", "ListApplications"),
+        ("emr-serverless", "CreateApplication"),
+        ("emr-serverless", "ListJobRuns"),
+        ("emr-serverless", "StartJobRun"),
+    ]
+    run = erase[3]["params"]
+    assert run["name"] == "erasure-R-7"
+    assert run["jobDriver"]["sparkSubmit"]["entryPoint"] == f"{ARTIFACTS}/jobs/erase.py"
+    assert run["jobDriver"]["sparkSubmit"]["entryPointArguments"] == [
+        "--env", "dev", "--customer", "C-42", "--request-id", "R-7"
+    ]  # fmt: skip
+    assert _ops(step) == [("emr", "ListSteps"), ("emr", "AddJobFlowSteps")]
+    (added,) = step[1]["params"]["Steps"]
+    assert added["HadoopJarStep"]["Args"][-3:] == [f"{ARTIFACTS}/jobs/maintain.py", "--env", "dev"]
     _moto_is_empty(moto)
 
 

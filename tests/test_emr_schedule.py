@@ -1,5 +1,6 @@
-"""The daily EventBridge Scheduler schedule against a moto server: created with the right
-expression and universal target, updated (not duplicated) by a second `schedule`."""
+"""The EventBridge Scheduler schedules (daily run, weekly maintenance) against a moto server:
+created with the right expression and universal target, updated (not duplicated) by a second
+`schedule`."""
 
 from __future__ import annotations
 
@@ -60,6 +61,31 @@ def test_schedule_starts_the_daily_run_at_two_utc(
     )
 
 
+def test_schedule_also_starts_the_maintenance_every_sunday(
+    moto: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run_cli(["emr", "schedule", "--env", "dev"], monkeypatch) == 0
+
+    scheduler = moto_server.client(moto, "scheduler")
+    daily = scheduler.get_schedule(Name="lakehouse-dev-daily", GroupName="default")
+    weekly = scheduler.get_schedule(Name="lakehouse-dev-maintenance", GroupName="default")
+    assert weekly["ScheduleExpression"] == "cron(0 4 ? * SUN *)"
+    assert weekly["ScheduleExpressionTimezone"] == "UTC"
+    assert weekly["State"] == "ENABLED"
+    for same in ("Arn", "RoleArn", "RetryPolicy", "DeadLetterConfig"):
+        assert weekly["Target"][same] == daily["Target"][same]
+    run = json.loads(weekly["Target"]["Input"])
+    assert run["name"] == "maintenance-scheduled-<aws.scheduler.scheduled-time>"
+    assert run["clientToken"] == "<aws.scheduler.execution-id>"
+    assert run["jobDriver"]["sparkSubmit"]["entryPoint"] == f"{ARTIFACTS}/jobs/maintain.py"
+    assert run["jobDriver"]["sparkSubmit"]["entryPointArguments"] == ["--env", "dev"]
+    daily_run = json.loads(daily["Target"]["Input"])
+    assert (
+        run["jobDriver"]["sparkSubmit"]["sparkSubmitParameters"]
+        == (daily_run["jobDriver"]["sparkSubmit"]["sparkSubmitParameters"])
+    )
+
+
 def test_second_schedule_call_updates_rather_than_duplicates(
     moto: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -76,8 +102,8 @@ def test_second_schedule_call_updates_rather_than_duplicates(
 
     assert run_cli(["emr", "schedule", "--env", "dev"], monkeypatch) == 0
 
-    names = [s["Name"] for s in scheduler.list_schedules()["Schedules"]]
-    assert names == ["lakehouse-dev-daily"]
+    names = sorted(s["Name"] for s in scheduler.list_schedules()["Schedules"])
+    assert names == ["lakehouse-dev-daily", "lakehouse-dev-maintenance"]
     assert scheduler.get_schedule(Name="lakehouse-dev-daily")["ScheduleExpression"] == (
         "cron(0 2 * * ? *)"
     )

@@ -1,5 +1,6 @@
 """`lakehouse emr ...`: upload the bundle, run the pipeline on EMR on EC2 or EMR Serverless,
-schedule it, backfill it, and render the IAM policies.
+schedule it (and the weekly maintenance), backfill it, run maintenance or an erasure now, and render
+the IAM policies.
 
 Every subcommand takes `--dry-run`: it prints the exact requests (service, operation, parameters as
 JSON, one per line) and sends none. `--env` may be given before `emr` or after the subcommand.
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lakehouse.core.config import ENVIRONMENTS, Config, ConfigError, load_config
-from lakehouse.emr import cluster, iam, schedule, serverless
+from lakehouse.emr import cluster, iam, operations, schedule, serverless
 from lakehouse.emr.bundle import BundleLayout, bundle_dir, bundle_layout, upload, upload_requests
 from lakehouse.emr.clients import AwsClients, Request, print_dry_run
 from lakehouse.emr.definitions import EmrDefinitions, load_definitions, require_aws
@@ -105,6 +106,34 @@ def register(subparsers: Any) -> None:
     p.add_argument("--rerun", action="store_true", help="run again days that succeeded")
     p.add_argument("--deadline-minutes", type=float, default=None, help="give up (and cancel)")
     p.set_defaults(func=cmd_backfill)
+
+    target = argparse.ArgumentParser(add_help=False)
+    target.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run as a step of the EMR on EC2 cluster (default: an EMR Serverless job run)",
+    )
+    target.add_argument("--cluster-id", default=None, help="with --cluster: default by name")
+
+    p = sub.add_parser(
+        "maintain",
+        parents=[common, target],
+        help="run the maintenance job now (OPTIMIZE, VACUUM, full quality scan)",
+    )
+    p.add_argument("--no-quality", action="store_true", help="skip the full quality scan")
+    p.set_defaults(func=cmd_maintain)
+
+    p = sub.add_parser(
+        "erase",
+        parents=[common, target],
+        help="submit the erasure of a customer's personal data (docs/MAINTENANCE.md)",
+    )
+    p.add_argument("--customer", required=True, help="the customer_id to erase")
+    p.add_argument(
+        "--request-id", default=None, help="your reference (default: erase-<customer>-<today>)"
+    )
+    p.add_argument("--reason", default=None, help="why (free text; never personal data)")
+    p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser(
         "iam", parents=[common], help="render the least-privilege IAM policy documents"
@@ -274,6 +303,40 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return _fail(f"{exc}; runs in flight were cancelled")
     print(serverless.summarise(results))
     return 0 if all(s == "SUCCESS" for s in results.values()) else 1
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    config, _ = _context(args)
+    return _submit_ops(args, operations.maintenance_job(config, date.today(), args.no_quality))
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    config, _ = _context(args)
+    request_id = args.request_id or f"erase-{args.customer}-{date.today().isoformat()}"
+    return _submit_ops(args, operations.erasure_job(config, args.customer, request_id, args.reason))
+
+
+def _submit_ops(args: argparse.Namespace, job: operations.OpsJob) -> int:
+    """Submit operations job `job` as a Serverless run, or a cluster step with `--cluster`."""
+    config, defs = _context(args)
+    layout = _layout(config, defs, args)
+    if args.dry_run:
+        if args.cluster:
+            print_dry_run(operations.step_plan(config, defs, layout, job, args.cluster_id))
+        else:
+            print_dry_run(operations.run_plan(config, defs, layout, job))
+        return 0
+    clients = _clients(config)
+    if args.cluster:
+        try:
+            operations.submit_step(clients, config, defs, layout, job, args.cluster_id)
+        except LookupError as exc:
+            return _fail(str(exc))
+        return 0
+    es = clients.client("emr-serverless")
+    app_id = serverless.ensure_application(es, config, defs)
+    operations.submit_run(es, config, defs, layout, app_id, job)
+    return 0
 
 
 def cmd_iam(args: argparse.Namespace) -> int:

@@ -1,7 +1,10 @@
-"""What `jobs/*.py` run: one daily step (or the whole pipeline) with spark-submit arguments.
+"""What `jobs/*.py` run: one daily step (or the whole pipeline) with spark-submit arguments, or an
+operations job (maintenance, erasure) with the `lakehouse` command's own arguments.
 
     spark-submit jobs/<step>.py --env dev --date 2024-01-03
     spark-submit jobs/pipeline.py --env prod --scheduled-time 2024-01-04T02:00:00Z
+    spark-submit jobs/maintain.py --env prod [--no-quality]
+    spark-submit jobs/erase.py --env prod --customer C-42 --request-id R-7
 
 `--date` restricts bronze to that ingest day; `--scheduled-time` (what EventBridge Scheduler
 passes) means the UTC day before it. The outcome is published to SNS and CloudWatch when
@@ -96,6 +99,35 @@ def _notify(config: Config, run_id: str, status: str, report: object, duration_s
         quality_rows=_quality_rows(report),
         duration_s=duration_s,
     )
+
+
+def ops_argv(command: str, argv: Sequence[str]) -> tuple[str, str | None, list[str]]:
+    """(env, conf dir, `lakehouse` command line) of operations job `command` (`maintain`,
+    `erase`) from the job's arguments: `--env` and `--conf-dir` go before the command, the rest
+    after it."""
+    parser = argparse.ArgumentParser(prog=f"jobs/{command}.py", add_help=False)
+    parser.add_argument("--env", default="local", choices=ENVIRONMENTS)
+    parser.add_argument("--conf-dir", default=None)
+    known, rest = parser.parse_known_args(list(argv))
+    conf_dir = ["--conf-dir", known.conf_dir] if known.conf_dir else []
+    return known.env, known.conf_dir, ["--env", known.env, *conf_dir, command, *rest]
+
+
+def ops_main(command: str, argv: Sequence[str] | None = None) -> int:
+    """Run operations job `command` as `lakehouse <command>` would; publish its outcome like the
+    daily jobs (when `LAKEHOUSE_SNS_TOPIC_ARN` is set); non-zero on failure."""
+    from lakehouse import cli
+
+    env, conf_dir, cli_argv = ops_argv(command, sys.argv[1:] if argv is None else argv)
+    config = Lakehouse.load(env, conf_dir).config
+    started = time.monotonic()
+    status = "failed"
+    try:
+        code = cli.main(cli_argv)
+        status = "succeeded" if code == 0 else "failed"
+        return code
+    finally:
+        _notify(config, f"{command}-{new_run_id()}", status, None, time.monotonic() - started)
 
 
 if __name__ == "__main__":

@@ -192,33 +192,40 @@ def step_requests_params(
 ) -> list[dict[str, Any]]:
     """The daily steps, in order: `spark-submit --deploy-mode cluster` of each job through
     command-runner.jar, the bundle attached by `--py-files` and `--jars`."""
+    return [
+        step_params(
+            defs, layout, step_name(job, day), job, ["--env", config.env, "--date", day.isoformat()]
+        )
+        for job in defs.cluster.step_jobs
+    ]
+
+
+def step_params(
+    defs: EmrDefinitions, layout: BundleLayout, name: str, job: str, arguments: list[str]
+) -> dict[str, Any]:
+    """One step `name`: `spark-submit --deploy-mode cluster jobs/<job>.py <arguments>` through
+    command-runner.jar, the bundle attached, the notification target in the driver's env."""
     conf = {
         **defs.cluster.step_spark_conf,
         f"spark.yarn.appMasterEnv.{TOPIC_ENV}": defs.account.sns_topic_arn,
         f"spark.yarn.appMasterEnv.{NAMESPACE_ENV}": defs.account.metrics_namespace,
     }
     attach = spark_submit_args(layout, [], conf)
-    return [
-        {
-            "Name": step_name(job, day),
-            "ActionOnFailure": defs.cluster.step_action_on_failure,
-            "HadoopJarStep": {
-                "Jar": "command-runner.jar",
-                "Args": [
-                    "spark-submit",
-                    "--deploy-mode",
-                    "cluster",
-                    *attach,
-                    layout.job_uri(job),
-                    "--env",
-                    config.env,
-                    "--date",
-                    day.isoformat(),
-                ],
-            },
-        }
-        for job in defs.cluster.step_jobs
-    ]
+    return {
+        "Name": name,
+        "ActionOnFailure": defs.cluster.step_action_on_failure,
+        "HadoopJarStep": {
+            "Jar": "command-runner.jar",
+            "Args": [
+                "spark-submit",
+                "--deploy-mode",
+                "cluster",
+                *attach,
+                layout.job_uri(job),
+                *arguments,
+            ],
+        },
+    }
 
 
 def add_steps_request(

@@ -8,7 +8,7 @@ deep-merged onto it (same rules and error messages as `conf/`, via `load_typed_y
 - `bundle.yaml`: what the job bundle holds (entry points, jars, which distributions EMR provides).
 - `cluster.yaml`: the EMR on EC2 cluster and its daily steps.
 - `serverless.yaml`: the EMR Serverless application and the daily job run.
-- `schedule.yaml`: the EventBridge Scheduler schedule that starts the daily run.
+- `schedule.yaml`: the EventBridge Scheduler schedules: the daily run, the weekly maintenance.
 
 Keys are snake_case and never hold an environment name; `conf/<env>.yaml`'s `aws` section (region,
 artifacts and logs URIs, endpoint) is the only AWS setting kept with the main configuration.
@@ -223,8 +223,20 @@ class RetryDef:
 
 
 @dataclass(frozen=True)
+class MaintenanceScheduleDef:
+    """The weekly schedule of the maintenance job (`jobs/maintain.py`), created with the daily
+    one, in the same group, with the same retry policy and dead-letter queue."""
+
+    name: str
+    expression: str
+    state: Literal["ENABLED", "DISABLED"] = "ENABLED"
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class ScheduleDef:
-    """The EventBridge Scheduler schedule that starts the daily Serverless job run."""
+    """The EventBridge Scheduler schedules: the daily Serverless job run, and the weekly
+    maintenance (`maintenance`)."""
 
     name: str
     expression: str
@@ -234,6 +246,7 @@ class ScheduleDef:
     description: str = ""
     flexible_window_minutes: int = 0
     retry: RetryDef = field(default_factory=RetryDef)
+    maintenance: MaintenanceScheduleDef | None = None
 
 
 @dataclass(frozen=True)

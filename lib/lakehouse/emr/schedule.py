@@ -1,6 +1,7 @@
-"""The daily EventBridge Scheduler schedule: at 02:00 UTC it calls EMR Serverless StartJobRun
-directly (the universal target `arn:aws:scheduler:::aws-sdk:emrserverless:startJobRun`), with a
-retry policy and a dead-letter queue for invocations that still fail.
+"""The EventBridge Scheduler schedules: the daily run at 02:00 UTC and the weekly maintenance
+(Sundays, `jobs/maintain.py`); each calls EMR Serverless StartJobRun directly (the universal target
+`arn:aws:scheduler:::aws-sdk:emrserverless:startJobRun`), with a retry policy and a dead-letter
+queue for invocations that still fail.
 
 The schedule cannot compute "yesterday", so the run gets
 `--scheduled-time <aws.scheduler.scheduled-time>` (Scheduler fills in e.g. `2024-01-04T02:00:00Z`)
@@ -21,6 +22,7 @@ from lakehouse.core.config import Config
 from lakehouse.emr.bundle import BundleLayout
 from lakehouse.emr.clients import AwsClients, Request, error_code
 from lakehouse.emr.definitions import EmrDefinitions
+from lakehouse.emr.operations import MAINTAIN
 from lakehouse.emr.serverless import start_job_run_params
 
 UNIVERSAL_TARGET = "arn:aws:scheduler:::aws-sdk:emrserverless:startJobRun"
@@ -52,10 +54,53 @@ def target_input(
     )
 
 
+def maintenance_target_input(
+    config: Config, defs: EmrDefinitions, layout: BundleLayout, application_id: str
+) -> dict[str, Any]:
+    """The StartJobRun request the weekly maintenance schedule sends: `jobs/maintain.py --env ENV`
+    (maintenance needs no date: it compacts and vacuums what is there)."""
+    return start_job_run_params(
+        config,
+        defs,
+        layout,
+        application_id,
+        name=f"maintenance-scheduled-{SCHEDULED_TIME}",
+        token=EXECUTION_ID,
+        arguments=["--env", config.env],
+        entry_point=MAINTAIN,
+    )
+
+
 def schedule_params(
     config: Config, defs: EmrDefinitions, layout: BundleLayout, application_id: str
 ) -> dict[str, Any]:
-    """CreateSchedule / UpdateSchedule parameters (the two take the same ones)."""
+    """CreateSchedule / UpdateSchedule parameters of the daily run (the two take the same)."""
+    s = defs.schedule
+    run = target_input(config, defs, layout, application_id)
+    return _params(defs, s.name, s.expression, s.state, s.description, run)
+
+
+def all_schedule_params(
+    config: Config, defs: EmrDefinitions, layout: BundleLayout, application_id: str
+) -> list[dict[str, Any]]:
+    """The parameters of every schedule of the environment: the daily run, then the weekly
+    maintenance when `emr/schedule.yaml` defines it."""
+    out = [schedule_params(config, defs, layout, application_id)]
+    m = defs.schedule.maintenance
+    if m is not None:
+        run = maintenance_target_input(config, defs, layout, application_id)
+        out.append(_params(defs, m.name, m.expression, m.state, m.description, run))
+    return out
+
+
+def _params(
+    defs: EmrDefinitions,
+    name: str,
+    expression: str,
+    state: str,
+    description: str,
+    run: dict[str, Any],
+) -> dict[str, Any]:
     s = defs.schedule
     window: dict[str, Any] = (
         {"Mode": "FLEXIBLE", "MaximumWindowInMinutes": s.flexible_window_minutes}
@@ -63,17 +108,17 @@ def schedule_params(
         else {"Mode": "OFF"}
     )
     return {
-        "Name": s.name,
+        "Name": name,
         "GroupName": s.group,
-        "ScheduleExpression": s.expression,
+        "ScheduleExpression": expression,
         "ScheduleExpressionTimezone": s.timezone,
-        "Description": s.description,
-        "State": s.state,
+        "Description": description,
+        "State": state,
         "FlexibleTimeWindow": window,
         "Target": {
             "Arn": UNIVERSAL_TARGET,
             "RoleArn": defs.account.scheduler_role_arn,
-            "Input": json.dumps(target_input(config, defs, layout, application_id), sort_keys=True),
+            "Input": json.dumps(run, sort_keys=True),
             "RetryPolicy": {
                 "MaximumEventAgeInSeconds": s.retry.maximum_event_age_seconds,
                 "MaximumRetryAttempts": s.retry.maximum_retry_attempts,
@@ -88,7 +133,6 @@ def schedule_plan(
 ) -> list[Request]:
     """The scheduler requests `schedule` sends (after the application look-up), for `--dry-run`."""
     s = defs.schedule
-    params = schedule_params(config, defs, layout, application_id)
     plan = []
     if s.group != "default":
         plan += [
@@ -97,11 +141,13 @@ def schedule_plan(
                 f"only if schedule group {s.group!r} does not exist"
             ),
         ]
-    plan += [
-        Request("scheduler", "get_schedule", {"Name": s.name, "GroupName": s.group}),
-        Request("scheduler", "update_schedule", params).only_if("if the schedule exists"),
-        Request("scheduler", "create_schedule", params).only_if("if it does not"),
-    ]
+    for params in all_schedule_params(config, defs, layout, application_id):
+        name = params["Name"]
+        plan += [
+            Request("scheduler", "get_schedule", {"Name": name, "GroupName": s.group}),
+            Request("scheduler", "update_schedule", params).only_if(f"if {name} exists"),
+            Request("scheduler", "create_schedule", params).only_if("if it does not"),
+        ]
     return plan
 
 
@@ -112,8 +158,9 @@ def upsert_schedule(
     layout: BundleLayout,
     application_id: str,
     log: Callable[[str], None] = print,
-) -> str:
-    """Create the schedule, or update it in place when it exists; return its ARN."""
+) -> list[str]:
+    """Create each schedule (daily, weekly maintenance), or update it in place when it exists;
+    return their ARNs."""
     s = defs.schedule
     if s.group != "default":
         try:
@@ -122,16 +169,19 @@ def upsert_schedule(
             if error_code(exc) != "ResourceNotFoundException":
                 raise
             clients.call(Request("scheduler", "create_schedule_group", {"Name": s.group}))
-    params = schedule_params(config, defs, layout, application_id)
-    try:
-        clients.call(Request("scheduler", "get_schedule", {"Name": s.name, "GroupName": s.group}))
-        exists = True
-    except ClientError as exc:
-        if error_code(exc) != "ResourceNotFoundException":
-            raise
-        exists = False
-    operation = "update_schedule" if exists else "create_schedule"
-    arn = str(clients.call(Request("scheduler", operation, params))["ScheduleArn"])
-    verb = "updated" if exists else "created"
-    log(f"{verb} schedule {s.name} ({s.expression} {s.timezone}): {arn}")
-    return arn
+    arns = []
+    for params in all_schedule_params(config, defs, layout, application_id):
+        name = params["Name"]
+        try:
+            clients.call(Request("scheduler", "get_schedule", {"Name": name, "GroupName": s.group}))
+            exists = True
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            exists = False
+        operation = "update_schedule" if exists else "create_schedule"
+        arn = str(clients.call(Request("scheduler", operation, params))["ScheduleArn"])
+        verb = "updated" if exists else "created"
+        log(f"{verb} schedule {name} ({params['ScheduleExpression']} {s.timezone}): {arn}")
+        arns.append(arn)
+    return arns

@@ -139,9 +139,10 @@ def start_job_run_params(
     name: str,
     token: str,
     arguments: list[str],
+    entry_point: str | None = None,
 ) -> dict[str, Any]:
     """StartJobRun parameters (the API's own names, as EventBridge Scheduler's universal target
-    also wants them)."""
+    also wants them) of `jobs/<entry_point>.py` (default: the daily job's)."""
     assert config.aws is not None
     job = defs.serverless.job
     return {
@@ -151,7 +152,7 @@ def start_job_run_params(
         "name": name,
         "jobDriver": {
             "sparkSubmit": {
-                "entryPoint": layout.job_uri(job.entry_point),
+                "entryPoint": layout.job_uri(entry_point or job.entry_point),
                 "entryPointArguments": arguments,
                 "sparkSubmitParameters": spark_submit_parameters(defs, layout),
             }
@@ -293,7 +294,27 @@ def submit_daily_run(
 ) -> RunRef:
     """Start the day's run unless one of the same name is queued, running or (unless `rerun`)
     succeeded, in which case that run is returned and nothing is started."""
-    name = run_name(defs, day)
+    return submit_named_run(
+        es,
+        application_id,
+        run_name(defs, day),
+        lambda earlier: daily_run_request(config, defs, layout, application_id, day, earlier),
+        rerun=rerun,
+        log=log,
+    )
+
+
+def submit_named_run(
+    es: Any,
+    application_id: str,
+    name: str,
+    request: Callable[[int], Request],
+    *,
+    rerun: bool = False,
+    log: Callable[[str], None] = print,
+) -> RunRef:
+    """Start the run `request(earlier runs of the name)` unless a run called `name` is queued,
+    running or (unless `rerun`) succeeded: then that run is returned and nothing is started."""
     blocking = IN_FLIGHT_RUN_STATES if rerun else BLOCKING_RUN_STATES
     existing = find_runs(es, application_id, name, blocking)
     if existing:
@@ -301,8 +322,7 @@ def submit_daily_run(
         log(f"run {name} already exists: {run['id']} ({run['state']}); not starting another")
         return RunRef(str(run["id"]), str(run["state"]), started=False)
     earlier = len(find_runs(es, application_id, name, ALL_RUN_STATES))
-    request = daily_run_request(config, defs, layout, application_id, day, earlier)
-    response = es.start_job_run(**request.params)
+    response = es.start_job_run(**request(earlier).params)
     run_id = str(response["jobRunId"])
     log(f"started run {name}: {run_id}")
     return RunRef(run_id, "SUBMITTED", started=True)

@@ -1,0 +1,180 @@
+"""Operations jobs on EMR: maintenance (`jobs/maintain.py`: OPTIMIZE, VACUUM, the full quality
+scan) and erasure (`jobs/erase.py --customer ID`), as EMR Serverless job runs or as steps of the
+EMR on EC2 cluster, submitted by `lakehouse emr maintain` / `lakehouse emr erase`; maintenance also
+runs weekly from its own schedule (`lakehouse.emr.schedule`).
+
+Like the daily run, an operations job is identified by its name (`maintenance-2024-01-07`,
+`erasure-<request id>`): submitting it again while a run or step of that name is queued, running
+or done starts nothing (a failed one may be submitted again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from lakehouse.core.config import Config
+from lakehouse.emr import cluster, serverless
+from lakehouse.emr.bundle import BundleLayout
+from lakehouse.emr.clients import AwsClients, Request
+from lakehouse.emr.definitions import EmrDefinitions
+
+MAINTAIN, ERASE = "maintain", "erase"
+
+
+@dataclass(frozen=True)
+class OpsJob:
+    """One operations job: `jobs/<entry_point>.py <arguments>`, identified by `name`."""
+
+    entry_point: str
+    name: str
+    arguments: tuple[str, ...]
+
+
+def maintenance_job(config: Config, day: date, no_quality: bool = False) -> OpsJob:
+    """The maintenance of `day` (one per day at most)."""
+    extra = ("--no-quality",) if no_quality else ()
+    return OpsJob(MAINTAIN, f"maintenance-{day.isoformat()}", ("--env", config.env, *extra))
+
+
+def erasure_job(
+    config: Config, customer_id: str, request_id: str, reason: str | None = None
+) -> OpsJob:
+    """The erasure request `request_id` of customer `customer_id` (identifiers only: the reason
+    is free text the audit table keeps, and must hold no personal data)."""
+    arguments = ["--env", config.env, "--customer", customer_id, "--request-id", request_id]
+    if reason:
+        arguments += ["--reason", reason]
+    return OpsJob(ERASE, f"erasure-{request_id}", tuple(arguments))
+
+
+# ---------------------------------------------------------------- EMR Serverless
+
+
+def run_request(
+    config: Config,
+    defs: EmrDefinitions,
+    layout: BundleLayout,
+    application_id: str,
+    job: OpsJob,
+    earlier_runs: int = 0,
+) -> Request:
+    """StartJobRun of `job`; its token is the job's name and env (and the attempt, once runs of
+    that name exist), so a repeated request within AWS's token window starts nothing new."""
+    base = f"{job.name}-{config.env}"
+    token = serverless._token(base if earlier_runs == 0 else f"{base}-attempt{earlier_runs + 1}")
+    params = serverless.start_job_run_params(
+        config,
+        defs,
+        layout,
+        application_id,
+        name=job.name,
+        token=token,
+        arguments=list(job.arguments),
+        entry_point=job.entry_point,
+    )
+    return Request("emr-serverless", "start_job_run", params)
+
+
+def run_plan(
+    config: Config, defs: EmrDefinitions, layout: BundleLayout, job: OpsJob
+) -> list[Request]:
+    """What submitting `job` to EMR Serverless sends, for `--dry-run`."""
+    name = defs.serverless.application.name
+    app_id = f"<id of application {name!r}>"
+    return [
+        serverless.list_applications_request(),
+        serverless.create_application_request(config, defs).only_if(
+            f"only if no application is named {name!r}"
+        ),
+        Request(
+            "emr-serverless",
+            "list_job_runs",
+            {"applicationId": app_id, "states": serverless.BLOCKING_RUN_STATES},
+        ),
+        run_request(config, defs, layout, app_id, job).only_if(
+            f"only if no run named {job.name!r} is queued, running or succeeded"
+        ),
+    ]
+
+
+def submit_run(
+    es: Any,
+    config: Config,
+    defs: EmrDefinitions,
+    layout: BundleLayout,
+    application_id: str,
+    job: OpsJob,
+    log: Callable[[str], None] = print,
+) -> serverless.RunRef:
+    """Start `job` on the application unless a run of its name is queued, running or done."""
+    return serverless.submit_named_run(
+        es,
+        application_id,
+        job.name,
+        lambda earlier: run_request(config, defs, layout, application_id, job, earlier),
+        log=log,
+    )
+
+
+# ---------------------------------------------------------------- EMR on EC2
+
+
+def step_params(
+    config: Config, defs: EmrDefinitions, layout: BundleLayout, job: OpsJob
+) -> dict[str, Any]:
+    """The cluster step of `job` (spark-submit in cluster mode, like the daily steps)."""
+    return cluster.step_params(defs, layout, job.name, job.entry_point, list(job.arguments))
+
+
+def step_plan(
+    config: Config,
+    defs: EmrDefinitions,
+    layout: BundleLayout,
+    job: OpsJob,
+    cluster_id: str | None,
+) -> list[Request]:
+    """What submitting `job` as a cluster step sends, for `--dry-run`."""
+    plan = [] if cluster_id else [cluster.list_active_clusters_request()]
+    target = cluster_id or f"<id of the active cluster named {defs.cluster.name!r}>"
+    plan.append(
+        Request("emr", "list_steps", {"ClusterId": target, "StepStates": cluster.LIVE_STEP_STATES})
+    )
+    plan.append(
+        Request(
+            "emr",
+            "add_job_flow_steps",
+            {"JobFlowId": target, "Steps": [step_params(config, defs, layout, job)]},
+        ).only_if(f"only if no step named {job.name!r} is pending, running or done")
+    )
+    return plan
+
+
+def submit_step(
+    clients: AwsClients,
+    config: Config,
+    defs: EmrDefinitions,
+    layout: BundleLayout,
+    job: OpsJob,
+    cluster_id: str | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[str, str]:
+    """Add `job`'s step to the cluster unless a step of its name is pending, running or done
+    there; returns the cluster id and the step id."""
+    target = cluster.resolve_cluster(clients, defs, cluster_id)
+    paginator = clients.client("emr").get_paginator("list_steps")
+    for page in paginator.paginate(ClusterId=target, StepStates=cluster.LIVE_STEP_STATES):
+        for step in page.get("Steps", []):
+            if step["Name"] == job.name:
+                log(f"step {job.name} already on cluster {target}: {step['Id']}; not submitting")
+                return target, str(step["Id"])
+    request = Request(
+        "emr",
+        "add_job_flow_steps",
+        {"JobFlowId": target, "Steps": [step_params(config, defs, layout, job)]},
+    )
+    step_id = str(clients.call(request)["StepIds"][0])
+    log(f"submitted step {step_id}: {job.name}")
+    return target, step_id
