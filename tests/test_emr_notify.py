@@ -1,5 +1,5 @@
-"""Run notifications against a moto server: the SNS message reaches a subscribed SQS queue and
-CloudWatch holds the run's figures."""
+"""Job outcomes against a moto server: the SNS message reaches a subscribed SQS queue and
+CloudWatch holds the run's, steps' and sources' figures."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import pytest
 
 import moto_server
 from lakehouse.core.config import Config
-from lakehouse.emr.notify import notification_target, publish_run_outcome
+from lakehouse.emr.notify import (
+    CheckFailure,
+    JobOutcome,
+    ledger_figures,
+    notification_target,
+    publish_outcome,
+)
 from moto_server import aws_clients
 
 moto_url = moto_server.moto_url
@@ -18,17 +24,47 @@ moto = moto_server.moto
 dev_config = moto_server.dev_config
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-LEDGER = [
-    {"source": "orders", "records_read": 1000, "records_quarantined": 7, "file": "a.jsonl"},
-    {"source": "orders", "records_read": 500, "records_quarantined": 3, "file": "b.jsonl"},
-    {"source": "customers", "records_read": 200, "records_quarantined": 0, "file": "c.csv"},
-]
-QUALITY = [
-    {"check": "silver.orders: order_id is unique", "status": "Success"},
-    {"check": "silver.orders: amount >= 0", "status": "Error"},
-    {"check": "gold.daily_revenue: complete", "status": "Warning"},
-    {"check": "silver.customers: email not null", "status": "failed"},
-]
+OUTCOME = JobOutcome(
+    env="dev",
+    job="pipeline",
+    run_id="00abc123",
+    status="FAILED",
+    duration_s=754.4,
+    error="QualityGateError: error checks failed: silver.orders/amount_non_negative",
+    failed_step="quality (silver suites)",
+    steps={"bronze": 301.2, "silver": 420.0, "quality (silver suites)": 33.2},
+    ledger=ledger_figures(
+        [
+            {
+                "layer": "bronze",
+                "table_name": "orders",
+                "records_read": 1000,
+                "records_written": 993,
+                "quarantined": 7,
+            },
+            {
+                "layer": "bronze",
+                "table_name": "orders",
+                "records_read": 500,
+                "records_written": 497,
+                "quarantined": 3,
+            },
+            {
+                "layer": "silver",
+                "table_name": "customers",
+                "records_read": 200,
+                "records_written": 200,
+                "quarantined": 0,
+            },
+        ]
+    ),
+    failures=[
+        CheckFailure("silver.orders/amount_non_negative", "error", "2 rows with amount < 0"),
+        CheckFailure("gold.daily_kpis/complete", "warning"),
+    ],
+    checks_passed=40,
+    gold_age_hours=26.5,
+)
 
 
 def _publish(config: Config, moto: str) -> tuple[str, str]:
@@ -40,21 +76,11 @@ def _publish(config: Config, moto: str) -> tuple[str, str]:
         "Attributes"
     ]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
-    publish_run_outcome(
-        aws_clients(config),
-        topic,
-        env="dev",
-        run_id="00abc123",
-        status="succeeded",
-        ledger_rows=LEDGER,
-        quality_rows=QUALITY,
-        duration_s=754.4,
-        now=NOW,
-    )
+    publish_outcome(aws_clients(config), topic, OUTCOME, now=NOW)
     return topic, queue_url
 
 
-def test_the_run_outcome_reaches_a_subscribed_queue(dev_config: Config, moto: str) -> None:
+def test_a_failed_runs_outcome_reaches_a_subscribed_queue(dev_config: Config, moto: str) -> None:
     topic, queue_url = _publish(dev_config, moto)
 
     messages = moto_server.client(moto, "sqs").receive_message(
@@ -64,25 +90,34 @@ def test_the_run_outcome_reaches_a_subscribed_queue(dev_config: Config, moto: st
     assert len(messages) == 1
     envelope = json.loads(messages[0]["Body"])
     assert envelope["TopicArn"] == topic
-    assert (
-        envelope["Subject"] == "[lakehouse dev] run 00abc123 SUCCEEDED, 2 quality check(s) failed"
+    assert envelope["Subject"] == (
+        "[lakehouse dev] pipeline FAILED in quality (silver suites), "
+        "1 error check(s) failed (run 00abc123)"
     )
     assert envelope["Message"] == (
-        "Lakehouse pipeline run 00abc123 in dev: SUCCEEDED\n"
+        "Lakehouse pipeline run 00abc123 in dev: FAILED\n"
         "Duration: 12m 34s\n"
+        "Failed step: quality (silver suites)\n"
+        "Error: QualityGateError: error checks failed: silver.orders/amount_non_negative\n"
         "\n"
-        "Ingestion by source:\n"
-        "  source                       read  quarantined\n"
-        "  customers                     200            0\n"
-        "  orders                      1,500           10\n"
-        "  total                       1,700           10\n"
+        "Steps (seconds):\n"
+        "  bronze                           301.2\n"
+        "  silver                           420.0\n"
+        "  quality (silver suites)           33.2\n"
         "\n"
-        "Quality: 1 passed, 1 warning(s), 2 failed\n"
-        "  FAILED  silver.orders: amount >= 0\n"
-        "  FAILED  silver.customers: email not null\n"
-        "  WARNING gold.daily_revenue: complete\n"
+        "Ledger of the run so far:\n"
+        "  layer.source                         read      written  quarantined\n"
+        "  bronze.orders                       1,500        1,490           10\n"
+        "  silver.customers                      200          200            0\n"
+        "\n"
+        "Quality: 40 passed, 1 warning(s) failed, 1 error(s) failed\n"
+        "  ERROR   silver.orders/amount_non_negative: 2 rows with amount < 0\n"
+        "  WARNING gold.daily_kpis/complete\n"
+        "\n"
+        "Gold published 26.5 hours ago\n"
     )
-    assert envelope["MessageAttributes"]["status"]["Value"] == "SUCCEEDED"
+    assert envelope["MessageAttributes"]["status"]["Value"] == "FAILED"
+    assert envelope["MessageAttributes"]["job"]["Value"] == "pipeline"
 
 
 def _statistic(moto: str, name: str, dimensions: dict[str, str]) -> list[tuple[float, str]]:
@@ -98,31 +133,39 @@ def _statistic(moto: str, name: str, dimensions: dict[str, str]) -> list[tuple[f
     return [(p["Sum"], p["Unit"]) for p in points]
 
 
-def test_cloudwatch_holds_the_run_figures(dev_config: Config, moto: str) -> None:
+def test_cloudwatch_holds_the_run_step_and_source_figures(dev_config: Config, moto: str) -> None:
     _publish(dev_config, moto)
 
-    assert _statistic(moto, "RecordsRead", {"Env": "dev", "Source": "orders"}) == [
-        (1500.0, "Count")
+    job = {"Env": "dev", "Job": "pipeline"}
+    orders = {"Env": "dev", "Layer": "bronze", "Source": "orders"}
+    assert _statistic(moto, "RunFailed", job) == [(1.0, "Count")]
+    assert _statistic(moto, "RunSucceeded", job) == [(0.0, "Count")]
+    assert _statistic(moto, "RunDurationSeconds", job) == [(754.4, "Seconds")]
+    assert _statistic(moto, "QualityChecksFailed", job) == [(1.0, "Count")]
+    assert _statistic(moto, "QualityWarningsFailed", job) == [(1.0, "Count")]
+    assert _statistic(moto, "QuarantineRatePercent", job) == [(100 * 10 / 1700, "Percent")]
+    assert _statistic(moto, "StepDurationSeconds", {"Env": "dev", "Step": "silver"}) == [
+        (420.0, "Seconds")
     ]
-    assert _statistic(moto, "RecordsQuarantined", {"Env": "dev", "Source": "orders"}) == [
-        (10.0, "Count")
-    ]
-    assert _statistic(moto, "RecordsRead", {"Env": "dev", "Source": "customers"}) == [
-        (200.0, "Count")
-    ]
-    assert _statistic(moto, "RunDurationSeconds", {"Env": "dev"}) == [(754.4, "Seconds")]
-    assert _statistic(moto, "QualityChecksFailed", {"Env": "dev"}) == [(2.0, "Count")]
+    assert _statistic(moto, "RecordsRead", orders) == [(1500.0, "Count")]
+    assert _statistic(moto, "RecordsWritten", orders) == [(1490.0, "Count")]
+    assert _statistic(moto, "RecordsQuarantined", orders) == [(10.0, "Count")]
+    assert _statistic(moto, "GoldFreshnessHours", {"Env": "dev"}) == [(26.5, "None")]
     metrics = moto_server.client(moto, "cloudwatch").list_metrics(Namespace="Lakehouse")["Metrics"]
-    assert sorted(
-        (m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"])))
-        for m in metrics
-    ) == [
-        ("QualityChecksFailed", (("Env", "dev"),)),
-        ("RecordsQuarantined", (("Env", "dev"), ("Source", "customers"))),
-        ("RecordsQuarantined", (("Env", "dev"), ("Source", "orders"))),
-        ("RecordsRead", (("Env", "dev"), ("Source", "customers"))),
-        ("RecordsRead", (("Env", "dev"), ("Source", "orders"))),
-        ("RunDurationSeconds", (("Env", "dev"),)),
+    names = sorted({m["MetricName"] for m in metrics})
+    # Gold was not published by this run: no GoldPublished point, which the staleness alarm sees.
+    assert names == [
+        "GoldFreshnessHours",
+        "QualityChecksFailed",
+        "QualityWarningsFailed",
+        "QuarantineRatePercent",
+        "RecordsQuarantined",
+        "RecordsRead",
+        "RecordsWritten",
+        "RunDurationSeconds",
+        "RunFailed",
+        "RunSucceeded",
+        "StepDurationSeconds",
     ]
 
 

@@ -7,21 +7,35 @@ operations job (maintenance, erasure) with the `lakehouse` command's own argumen
     spark-submit jobs/erase.py --env prod --customer C-42 --request-id R-7
 
 `--date` restricts bronze to that ingest day; `--scheduled-time` (what EventBridge Scheduler
-passes) means the UTC day before it. The outcome is published to SNS and CloudWatch when
-`LAKEHOUSE_SNS_TOPIC_ARN` is set (as the EMR submitters set it).
+passes) means the UTC day before it. The outcome (`lakehouse.emr.notify.JobOutcome`) is published
+to SNS and CloudWatch when `LAKEHOUSE_SNS_TOPIC_ARN` is set (as the EMR submitters set it), in the
+metrics namespace of `LAKEHOUSE_METRICS_NAMESPACE`, whether the job succeeded or failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
-from lakehouse.core.config import ENVIRONMENTS, Config
+from pyspark.sql import SparkSession
+
+from lakehouse.core import progress
+from lakehouse.core.config import ENVIRONMENTS
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.spark import get_spark, stop_spark
+from lakehouse.emr.clients import AwsClients
+from lakehouse.emr.notify import (
+    CheckFailure,
+    JobOutcome,
+    ledger_figures,
+    notification_target,
+    one_line,
+    publish_outcome,
+)
 from lakehouse.emr.schedule import processing_date
 from lakehouse.pipeline import STEPS, run_pipeline
 from lakehouse.state.ledger import new_run_id
@@ -39,66 +53,133 @@ def parse_args(step: str, argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def job_main(step: str, argv: Sequence[str] | None = None) -> int:
-    """Run `step` (bronze, silver, gold, or pipeline for all); non-zero on failure."""
+class JobWatch:
+    """What a job saw of itself, for the outcome it publishes even when it fails: each step's
+    seconds (from `lakehouse.core.progress` events), the first step that failed, the error."""
+
+    def __init__(self, job: str, run_id: str | None) -> None:
+        self.job = job
+        self.run_id = run_id
+        self.started = time.monotonic()
+        self.steps: dict[str, float] = {}
+        self.failed_step: str | None = None
+        self.error: str | None = None
+        self.succeeded = False
+
+    def hear(self, event: progress.Event) -> None:
+        if event.kind not in ("done", "failed") or event.name.startswith("run "):
+            return
+        self.steps[event.name] = round(event.seconds, 1)
+        if event.kind == "failed" and self.failed_step is None:
+            self.failed_step = event.name
+
+    def outcome(self, env: str, **read: Any) -> JobOutcome:
+        """The outcome, with what was read from the lakehouse (`job_outcome`) if anything."""
+        return JobOutcome(
+            env=env,
+            job=self.job,
+            run_id=self.run_id or "-",
+            status="SUCCEEDED" if self.succeeded else "FAILED",
+            duration_s=time.monotonic() - self.started,
+            error=self.error,
+            failed_step=self.failed_step,
+            steps=dict(self.steps),
+            **read,
+        )
+
+
+def job_main(step: str, argv: Sequence[str] | None = None, *, stop: bool = True) -> int:
+    """Run `step` (bronze, silver, quality, gold, or pipeline for all); raises on failure. Its
+    outcome is published whatever happens (`_notify`); `stop=False` leaves the Spark session
+    running (tests, which share one)."""
     args = parse_args(step, argv)
     lh = Lakehouse.load(args.env, args.conf_dir)
-    config = lh.config
     day = processing_date(args.scheduled_time).isoformat() if args.scheduled_time else args.date
-    spark = get_spark(config.spark, app_name=f"lakehouse-{step}")
-    run_id = new_run_id()
-    started = time.monotonic()
     steps = STEPS if step == "pipeline" else (step,)
-    status = "failed"
-    report = None
+    watch = JobWatch(step, new_run_id())
+    assert watch.run_id is not None
+    spark = None
     try:
-        if "silver" in steps:
-            lh.pii_hmac_key()  # read once, at start: a missing key fails the job before any work
-        report = run_pipeline(spark, lh, run_id, steps=steps, dates=[day] if day else None)
-        status = "succeeded"
+        with progress.listening(watch.hear):
+            spark = get_spark(lh.config.spark, app_name=f"lakehouse-{step}")
+            if "silver" in steps:
+                lh.pii_hmac_key()  # read once, at start: a missing key fails the job before work
+            run_pipeline(spark, lh, watch.run_id, steps=steps, dates=[day] if day else None)
+        watch.succeeded = True
         return 0
+    except BaseException as exc:
+        watch.error = one_line(exc)
+        raise
     finally:
-        _notify(config, run_id, status, report, time.monotonic() - started)
-        stop_spark(spark)
+        _notify(lh, spark, watch)
+        if stop and spark is not None:
+            stop_spark(spark)
 
 
-def _quality_rows(report: object) -> list[dict[str, str]]:
-    """Checks of the run for the notification; a failed warning is reported as `warning`."""
-    rows = []
-    for outcome in getattr(report, "quality", []):
-        for r in outcome.results:
-            status = "warning" if r.failed and r.severity == "warning" else r.status
-            rows.append({"check": f"{r.layer}.{r.table}/{r.check}", "status": status})
-    return rows
+def job_outcome(spark: SparkSession, lh: Lakehouse, watch: JobWatch) -> JobOutcome:
+    """The outcome of the job `watch` saw, with what its run wrote read back from the lakehouse:
+    the ledger rows so far, the quality checks and the published gold's age."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    from lakehouse.gold.published import PUBLISHED_TABLE
+    from lakehouse.quality.runner import RESULTS_TABLE
+    from lakehouse.state.ledger import LEDGER_TABLE
+
+    def rows(table: str) -> list[dict[str, Any]]:
+        path = lh.path(table)
+        if watch.run_id is None or not DeltaTable.isDeltaTable(spark, path):
+            return []
+        df = spark.read.format("delta").load(path).where(F.col("run_id") == F.lit(watch.run_id))
+        return [r.asDict() for r in df.collect()]
+
+    ledger = rows(LEDGER_TABLE)
+    checks = rows(RESULTS_TABLE)
+    failures = [
+        CheckFailure(f"{c['layer']}.{c['table']}/{c['check']}", c["severity"], c["message"] or "")
+        for c in checks
+        if c["status"] == "failed"
+    ]
+    gold_age: float | None = None
+    published = False
+    path = lh.path(PUBLISHED_TABLE)
+    if DeltaTable.isDeltaTable(spark, path):
+        marks = spark.read.format("delta").load(path)
+        newest = marks.agg(F.max("published_at")).first()
+        if newest is not None and newest[0] is not None:
+            age = datetime.now(UTC).replace(tzinfo=None) - newest[0]
+            gold_age = round(age.total_seconds() / 3600, 2)
+        published = bool(marks.where(F.col("run_id") == F.lit(watch.run_id)).limit(1).collect())
+    return watch.outcome(
+        lh.config.env,
+        ledger=ledger_figures(ledger),
+        failures=failures,
+        checks_passed=sum(1 for c in checks if c["status"] == "passed"),
+        gold_age_hours=gold_age,
+        gold_published=published,
+    )
 
 
-def _notify(config: Config, run_id: str, status: str, report: object, duration_s: float) -> None:
-    topic = os.environ.get("LAKEHOUSE_SNS_TOPIC_ARN")
-    aws = getattr(config, "aws", None)
+def _notify(lh: Lakehouse, spark: SparkSession | None, watch: JobWatch) -> None:
+    """Publish the job's outcome to SNS and CloudWatch when the submitter named a topic
+    (`LAKEHOUSE_SNS_TOPIC_ARN`). Never raises: a job that failed must fail with its own error."""
+    topic, namespace = notification_target()
+    aws = lh.config.aws
     if not topic or aws is None:
         return
-    from lakehouse.emr.clients import AwsClients
-    from lakehouse.emr.notify import publish_run_outcome
-
-    entries = [*getattr(report, "bronze", []), *getattr(report, "silver", [])]
-    ledger_rows = [
-        {
-            "source": e.table_name,
-            "records_read": e.records_read,
-            "records_quarantined": e.quarantined or 0,
-        }
-        for e in entries
-    ]
-    publish_run_outcome(
-        AwsClients(aws),
-        topic,
-        env=config.env,
-        run_id=run_id,
-        status=status,
-        ledger_rows=ledger_rows,
-        quality_rows=_quality_rows(report),
-        duration_s=duration_s,
-    )
+    try:
+        outcome = job_outcome(spark, lh, watch) if spark is not None else None
+    except Exception as exc:  # the lakehouse could not be read (Spark itself may be the failure)
+        print(
+            f"outcome: could not read the run's ledger and checks: {one_line(exc)}", file=sys.stderr
+        )
+        outcome = None
+    try:
+        publish_outcome(
+            AwsClients(aws), topic, outcome or watch.outcome(lh.config.env), namespace=namespace
+        )
+    except Exception as exc:
+        print(f"outcome: could not publish to {topic}: {one_line(exc)}", file=sys.stderr)
 
 
 def ops_argv(command: str, argv: Sequence[str]) -> tuple[str, str | None, list[str]]:
@@ -119,15 +200,20 @@ def ops_main(command: str, argv: Sequence[str] | None = None) -> int:
     from lakehouse import cli
 
     env, conf_dir, cli_argv = ops_argv(command, sys.argv[1:] if argv is None else argv)
-    config = Lakehouse.load(env, conf_dir).config
-    started = time.monotonic()
-    status = "failed"
+    lh = Lakehouse.load(env, conf_dir)
+    watch = JobWatch(command, None)
     try:
-        code = cli.main(cli_argv)
-        status = "succeeded" if code == 0 else "failed"
+        with progress.listening(watch.hear):
+            code = cli.main(cli_argv)
+        watch.succeeded = code == 0
+        if code:
+            watch.error = f"lakehouse {command} exited with status {code}"
         return code
+    except BaseException as exc:
+        watch.error = one_line(exc)
+        raise
     finally:
-        _notify(config, f"{command}-{new_run_id()}", status, None, time.monotonic() - started)
+        _notify(lh, None, watch)
 
 
 if __name__ == "__main__":

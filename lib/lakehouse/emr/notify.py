@@ -1,23 +1,32 @@
-"""The outcome of a pipeline run, told to people (an SNS message) and to dashboards and alarms
-(CloudWatch metrics).
+"""The outcome of a job, told to people (an SNS message) and to dashboards and alarms (CloudWatch
+metrics), whether the job succeeded or failed.
 
-The pipeline calls `publish_run_outcome` once at the end of a run, with the ingestion ledger and
-the quality results it already holds. On EMR the submitters pass the topic ARN and the metrics
-namespace to the driver as environment variables (`notification_target()` reads them).
+A job (`lakehouse.cli.jobs`) builds one `JobOutcome` in its `finally` path: the step that ran (or
+failed), the outcome, the error in one line, the ledger rows the run wrote so far, every check
+that failed by severity, the seconds of each step and the age of the published gold. On EMR the
+submitters give the driver the topic ARN and the metrics namespace as environment variables
+(`notification_target()`). A driver killed from outside (a timeout, the OOM killer) publishes
+nothing: the alarms on missing data catch it (`lakehouse.emr.monitoring`).
 
-Metrics, namespace `Lakehouse` by default:
+Metrics, in the configured namespace (`Lakehouse` by default), all with dimension `Env`:
 
-- per source, dimensions Env and Source: `RecordsRead`, `RecordsQuarantined` (Count; ledger rows of
-  the same source are added up);
-- per run, dimension Env: `RunDurationSeconds` (Seconds) and `QualityChecksFailed` (Count of quality
-  rows whose status is a failure: `Failure`, `Error`, `failed`...; warnings do not count).
+- per job, dimension `Job` (`pipeline`, `bronze`, ..., `maintain`, `erase`): `RunSucceeded` and
+  `RunFailed` (Count, 1 or 0), `RunDurationSeconds`, `QualityChecksFailed` (error checks failed),
+  `QualityWarningsFailed` (warning checks failed), `QuarantineRatePercent` (records quarantined
+  per 100 read, over the run's ledger rows);
+- per step, dimension `Step` (`bronze`, `silver`, `quality (silver suites)`, `gold`, ...):
+  `StepDurationSeconds`;
+- per source, dimensions `Layer` and `Source`: `RecordsRead`, `RecordsWritten`,
+  `RecordsQuarantined` (Count; ledger rows of the same layer and source are added up);
+- `GoldFreshnessHours`: hours since the newest gold publish (when gold exists), and
+  `GoldPublished` (1 when this run published gold), which the staleness alarm watches.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,20 +35,65 @@ import boto3
 from lakehouse.emr.bundle import NAMESPACE_ENV, TOPIC_ENV
 from lakehouse.emr.clients import AwsClients
 
-FAILED_QUALITY_STATUSES = frozenset({"failure", "failed", "fail", "error"})
-WARNING_QUALITY_STATUSES = frozenset({"warning", "warn"})
 METRICS_PER_REQUEST = 20  # PutMetricData's historical limit; any limit above it also accepts it
+SEVERITIES = ("error", "warning")
 
 
 @dataclass(frozen=True)
-class SourceFigures:
+class LedgerFigures:
+    """A run's ledger rows of one layer and source, added up."""
+
+    layer: str
     source: str
     records_read: int
+    records_written: int
     records_quarantined: int
 
 
 @dataclass(frozen=True)
-class RunOutcome:
+class CheckFailure:
+    """A quality check that failed: `layer.table/check`, its severity and its message."""
+
+    check: str
+    severity: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a job tells when it ends (see the module docstring). `status` is `SUCCEEDED` or
+    `FAILED`; `failed_step` the step that raised, `error` its exception in one line."""
+
+    env: str
+    job: str
+    run_id: str
+    status: str
+    duration_s: float
+    error: str | None = None
+    failed_step: str | None = None
+    steps: Mapping[str, float] = field(default_factory=dict)
+    ledger: Sequence[LedgerFigures] = ()
+    failures: Sequence[CheckFailure] = ()
+    checks_passed: int = 0
+    gold_age_hours: float | None = None
+    gold_published: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+    def failed(self, severity: str) -> list[CheckFailure]:
+        return [f for f in self.failures if f.severity == severity]
+
+    @property
+    def quarantine_rate_percent(self) -> float:
+        read = sum(f.records_read for f in self.ledger)
+        quarantined = sum(f.records_quarantined for f in self.ledger)
+        return 100.0 * quarantined / read if read else 0.0
+
+
+@dataclass(frozen=True)
+class PublishedOutcome:
     """What was published: the message, and the metric data sent to CloudWatch."""
 
     subject: str
@@ -54,87 +108,106 @@ def notification_target() -> tuple[str | None, str]:
     return os.environ.get(TOPIC_ENV) or None, os.environ.get(NAMESPACE_ENV) or "Lakehouse"
 
 
-def source_figures(ledger_rows: Sequence[Mapping[str, Any]]) -> list[SourceFigures]:
-    """Ledger rows (dicts with `source`, `records_read`, `records_quarantined`) added up per
-    source, in source order."""
-    read: dict[str, int] = {}
-    quarantined: dict[str, int] = {}
-    for row in ledger_rows:
-        source = str(row["source"])
-        read[source] = read.get(source, 0) + int(row["records_read"])
-        quarantined[source] = quarantined.get(source, 0) + int(row["records_quarantined"])
-    return [SourceFigures(s, read[s], quarantined[s]) for s in sorted(read)]
+def ledger_figures(rows: Sequence[Mapping[str, Any]]) -> list[LedgerFigures]:
+    """Ledger rows (dicts of the ledger's columns) added up per layer and source, in that order;
+    written is `records_written`, or inserted + updated + deleted where a row has no such count."""
+    sums: dict[tuple[str, str], list[int]] = {}
+    for row in rows:
+        key = (str(row["layer"]), str(row["table_name"]))
+        acc = sums.setdefault(key, [0, 0, 0])
+        acc[0] += int(row.get("records_read") or 0)
+        acc[1] += _written(row)
+        acc[2] += int(row.get("quarantined") or 0)
+    return [LedgerFigures(layer, src, *acc) for (layer, src), acc in sorted(sums.items())]
 
 
-def failed_checks(quality_rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Names of the quality checks (dicts with `check`, `status`) whose status is a failure."""
-    return [
-        str(r["check"])
-        for r in quality_rows
-        if str(r["status"]).strip().lower() in FAILED_QUALITY_STATUSES
-    ]
+def _written(row: Mapping[str, Any]) -> int:
+    """Rows a ledger row wrote: `records_written` (bronze), else the rows its MERGE inserted,
+    updated and deleted (silver)."""
+    if row.get("records_written") is not None:
+        return int(row["records_written"])
+    return sum(int(row.get(k) or 0) for k in ("inserted", "updated", "deleted"))
 
 
-def render_message(
-    env: str,
-    run_id: str,
-    status: str,
-    figures: Sequence[SourceFigures],
-    quality_rows: Sequence[Mapping[str, Any]],
-    duration_s: float,
-) -> tuple[str, str]:
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def render_message(outcome: JobOutcome) -> tuple[str, str]:
     """The SNS subject (one ASCII line, at most 100 characters) and a plain-text body."""
-    failed = failed_checks(quality_rows)
-    warned = [
-        str(r["check"])
-        for r in quality_rows
-        if str(r["status"]).strip().lower() in WARNING_QUALITY_STATUSES
-    ]
-    subject = f"[lakehouse {env}] run {run_id} {status.upper()}"
-    if failed:
-        subject += f", {len(failed)} quality check(s) failed"
+    o = outcome
+    errors, warnings = o.failed("error"), o.failed("warning")
+    # What matters first: SNS cuts a subject at 100 characters, so the run id comes last.
+    subject = f"[lakehouse {o.env}] {o.job} {o.status}"
+    if o.failed_step:
+        subject += f" in {o.failed_step}"
+    if errors:
+        subject += f", {len(errors)} error check(s) failed"
+    subject += f" (run {o.run_id})"
     subject = subject.encode("ascii", "replace").decode()[:100]
-    minutes, seconds = divmod(round(duration_s), 60)
+    minutes, seconds = divmod(round(o.duration_s), 60)
     lines = [
-        f"Lakehouse pipeline run {run_id} in {env}: {status.upper()}",
+        f"Lakehouse {o.job} run {o.run_id} in {o.env}: {o.status}",
         f"Duration: {minutes}m {seconds:02d}s",
-        "",
-        "Ingestion by source:",
-        f"  {'source':<20} {'read':>12} {'quarantined':>12}",
     ]
-    for f in figures:
-        lines.append(f"  {f.source:<20} {f.records_read:>12,} {f.records_quarantined:>12,}")
-    total_read = sum(f.records_read for f in figures)
-    total_q = sum(f.records_quarantined for f in figures)
-    lines.append(f"  {'total':<20} {total_read:>12,} {total_q:>12,}")
+    if o.failed_step:
+        lines.append(f"Failed step: {o.failed_step}")
+    if o.error:
+        lines.append(f"Error: {o.error}")
+    if o.steps:
+        lines += ["", "Steps (seconds):"]
+        lines += [f"  {name:<28} {secs:>9.1f}" for name, secs in o.steps.items()]
+    lines += ["", "Ledger of the run so far:"]
+    if o.ledger:
+        lines.append(f"  {'layer.source':<28} {'read':>12} {'written':>12} {'quarantined':>12}")
+        for f in o.ledger:
+            name = f"{f.layer}.{f.source}"
+            lines.append(
+                f"  {name:<28} {f.records_read:>12,} {f.records_written:>12,} "
+                f"{f.records_quarantined:>12,}"
+            )
+    else:
+        lines.append("  (no ledger rows)")
     lines += [
         "",
-        f"Quality: {len(quality_rows) - len(failed) - len(warned)} passed, "
-        f"{len(warned)} warning(s), {len(failed)} failed",
+        f"Quality: {o.checks_passed} passed, {len(warnings)} warning(s) failed, "
+        f"{len(errors)} error(s) failed",
     ]
-    lines += [f"  FAILED  {name}" for name in failed]
-    lines += [f"  WARNING {name}" for name in warned]
+    for c in (*errors, *warnings):
+        detail = f": {c.message}" if c.message else ""
+        lines.append(f"  {c.severity.upper():<7} {c.check}{detail}")
+    if o.gold_age_hours is not None:
+        lines += ["", f"Gold published {o.gold_age_hours:.1f} hours ago"]
     return subject, "\n".join(lines) + "\n"
 
 
-def metric_data(
-    env: str,
-    figures: Sequence[SourceFigures],
-    quality_rows: Sequence[Mapping[str, Any]],
-    duration_s: float,
-    timestamp: datetime,
-) -> list[dict[str, Any]]:
-    """The MetricData entries of a run (see the module docstring)."""
-    data: list[dict[str, Any]] = []
-    for f in figures:
-        dims = [{"Name": "Env", "Value": env}, {"Name": "Source", "Value": f.source}]
+def metric_data(outcome: JobOutcome, timestamp: datetime) -> list[dict[str, Any]]:
+    """The MetricData entries of a job (see the module docstring)."""
+    o = outcome
+    env = {"Name": "Env", "Value": o.env}
+    job = [env, {"Name": "Job", "Value": o.job}]
+    data = [
+        _datum("RunSucceeded", job, 1 if o.succeeded else 0, "Count", timestamp),
+        _datum("RunFailed", job, 0 if o.succeeded else 1, "Count", timestamp),
+        _datum("RunDurationSeconds", job, o.duration_s, "Seconds", timestamp),
+        _datum("QualityChecksFailed", job, len(o.failed("error")), "Count", timestamp),
+        _datum("QualityWarningsFailed", job, len(o.failed("warning")), "Count", timestamp),
+        _datum("QuarantineRatePercent", job, o.quarantine_rate_percent, "Percent", timestamp),
+    ]
+    for step, seconds in o.steps.items():
+        dims = [env, {"Name": "Step", "Value": step}]
+        data.append(_datum("StepDurationSeconds", dims, seconds, "Seconds", timestamp))
+    for f in o.ledger:
+        dims = [env, {"Name": "Layer", "Value": f.layer}, {"Name": "Source", "Value": f.source}]
         data.append(_datum("RecordsRead", dims, f.records_read, "Count", timestamp))
+        data.append(_datum("RecordsWritten", dims, f.records_written, "Count", timestamp))
         data.append(_datum("RecordsQuarantined", dims, f.records_quarantined, "Count", timestamp))
-    env_dim = [{"Name": "Env", "Value": env}]
-    data.append(_datum("RunDurationSeconds", env_dim, duration_s, "Seconds", timestamp))
-    data.append(
-        _datum("QualityChecksFailed", env_dim, len(failed_checks(quality_rows)), "Count", timestamp)
-    )
+    if o.gold_age_hours is not None:
+        data.append(_datum("GoldFreshnessHours", [env], o.gold_age_hours, "None", timestamp))
+    if o.gold_published:
+        data.append(_datum("GoldPublished", [env], 1, "Count", timestamp))
     return data
 
 
@@ -150,32 +223,22 @@ def _datum(
     }
 
 
-def publish_run_outcome(
+def publish_outcome(
     clients: AwsClients | boto3.Session,
     topic_arn: str,
+    outcome: JobOutcome,
     *,
-    env: str,
-    run_id: str,
-    status: str,
-    ledger_rows: Sequence[Mapping[str, Any]],
-    quality_rows: Sequence[Mapping[str, Any]],
-    duration_s: float,
     namespace: str = "Lakehouse",
     now: datetime | None = None,
-) -> RunOutcome:
-    """Publish a readable summary of the run to `topic_arn` and put its metrics in CloudWatch.
+) -> PublishedOutcome:
+    """Put the job's metrics in CloudWatch and publish a readable summary to `topic_arn`.
 
     `clients` is this package's `AwsClients` (honours the configured endpoint) or a plain boto3
-    session (on EMR, where the role's credentials and region are the defaults). `ledger_rows` are
-    dicts with at least `source`, `records_read`, `records_quarantined`; `quality_rows` dicts
-    with `check` and `status`. `status` is the run's own verdict (`SUCCEEDED`, `FAILED`, ...).
-    """
+    session (on EMR, where the role's credentials and region are the defaults)."""
     sns = clients.client("sns")
     cloudwatch = clients.client("cloudwatch")
-    figures = source_figures(ledger_rows)
-    subject, message = render_message(env, run_id, status, figures, quality_rows, duration_s)
-    timestamp = now or datetime.now(UTC)
-    data = metric_data(env, figures, quality_rows, duration_s, timestamp)
+    subject, message = render_message(outcome)
+    data = metric_data(outcome, now or datetime.now(UTC))
     for i in range(0, len(data), METRICS_PER_REQUEST):
         batch: Any = data[i : i + METRICS_PER_REQUEST]
         cloudwatch.put_metric_data(Namespace=namespace, MetricData=batch)
@@ -184,8 +247,9 @@ def publish_run_outcome(
         Subject=subject,
         Message=message,
         MessageAttributes={
-            "env": {"DataType": "String", "StringValue": env},
-            "status": {"DataType": "String", "StringValue": status.upper()},
+            "env": {"DataType": "String", "StringValue": outcome.env},
+            "job": {"DataType": "String", "StringValue": outcome.job},
+            "status": {"DataType": "String", "StringValue": outcome.status},
         },
     )
-    return RunOutcome(subject, message, str(response["MessageId"]), data)
+    return PublishedOutcome(subject, message, str(response["MessageId"]), data)
