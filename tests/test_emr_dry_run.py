@@ -204,6 +204,29 @@ def test_maintain_and_erase_dry_runs_print_the_job_and_step_they_would_start(
     _moto_is_empty(moto)
 
 
+def test_monitoring_dry_run_prints_alarms_heartbeat_and_dashboard(
+    moto: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    printed = _dry_run(["emr", "monitoring", "--env", "dev"], monkeypatch, capsys)
+
+    assert _ops(printed) == [
+        *[("cloudwatch", "PutMetricAlarm")] * 5,
+        ("scheduler", "GetSchedule"),
+        ("scheduler", "UpdateSchedule"),
+        ("scheduler", "CreateSchedule"),
+        ("cloudwatch", "PutDashboard"),
+    ]
+    assert [r["params"]["AlarmName"] for r in printed[:5]] == [
+        "lakehouse-dev-run-failed",
+        "lakehouse-dev-error-check-failed",
+        "lakehouse-dev-quarantine-rate",
+        "lakehouse-dev-daily-run-late",
+        "lakehouse-dev-gold-stale",
+    ]
+    _moto_is_empty(moto)
+    assert moto_server.client(moto, "cloudwatch").describe_alarms()["MetricAlarms"] == []
+
+
 def test_upload_and_iam_dry_runs_send_nothing(
     moto: str, monkeypatch: pytest.MonkeyPatch, capsys: Any, tmp_path: Path
 ) -> None:

@@ -152,8 +152,15 @@ def test_cloudwatch_holds_the_run_step_and_source_figures(dev_config: Config, mo
     assert _statistic(moto, "RecordsQuarantined", orders) == [(10.0, "Count")]
     assert _statistic(moto, "GoldFreshnessHours", {"Env": "dev"}) == [(26.5, "None")]
     metrics = moto_server.client(moto, "cloudwatch").list_metrics(Namespace="Lakehouse")["Metrics"]
+    # Run figures also go out with Env alone, what the alarms watch whichever job ran (moto sums
+    # every series containing a queried dimension, so the sets are checked, not Env's statistics).
+    assert sorted(
+        tuple(sorted(d["Name"] for d in m["Dimensions"]))
+        for m in metrics
+        if m["MetricName"] == "RunFailed"
+    ) == [("Env",), ("Env", "Job")]
     names = sorted({m["MetricName"] for m in metrics})
-    # Gold was not published by this run: no GoldPublished point, which the staleness alarm sees.
+    # The run failed: no GoldUpToDate point, whose absence the late-run and stale-gold alarms see.
     assert names == [
         "GoldFreshnessHours",
         "QualityChecksFailed",

@@ -1,6 +1,6 @@
 """`lakehouse emr ...`: upload the bundle, run the pipeline on EMR on EC2 or EMR Serverless,
-schedule it (and the weekly maintenance), backfill it, run maintenance or an erasure now, and render
-the IAM policies.
+schedule it (and the weekly maintenance), backfill it, run maintenance or an erasure now, create
+the alarms and dashboard, and render the IAM policies.
 
 Every subcommand takes `--dry-run`: it prints the exact requests (service, operation, parameters as
 JSON, one per line) and sends none. `--env` may be given before `emr` or after the subcommand.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lakehouse.core.config import ENVIRONMENTS, Config, ConfigError, load_config
-from lakehouse.emr import cluster, iam, operations, schedule, serverless
+from lakehouse.emr import cluster, iam, monitoring, operations, schedule, serverless
 from lakehouse.emr.bundle import BundleLayout, bundle_dir, bundle_layout, upload, upload_requests
 from lakehouse.emr.clients import AwsClients, Request, print_dry_run
 from lakehouse.emr.definitions import EmrDefinitions, load_definitions, require_aws
@@ -134,6 +134,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--reason", default=None, help="why (free text; never personal data)")
     p.set_defaults(func=cmd_erase)
+
+    p = sub.add_parser(
+        "monitoring",
+        parents=[common],
+        help="create or update the CloudWatch alarms, the deadline heartbeat and the dashboard",
+    )
+    p.set_defaults(func=cmd_monitoring)
 
     p = sub.add_parser(
         "iam", parents=[common], help="render the least-privilege IAM policy documents"
@@ -336,6 +343,15 @@ def _submit_ops(args: argparse.Namespace, job: operations.OpsJob) -> int:
     es = clients.client("emr-serverless")
     app_id = serverless.ensure_application(es, config, defs)
     operations.submit_run(es, config, defs, layout, app_id, job)
+    return 0
+
+
+def cmd_monitoring(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    if args.dry_run:
+        print_dry_run(monitoring.monitoring_plan(config, defs))
+        return 0
+    monitoring.apply_monitoring(_clients(config), config, defs)
     return 0
 
 

@@ -57,9 +57,10 @@ class JobWatch:
     """What a job saw of itself, for the outcome it publishes even when it fails: each step's
     seconds (from `lakehouse.core.progress` events), the first step that failed, the error."""
 
-    def __init__(self, job: str, run_id: str | None) -> None:
+    def __init__(self, job: str, run_id: str | None, gold_step: bool = False) -> None:
         self.job = job
         self.run_id = run_id
+        self.gold_step = gold_step
         self.started = time.monotonic()
         self.steps: dict[str, float] = {}
         self.failed_step: str | None = None
@@ -84,6 +85,7 @@ class JobWatch:
             error=self.error,
             failed_step=self.failed_step,
             steps=dict(self.steps),
+            gold_step=self.gold_step,
             **read,
         )
 
@@ -96,7 +98,7 @@ def job_main(step: str, argv: Sequence[str] | None = None, *, stop: bool = True)
     lh = Lakehouse.load(args.env, args.conf_dir)
     day = processing_date(args.scheduled_time).isoformat() if args.scheduled_time else args.date
     steps = STEPS if step == "pipeline" else (step,)
-    watch = JobWatch(step, new_run_id())
+    watch = JobWatch(step, new_run_id(), gold_step="gold" in steps)
     assert watch.run_id is not None
     spark = None
     try:
@@ -141,22 +143,18 @@ def job_outcome(spark: SparkSession, lh: Lakehouse, watch: JobWatch) -> JobOutco
         if c["status"] == "failed"
     ]
     gold_age: float | None = None
-    published = False
     path = lh.path(PUBLISHED_TABLE)
     if DeltaTable.isDeltaTable(spark, path):
-        marks = spark.read.format("delta").load(path)
-        newest = marks.agg(F.max("published_at")).first()
+        newest = spark.read.format("delta").load(path).agg(F.max("published_at")).first()
         if newest is not None and newest[0] is not None:
             age = datetime.now(UTC).replace(tzinfo=None) - newest[0]
             gold_age = round(age.total_seconds() / 3600, 2)
-        published = bool(marks.where(F.col("run_id") == F.lit(watch.run_id)).limit(1).collect())
     return watch.outcome(
         lh.config.env,
         ledger=ledger_figures(ledger),
         failures=failures,
         checks_passed=sum(1 for c in checks if c["status"] == "passed"),
         gold_age_hours=gold_age,
-        gold_published=published,
     )
 
 

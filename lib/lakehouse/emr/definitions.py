@@ -9,6 +9,7 @@ deep-merged onto it (same rules and error messages as `conf/`, via `load_typed_y
 - `cluster.yaml`: the EMR on EC2 cluster and its daily steps.
 - `serverless.yaml`: the EMR Serverless application and the daily job run.
 - `schedule.yaml`: the EventBridge Scheduler schedules: the daily run, the weekly maintenance.
+- `monitoring.yaml`: the CloudWatch alarms and dashboard, and the daily run's deadline.
 
 Keys are snake_case and never hold an environment name; `conf/<env>.yaml`'s `aws` section (region,
 artifacts and logs URIs, endpoint) is the only AWS setting kept with the main configuration.
@@ -250,6 +251,28 @@ class ScheduleDef:
 
 
 @dataclass(frozen=True)
+class DeadlineDef:
+    """When the daily run must have finished: a heartbeat schedule puts `DeadlineCheck` at
+    `expression` (UTC), and the late-run alarm compares it with `GoldUpToDate` in the same
+    `bucket_hours`-hour period (periods are aligned to UTC midnight)."""
+
+    schedule_name: str
+    expression: str = "cron(59 3 * * ? *)"
+    bucket_hours: int = 2
+
+
+@dataclass(frozen=True)
+class MonitoringDef:
+    """CloudWatch alarms and dashboard of one environment (`lakehouse.emr.monitoring`)."""
+
+    alarm_prefix: str
+    dashboard: str
+    deadline: DeadlineDef
+    quarantine_rate_percent: float = 5.0
+    gold_max_age_hours: int = 26
+
+
+@dataclass(frozen=True)
 class EmrDefinitions:
     """All EMR definitions of one environment."""
 
@@ -259,6 +282,7 @@ class EmrDefinitions:
     cluster: ClusterDef
     serverless: ServerlessDef
     schedule: ScheduleDef
+    monitoring: MonitoringDef
 
 
 def load_definition(name: str, tp: type[T], env: str, emr_dir: str | Path | None = None) -> T:
@@ -280,6 +304,7 @@ def load_definitions(env: str, emr_dir: str | Path | None = None) -> EmrDefiniti
         cluster=load_definition("cluster", ClusterDef, env, emr_dir),
         serverless=load_definition("serverless", ServerlessDef, env, emr_dir),
         schedule=load_definition("schedule", ScheduleDef, env, emr_dir),
+        monitoring=load_definition("monitoring", MonitoringDef, env, emr_dir),
     )
 
 

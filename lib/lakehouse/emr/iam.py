@@ -6,9 +6,10 @@
   lakehouse and reports prefixes, write logs, use the env's Glue databases, the KMS key, the SNS
   topic, CloudWatch metrics in the Lakehouse namespace, and the one Secrets Manager secret holding
   the pseudonymisation key (`secrets.pii_hmac_key_secret`).
-- `scheduler-role-policy.json`: what EventBridge Scheduler needs to start the daily run:
-  StartJobRun on this env's applications, PassRole of the job role to EMR Serverless only,
-  SendMessage to the DLQ.
+- `scheduler-role-policy.json`: what EventBridge Scheduler needs to start the daily run and the
+  weekly maintenance: StartJobRun on this env's applications, PassRole of the job role to EMR
+  Serverless only, SendMessage to the DLQ, and PutMetricData in the namespace for the deadline
+  heartbeat (`lakehouse.emr.monitoring`).
 - trust policies for the three roles, limited to this account.
 
 No action is `*` or a wildcard such as `s3:*`; every resource is inside the configured prefixes,
@@ -247,6 +248,15 @@ def scheduler_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any
                 "Effect": "Allow",
                 "Action": ["sqs:SendMessage"],
                 "Resource": [defs.account.dlq_arn],
+            },
+            {
+                "Sid": "DeadlineHeartbeat",
+                "Effect": "Allow",
+                "Action": ["cloudwatch:PutMetricData"],
+                "Resource": ["*"],
+                "Condition": {
+                    "StringEquals": {"cloudwatch:namespace": defs.account.metrics_namespace}
+                },
             },
         ],
     }

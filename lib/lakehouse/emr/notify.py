@@ -10,16 +10,18 @@ nothing: the alarms on missing data catch it (`lakehouse.emr.monitoring`).
 
 Metrics, in the configured namespace (`Lakehouse` by default), all with dimension `Env`:
 
-- per job, dimension `Job` (`pipeline`, `bronze`, ..., `maintain`, `erase`): `RunSucceeded` and
-  `RunFailed` (Count, 1 or 0), `RunDurationSeconds`, `QualityChecksFailed` (error checks failed),
-  `QualityWarningsFailed` (warning checks failed), `QuarantineRatePercent` (records quarantined
-  per 100 read, over the run's ledger rows);
+- per job, dimension `Job` (`pipeline`, `bronze`, ..., `maintain`, `erase`), and again with `Env`
+  alone (what the alarms watch, whichever job it was): `RunSucceeded` and `RunFailed` (Count, 1 or
+  0), `RunDurationSeconds`, `QualityChecksFailed` (error checks failed), `QualityWarningsFailed`
+  (warning checks failed), `QuarantineRatePercent` (records quarantined per 100 read, over the
+  run's ledger rows);
 - per step, dimension `Step` (`bronze`, `silver`, `quality (silver suites)`, `gold`, ...):
   `StepDurationSeconds`;
 - per source, dimensions `Layer` and `Source`: `RecordsRead`, `RecordsWritten`,
   `RecordsQuarantined` (Count; ledger rows of the same layer and source are added up);
 - `GoldFreshnessHours`: hours since the newest gold publish (when gold exists), and
-  `GoldPublished` (1 when this run published gold), which the staleness alarm watches.
+  `GoldUpToDate` (1 when a job that ran the gold step succeeded: gold then holds everything
+  landed, published or unchanged), which the late-run and stale-gold alarms watch.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class JobOutcome:
     failures: Sequence[CheckFailure] = ()
     checks_passed: int = 0
     gold_age_hours: float | None = None
-    gold_published: bool = False
+    gold_step: bool = False  # the job ran the gold step
 
     @property
     def succeeded(self) -> bool:
@@ -189,12 +191,16 @@ def metric_data(outcome: JobOutcome, timestamp: datetime) -> list[dict[str, Any]
     env = {"Name": "Env", "Value": o.env}
     job = [env, {"Name": "Job", "Value": o.job}]
     data = [
-        _datum("RunSucceeded", job, 1 if o.succeeded else 0, "Count", timestamp),
-        _datum("RunFailed", job, 0 if o.succeeded else 1, "Count", timestamp),
-        _datum("RunDurationSeconds", job, o.duration_s, "Seconds", timestamp),
-        _datum("QualityChecksFailed", job, len(o.failed("error")), "Count", timestamp),
-        _datum("QualityWarningsFailed", job, len(o.failed("warning")), "Count", timestamp),
-        _datum("QuarantineRatePercent", job, o.quarantine_rate_percent, "Percent", timestamp),
+        _datum(name, dims, value, unit, timestamp)
+        for dims in (job, [env])
+        for name, value, unit in (
+            ("RunSucceeded", 1 if o.succeeded else 0, "Count"),
+            ("RunFailed", 0 if o.succeeded else 1, "Count"),
+            ("RunDurationSeconds", o.duration_s, "Seconds"),
+            ("QualityChecksFailed", len(o.failed("error")), "Count"),
+            ("QualityWarningsFailed", len(o.failed("warning")), "Count"),
+            ("QuarantineRatePercent", o.quarantine_rate_percent, "Percent"),
+        )
     ]
     for step, seconds in o.steps.items():
         dims = [env, {"Name": "Step", "Value": step}]
@@ -206,8 +212,8 @@ def metric_data(outcome: JobOutcome, timestamp: datetime) -> list[dict[str, Any]
         data.append(_datum("RecordsQuarantined", dims, f.records_quarantined, "Count", timestamp))
     if o.gold_age_hours is not None:
         data.append(_datum("GoldFreshnessHours", [env], o.gold_age_hours, "None", timestamp))
-    if o.gold_published:
-        data.append(_datum("GoldPublished", [env], 1, "Count", timestamp))
+    if o.gold_step and o.succeeded:
+        data.append(_datum("GoldUpToDate", [env], 1, "Count", timestamp))
     return data
 
 

@@ -142,12 +142,7 @@ def schedule_plan(
             ),
         ]
     for params in all_schedule_params(config, defs, layout, application_id):
-        name = params["Name"]
-        plan += [
-            Request("scheduler", "get_schedule", {"Name": name, "GroupName": s.group}),
-            Request("scheduler", "update_schedule", params).only_if(f"if {name} exists"),
-            Request("scheduler", "create_schedule", params).only_if("if it does not"),
-        ]
+        plan += upsert_plan(s.group, params)
     return plan
 
 
@@ -169,19 +164,36 @@ def upsert_schedule(
             if error_code(exc) != "ResourceNotFoundException":
                 raise
             clients.call(Request("scheduler", "create_schedule_group", {"Name": s.group}))
-    arns = []
-    for params in all_schedule_params(config, defs, layout, application_id):
-        name = params["Name"]
-        try:
-            clients.call(Request("scheduler", "get_schedule", {"Name": name, "GroupName": s.group}))
-            exists = True
-        except ClientError as exc:
-            if error_code(exc) != "ResourceNotFoundException":
-                raise
-            exists = False
-        operation = "update_schedule" if exists else "create_schedule"
-        arn = str(clients.call(Request("scheduler", operation, params))["ScheduleArn"])
-        verb = "updated" if exists else "created"
-        log(f"{verb} schedule {name} ({params['ScheduleExpression']} {s.timezone}): {arn}")
-        arns.append(arn)
-    return arns
+    return [
+        upsert_one(clients, s.group, params, log)
+        for params in all_schedule_params(config, defs, layout, application_id)
+    ]
+
+
+def upsert_one(
+    clients: AwsClients, group: str, params: dict[str, Any], log: Callable[[str], None] = print
+) -> str:
+    """Create the schedule `params` describes, or update it in place; return its ARN."""
+    name = params["Name"]
+    try:
+        clients.call(Request("scheduler", "get_schedule", {"Name": name, "GroupName": group}))
+        exists = True
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        exists = False
+    operation = "update_schedule" if exists else "create_schedule"
+    arn = str(clients.call(Request("scheduler", operation, params))["ScheduleArn"])
+    verb = "updated" if exists else "created"
+    log(f"{verb} schedule {name} ({params['ScheduleExpression']}): {arn}")
+    return arn
+
+
+def upsert_plan(group: str, params: dict[str, Any]) -> list[Request]:
+    """What `upsert_one` sends, for `--dry-run`."""
+    name = params["Name"]
+    return [
+        Request("scheduler", "get_schedule", {"Name": name, "GroupName": group}),
+        Request("scheduler", "update_schedule", params).only_if(f"if {name} exists"),
+        Request("scheduler", "create_schedule", params).only_if("if it does not"),
+    ]
