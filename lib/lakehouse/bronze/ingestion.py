@@ -65,6 +65,7 @@ from lakehouse.core.delta_io import (
     stats_columns_property,
     with_conflict_retries,
 )
+from lakehouse.core.errors import UserError
 from lakehouse.core.pii import RECORD_COLUMNS
 from lakehouse.core.spark import BATCH_STORAGE, session_conf
 from lakehouse.core.specs import LandingSpec
@@ -375,6 +376,34 @@ def parse_files(
                 )
             )
     return reduce(DataFrame.unionByName, frames)
+
+
+def catch_up_dates(spark: SparkSession, lh: Lakehouse, day: str) -> list[str]:
+    """The ingest dates a daily run of `day` ingests, in order: every earlier ingest date with a
+    landed file bronze has not ingested (a night whose run failed or never started), then `day`.
+    More than `bronze.catch_up_max_days` earlier dates stop the run with a `UserError` naming
+    them: a gap that long is a backfill (`lakehouse backfill`, `lakehouse emr backfill`)."""
+    landed = list_landing_files(spark, lh.config.storage.landing_root)
+    path = files_path(lh)
+    done: set[str] = set()
+    if DeltaTable.isDeltaTable(spark, path):
+        done = {r["file"] for r in spark.read.format("delta").load(path).select("file").collect()}
+    missed = sorted(
+        {
+            f.ingest_date
+            for f in landed
+            if f.ingest_date and f.ingest_date < day and f.relative not in done
+        }
+    )
+    limit = lh.config.bronze.catch_up_max_days
+    if len(missed) > limit:
+        raise UserError(
+            f"{len(missed)} earlier ingest dates have landed files not ingested yet "
+            f"({missed[0]} .. {missed[-1]}), more than bronze.catch_up_max_days = {limit}: "
+            f"backfill them first (lakehouse backfill --from {missed[0]} --to {missed[-1]}, or "
+            "lakehouse emr backfill), or raise the limit"
+        )
+    return [*missed, day]
 
 
 def ingest(

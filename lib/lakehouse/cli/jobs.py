@@ -6,8 +6,9 @@ operations job (maintenance, erasure) with the `lakehouse` command's own argumen
     spark-submit jobs/maintain.py --env prod [--no-quality]
     spark-submit jobs/erase.py --env prod --customer C-42 --request-id R-7
 
-`--date` restricts bronze to that ingest day; `--scheduled-time` (what EventBridge Scheduler
-passes) means the UTC day before it. The outcome (`lakehouse.emr.notify.JobOutcome`) is published
+`--date` restricts bronze to that ingest day and the earlier ones a missed run left
+(`bronze.catch_up_max_days`); `--scheduled-time` (what EventBridge Scheduler passes) means the UTC
+day before it. The outcome (`lakehouse.emr.notify.JobOutcome`) is published
 to SNS and CloudWatch when `LAKEHOUSE_SNS_TOPIC_ARN` is set (as the EMR submitters set it), in the
 metrics namespace of `LAKEHOUSE_METRICS_NAMESPACE`, whether the job succeeded or failed.
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from lakehouse.bronze.ingestion import catch_up_dates
 from lakehouse.core import progress
 from lakehouse.core.config import ENVIRONMENTS
 from lakehouse.core.context import Lakehouse
@@ -106,7 +108,13 @@ def job_main(step: str, argv: Sequence[str] | None = None, *, stop: bool = True)
             spark = get_spark(lh.config.spark, app_name=f"lakehouse-{step}")
             if "silver" in steps:
                 lh.pii_hmac_key()  # read once, at start: a missing key fails the job before work
-            run_pipeline(spark, lh, watch.run_id, steps=steps, dates=[day] if day else None)
+            dates = [day] if day else None
+            if day and "bronze" in steps:
+                # A missed night is caught up by the next run (bronze.catch_up_max_days).
+                dates = catch_up_dates(spark, lh, day)
+                if len(dates) > 1:
+                    progress.report("catching up ingest dates %s", ", ".join(dates[:-1]))
+            run_pipeline(spark, lh, watch.run_id, steps=steps, dates=dates)
         watch.succeeded = True
         return 0
     except BaseException as exc:

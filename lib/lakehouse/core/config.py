@@ -137,9 +137,14 @@ class BronzeConfig:
     A new record is compared with the records bronze landed within `dedup_window_days` days of
     its own `ingest_date` (partition-pruned, so a day's cost does not grow with history), and with
     the ids of erased records whatever their age; a copy delivered later than that is landed
-    again and silver, which keeps one row per key and version, counts it as a duplicate."""
+    again and silver, which keeps one row per key and version, counts it as a duplicate.
+
+    A daily job (`jobs/*.py --date D`) also ingests the earlier ingest dates with a landed file
+    not ingested yet (a missed night), at most `catch_up_max_days` of them; beyond that it stops
+    and says which dates to backfill (`lakehouse.bronze.ingestion.catch_up_dates`)."""
 
     dedup_window_days: int = 7
+    catch_up_max_days: int = 7
 
 
 @dataclass(frozen=True)
