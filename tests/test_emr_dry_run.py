@@ -148,7 +148,17 @@ def test_schedule_and_backfill_dry_runs_send_nothing(
 ) -> None:
     schedule = _dry_run(["emr", "schedule", "--env", "dev"], monkeypatch, capsys)
     backfill = _dry_run(
-        ["emr", "backfill", "--env", "dev", "--from", "2024-01-01", "--to", "2024-01-02"],
+        [
+            "emr",
+            "backfill",
+            "--env",
+            "dev",
+            "--from",
+            "2024-01-01",
+            "--to",
+            "2024-01-02",
+            "--daily-runs",
+        ],
         monkeypatch,
         capsys,
     )

@@ -64,6 +64,28 @@ def test_erase_submits_the_customers_erasure_once_per_request(
     }
 
 
+def test_backfill_submits_one_reprocessing_job_for_the_range(
+    moto: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["emr", "backfill", "--env", "dev", "--from", "2024-01-01", "--to", "2024-01-31"]
+    assert run_cli(argv, monkeypatch) == 0
+    assert run_cli(argv, monkeypatch) == 0
+    assert run_cli([*argv, "--preview"], monkeypatch) == 0
+
+    runs = sorted(_runs(moto), key=lambda r: r["name"])
+    assert [r["name"] for r in runs] == [
+        "backfill-2024-01-01-2024-01-31",
+        "backfill-2024-01-01-2024-01-31-dry-run",
+    ]
+    assert {r["jobDriver"]["sparkSubmit"]["entryPoint"] for r in runs} == {
+        f"{ARTIFACTS}/jobs/backfill.py"
+    }
+    assert [r["jobDriver"]["sparkSubmit"]["entryPointArguments"] for r in runs] == [
+        ["--env", "dev", "--from", "2024-01-01", "--to", "2024-01-31"],
+        ["--env", "dev", "--from", "2024-01-01", "--to", "2024-01-31", "--dry-run"],
+    ]
+
+
 def test_operations_run_as_cluster_steps_once(dev_config: Config) -> None:
     clients = aws_clients(dev_config)
     defs = load_definitions("dev")

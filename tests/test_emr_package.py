@@ -26,7 +26,7 @@ from moto_server import run_cli
 moto_url = moto_server.moto_url
 moto = moto_server.moto
 
-JOBS = ["bronze", "silver", "quality", "gold", "pipeline", "maintain", "erase"]
+JOBS = ["bronze", "silver", "quality", "gold", "pipeline", "maintain", "erase", "backfill"]
 
 
 @pytest.fixture(scope="module")

@@ -357,8 +357,11 @@ def test_backfill_skips_days_that_already_succeeded(dev_config: Config) -> None:
     assert [r["name"] for r in sent] == ["daily-pipeline-2024-01-02", "daily-pipeline-2024-01-04"]
 
 
-def test_backfill_command_runs_each_day_once(moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backfill_by_daily_runs_runs_each_day_once(
+    moto: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     argv = ["emr", "backfill", "--env", "dev", "--from", "2024-01-01", "--to", "2024-01-03"]
+    argv.append("--daily-runs")
 
     assert run_cli([*argv, "--parallel", "2"], monkeypatch) == 0
     assert run_cli(argv, monkeypatch) == 0

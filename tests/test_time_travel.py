@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,10 +13,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.cli.common import refresh_catalog
+from lakehouse.cli.time_travel import cmd_backfill
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import current_version
 from lakehouse.core.generator_spec import DefectSwitches
-from lakehouse.ops.backfill import backfill, daily_tables
+from lakehouse.ops.backfill import backfill, daily_tables, describe
 from lakehouse.ops.time_travel import (
     LOG_TABLES,
     RollbackRefused,
@@ -319,3 +321,20 @@ def test_the_backfill_compares_figures_day_by_day_in_the_gold_tables_of_one_row_
         "daily_kpis": "order_date",
         "daily_payments": "event_date",
     }
+
+
+def test_the_backfill_command_prints_the_diff_and_keeps_it_with_the_runs_reports(
+    backfilled: Backfilled, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The command around the dry run above (on EMR its output would be only in the job's logs).
+    monkeypatch.setattr("lakehouse.cli.time_travel.lakehouse_of", lambda _: backfilled.lh)
+    monkeypatch.setattr("lakehouse.ops.backfill.backfill", lambda *a, **k: backfilled.dry)
+    args = argparse.Namespace(start=DAYS[0], end=DAYS[2], dry_run=True)
+
+    assert cmd_backfill(args) == 0
+
+    text = describe(backfilled.dry)  # type: ignore[arg-type]
+    run_id = backfilled.dry.run_id  # type: ignore[attr-defined]
+    kept = Path(backfilled.lh.config.storage.reports_root) / "runs" / run_id / "backfill.txt"
+    assert kept.read_text(encoding="utf-8") == text + "\n"
+    assert capsys.readouterr().out == f"{text}\ndiff kept in {kept}\n"

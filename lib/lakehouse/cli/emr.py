@@ -97,16 +97,6 @@ def register(subparsers: Any) -> None:
     )
     p.set_defaults(func=cmd_schedule)
 
-    p = sub.add_parser(
-        "backfill", parents=[common], help="run a range of days with bounded parallelism"
-    )
-    p.add_argument("--from", dest="from_date", type=_date, required=True, help="first day")
-    p.add_argument("--to", dest="to_date", type=_date, required=True, help="last day (included)")
-    p.add_argument("--parallel", type=_positive, default=None, help="runs in flight at most")
-    p.add_argument("--rerun", action="store_true", help="run again days that succeeded")
-    p.add_argument("--deadline-minutes", type=float, default=None, help="give up (and cancel)")
-    p.set_defaults(func=cmd_backfill)
-
     target = argparse.ArgumentParser(add_help=False)
     target.add_argument(
         "--cluster",
@@ -114,6 +104,27 @@ def register(subparsers: Any) -> None:
         help="run as a step of the EMR on EC2 cluster (default: an EMR Serverless job run)",
     )
     target.add_argument("--cluster-id", default=None, help="with --cluster: default by name")
+
+    p = sub.add_parser(
+        "backfill",
+        parents=[common, target],
+        help="reprocess a range of ingest dates as one job, with the diff (--daily-runs: resubmit "
+        "the daily runs instead)",
+    )
+    p.add_argument("--from", dest="from_date", type=_date, required=True, help="first day")
+    p.add_argument("--to", dest="to_date", type=_date, required=True, help="last day (included)")
+    p.add_argument(
+        "--preview", action="store_true", help="the job diffs and publishes nothing (its dry run)"
+    )
+    p.add_argument(
+        "--daily-runs",
+        action="store_true",
+        help="submit the daily run of each day instead, with bounded parallelism",
+    )
+    p.add_argument("--parallel", type=_positive, default=None, help="--daily-runs in flight")
+    p.add_argument("--rerun", action="store_true", help="--daily-runs: rerun days that succeeded")
+    p.add_argument("--deadline-minutes", type=float, default=None, help="give up (and cancel)")
+    p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser(
         "maintain",
@@ -280,6 +291,9 @@ def days_between(first: date, last: date) -> list[date]:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     config, defs = _context(args)
+    if not args.daily_runs:
+        job = operations.backfill_job(config, args.from_date, args.to_date, args.preview)
+        return _submit_ops(args, job)
     layout = _layout(config, defs, args)
     days = days_between(args.from_date, args.to_date)
     parallel = args.parallel or defs.serverless.backfill_parallel

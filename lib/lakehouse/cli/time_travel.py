@@ -55,11 +55,16 @@ def register(sub: Any) -> None:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     from lakehouse.ops.backfill import backfill, describe
+    from lakehouse.state import reports
 
     lh = lakehouse_of(args)
     spark = session(lh, "lakehouse-backfill")
     result = backfill(spark, lh, args.start, args.end, dry_run=args.dry_run)
-    print(describe(result))
+    text = describe(result)
+    print(text)
+    # Kept with the run's reports too (local or S3): on EMR the job's output is only in its logs.
+    kept = reports.publish(lh.config, result.run_id, "backfill.txt", text + "\n")
+    print(f"diff kept in {kept}")
     return 1 if result.refused else 0
 
 

@@ -1,11 +1,12 @@
 """Operations jobs on EMR: maintenance (`jobs/maintain.py`: OPTIMIZE, VACUUM, the full quality
-scan) and erasure (`jobs/erase.py --customer ID`), as EMR Serverless job runs or as steps of the
-EMR on EC2 cluster, submitted by `lakehouse emr maintain` / `lakehouse emr erase`; maintenance also
+scan), erasure (`jobs/erase.py --customer ID`) and backfill (`jobs/backfill.py --from --to`: the
+local `lakehouse backfill`, reprocessing and diff), as EMR Serverless job runs or as steps of the
+EMR on EC2 cluster, submitted by `lakehouse emr maintain` / `erase` / `backfill`; maintenance also
 runs weekly from its own schedule (`lakehouse.emr.schedule`).
 
 Like the daily run, an operations job is identified by its name (`maintenance-2024-01-07`,
-`erasure-<request id>`): submitting it again while a run or step of that name is queued, running
-or done starts nothing (a failed one may be submitted again).
+`erasure-<request id>`, `backfill-2024-01-01-2024-01-31`): submitting it again while a run or step
+of that name is queued, running or done starts nothing (a failed one may be submitted again).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lakehouse.emr.bundle import BundleLayout
 from lakehouse.emr.clients import AwsClients, Request
 from lakehouse.emr.definitions import EmrDefinitions
 
-MAINTAIN, ERASE = "maintain", "erase"
+MAINTAIN, ERASE, BACKFILL = "maintain", "erase", "backfill"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,16 @@ def erasure_job(
     if reason:
         arguments += ["--reason", reason]
     return OpsJob(ERASE, f"erasure-{request_id}", tuple(arguments))
+
+
+def backfill_job(config: Config, first: date, last: date, dry_run: bool = False) -> OpsJob:
+    """The backfill of ingest dates `first`..`last` (`lakehouse backfill`: reprocess the landing
+    files of the range on a scratch copy, diff, publish unless `dry_run`), as one job."""
+    span = f"{first.isoformat()}-{last.isoformat()}"
+    arguments = ["--env", config.env, "--from", first.isoformat(), "--to", last.isoformat()]
+    if dry_run:
+        return OpsJob(BACKFILL, f"backfill-{span}-dry-run", (*arguments, "--dry-run"))
+    return OpsJob(BACKFILL, f"backfill-{span}", tuple(arguments))
 
 
 # ---------------------------------------------------------------- EMR Serverless
