@@ -31,15 +31,6 @@ def test_overlays_set_each_environments_values() -> None:
     assert dev.serverless.application.initial_capacity["EXECUTOR"].worker_count == 2
     assert prod.serverless.backfill_parallel == 3
     assert dev.schedule.expression == prod.schedule.expression == "cron(0 2 * * ? *)"
-    assert dev.account.glue_databases == (
-        "bronze",
-        "silver",
-        "gold",
-        "quality",
-        "ledger",
-        "quarantine",
-        "audit",
-    )
 
 
 def test_an_unknown_key_names_its_file_and_key(tmp_path: Path) -> None:

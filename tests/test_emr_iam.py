@@ -84,8 +84,11 @@ def test_every_resource_is_inside_the_configured_scope(env: str) -> None:
         "s3://"
     )
     secret = _yaml(PROJECT_ROOT / "conf" / f"{env}.yaml")["secrets"]["pii_hmac_key_secret"]
-    # Every database the catalog registers tables in (catalog.LAYERS) and nothing else.
-    databases = list(LAYERS)
+    # Every database the catalog registers tables in (catalog.LAYERS, with the environment's
+    # prefix, read from the YAML) and nothing else.
+    prefix = _yaml(PROJECT_ROOT / "conf" / f"{env}.yaml")["catalog"]["database_prefix"]
+    assert prefix == f"lakehouse_{env}_"
+    databases = [f"{prefix}{layer}" for layer in LAYERS]
     glue = f"arn:aws:glue:{region}:{acct}"
     log_group = f"arn:aws:logs:{region}:{acct}:log-group:/aws/emr-serverless/lakehouse-{env}"
     exact = {

@@ -12,6 +12,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from lakehouse.core.config import CatalogConfig
 from lakehouse.core.context import Lakehouse
 from lakehouse.gold.published import published_versions, read_gold
 from lakehouse.pipeline import RunReport, run_pipeline
@@ -104,6 +105,32 @@ def test_tables_are_registered_by_layer_and_name(spark: SparkSession, built: Bui
         .count()
     )
     assert live_orders.first()["n"] == by_path > 0
+
+
+def test_an_environments_databases_carry_its_prefix(spark: SparkSession, built: Built) -> None:
+    # Environments sharing an account's Glue Data Catalog (dev and prod) keep apart by prefix.
+    dev = built.lh.with_config(catalog=CatalogConfig("lakehouse_test_"))
+    try:
+        registered = register_tables(spark, dev)
+
+        plain = {
+            f"{d}.{t.name}"
+            for d in LAYERS
+            if spark.catalog.databaseExists(d)
+            for t in spark.catalog.listTables(d)
+        }
+        assert sorted(registered) == sorted(f"lakehouse_test_{n}" for n in plain)
+        assert dev.catalog_name("gold.daily_kpis") == "lakehouse_test_gold.daily_kpis"
+        published = published_versions(spark, built.lh)["daily_kpis"]
+        assert pinned_to(spark, "lakehouse_test_gold.daily_kpis") == (
+            built.lh.path("gold.daily_kpis"),
+            published,
+        )
+        assert register_tables(spark, dev) == []
+    finally:
+        for layer in LAYERS:
+            # External tables and views: dropping the names leaves every file in place.
+            spark.sql(f"DROP DATABASE IF EXISTS lakehouse_test_{layer} CASCADE")
 
 
 def test_gold_names_are_views_of_the_published_set(spark: SparkSession, built: Built) -> None:

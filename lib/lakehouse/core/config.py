@@ -64,6 +64,26 @@ class ConfigError(ValueError):
     """A configuration file is wrong: the message names the file, the key and what was expected."""
 
 
+# The layers of the lakehouse: the folders under its root, and the catalog's databases.
+LAYERS = ("bronze", "silver", "gold", "quality", "ledger", "quarantine", "audit")
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """How the lakehouse's tables are named in the catalog: database `<database_prefix><layer>`
+    (`bronze`, ... locally; `lakehouse_dev_bronze`, ... on AWS, so environments sharing an
+    account and its Glue Data Catalog never overwrite each other's tables)."""
+
+    database_prefix: str = ""
+
+    def database(self, layer: str) -> str:
+        return f"{self.database_prefix}{layer}"
+
+    @property
+    def databases(self) -> tuple[str, ...]:
+        return tuple(self.database(layer) for layer in LAYERS)
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     """Where things live. Each root is a local folder (relative to the project) or an s3:// URI."""
@@ -181,6 +201,7 @@ class Config:
     bronze: BronzeConfig = field(default_factory=BronzeConfig)
     lock: LockConfig = field(default_factory=LockConfig)
     contract: ContractConfig = field(default_factory=ContractConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
     # Set by `load_config`: the folder the configuration was read from (quality suites and table
     # specs are read from the same folder).
     conf_dir: str | None = None
@@ -435,7 +456,9 @@ def _resolve_local_roots(config: Config, base: Path) -> Config:
 
 __all__ = [
     "ENVIRONMENTS",
+    "LAYERS",
     "AwsConfig",
+    "CatalogConfig",
     "Config",
     "ConfigError",
     "DefectSwitches",

@@ -67,6 +67,12 @@ class Lakehouse:
             raise ValueError(f"expected a table name layer.table, got {name!r}")
         return join_uri(self.root, layer, table)
 
+    def catalog_name(self, name: str) -> str:
+        """The catalog's name of the table `layer.table`: its database carries the environment's
+        prefix (`catalog.database_prefix`), e.g. `lakehouse_dev_gold.daily_kpis` on dev."""
+        layer, _, table = name.partition(".")
+        return f"{self.config.catalog.database(layer)}.{table}"
+
     def landing_path(self, source: str) -> str:
         """Location of one source's landing folder."""
         return self.config.landing_path(source)

@@ -3,7 +3,8 @@
 
 - `job-role-policy.json`: what the Spark jobs need, for the EMR Serverless execution role and the
   EMR on EC2 instance profile role alike: read the bundle and landing prefixes, read and write the
-  lakehouse and reports prefixes, write logs, use the env's Glue databases, the KMS key, the SNS
+  lakehouse and reports prefixes, write logs, use the env's Glue databases (`catalog` in
+  conf/<env>.yaml: `lakehouse_dev_bronze`, ...), the KMS key, the SNS
   topic, CloudWatch metrics in the Lakehouse namespace, and the one Secrets Manager secret holding
   the pseudonymisation key (`secrets.pii_hmac_key_secret`).
 - `scheduler-role-policy.json`: what EventBridge Scheduler needs to start the daily run and the
@@ -99,7 +100,7 @@ def job_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
         if not is_uri(root):
             raise ValueError(f"env {config.env}: storage root {root!r} is not in S3")
     glue = f"arn:aws:glue:{region}:{account}"
-    databases = defs.account.glue_databases
+    databases = config.catalog.databases
     log_group = f"arn:aws:logs:{region}:{account}:log-group:{defs.account.log_group}"
     certificates = defs.cluster.security.certificates_s3_uri
     cert_bucket, cert_key = split_s3_uri(certificates)

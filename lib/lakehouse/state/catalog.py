@@ -1,6 +1,7 @@
 """Registering every Delta table in the Spark catalog as `bronze.*`, `silver.*`, `gold.*`,
 `quality.*`, `ledger.*`, `quarantine.*` and `audit.*` (erasure requests), so SQL and notebooks
-find them by name.
+find them by name. The databases carry the environment's `catalog.database_prefix`
+(`lakehouse_dev_gold.daily_kpis` on dev; none locally): `Lakehouse.catalog_name`.
 
 Locally the catalog is Spark's in-memory one (registration lasts for the session, so every
 session registers again); on EMR the cluster's configuration makes it the Glue Data Catalog and
@@ -25,12 +26,11 @@ from __future__ import annotations
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
-from lakehouse.core.config import join_uri
+from lakehouse.core.config import LAYERS, join_uri
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import current_version
 from lakehouse.gold.published import published_versions
 
-LAYERS = ("bronze", "silver", "gold", "quality", "ledger", "quarantine", "audit")
 PINNED_LOCATION = "lakehouse.location"
 PINNED_VERSION = "lakehouse.published_version"
 
@@ -67,8 +67,8 @@ def register_tables(spark: SparkSession, lh: Lakehouse) -> list[str]:
     A table name already in the catalog is left as it is: `CREATE TABLE IF NOT EXISTS` on a
     registered Delta table still reads its log to check the schema, which cost several Spark
     jobs per table on every run for nothing."""
-    locations = table_locations(spark, lh)
-    gold = {f"gold.{t}" for t in lh.gold}
+    locations = {lh.catalog_name(n): loc for n, loc in table_locations(spark, lh).items()}
+    gold = {lh.catalog_name(f"gold.{t}") for t in lh.gold}
     known = _catalog(spark, {n.split(".", 1)[0] for n in locations})
     names = []
     for name, location in sorted(locations.items()):
@@ -86,12 +86,12 @@ def point_gold_views(
     locations: dict[str, str],
     known: dict[str, str] | None = None,
 ) -> list[str]:
-    """Make each `gold.<table>` of `locations` (name -> location) a view of that location at the
-    table's version in the newest published set (its newest version when no set records it);
-    returns the names created or re-pointed. `known`: name -> catalog table type, when the
-    caller listed the catalog already."""
+    """Make each gold view of `locations` (catalog name, `gold.<table>` or with the environment's
+    prefix, -> location) a view of that location at the table's version in the newest published
+    set (its newest version when no set records it); returns the names created or re-pointed.
+    `known`: name -> catalog table type, when the caller listed the catalog already."""
     if known is None:
-        known = _catalog(spark, {"gold"})
+        known = _catalog(spark, {lh.config.catalog.database("gold")})
     published = published_versions(spark, lh) if locations else {}
     changed = []
     for name, location in sorted(locations.items()):
