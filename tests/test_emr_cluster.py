@@ -263,6 +263,87 @@ def test_waiting_for_steps_reports_the_failed_layer(dev_config: Config) -> None:
     ]
 
 
+def test_a_failed_day_is_submitted_again_from_its_failed_step(dev_config: Config) -> None:
+    clients, cluster_id, _ = _up(dev_config)
+    defs = load_definitions("dev")
+    layout = bundle_layout("s3://lakehouse-dev-artifacts/lakehouse", defs.bundle, "0.1.0")
+    steps = backend("emr").clusters[cluster_id].steps
+    # moto never moves steps: each wait's sleep plays what EMR would do with the steps in flight.
+    # The first attempt fails in silver (later steps cancelled), the retry completes.
+    outcomes = [
+        {"bronze": "COMPLETED", "silver": "FAILED", "quality": "CANCELLED", "gold": "CANCELLED"},
+        {"silver": "COMPLETED", "quality": "COMPLETED", "gold": "COMPLETED"},
+    ]
+    sleeps: list[float] = []
+    live_twice: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        live = [s for s in steps if s.state in ("PENDING", "RUNNING")]
+        names = [s.name for s in live]
+        live_twice.extend(n for n in set(names) if names.count(n) > 1)
+        if live:
+            outcome = outcomes.pop(0)
+            for step in live:
+                step.state = outcome[step.name.split()[0]]
+
+    states = cluster.run_steps(
+        clients,
+        dev_config,
+        defs,
+        layout,
+        DAY,
+        cluster_id,
+        Backoff(initial_s=1, max_s=4, factor=2, deadline_s=600),
+        sleep=sleep,
+        log=lambda _: None,
+        on_change=lambda *_: None,
+    )
+
+    assert list(states.values()) == ["COMPLETED"] * 4
+    assert [s.name.split()[0] for s in steps] == [
+        "bronze", "silver", "quality", "gold", "silver", "quality", "gold"
+    ]  # fmt: skip
+    assert [s.state for s in steps] == [
+        "COMPLETED", "FAILED", "CANCELLED", "CANCELLED", "COMPLETED", "COMPLETED", "COMPLETED"
+    ]  # fmt: skip
+    assert sleeps == [1, 60, 1]  # wait, the retry's delay (step_retry_delay_seconds), wait
+    assert live_twice == []
+    # The retry kept bronze's completed step: the ids returned are bronze's first, the rest new.
+    assert list(states) == [steps[0].id, *(s.id for s in steps[4:])]
+
+
+def test_retries_stop_after_the_configured_count(dev_config: Config) -> None:
+    clients, cluster_id, _ = _up(dev_config)
+    defs = load_definitions("dev")
+    layout = bundle_layout("s3://lakehouse-dev-artifacts/lakehouse", defs.bundle, "0.1.0")
+    steps = backend("emr").clusters[cluster_id].steps
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:  # bronze fails at every attempt
+        sleeps.append(seconds)
+        for step in steps:
+            if step.state in ("PENDING", "RUNNING"):
+                step.state = "FAILED" if step.name.startswith("bronze") else "CANCELLED"
+
+    states = cluster.run_steps(
+        clients,
+        dev_config,
+        defs,
+        layout,
+        DAY,
+        cluster_id,
+        Backoff(initial_s=1, max_s=4, factor=2, deadline_s=600),
+        sleep=sleep,
+        log=lambda _: None,
+        on_change=lambda *_: None,
+    )
+
+    assert list(states.values()) == ["FAILED", "CANCELLED", "CANCELLED", "CANCELLED"]
+    assert len(steps) == 4 * (defs.cluster.step_retries + 1) == 12
+    assert sleeps == [1, 60, 1, 120, 1]  # the delay doubles at each retry
+
+
 def test_waiting_for_steps_gives_up_at_the_deadline(dev_config: Config) -> None:
     clients, cluster_id, _ = _up(dev_config)
     defs = load_definitions("dev")

@@ -225,17 +225,22 @@ def cmd_steps(args: argparse.Namespace) -> int:
         return 0
     clients = _clients(config)
     try:
-        cluster_id, step_ids = cluster.submit_steps(
-            clients, config, defs, layout, args.date, args.cluster_id
+        if not args.wait:
+            cluster.submit_steps(clients, config, defs, layout, args.date, args.cluster_id)
+            return 0
+        # Waiting, a failed day is submitted again from its failed step (cluster.step_retries).
+        states = cluster.run_steps(
+            clients,
+            config,
+            defs,
+            layout,
+            args.date,
+            args.cluster_id,
+            Backoff.from_def(defs.cluster.step_wait),
+            sleep=time.sleep,
         )
     except LookupError as exc:
         return _fail(str(exc))
-    if not args.wait:
-        return 0
-    try:
-        states = cluster.wait_for_steps(
-            clients, cluster_id, step_ids, Backoff.from_def(defs.cluster.step_wait)
-        )
     except WaitTimeout as exc:
         return _fail(f"{exc}; open steps were cancelled")
     return 0 if all(s == "COMPLETED" for s in states.values()) else 1

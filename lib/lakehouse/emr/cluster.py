@@ -188,15 +188,19 @@ def step_name(job: str, day: date) -> str:
 
 
 def step_requests_params(
-    config: Config, defs: EmrDefinitions, layout: BundleLayout, day: date
+    config: Config,
+    defs: EmrDefinitions,
+    layout: BundleLayout,
+    day: date,
+    jobs: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The daily steps, in order: `spark-submit --deploy-mode cluster` of each job through
-    command-runner.jar, the bundle attached by `--py-files` and `--jars`."""
+    """The daily steps (or those of `jobs`), in order: `spark-submit --deploy-mode cluster` of
+    each job through command-runner.jar, the bundle attached by `--py-files` and `--jars`."""
     return [
         step_params(
             defs, layout, step_name(job, day), job, ["--env", config.env, "--date", day.isoformat()]
         )
-        for job in defs.cluster.step_jobs
+        for job in (defs.cluster.step_jobs if jobs is None else jobs)
     ]
 
 
@@ -229,13 +233,15 @@ def step_params(
 
 
 def add_steps_request(
-    cluster_id: str, config: Config, defs: EmrDefinitions, layout: BundleLayout, day: date
+    cluster_id: str,
+    config: Config,
+    defs: EmrDefinitions,
+    layout: BundleLayout,
+    day: date,
+    jobs: Sequence[str] | None = None,
 ) -> Request:
-    return Request(
-        "emr",
-        "add_job_flow_steps",
-        {"JobFlowId": cluster_id, "Steps": step_requests_params(config, defs, layout, day)},
-    )
+    steps = step_requests_params(config, defs, layout, day, jobs)
+    return Request("emr", "add_job_flow_steps", {"JobFlowId": cluster_id, "Steps": steps})
 
 
 def list_active_clusters_request() -> Request:
@@ -360,8 +366,9 @@ def submit_steps(
     cluster_id: str | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[str, list[str]]:
-    """Add the day's steps to the cluster unless they are already pending, running or done there.
-    Returns the cluster id and the step ids in pipeline order."""
+    """Add the day's steps to the cluster, except those already pending, running or done there:
+    after a failure (the failed step and the ones CANCEL_AND_WAIT cancelled) only the steps from
+    the failed one on are added again. Returns the cluster id and the step ids in pipeline order."""
     target = resolve_cluster(clients, defs, cluster_id)
     wanted = [step_name(job, day) for job in defs.cluster.step_jobs]
     existing: dict[str, str] = {}
@@ -370,14 +377,51 @@ def submit_steps(
         for step in page.get("Steps", []):
             if step["Name"] in wanted:
                 existing.setdefault(step["Name"], step["Id"])
-    if existing:
+    missing = [job for job, name in zip(defs.cluster.step_jobs, wanted, strict=True)
+               if name not in existing]  # fmt: skip
+    if not missing:
         log(f"steps of {day.isoformat()} already on cluster {target}: not submitting again")
-        return target, [existing[n] for n in wanted if n in existing]
-    response = clients.call(add_steps_request(target, config, defs, layout, day))
-    step_ids = [str(s) for s in response["StepIds"]]
-    for name, step_id in zip(wanted, step_ids, strict=True):
+        return target, [existing[n] for n in wanted]
+    first = defs.cluster.step_jobs.index(missing[0])
+    if len(missing) != len(wanted) - first:
+        raise RuntimeError(
+            f"steps of {day.isoformat()} on cluster {target} are out of order (missing "
+            f"{', '.join(missing)} while a later one is live): cancel them, then submit again"
+        )
+    response = clients.call(add_steps_request(target, config, defs, layout, day, missing))
+    added = dict(zip([step_name(j, day) for j in missing], response["StepIds"], strict=True))
+    for name, step_id in added.items():
         log(f"submitted step {step_id}: {name}")
-    return target, step_ids
+    return target, [existing.get(n) or str(added[n]) for n in wanted]
+
+
+def run_steps(
+    clients: AwsClients,
+    config: Config,
+    defs: EmrDefinitions,
+    layout: BundleLayout,
+    day: date,
+    cluster_id: str | None,
+    backoff: Backoff,
+    *,
+    sleep: Callable[[float], None],
+    log: Callable[[str], None] = print,
+    **wait_kwargs: Any,
+) -> dict[str, str]:
+    """Submit the day's steps and wait for them; a failed day is submitted again from its failed
+    step, at most `step_retries` times, after `step_retry_delay_seconds` doubled at each retry
+    (`submit_steps` never adds a step of the day that is pending, running or done). Returns the
+    final state of each step of the last attempt, by step id."""
+    retries, delay = defs.cluster.step_retries, defs.cluster.step_retry_delay_seconds
+    for attempt in range(retries + 1):
+        target, step_ids = submit_steps(clients, config, defs, layout, day, cluster_id, log)
+        states = wait_for_steps(clients, target, step_ids, backoff, sleep=sleep, **wait_kwargs)
+        if all(state == "COMPLETED" for state in states.values()) or attempt == retries:
+            return states
+        wait_s = delay * 2**attempt
+        log(f"steps of {day.isoformat()} failed; retry {attempt + 1} of {retries} in {wait_s:g} s")
+        sleep(wait_s)
+    raise AssertionError("unreachable")
 
 
 def wait_for_steps(

@@ -49,7 +49,6 @@ class AccountDef:
     sns_topic_arn: str
     dlq_arn: str
     log_group: str
-    glue_databases: tuple[str, ...] = ("bronze", "silver", "gold", "quality")
     metrics_namespace: str = "Lakehouse"
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -158,6 +157,10 @@ class ClusterDef:
     step_spark_conf: dict[str, str] = field(default_factory=dict)
     ebs_root_volume_gb: int = 32
     step_wait: WaitDef = field(default_factory=WaitDef)
+    # `emr steps --wait`: a failed day is submitted again from its failed step, at most
+    # `step_retries` times, after `step_retry_delay_seconds` doubled at each retry.
+    step_retries: int = 2
+    step_retry_delay_seconds: float = 60
 
 
 @dataclass(frozen=True)
