@@ -1,6 +1,6 @@
 """`lakehouse emr ...`: upload the bundle, run the pipeline on EMR on EC2 or EMR Serverless,
 schedule it (and the weekly maintenance), backfill it, run maintenance or an erasure now, create
-the alarms and dashboard, and render the IAM policies.
+the alarms and dashboard, register gold for Athena, and render the IAM policies.
 
 Every subcommand takes `--dry-run`: it prints the exact requests (service, operation, parameters as
 JSON, one per line) and sends none. `--env` may be given before `emr` or after the subcommand.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lakehouse.core.config import ENVIRONMENTS, Config, ConfigError, load_config
-from lakehouse.emr import cluster, iam, monitoring, operations, schedule, serverless
+from lakehouse.emr import athena, cluster, iam, monitoring, operations, schedule, serverless
 from lakehouse.emr.bundle import BundleLayout, bundle_dir, bundle_layout, upload, upload_requests
 from lakehouse.emr.clients import AwsClients, Request, print_dry_run
 from lakehouse.emr.definitions import EmrDefinitions, load_definitions, require_aws
@@ -152,6 +152,13 @@ def register(subparsers: Any) -> None:
         help="create or update the CloudWatch alarms, the deadline heartbeat and the dashboard",
     )
     p.set_defaults(func=cmd_monitoring)
+
+    p = sub.add_parser(
+        "athena",
+        parents=[common],
+        help="register every gold table in Glue as a Delta table Athena (and QuickSight) reads",
+    )
+    p.set_defaults(func=cmd_athena)
 
     p = sub.add_parser(
         "iam", parents=[common], help="render the least-privilege IAM policy documents"
@@ -371,6 +378,18 @@ def cmd_monitoring(args: argparse.Namespace) -> int:
         print_dry_run(monitoring.monitoring_plan(config, defs))
         return 0
     monitoring.apply_monitoring(_clients(config), config, defs)
+    return 0
+
+
+def cmd_athena(args: argparse.Namespace) -> int:
+    from lakehouse.core.context import Lakehouse
+
+    config, _ = _context(args)
+    lh = Lakehouse.load(config.env, args.conf_dir)
+    if args.dry_run:
+        print_dry_run(athena.plan(lh))
+        return 0
+    athena.register(_clients(config), lh)
     return 0
 
 

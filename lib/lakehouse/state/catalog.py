@@ -17,8 +17,8 @@ its catalog step leaves the views on the previous set, which is whole; the rerun
 Each view keeps the location and version it is pinned to as table properties
 (`lakehouse.location`, `lakehouse.published_version`), so an unchanged one is left alone. A
 gold name registered as a table (before views) is dropped and made a view. The other layers'
-names are tables at their locations (their newest versions). Athena cannot read Spark views
-(docs/EMR.md): there, pin with `FOR VERSION AS OF` yourself or read through Spark.
+names are tables at their locations (their newest versions). Athena cannot read Spark views:
+`lakehouse emr athena` registers gold for it (`lakehouse.emr.athena`, docs/EMR.md).
 """
 
 from __future__ import annotations
