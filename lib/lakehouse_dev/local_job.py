@@ -1,0 +1,117 @@
+"""Run the very StartJobRun request EMR Serverless would get with this machine's `spark-submit`,
+against a local S3 endpoint (moto in the tests): the bundle's entry point, its arguments, its
+`sparkSubmitParameters` and its driver environment, with only what EMR itself provides swapped for
+local equivalents, each named here:
+
+- `s3://` is EMRFS on EMR; here it is S3A (`fs.s3.impl`) pointed at the endpoint, so the bundle,
+  the landing zone, the lakehouse and the reports keep their `s3://` URIs. spark-submit downloads
+  the entry point, `--py-files` and `--jars` from it, as EMR does;
+- the Delta jars of the release image (`/usr/share/aws/delta/lib/*.jar`) are the project's `.jars/`;
+- the Glue Data Catalog (the Hive client factory EMR ships) is Spark's in-memory catalog;
+- the image's Python (`/usr/bin/python3.11`) is this interpreter;
+- `spark.emr-serverless.driverEnv.*` settings become the driver process's environment, with the
+  endpoint (`AWS_ENDPOINT_URL`) and test credentials for boto3, so the job reads its secret and
+  publishes its outcome to the same endpoint.
+
+Everything else (the entry point, arguments, `--py-files`, the Deequ jar from the bundle, every
+other `--conf`) is passed as the request has it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lakehouse.core.spark import jars_dir
+
+DRIVER_ENV = "spark.emr-serverless.driverEnv."
+EMR_DELTA_JARS = "/usr/share/aws/delta/lib/"
+EMR_ONLY_CONF = ("spark.hadoop.hive.metastore.client.factory.class",)
+S3A_CREDENTIALS = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+
+
+def local_jar(emr_jar: str, directory: Path) -> str:
+    """The project's jar standing in for a jar of the EMR release image."""
+    name = emr_jar.rsplit("/", 1)[-1].removesuffix(".jar")  # delta-spark, delta-storage
+    found = sorted(directory.glob(f"{name}*.jar"))
+    if not found:
+        raise FileNotFoundError(f"no {name}*.jar in {directory} for {emr_jar}: run `make jars`")
+    return str(found[0])
+
+
+def spark_submit_command(
+    request: Mapping[str, Any],
+    endpoint: str,
+    *,
+    region: str,
+    credentials: Mapping[str, str],
+    master: str = "local[2]",
+    jars: Path | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of a local `spark-submit` running StartJobRun parameters `request`
+    against the S3 (and AWS) `endpoint`; see the module docstring for what is swapped."""
+    directory = jars or jars_dir()
+    submit = request["jobDriver"]["sparkSubmit"]
+    words = shlex.split(submit["sparkSubmitParameters"])
+    options: list[str] = []
+    env: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        flag, value = words[i], words[i + 1]
+        i += 2
+        if flag == "--jars":
+            listed = [
+                local_jar(j, directory) if j.startswith(EMR_DELTA_JARS) else j
+                for j in value.split(",")
+            ]
+            options += [flag, ",".join(listed)]
+        elif flag == "--conf":
+            key, _, setting = value.partition("=")
+            if key.startswith(DRIVER_ENV):
+                env[key.removeprefix(DRIVER_ENV)] = setting
+            elif key == "spark.sql.catalogImplementation":
+                options += [flag, f"{key}=in-memory"]
+            elif key == "spark.executorEnv.PYSPARK_PYTHON":
+                options += [flag, f"{key}={sys.executable}"]
+            elif key not in EMR_ONLY_CONF:
+                options += [flag, value]
+        else:
+            options += [flag, value]
+    for name in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
+        env[name] = sys.executable
+    s3a = {
+        "fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "fs.s3a.endpoint": endpoint,
+        "fs.s3a.endpoint.region": region,
+        "fs.s3a.path.style.access": "true",
+        "fs.s3a.connection.ssl.enabled": "false",
+        "fs.s3a.aws.credentials.provider": S3A_CREDENTIALS,
+        "fs.s3a.access.key": credentials["AWS_ACCESS_KEY_ID"],
+        "fs.s3a.secret.key": credentials["AWS_SECRET_ACCESS_KEY"],
+        "fs.s3a.change.detection.mode": "none",
+    }
+    for key, value in s3a.items():
+        options += ["--conf", f"spark.hadoop.{key}={value}"]
+    # spark-submit itself downloads the s3:// entry point, py-files and jars: S3A on its path.
+    s3a_jars = [local_jar(n, directory) for n in ("hadoop-aws", "aws-java-sdk-bundle")]
+    options += ["--driver-class-path", os.pathsep.join(s3a_jars)]
+    spark_submit = str(Path(sys.executable).parent / "spark-submit")
+    argv = [
+        spark_submit,
+        "--master",
+        master,
+        *options,
+        submit["entryPoint"],
+        *submit["entryPointArguments"],
+    ]
+    environment = {
+        **env,
+        **credentials,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    return argv, environment
