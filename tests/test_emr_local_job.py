@@ -4,7 +4,8 @@ uploaded to moto's S3, run by this machine's `spark-submit` against that moto se
 (`lakehouse_dev.local_job` says what stands in for what EMR itself provides). End to end: bronze to
 gold on `s3://` paths, the pseudonymisation key from moto's Secrets Manager, the reports in the
 bucket, the outcome in SNS and CloudWatch. This is the test that catches a job that cannot run on
-EMR (a missing secret, a module missing from the bundle, a path that only works locally)."""
+EMR (a missing secret, a module missing from the bundle, a path that only works locally). Then
+the same for one EMR on EC2 step: the next day's bronze step as AddJobFlowSteps gets it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import os
 import subprocess
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -20,11 +22,12 @@ import moto_server
 from lakehouse.core.config import load_config
 from lakehouse.core.generator_spec import DefectSwitches
 from lakehouse.emr.bundle import bundle_layout, upload
+from lakehouse.emr.cluster import step_requests_params
 from lakehouse.emr.definitions import load_definitions
 from lakehouse.emr.package import build_bundle
 from lakehouse.emr.schedule import SCHEDULED_TIME, target_input
 from lakehouse_dev.generate import generate_landing
-from lakehouse_dev.local_job import spark_submit_command
+from lakehouse_dev.local_job import spark_submit_command, step_command
 from moto_server import FAKE_ENV, REGION, aws_clients
 
 moto_url = moto_server.moto_url
@@ -35,7 +38,7 @@ BUCKETS = ("lakehouse-dev-artifacts", "lakehouse-dev-landing", "lakehouse-dev-la
 KEY = "a-dev-key-only-secrets-manager-knows"
 
 
-def test_the_scheduled_job_runs_end_to_end_on_s3(
+def test_the_scheduled_job_then_a_cluster_step_run_end_to_end_on_s3(
     moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = load_config("dev", overrides={"aws": {"endpoint_url": moto}})
@@ -58,7 +61,7 @@ def test_the_scheduled_job_runs_end_to_end_on_s3(
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn["QueueArn"])
     landing = tmp_path / "landing"
     spec = replace(
-        config.generator, customers=8, days=1, orders_per_day=5, defects=DefectSwitches.none()
+        config.generator, customers=8, days=2, orders_per_day=5, defects=DefectSwitches.none()
     )
     generate_landing(str(landing), spec)
     for path in sorted(p for p in landing.rglob("*") if p.is_file()):
@@ -80,11 +83,12 @@ def test_the_scheduled_job_runs_end_to_end_on_s3(
     assert "lakehouse/gold/daily_kpis/_delta_log/00000000000000000000.json" in keys
     assert {"reports/latest/dashboard.html", "reports/latest/quality.html"} <= keys
     (message,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
     text = json.loads(message["Body"])["Message"]
     assert text.startswith("Lakehouse pipeline run ") and ": SUCCEEDED\n" in text
     orders = sum(
         1
-        for line in (landing / "orders").rglob("*.jsonl")
+        for line in (landing / "orders" / "ingest_date=2024-01-01").rglob("*.jsonl")
         for record in line.read_text().splitlines()
         if json.loads(record)["op"] == "c"
     )
@@ -98,3 +102,25 @@ def test_the_scheduled_job_runs_end_to_end_on_s3(
     # The key came from Secrets Manager only: nothing in the request or the command holds it.
     assert KEY not in json.dumps(request) and KEY not in " ".join(argv)
     assert KEY not in json.dumps(env)
+
+    # The same for one EMR on EC2 step: the next day's bronze step, as AddJobFlowSteps gets it.
+    (step,) = step_requests_params(config, defs, layout, date(2024, 1, 2), ["bronze"])
+    defaults = next(c for c in defs.cluster.configurations if c.classification == "spark-defaults")
+    argv, env = step_command(step, defaults.properties, moto, region=REGION, credentials=FAKE_ENV)
+
+    done = subprocess.run(
+        argv, env={**process_env, **env}, capture_output=True, text=True, timeout=1200
+    )
+
+    assert done.returncode == 0, done.stderr[-4000:]
+    (message,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    text = json.loads(message["Body"])["Message"]
+    assert text.startswith("Lakehouse bronze run ") and ": SUCCEEDED\n" in text
+    # It ingested day 2's orders (every line of its files), and nothing of day 1 again.
+    lines = sum(
+        len(p.read_text().splitlines())
+        for p in (landing / "orders" / "ingest_date=2024-01-02").rglob("*.jsonl")
+    )
+    assert lines > 0 and f"  {'bronze.orders':<28} {lines:>12,} {lines:>12,} " in text
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="lakehouse-dev-lake")["Contents"]}
+    assert any(k.startswith("lakehouse/bronze/orders/ingest_date=2024-01-02/") for k in keys)
