@@ -40,8 +40,8 @@ $(JARS_STAMP): jvm/pom.xml
 	  || { echo "error: resolving jars from Maven Central failed; check the network to Maven Central (see jvm/pom.xml)" >&2; exit 1; }
 	@touch $@
 
-# A local-only pseudonymisation key so `make run` works out of the box; real environments set
-# LAKEHOUSE_PII_HMAC_KEY from their secret store.
+# A local-only pseudonymisation key so `make run` works out of the box; on AWS the job reads the
+# key from the Secrets Manager secret conf/<env>.yaml names (docs/EMR.md, "Secrets").
 export LAKEHOUSE_PII_HMAC_KEY ?= local-development-key-not-a-secret
 
 run: venv jars ## run the whole pipeline on a locally generated sample (ENV=local)

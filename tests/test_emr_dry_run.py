@@ -220,18 +220,21 @@ def test_monitoring_dry_run_prints_alarms_heartbeat_and_dashboard(
     printed = _dry_run(["emr", "monitoring", "--env", "dev"], monkeypatch, capsys)
 
     assert _ops(printed) == [
-        *[("cloudwatch", "PutMetricAlarm")] * 5,
+        *[("cloudwatch", "PutMetricAlarm")] * 6,
+        ("cloudwatch", "PutCompositeAlarm"),
         ("scheduler", "GetSchedule"),
         ("scheduler", "UpdateSchedule"),
         ("scheduler", "CreateSchedule"),
         ("cloudwatch", "PutDashboard"),
     ]
-    assert [r["params"]["AlarmName"] for r in printed[:5]] == [
+    assert [r["params"]["AlarmName"] for r in printed[:7]] == [
         "lakehouse-dev-run-failed",
         "lakehouse-dev-error-check-failed",
         "lakehouse-dev-quarantine-rate",
-        "lakehouse-dev-daily-run-late",
+        "lakehouse-dev-no-gold-2h",
+        "lakehouse-dev-deadline-now",
         "lakehouse-dev-gold-stale",
+        "lakehouse-dev-daily-run-late",
     ]
     _moto_is_empty(moto)
     assert moto_server.client(moto, "cloudwatch").describe_alarms()["MetricAlarms"] == []

@@ -99,6 +99,13 @@ def test_the_scheduled_job_then_a_cluster_step_run_end_to_end_on_s3(
     data = json.loads(page.split('id="kpi-data">', 1)[1].split("</script>", 1)[0])
     (day,) = data["daily_kpis"]
     assert (day["order_date"], day["orders"]) == ("2024-01-01", orders)
+    cloudwatch = moto_server.client(moto, "cloudwatch")
+    published = {
+        (m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"])))
+        for m in cloudwatch.list_metrics(Namespace="Lakehouse")["Metrics"]
+    }
+    assert ("RunSucceeded", (("Env", "dev"), ("Job", "pipeline"))) in published
+    assert ("GoldUpToDate", (("Env", "dev"),)) in published
     # The key came from Secrets Manager only: nothing in the request or the command holds it.
     assert KEY not in json.dumps(request) and KEY not in " ".join(argv)
     assert KEY not in json.dumps(env)

@@ -1,10 +1,12 @@
 """Alarms, the deadline heartbeat and the dashboard against a moto server: created from
-emr/monitoring.yaml as defined, and the same after a second `emr monitoring`. moto stores alarms
-but never evaluates them (nor metric math): the alarms' behaviour rests on their definitions."""
+emr/monitoring.yaml as defined, and the same after a second `emr monitoring`. moto stores metric
+alarms but never evaluates them, and has no composite alarms (the command's request is checked as
+sent): the alarms' behaviour rests on their definitions."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,25 +21,56 @@ TOPIC = "arn:aws:sns:eu-west-1:123456789012:lakehouse-dev-runs"
 ENV = [{"Name": "Env", "Value": "dev"}]
 
 
+@pytest.fixture
+def composite(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """PutCompositeAlarm as sent: moto does not implement it, so the command's CloudWatch client
+    answers it itself (botocore's `before-call` hook) after recording the parameters."""
+    sent: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        sent.append(dict(params))
+
+    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
+        return SimpleNamespace(status_code=200), {}
+
+    def clients_with_stub(config: Any) -> Any:
+        clients = moto_server.aws_clients(config)
+        events = clients.client("cloudwatch").meta.events
+        events.register("provide-client-params.cloudwatch.PutCompositeAlarm", record)
+        events.register("before-call.cloudwatch.PutCompositeAlarm", answer)
+        return clients
+
+    monkeypatch.setattr("lakehouse.cli.emr._clients", clients_with_stub)
+    return sent
+
+
 def _alarms(moto: str) -> dict[str, dict[str, Any]]:
     alarms = moto_server.client(moto, "cloudwatch").describe_alarms()["MetricAlarms"]
     return {a["AlarmName"]: a for a in alarms}
 
 
 def test_monitoring_creates_the_five_alarms_on_the_topic(
-    moto: str, monkeypatch: pytest.MonkeyPatch
+    moto: str, monkeypatch: pytest.MonkeyPatch, composite: list[dict[str, Any]]
 ) -> None:
     assert run_cli(["emr", "monitoring", "--env", "dev"], monkeypatch) == 0
 
     alarms = _alarms(moto)
     assert sorted(alarms) == [
-        "lakehouse-dev-daily-run-late",
+        "lakehouse-dev-deadline-now",
+        "lakehouse-dev-error-check-failed",
+        "lakehouse-dev-gold-stale",
+        "lakehouse-dev-no-gold-2h",
+        "lakehouse-dev-quarantine-rate",
+        "lakehouse-dev-run-failed",
+    ]
+    notifying = {n for n, a in alarms.items() if a["ActionsEnabled"]}
+    assert notifying == {
         "lakehouse-dev-error-check-failed",
         "lakehouse-dev-gold-stale",
         "lakehouse-dev-quarantine-rate",
         "lakehouse-dev-run-failed",
-    ]
-    assert {a["AlarmActions"][0] for a in alarms.values()} == {TOPIC}
+    }
+    assert {alarms[n]["AlarmActions"][0] for n in notifying} == {TOPIC}
 
     def shape(name: str) -> tuple[Any, ...]:
         a = alarms[name]
@@ -66,11 +99,26 @@ def test_monitoring_creates_the_five_alarms_on_the_topic(
         "GoldUpToDate", "Sum", 3600, 26, "LessThanThreshold", 1.0, "breaching"
     )  # fmt: skip
     assert alarms["lakehouse-dev-gold-stale"]["DatapointsToAlarm"] == 26
-    late = {m["Id"]: m for m in alarms["lakehouse-dev-daily-run-late"]["Metrics"]}
-    assert late["late"]["Expression"] == "IF(FILL(check, 0) > 0 AND FILL(done, 0) == 0, 1, 0)"
-    assert late["check"]["MetricStat"]["Metric"]["MetricName"] == "DeadlineCheck"
-    assert late["done"]["MetricStat"]["Metric"]["MetricName"] == "GoldUpToDate"
-    assert {late[i]["MetricStat"]["Period"] for i in ("check", "done")} == {7200}
+    # The late-run alarm: no gold step in the last two hours (24 five-minute periods, sliding)
+    # while the 03:59 heartbeat has just come; only the composite notifies.
+    assert shape("lakehouse-dev-no-gold-2h") == (
+        "GoldUpToDate", "Sum", 300, 24, "LessThanThreshold", 1.0, "breaching"
+    )  # fmt: skip
+    assert alarms["lakehouse-dev-no-gold-2h"]["DatapointsToAlarm"] == 24
+    assert shape("lakehouse-dev-deadline-now") == (
+        "DeadlineCheck", "Sum", 300, 1, "GreaterThanOrEqualToThreshold", 1.0, "notBreaching"
+    )  # fmt: skip
+    assert composite == [
+        {
+            "AlarmName": "lakehouse-dev-daily-run-late",
+            "AlarmDescription": "The daily run of dev had not finished by the deadline "
+            "(cron(59 3 * * ? *) UTC).",
+            "AlarmRule": 'ALARM("lakehouse-dev-no-gold-2h") AND '
+            'ALARM("lakehouse-dev-deadline-now")',
+            "AlarmActions": [TOPIC],
+            "ActionsEnabled": True,
+        }
+    ]
 
 
 def a_dims(alarm: dict[str, Any]) -> list[dict[str, str]]:
@@ -79,7 +127,7 @@ def a_dims(alarm: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def test_the_deadline_heartbeat_puts_its_metric_at_three_fifty_nine(
-    moto: str, monkeypatch: pytest.MonkeyPatch
+    moto: str, monkeypatch: pytest.MonkeyPatch, composite: list[dict[str, Any]]
 ) -> None:
     assert run_cli(["emr", "monitoring", "--env", "dev"], monkeypatch) == 0
 
@@ -100,7 +148,7 @@ def test_the_deadline_heartbeat_puts_its_metric_at_three_fifty_nine(
 
 
 def test_the_dashboard_shows_alarms_runs_steps_sources_quality_and_gold(
-    moto: str, monkeypatch: pytest.MonkeyPatch
+    moto: str, monkeypatch: pytest.MonkeyPatch, composite: list[dict[str, Any]]
 ) -> None:
     assert run_cli(["emr", "monitoring", "--env", "dev"], monkeypatch) == 0
 
@@ -131,6 +179,19 @@ def test_the_dashboard_shows_alarms_runs_steps_sources_quality_and_gold(
             "lakehouse-dev-gold-stale",
         )
     ]
+    assert widgets[2]["properties"]["metrics"] == [
+        [
+            {
+                "expression": 'SEARCH(\'{Lakehouse,Env,Step} MetricName="StepDurationSeconds" '
+                "Env=\"dev\"', 'Maximum', 86400)",
+                "id": "stepdurationseconds",
+            }
+        ]
+    ]
+    assert widgets[1]["properties"]["metrics"] == [
+        ["Lakehouse", "RunSucceeded", "Env", "dev"],
+        ["Lakehouse", "RunFailed", "Env", "dev"],
+    ]
     assert widgets[7]["properties"]["annotations"] == {
         "horizontal": [{"value": 26, "label": "alarm"}]
     }
@@ -138,7 +199,7 @@ def test_the_dashboard_shows_alarms_runs_steps_sources_quality_and_gold(
 
 
 def test_monitoring_twice_leaves_the_same_alarms_schedule_and_dashboard(
-    moto: str, monkeypatch: pytest.MonkeyPatch
+    moto: str, monkeypatch: pytest.MonkeyPatch, composite: list[dict[str, Any]]
 ) -> None:
     assert run_cli(["emr", "monitoring", "--env", "dev"], monkeypatch) == 0
     first = _alarms(moto)

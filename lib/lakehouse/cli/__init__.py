@@ -30,28 +30,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, errors: list[str] | None = None) -> int:
+    """Run one command; its status. An error it reports is printed, and also appended to
+    `errors` when given (a job's outcome carries it)."""
+    told = errors if errors is not None else []
     parser = build_parser()
     args = parser.parse_args(argv)
     progress.enable()
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        told.append(f"configuration error: {exc}")
+        print(told[-1], file=sys.stderr)
         return 2
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        told.append(f"error: {exc}")
+        print(told[-1], file=sys.stderr)
         return 1
     except Exception as exc:
         if not jvm_ended(exc):
             raise
-        print(
+        told.append(
             "error: the Spark driver (JVM) ended during the run; the run did not finish and "
             "published nothing more. A JVM out of heap says 'Terminating due to "
             "java.lang.OutOfMemoryError' above: give it more memory (spark.driver_memory in "
-            "conf/) and run again.",
-            file=sys.stderr,
+            "conf/) and run again."
         )
+        print(told[-1], file=sys.stderr)
         return JVM_ENDED
 
 

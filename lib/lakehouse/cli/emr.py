@@ -104,6 +104,11 @@ def register(subparsers: Any) -> None:
         help="run as a step of the EMR on EC2 cluster (default: an EMR Serverless job run)",
     )
     target.add_argument("--cluster-id", default=None, help="with --cluster: default by name")
+    target.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run again a job of the same name that succeeded (never one still in flight)",
+    )
 
     p = sub.add_parser(
         "backfill",
@@ -122,7 +127,6 @@ def register(subparsers: Any) -> None:
         help="submit the daily run of each day instead, with bounded parallelism",
     )
     p.add_argument("--parallel", type=_positive, default=None, help="--daily-runs in flight")
-    p.add_argument("--rerun", action="store_true", help="--daily-runs: rerun days that succeeded")
     p.add_argument("--deadline-minutes", type=float, default=None, help="give up (and cancel)")
     p.set_defaults(func=cmd_backfill)
 
@@ -304,6 +308,8 @@ def days_between(first: date, last: date) -> list[date]:
 def cmd_backfill(args: argparse.Namespace) -> int:
     config, defs = _context(args)
     if not args.daily_runs:
+        if args.parallel or args.deadline_minutes:
+            return _fail("--parallel and --deadline-minutes go with --daily-runs")
         job = operations.backfill_job(config, args.from_date, args.to_date, args.preview)
         return _submit_ops(args, job)
     layout = _layout(config, defs, args)
@@ -362,13 +368,15 @@ def _submit_ops(args: argparse.Namespace, job: operations.OpsJob) -> int:
     clients = _clients(config)
     if args.cluster:
         try:
-            operations.submit_step(clients, config, defs, layout, job, args.cluster_id)
+            operations.submit_step(
+                clients, config, defs, layout, job, args.cluster_id, rerun=args.rerun
+            )
         except LookupError as exc:
             return _fail(str(exc))
         return 0
     es = clients.client("emr-serverless")
     app_id = serverless.ensure_application(es, config, defs)
-    operations.submit_run(es, config, defs, layout, app_id, job)
+    operations.submit_run(es, config, defs, layout, app_id, job, rerun=args.rerun)
     return 0
 
 

@@ -5,6 +5,7 @@ operations job (maintenance, erasure) with the `lakehouse` command's own argumen
     spark-submit jobs/pipeline.py --env prod --scheduled-time 2024-01-04T02:00:00Z
     spark-submit jobs/maintain.py --env prod [--no-quality]
     spark-submit jobs/erase.py --env prod --customer C-42 --request-id R-7
+    spark-submit jobs/backfill.py --env prod --from 2024-01-01 --to 2024-01-31 [--dry-run]
 
 `--date` restricts bronze to that ingest day and the earlier ones a missed run left
 (`bronze.catch_up_max_days`); `--scheduled-time` (what EventBridge Scheduler passes) means the UTC
@@ -61,9 +62,10 @@ class JobWatch:
 
     def __init__(self, job: str, run_id: str | None, gold_step: bool = False) -> None:
         self.job = job
-        self.run_id = run_id
+        self.run_id = run_id  # None: an operations job, whose runs name themselves
         self.gold_step = gold_step
         self.started = time.monotonic()
+        self.started_at = datetime.now(UTC)
         self.steps: dict[str, float] = {}
         self.failed_step: str | None = None
         self.error: str | None = None
@@ -128,7 +130,9 @@ def job_main(step: str, argv: Sequence[str] | None = None, *, stop: bool = True)
 
 def job_outcome(spark: SparkSession, lh: Lakehouse, watch: JobWatch) -> JobOutcome:
     """The outcome of the job `watch` saw, with what its run wrote read back from the lakehouse:
-    the ledger rows so far, the quality checks and the published gold's age."""
+    the ledger rows so far, the quality checks and the published gold's age. Rows are the run's
+    (by run id) or, for an operations job whose runs name themselves (maintenance, backfill),
+    those written since the job started."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
@@ -136,15 +140,19 @@ def job_outcome(spark: SparkSession, lh: Lakehouse, watch: JobWatch) -> JobOutco
     from lakehouse.quality.runner import RESULTS_TABLE
     from lakehouse.state.ledger import LEDGER_TABLE
 
-    def rows(table: str) -> list[dict[str, Any]]:
+    def rows(table: str, written_at: str) -> list[dict[str, Any]]:
         path = lh.path(table)
-        if watch.run_id is None or not DeltaTable.isDeltaTable(spark, path):
+        if not DeltaTable.isDeltaTable(spark, path):
             return []
-        df = spark.read.format("delta").load(path).where(F.col("run_id") == F.lit(watch.run_id))
+        df = spark.read.format("delta").load(path)
+        if watch.run_id is not None:
+            df = df.where(F.col("run_id") == F.lit(watch.run_id))
+        else:
+            df = df.where(F.col(written_at) >= F.lit(watch.started_at))
         return [r.asDict() for r in df.collect()]
 
-    ledger = rows(LEDGER_TABLE)
-    checks = rows(RESULTS_TABLE)
+    ledger = rows(LEDGER_TABLE, "started_at")
+    checks = rows(RESULTS_TABLE, "run_ts")
     failures = [
         CheckFailure(f"{c['layer']}.{c['table']}/{c['check']}", c["severity"], c["message"] or "")
         for c in checks
@@ -153,10 +161,18 @@ def job_outcome(spark: SparkSession, lh: Lakehouse, watch: JobWatch) -> JobOutco
     gold_age: float | None = None
     path = lh.path(PUBLISHED_TABLE)
     if DeltaTable.isDeltaTable(spark, path):
-        newest = spark.read.format("delta").load(path).agg(F.max("published_at")).first()
-        if newest is not None and newest[0] is not None:
-            age = datetime.now(UTC).replace(tzinfo=None) - newest[0]
-            gold_age = round(age.total_seconds() / 3600, 2)
+        # Computed by Spark, in UTC whatever the machine's zone.
+        age = (
+            spark.read.format("delta")
+            .load(path)
+            .agg(
+                (F.unix_timestamp(F.current_timestamp()) - F.unix_timestamp(F.max("published_at")))
+                / 3600
+            )
+            .first()
+        )
+        if age is not None and age[0] is not None:
+            gold_age = round(float(age[0]), 2)
     return watch.outcome(
         lh.config.env,
         ledger=ledger_figures(ledger),
@@ -200,26 +216,32 @@ def ops_argv(command: str, argv: Sequence[str]) -> tuple[str, str | None, list[s
     return known.env, known.conf_dir, ["--env", known.env, *conf_dir, command, *rest]
 
 
-def ops_main(command: str, argv: Sequence[str] | None = None) -> int:
+def ops_main(command: str, argv: Sequence[str] | None = None, *, stop: bool = True) -> int:
     """Run operations job `command` as `lakehouse <command>` would; publish its outcome like the
-    daily jobs (when `LAKEHOUSE_SNS_TOPIC_ARN` is set); non-zero on failure."""
+    daily jobs (when `LAKEHOUSE_SNS_TOPIC_ARN` is set), with the checks and ledger rows written
+    since it started and the error it reported; non-zero on failure."""
     from lakehouse import cli
 
     env, conf_dir, cli_argv = ops_argv(command, sys.argv[1:] if argv is None else argv)
     lh = Lakehouse.load(env, conf_dir)
-    watch = JobWatch(command, None)
+    # A backfill that is not a dry run publishes gold: gold is then up to date.
+    watch = JobWatch(command, None, gold_step=command == "backfill" and "--dry-run" not in cli_argv)
+    errors: list[str] = []
     try:
         with progress.listening(watch.hear):
-            code = cli.main(cli_argv)
+            code = cli.main(cli_argv, errors=errors)
         watch.succeeded = code == 0
         if code:
-            watch.error = f"lakehouse {command} exited with status {code}"
+            watch.error = errors[0] if errors else f"lakehouse {command} exited with status {code}"
         return code
     except BaseException as exc:
         watch.error = one_line(exc)
         raise
     finally:
-        _notify(lh, None, watch)
+        spark = SparkSession.getActiveSession()
+        _notify(lh, spark, watch)
+        if stop and spark is not None:
+            stop_spark(spark)
 
 
 if __name__ == "__main__":

@@ -175,8 +175,9 @@ def cmd_quality_report(args: argparse.Namespace) -> int:
             print("no quality results yet: run the pipeline first")
             return 1
         run_id = newest["run_id"]
-    html, js = write_report(spark, lh, run_id)
-    print(f"quality report of run {run_id}: {html} (and {js}; the newest also in latest/)")
+    # The newest run's report also goes to latest/; an older run's (--run) only to its folder.
+    html, js = write_report(spark, lh, run_id, latest=args.run is None)
+    print(f"quality report of run {run_id}: {html} (and {js})")
     return 0
 
 

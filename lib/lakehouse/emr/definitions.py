@@ -256,12 +256,12 @@ class ScheduleDef:
 @dataclass(frozen=True)
 class DeadlineDef:
     """When the daily run must have finished: a heartbeat schedule puts `DeadlineCheck` at
-    `expression` (UTC), and the late-run alarm compares it with `GoldUpToDate` in the same
-    `bucket_hours`-hour period (periods are aligned to UTC midnight)."""
+    `expression` (UTC), and the late-run alarm fires when that heartbeat comes with no
+    `GoldUpToDate` in the `lookback_hours` before it (`lakehouse.emr.monitoring`)."""
 
     schedule_name: str
     expression: str = "cron(59 3 * * ? *)"
-    bucket_hours: int = 2
+    lookback_hours: int = 2
 
 
 @dataclass(frozen=True)

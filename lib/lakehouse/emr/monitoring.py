@@ -9,10 +9,12 @@ Alarms, each notifying the environment's SNS topic:
 - `<prefix>-error-check-failed`: an error-severity quality check failed (`QualityChecksFailed`);
 - `<prefix>-quarantine-rate`: a run quarantined more than `quarantine_rate_percent` of what it read;
 - `<prefix>-daily-run-late`: the daily run had not finished by the deadline. CloudWatch has no
-  time-of-day condition, so a heartbeat schedule (EventBridge Scheduler calling PutMetricData
-  directly at 03:59 UTC) puts `DeadlineCheck`, and the alarm's expression is 1 when a
-  `bucket_hours` period (aligned to UTC midnight: 02:00-04:00) holds the heartbeat but no
-  `GoldUpToDate` (what a successful gold step puts);
+  time-of-day condition, so this is a composite alarm of two silent ones: `<prefix>-no-gold-2h`
+  (no `GoldUpToDate`, what a successful gold step puts, in the last `lookback_hours`, a sliding
+  window of 5-minute periods) and `<prefix>-deadline-now` (a `DeadlineCheck` in the last 5
+  minutes, put by a heartbeat schedule, EventBridge Scheduler calling PutMetricData directly at
+  03:59 UTC). Both are in alarm together only just after the deadline, and only if no gold step
+  succeeded in the hours before it;
 - `<prefix>-gold-stale`: no `GoldUpToDate` for `gold_max_age_hours` hours, missing data counting as
   breaching: this is also what a run that never started, or a driver killed from outside (which
   publishes nothing), looks like.
@@ -30,7 +32,6 @@ from lakehouse.emr.definitions import EmrDefinitions
 from lakehouse.emr.schedule import upsert_one, upsert_plan
 
 PUT_METRIC_DATA_TARGET = "arn:aws:scheduler:::aws-sdk:cloudwatch:putMetricData"
-LATE_EXPRESSION = "IF(FILL(check, 0) > 0 AND FILL(done, 0) == 0, 1, 0)"
 
 
 def _env(config: Config) -> list[dict[str, str]]:
@@ -38,6 +39,7 @@ def _env(config: Config) -> list[dict[str, str]]:
 
 
 def alarm_names(defs: EmrDefinitions) -> list[str]:
+    """The alarms that notify, in the order of the module docstring."""
     p = defs.monitoring.alarm_prefix
     return [
         f"{p}-run-failed",
@@ -48,13 +50,21 @@ def alarm_names(defs: EmrDefinitions) -> list[str]:
     ]
 
 
-def alarm_params(config: Config, defs: EmrDefinitions) -> list[dict[str, Any]]:
-    """The PutMetricAlarm parameters of every alarm (see the module docstring)."""
-    m, ns, env = defs.monitoring, defs.account.metrics_namespace, _env(config)
-    run_failed, error_check, quarantine, late, stale = alarm_names(defs)
-    common = {"AlarmActions": [defs.account.sns_topic_arn], "ActionsEnabled": True}
+def deadline_parts(defs: EmrDefinitions) -> tuple[str, str]:
+    """The two silent alarms the late-run composite alarm combines."""
+    p = defs.monitoring.alarm_prefix
+    return f"{p}-no-gold-{defs.monitoring.deadline.lookback_hours}h", f"{p}-deadline-now"
 
-    def simple(name: str, metric: str, stat: str, **rest: Any) -> dict[str, Any]:
+
+def alarm_params(config: Config, defs: EmrDefinitions) -> list[dict[str, Any]]:
+    """The PutMetricAlarm parameters of every metric alarm (see the module docstring); the
+    late-run alarm's two parts come before `composite_params` combines them."""
+    m, ns, env = defs.monitoring, defs.account.metrics_namespace, _env(config)
+    run_failed, error_check, quarantine, _, stale = alarm_names(defs)
+    no_gold, deadline_now = deadline_parts(defs)
+    notify = {"AlarmActions": [defs.account.sns_topic_arn], "ActionsEnabled": True}
+
+    def alarm(name: str, metric: str, stat: str, **rest: Any) -> dict[str, Any]:
         return {
             "AlarmName": name,
             "Namespace": ns,
@@ -64,24 +74,12 @@ def alarm_params(config: Config, defs: EmrDefinitions) -> list[dict[str, Any]]:
             "Period": 300,
             "EvaluationPeriods": 1,
             "TreatMissingData": "notBreaching",
-            **common,
             **rest,
         }
 
-    def stat(metric_id: str, metric: str, period: int) -> dict[str, Any]:
-        return {
-            "Id": metric_id,
-            "MetricStat": {
-                "Metric": {"Namespace": ns, "MetricName": metric, "Dimensions": env},
-                "Period": period,
-                "Stat": "Sum",
-            },
-            "ReturnData": False,
-        }
-
-    bucket = m.deadline.bucket_hours * 3600
+    lookback = m.deadline.lookback_hours * 12  # 5-minute periods
     return [
-        simple(
+        alarm(
             run_failed,
             "RunFailed",
             "Sum",
@@ -89,8 +87,9 @@ def alarm_params(config: Config, defs: EmrDefinitions) -> list[dict[str, Any]]:
             "which step and why.",
             Threshold=1.0,
             ComparisonOperator="GreaterThanOrEqualToThreshold",
+            **notify,
         ),
-        simple(
+        alarm(
             error_check,
             "QualityChecksFailed",
             "Sum",
@@ -98,8 +97,9 @@ def alarm_params(config: Config, defs: EmrDefinitions) -> list[dict[str, Any]]:
             "publication was blocked (see the run's quality report).",
             Threshold=1.0,
             ComparisonOperator="GreaterThanOrEqualToThreshold",
+            **notify,
         ),
-        simple(
+        alarm(
             quarantine,
             "QuarantineRatePercent",
             "Maximum",
@@ -107,39 +107,59 @@ def alarm_params(config: Config, defs: EmrDefinitions) -> list[dict[str, Any]]:
             f"{m.quarantine_rate_percent:g}% of the records it read.",
             Threshold=float(m.quarantine_rate_percent),
             ComparisonOperator="GreaterThanThreshold",
+            **notify,
         ),
-        {
-            "AlarmName": late,
-            "AlarmDescription": f"The daily run of {config.env} had not finished by the deadline "
-            f"({m.deadline.expression} UTC): no GoldUpToDate beside the DeadlineCheck heartbeat.",
-            "Metrics": [
-                stat("check", "DeadlineCheck", bucket),
-                stat("done", "GoldUpToDate", bucket),
-                {"Id": "late", "Expression": LATE_EXPRESSION, "Label": "late", "ReturnData": True},
-            ],
-            "EvaluationPeriods": 1,
-            "Threshold": 1.0,
-            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-            "TreatMissingData": "notBreaching",
-            **common,
-        },
-        {
-            "AlarmName": stale,
-            "AlarmDescription": f"Gold of {config.env} not brought up to date for "
+        alarm(
+            no_gold,
+            "GoldUpToDate",
+            "Sum",
+            AlarmDescription=f"No successful gold step of {config.env} in the last "
+            f"{m.deadline.lookback_hours} hours (part of the late-run alarm; notifies nobody).",
+            EvaluationPeriods=lookback,
+            DatapointsToAlarm=lookback,
+            Threshold=1.0,
+            ComparisonOperator="LessThanThreshold",
+            TreatMissingData="breaching",
+            ActionsEnabled=False,
+        ),
+        alarm(
+            deadline_now,
+            "DeadlineCheck",
+            "Sum",
+            AlarmDescription=f"The daily run's deadline ({m.deadline.expression} UTC) has just "
+            "passed (part of the late-run alarm; notifies nobody).",
+            Threshold=1.0,
+            ComparisonOperator="GreaterThanOrEqualToThreshold",
+            ActionsEnabled=False,
+        ),
+        alarm(
+            stale,
+            "GoldUpToDate",
+            "Sum",
+            AlarmDescription=f"Gold of {config.env} not brought up to date for "
             f"{m.gold_max_age_hours} hours (no run, a failed run, or a driver that died).",
-            "Namespace": ns,
-            "MetricName": "GoldUpToDate",
-            "Dimensions": env,
-            "Statistic": "Sum",
-            "Period": 3600,
-            "EvaluationPeriods": m.gold_max_age_hours,
-            "DatapointsToAlarm": m.gold_max_age_hours,
-            "Threshold": 1.0,
-            "ComparisonOperator": "LessThanThreshold",
-            "TreatMissingData": "breaching",
-            **common,
-        },
+            Period=3600,
+            EvaluationPeriods=m.gold_max_age_hours,
+            DatapointsToAlarm=m.gold_max_age_hours,
+            Threshold=1.0,
+            ComparisonOperator="LessThanThreshold",
+            TreatMissingData="breaching",
+            **notify,
+        ),
     ]
+
+
+def composite_params(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
+    """PutCompositeAlarm of the late-run alarm: both of `deadline_parts` in alarm at once."""
+    no_gold, deadline_now = deadline_parts(defs)
+    return {
+        "AlarmName": alarm_names(defs)[3],
+        "AlarmDescription": f"The daily run of {config.env} had not finished by the deadline "
+        f"({defs.monitoring.deadline.expression} UTC).",
+        "AlarmRule": f'ALARM("{no_gold}") AND ALARM("{deadline_now}")',
+        "AlarmActions": [defs.account.sns_topic_arn],
+        "ActionsEnabled": True,
+    }
 
 
 def heartbeat_params(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
@@ -182,7 +202,8 @@ def dashboard_body(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
 
     def search(metric: str, dims: str, stat: str) -> list[Any]:
         query = f'{{{ns},{dims}}} MetricName="{metric}" Env="{env}"'
-        return [{"expression": f"SEARCH('{query}', '{stat}', {day})", "id": metric.lower()}]
+        # A dashboard's `metrics` is a list of arrays; an expression is an array of one object.
+        return [[{"expression": f"SEARCH('{query}', '{stat}', {day})", "id": metric.lower()}]]
 
     def chart(title: str, metrics: list[Any], x: int, y: int, **extra: Any) -> dict[str, Any]:
         props = {"title": title, "region": region, "view": "timeSeries", "period": day}
@@ -274,6 +295,7 @@ def monitoring_plan(config: Config, defs: EmrDefinitions) -> list[Request]:
     """Every request `apply_monitoring` sends, in order, for `--dry-run`."""
     return [
         *(Request("cloudwatch", "put_metric_alarm", p) for p in alarm_params(config, defs)),
+        Request("cloudwatch", "put_composite_alarm", composite_params(config, defs)),
         *upsert_plan(defs.schedule.group, heartbeat_params(config, defs)),
         dashboard_request(config, defs),
     ]
@@ -286,6 +308,9 @@ def apply_monitoring(
     for params in alarm_params(config, defs):
         clients.call(Request("cloudwatch", "put_metric_alarm", params))
         log(f"alarm {params['AlarmName']}")
+    composite = composite_params(config, defs)
+    clients.call(Request("cloudwatch", "put_composite_alarm", composite))
+    log(f"alarm {composite['AlarmName']} ({composite['AlarmRule']})")
     upsert_one(clients, defs.schedule.group, heartbeat_params(config, defs), log)
     clients.call(dashboard_request(config, defs))
     log(f"dashboard {defs.monitoring.dashboard}")

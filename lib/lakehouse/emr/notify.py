@@ -13,8 +13,8 @@ Metrics, in the configured namespace (`Lakehouse` by default), all with dimensio
 - per job, dimension `Job` (`pipeline`, `bronze`, ..., `maintain`, `erase`), and again with `Env`
   alone (what the alarms watch, whichever job it was): `RunSucceeded` and `RunFailed` (Count, 1 or
   0), `RunDurationSeconds`, `QualityChecksFailed` (error checks failed), `QualityWarningsFailed`
-  (warning checks failed), `QuarantineRatePercent` (records quarantined per 100 read, over the
-  run's ledger rows);
+  (warning checks failed), `QuarantineRatePercent` (records quarantined in any layer per 100
+  records the run took in);
 - per step, dimension `Step` (`bronze`, `silver`, `quality (silver suites)`, `gold`, ...):
   `StepDurationSeconds`;
 - per source, dimensions `Layer` and `Source`: `RecordsRead`, `RecordsWritten`,
@@ -89,7 +89,11 @@ class JobOutcome:
 
     @property
     def quarantine_rate_percent(self) -> float:
-        read = sum(f.records_read for f in self.ledger)
+        """Records quarantined in any layer per 100 records the run took in: read by bronze, or
+        by the first layer it ran (a silver step), so a record read by two layers counts once."""
+        layers = [f.layer for f in self.ledger]
+        first = "bronze" if "bronze" in layers else (layers[0] if layers else None)
+        read = sum(f.records_read for f in self.ledger if f.layer == first)
         quarantined = sum(f.records_quarantined for f in self.ledger)
         return 100.0 * quarantined / read if read else 0.0
 

@@ -118,14 +118,17 @@ def submit_run(
     layout: BundleLayout,
     application_id: str,
     job: OpsJob,
+    rerun: bool = False,
     log: Callable[[str], None] = print,
 ) -> serverless.RunRef:
-    """Start `job` on the application unless a run of its name is queued, running or done."""
+    """Start `job` on the application unless a run of its name is queued, running or (unless
+    `rerun`) succeeded."""
     return serverless.submit_named_run(
         es,
         application_id,
         job.name,
         lambda earlier: run_request(config, defs, layout, application_id, job, earlier),
+        rerun=rerun,
         log=log,
     )
 
@@ -170,13 +173,15 @@ def submit_step(
     layout: BundleLayout,
     job: OpsJob,
     cluster_id: str | None = None,
+    rerun: bool = False,
     log: Callable[[str], None] = print,
 ) -> tuple[str, str]:
-    """Add `job`'s step to the cluster unless a step of its name is pending, running or done
-    there; returns the cluster id and the step id."""
+    """Add `job`'s step to the cluster unless a step of its name is pending, running or (unless
+    `rerun`) done there; returns the cluster id and the step id."""
     target = cluster.resolve_cluster(clients, defs, cluster_id)
+    blocking = [s for s in cluster.LIVE_STEP_STATES if not (rerun and s == "COMPLETED")]
     paginator = clients.client("emr").get_paginator("list_steps")
-    for page in paginator.paginate(ClusterId=target, StepStates=cluster.LIVE_STEP_STATES):
+    for page in paginator.paginate(ClusterId=target, StepStates=blocking):
         for step in page.get("Steps", []):
             if step["Name"] == job.name:
                 log(f"step {job.name} already on cluster {target}: {step['Id']}; not submitting")

@@ -19,11 +19,14 @@ TREND_RUNS = 10
 SEVERITIES = ("error", "warning")
 
 
-def write_report(spark: SparkSession, lh: Lakehouse, run_id: str) -> tuple[str, str]:
+def write_report(
+    spark: SparkSession, lh: Lakehouse, run_id: str, latest: bool = True
+) -> tuple[str, str]:
     """Write the report of run `run_id` under the reports root, local or S3
     (`lakehouse.state.reports`: `runs/<run_id>/quality.html` and `quality.json`, and the same in
-    `latest/`): every check's status by severity, failing examples, and each check's metric over
-    the last `TREND_RUNS` runs. Returns the run's (html, json) locations."""
+    `latest/` unless `latest` is false): every check's status by severity, failing examples, and
+    each check's metric over the last `TREND_RUNS` runs. Returns the run's (html, json)
+    locations."""
     path = lh.path(RESULTS_TABLE)
     results = spark.read.format("delta").load(path)
     current = [r.asDict() for r in results.where(F.col("run_id") == run_id).collect()]
@@ -90,9 +93,9 @@ def write_report(spark: SparkSession, lh: Lakehouse, run_id: str) -> tuple[str, 
         "trends": trends,
     }
     json_location = reports.publish(
-        lh.config, run_id, "quality.json", json.dumps(doc, indent=2, default=str)
+        lh.config, run_id, "quality.json", json.dumps(doc, indent=2, default=str), latest
     )
-    return reports.publish(lh.config, run_id, "quality.html", _html(doc)), json_location
+    return reports.publish(lh.config, run_id, "quality.html", _html(doc), latest), json_location
 
 
 def _e(value: Any) -> str:

@@ -33,12 +33,13 @@ def latest_location(config: Config, name: str) -> str:
     return join_uri(config.storage.reports_root, LATEST, name)
 
 
-def publish(config: Config, run_id: str, name: str, text: str) -> str:
-    """Write report `name` of run `run_id` into the run's folder, then into `latest/`; return the
-    run's copy's location."""
+def publish(config: Config, run_id: str, name: str, text: str, latest: bool = True) -> str:
+    """Write report `name` of run `run_id` into the run's folder, then (unless `latest` is false:
+    an older run's report written again) into `latest/`; return the run's copy's location."""
     location = run_location(config, run_id, name)
     write_text(config, location, text)
-    write_text(config, latest_location(config, name), text)
+    if latest:
+        write_text(config, latest_location(config, name), text)
     return location
 
 
