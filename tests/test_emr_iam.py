@@ -56,6 +56,8 @@ def test_committed_policy_documents_match_the_configuration(env: str) -> None:
         "job-role-trust.json",
         "scheduler-role-policy.json",
         "scheduler-role-trust.json",
+        "stepfunctions-role-policy.json",
+        "stepfunctions-role-trust.json",
     ]
 
 
@@ -102,6 +104,8 @@ def test_every_resource_is_inside_the_configured_scope(env: str) -> None:
         account["sns_topic_arn"],
         account["dlq_arn"],
         account["job_role_arn"],
+        # The rule Step Functions manages to learn that a job run ended (.sync), by its AWS name.
+        f"arn:aws:events:{region}:{acct}:rule/StepFunctionsGetEventsForEMRServerlessJobRule",
     }
 
     for document in render_policies(load_config(env), load_definitions(env)).values():
@@ -134,6 +138,13 @@ def test_every_resource_is_inside_the_configured_scope(env: str) -> None:
                             "aws:ResourceTag/env": env,
                         }
                     }
+                    continue
+                if resource == f"arn:aws:emr-serverless:{region}:{acct}:/applications/*/jobruns/*":
+                    # Job runs carry no tags: watching and cancelling them is all that is allowed.
+                    assert statement["Action"] == [
+                        "emr-serverless:GetJobRun",
+                        "emr-serverless:CancelJobRun",
+                    ]
                     continue
                 if resource == f"arn:aws:secretsmanager:{region}:{acct}:secret:{secret}-??????":
                     # The pseudonymisation key's secret: read, and nothing else of the account's.
@@ -171,3 +182,26 @@ def test_dev_job_role_reads_landing_and_writes_only_the_lake() -> None:
         "arn:aws:s3:::lakehouse-dev-lake/reports/*",
         "arn:aws:s3:::lakehouse-dev-logs/emr/*",
     ]
+
+
+def test_the_state_machine_role_runs_the_steps_and_notifies_only() -> None:
+    docs = render_policies(load_config("dev"), load_definitions("dev"))
+    policy = docs["stepfunctions-role-policy.json"]
+
+    assert {s["Sid"]: s["Action"] for s in _statements(policy)} == {
+        "StartStepRuns": ["emr-serverless:StartJobRun"],
+        "WatchAndCancelStepRuns": ["emr-serverless:GetJobRun", "emr-serverless:CancelJobRun"],
+        "PassJobRoleToEmrServerless": ["iam:PassRole"],
+        "JobRunEndEvents": ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+        "FailureNotifications": ["sns:Publish"],
+    }
+    by_sid = {s["Sid"]: s for s in _statements(policy)}
+    assert by_sid["PassJobRoleToEmrServerless"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}
+    }
+    assert by_sid["FailureNotifications"]["Resource"] == [
+        "arn:aws:sns:eu-west-1:123456789012:lakehouse-dev-runs"
+    ]
+    (trust,) = _statements(docs["stepfunctions-role-trust.json"])
+    assert trust["Principal"] == {"Service": "states.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}

@@ -1,6 +1,7 @@
 """`lakehouse emr ...`: upload the bundle, run the pipeline on EMR on EC2 or EMR Serverless,
 schedule it (and the weekly maintenance), backfill it, run maintenance or an erasure now, create
-the alarms and dashboard, register gold for Athena, and render the IAM policies.
+the alarms and dashboard, register gold for Athena, build the Airflow DAG bundle, deploy and start
+the Step Functions state machine, and render the IAM policies.
 
 Every subcommand takes `--dry-run`: it prints the exact requests (service, operation, parameters as
 JSON, one per line) and sends none. `--env` may be given before `emr` or after the subcommand.
@@ -16,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from lakehouse.core.config import ENVIRONMENTS, Config, ConfigError, load_config
-from lakehouse.emr import athena, cluster, iam, monitoring, operations, schedule, serverless
+from lakehouse.emr import (
+    airflow,
+    athena,
+    cluster,
+    iam,
+    monitoring,
+    operations,
+    schedule,
+    serverless,
+    stepfunctions,
+)
 from lakehouse.emr.bundle import BundleLayout, bundle_dir, bundle_layout, upload, upload_requests
 from lakehouse.emr.clients import AwsClients, Request, print_dry_run
 from lakehouse.emr.definitions import EmrDefinitions, load_definitions, require_aws
@@ -163,6 +174,43 @@ def register(subparsers: Any) -> None:
         help="register every gold table in Glue as a Delta table Athena (and QuickSight) reads",
     )
     p.set_defaults(func=cmd_athena)
+
+    p = sub.add_parser(
+        "airflow",
+        parents=[common],
+        help="build the Airflow (MWAA) DAG bundle: the daily and maintenance DAGs for this env",
+    )
+    p.add_argument(
+        "--out", default=None, help="folder for lakehouse_dags.zip (default: dist/airflow/<env>)"
+    )
+    p.set_defaults(func=cmd_airflow)
+
+    p = sub.add_parser(
+        "stepfunctions",
+        help="the daily pipeline as a Step Functions state machine: deploy, render or run it",
+    )
+    sfn_sub = p.add_subparsers(dest="stepfunctions_command", required=True, metavar="ACTION")
+    sfn = sfn_sub.add_parser(
+        "deploy", parents=[common], help="create or update the state machine (validated first)"
+    )
+    sfn.set_defaults(func=cmd_stepfunctions_deploy)
+    sfn = sfn_sub.add_parser(
+        "render", parents=[common], help="print the state machine definition (ASL JSON)"
+    )
+    sfn.add_argument(
+        "--out", default=None, help="write it here (e.g. emr/stepfunctions/dev.asl.json)"
+    )
+    sfn.set_defaults(func=cmd_stepfunctions_render)
+    sfn = sfn_sub.add_parser(
+        "run", parents=[common], help="start the state machine for a day (once per day)"
+    )
+    sfn.add_argument("--date", type=_date, required=True, help="the day to process, YYYY-MM-DD")
+    sfn.add_argument(
+        "--rerun",
+        action="store_true",
+        help="start a new execution even if the day has one (never while one is running)",
+    )
+    sfn.set_defaults(func=cmd_stepfunctions_run)
 
     p = sub.add_parser(
         "iam", parents=[common], help="render the least-privilege IAM policy documents"
@@ -398,6 +446,66 @@ def cmd_athena(args: argparse.Namespace) -> int:
         print_dry_run(athena.plan(lh))
         return 0
     athena.register(_clients(config), lh)
+    return 0
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    layout = _layout(config, defs, args)
+    out = Path(args.out or f"dist/airflow/{config.env}")
+    if args.dry_run:
+        name = defs.serverless.application.name
+        print_dry_run(
+            [
+                serverless.list_applications_request(),
+                serverless.create_application_request(config, defs).only_if(
+                    f"only if no application is named {name!r}"
+                ),
+            ]
+        )
+        print(f"# then writes {out / airflow.BUNDLE_NAME} and {out / 'requirements.txt'}")
+        return 0
+    es = _clients(config).client("emr-serverless")
+    app_id = serverless.ensure_application(es, config, defs)
+    for path in airflow.write_bundle(airflow.airflow_spec(config, defs, layout, app_id), out):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_stepfunctions_deploy(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    layout = _layout(config, defs, args)
+    if args.dry_run:
+        print_dry_run(stepfunctions.deploy_plan(config, defs, layout))
+        return 0
+    stepfunctions.deploy(_clients(config), config, defs, layout)
+    return 0
+
+
+def cmd_stepfunctions_render(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    text = stepfunctions.committed_text(config, defs, _layout(config, defs, args))
+    if args.dry_run:
+        print("# dry run: nothing is sent to AWS; rendering the definition sends no request")
+    if args.out and not args.dry_run:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {out}")
+        return 0
+    print(text, end="")
+    return 0
+
+
+def cmd_stepfunctions_run(args: argparse.Namespace) -> int:
+    config, defs = _context(args)
+    if args.dry_run:
+        print_dry_run(stepfunctions.run_plan(config, defs, args.date, args.rerun))
+        return 0
+    try:
+        stepfunctions.run(_clients(config), config, defs, args.date, rerun=args.rerun)
+    except LookupError as exc:
+        return _fail(str(exc))
     return 0
 
 

@@ -10,6 +10,7 @@ deep-merged onto it (same rules and error messages as `conf/`, via `load_typed_y
 - `serverless.yaml`: the EMR Serverless application and the daily job run.
 - `schedule.yaml`: the EventBridge Scheduler schedules: the daily run, the weekly maintenance.
 - `monitoring.yaml`: the CloudWatch alarms and dashboard, and the daily run's deadline.
+- `orchestration.yaml`: the Airflow DAGs and the Step Functions state machine (one task per step).
 
 Keys are snake_case and never hold an environment name; `conf/<env>.yaml`'s `aws` section (region,
 artifacts and logs URIs, endpoint) is the only AWS setting kept with the main configuration.
@@ -51,6 +52,9 @@ class AccountDef:
     log_group: str
     metrics_namespace: str = "Lakehouse"
     tags: dict[str, str] = field(default_factory=dict)
+    # The Step Functions state machine's role (emr/iam/<env>/stepfunctions-role-policy.json);
+    # needed only by `lakehouse emr stepfunctions`.
+    stepfunctions_role_arn: str = ""
 
 
 @dataclass(frozen=True)
@@ -276,6 +280,41 @@ class MonitoringDef:
 
 
 @dataclass(frozen=True)
+class AirflowDef:
+    """The Airflow DAGs (`lakehouse.emr.airflow`): ids, connection, target, backfill bounds."""
+
+    dag_id: str = "lakehouse_daily"
+    maintenance_dag_id: str = "lakehouse_maintenance"
+    aws_conn_id: str = "aws_default"
+    target: Literal["serverless", "cluster"] = "serverless"
+    deferrable: bool = True
+    max_active_runs: int = 1
+    catchup: bool = True
+    start_date: str = "2024-01-01"
+
+
+@dataclass(frozen=True)
+class StepFunctionsDef:
+    """The Step Functions state machine (`lakehouse.emr.stepfunctions`)."""
+
+    state_machine_name: str = "lakehouse-daily"
+
+
+@dataclass(frozen=True)
+class OrchestrationDef:
+    """Airflow and Step Functions: one task per step of `cluster.step_jobs`, each limited to
+    `task_timeout_minutes` and retried `retries` times with exponential backoff."""
+
+    task_timeout_minutes: int = 120
+    retries: int = 3
+    retry_delay_seconds: int = 300
+    retry_backoff_rate: float = 2.0
+    max_retry_delay_seconds: int = 1800
+    airflow: AirflowDef = field(default_factory=AirflowDef)
+    stepfunctions: StepFunctionsDef = field(default_factory=StepFunctionsDef)
+
+
+@dataclass(frozen=True)
 class EmrDefinitions:
     """All EMR definitions of one environment."""
 
@@ -286,6 +325,7 @@ class EmrDefinitions:
     serverless: ServerlessDef
     schedule: ScheduleDef
     monitoring: MonitoringDef
+    orchestration: OrchestrationDef
 
 
 def load_definition(name: str, tp: type[T], env: str, emr_dir: str | Path | None = None) -> T:
@@ -308,6 +348,7 @@ def load_definitions(env: str, emr_dir: str | Path | None = None) -> EmrDefiniti
         serverless=load_definition("serverless", ServerlessDef, env, emr_dir),
         schedule=load_definition("schedule", ScheduleDef, env, emr_dir),
         monitoring=load_definition("monitoring", MonitoringDef, env, emr_dir),
+        orchestration=load_definition("orchestration", OrchestrationDef, env, emr_dir),
     )
 
 

@@ -11,7 +11,14 @@
   weekly maintenance: StartJobRun on this env's applications, PassRole of the job role to EMR
   Serverless only, SendMessage to the DLQ, and PutMetricData in the namespace for the deadline
   heartbeat (`lakehouse.emr.monitoring`).
-- trust policies for the three roles, limited to this account.
+- `stepfunctions-role-policy.json`: what the Step Functions state machine of the daily pipeline
+  needs (`lakehouse.emr.stepfunctions`): StartJobRun on this env's applications (by tag, as for the
+  scheduler), GetJobRun and CancelJobRun on their job runs (a job run carries no tags, so this is
+  every application of the account in the region), PassRole of the job role to EMR Serverless
+  only, the EventBridge rule Step Functions manages to learn that a job run ended (`.sync`:
+  `StepFunctionsGetEventsForEMRServerlessJobRule`, PutRule, PutTargets, DescribeRule) and Publish
+  to the SNS topic for the failure notices.
+- trust policies for the four roles, limited to this account.
 
 No action is `*` or a wildcard such as `s3:*`; every resource is inside the configured prefixes,
 databases, log group, topic, key or queue. Two unavoidable exceptions are narrowed by conditions:
@@ -30,6 +37,7 @@ from typing import Any
 from lakehouse.core.config import Config, is_uri
 from lakehouse.emr.bundle import split_s3_uri
 from lakehouse.emr.definitions import EmrDefinitions, require_aws
+from lakehouse.emr.stepfunctions import SYNC_EVENTS_RULE
 
 VERSION = "2012-10-17"
 GLUE_READ = [
@@ -263,6 +271,58 @@ def scheduler_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any
     }
 
 
+def stepfunctions_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
+    """The Step Functions state machine role's permissions (see the module docstring)."""
+    require_aws(config)
+    assert config.aws is not None
+    region, account = config.aws.region, defs.account.account_id
+    applications = f"arn:aws:emr-serverless:{region}:{account}:/applications/*"
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "StartStepRuns",
+                "Effect": "Allow",
+                "Action": ["emr-serverless:StartJobRun"],
+                "Resource": [applications],
+                "Condition": {
+                    "StringEquals": {
+                        "aws:ResourceTag/project": config.project,
+                        "aws:ResourceTag/env": config.env,
+                    }
+                },
+            },
+            {
+                "Sid": "WatchAndCancelStepRuns",
+                "Effect": "Allow",
+                "Action": ["emr-serverless:GetJobRun", "emr-serverless:CancelJobRun"],
+                "Resource": [f"{applications}/jobruns/*"],
+            },
+            {
+                "Sid": "PassJobRoleToEmrServerless",
+                "Effect": "Allow",
+                "Action": ["iam:PassRole"],
+                "Resource": [defs.account.job_role_arn],
+                "Condition": {
+                    "StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}
+                },
+            },
+            {
+                "Sid": "JobRunEndEvents",
+                "Effect": "Allow",
+                "Action": ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                "Resource": [f"arn:aws:events:{region}:{account}:rule/{SYNC_EVENTS_RULE}"],
+            },
+            {
+                "Sid": "FailureNotifications",
+                "Effect": "Allow",
+                "Action": ["sns:Publish"],
+                "Resource": [defs.account.sns_topic_arn],
+            },
+        ],
+    }
+
+
 def trust_policy(service: str, account_id: str) -> dict[str, Any]:
     """Trust for one AWS service principal, only on behalf of this account."""
     return {
@@ -289,6 +349,8 @@ def render_policies(config: Config, defs: EmrDefinitions) -> dict[str, dict[str,
         "instance-role-trust.json": ec2_trust,
         "scheduler-role-policy.json": scheduler_role_policy(config, defs),
         "scheduler-role-trust.json": trust_policy("scheduler.amazonaws.com", account),
+        "stepfunctions-role-policy.json": stepfunctions_role_policy(config, defs),
+        "stepfunctions-role-trust.json": trust_policy("states.amazonaws.com", account),
     }
 
 
