@@ -12,13 +12,20 @@ PYTEST_ARGS ?=
 VENV_STAMP := $(VENV)/.installed
 JARS_STAMP := $(JARS_DIR)/.resolved
 
-.PHONY: help setup venv jars run maintain package upload test fuzz faults chaos lint format typecheck check clean clean-data bench notebooks
+# Airflow has a virtualenv of its own (its dependencies and PySpark's are pinned apart; the DAGs
+# import only lakehouse.emr, installed there without dependencies): `make test` runs tests/airflow in it.
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_PY := $(AIRFLOW_VENV)/bin/python
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+AIRFLOW_REQS := orchestration/airflow/requirements.txt orchestration/airflow/requirements-test.txt orchestration/airflow/constraints.txt
+
+.PHONY: help setup venv airflow-venv jars run maintain package upload test fuzz faults chaos lint format typecheck check clean clean-data bench notebooks
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
-setup: venv jars ## create the virtualenv and resolve the JVM libraries (done by run and test)
+setup: venv airflow-venv jars ## create the virtualenvs and resolve the JVM libraries (done by run and test)
 
 venv: $(VENV_STAMP) ## create or reuse the virtualenv and install the package with its test extras
 
@@ -27,6 +34,18 @@ $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip || { echo "error: pip could not reach PyPI; check the network or proxy" >&2; exit 1; }
 	@$(PY) -m pip install -q -e '.[test]' || { echo "error: installing Python dependencies failed; check the network to PyPI" >&2; exit 1; }
+	@touch $@
+
+airflow-venv: $(AIRFLOW_STAMP) ## create or reuse .venv-airflow: Airflow 3, the Amazon provider, the DAG tests' needs
+
+$(AIRFLOW_STAMP): $(AIRFLOW_REQS) pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or set PYTHON=...)" >&2; exit 1; }
+	@test -x $(AIRFLOW_PY) || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	@$(AIRFLOW_PY) -m pip install -q --upgrade pip || { echo "error: pip could not reach PyPI; check the network or proxy" >&2; exit 1; }
+	@$(AIRFLOW_PY) -m pip install -q -c orchestration/airflow/constraints.txt \
+	  -r orchestration/airflow/requirements.txt -r orchestration/airflow/requirements-test.txt \
+	  || { echo "error: installing Airflow failed; check the network to PyPI" >&2; exit 1; }
+	@$(AIRFLOW_PY) -m pip install -q --no-deps -e . || { echo "error: installing the package into $(AIRFLOW_VENV) failed" >&2; exit 1; }
 	@touch $@
 
 jars: $(JARS_STAMP) ## resolve Delta, Deequ and hadoop-aws from jvm/pom.xml into .jars (cached)
@@ -68,8 +87,9 @@ package: venv jars ## build the EMR job bundle into dist/lakehouse-<version>/ (w
 upload: package ## upload the bundle to <aws.artifacts_uri>/<version>/ (ENV=dev|prod)
 	$(VENV)/bin/lakehouse --env $(ENV) emr upload
 
-test: venv jars ## run the test suite (one Spark session for the whole run)
+test: venv jars airflow-venv ## run the test suite (one Spark session), then the Airflow DAG tests
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(AIRFLOW_PY) -m pytest --confcutdir=tests/airflow $(PYTEST_ARGS) tests/airflow
 
 # The landing parser fuzzed (tests/test_landing_fuzz.py): FUZZ_EXAMPLES examples per property
 # and source format (`make test` runs 150), with hypothesis's statistics.
@@ -97,13 +117,13 @@ SCALE ?= default
 bench: venv jars ## benchmark on generated data (SCALE=small|default|large) -> docs/BENCHMARKS.md, docs/bench/
 	$(PY) -m lakehouse_dev.bench --scale $(SCALE) --command "make bench SCALE=$(SCALE)"
 
-lint: venv ## ruff (lint and format check) on lib, jobs and tests
-	$(VENV)/bin/ruff check lib jobs tests
-	$(VENV)/bin/ruff format --check lib jobs tests
+lint: venv ## ruff (lint and format check) on lib, jobs, orchestration and tests
+	$(VENV)/bin/ruff check lib jobs orchestration tests
+	$(VENV)/bin/ruff format --check lib jobs orchestration tests
 
-format: venv ## format lib, jobs and tests with ruff (what `make lint` checks)
-	$(VENV)/bin/ruff format lib jobs tests
-	$(VENV)/bin/ruff check --fix lib jobs tests
+format: venv ## format lib, jobs, orchestration and tests with ruff (what `make lint` checks)
+	$(VENV)/bin/ruff format lib jobs orchestration tests
+	$(VENV)/bin/ruff check --fix lib jobs orchestration tests
 
 typecheck: venv ## mypy on lib/lakehouse and lib/lakehouse_dev
 	$(VENV)/bin/mypy
@@ -114,4 +134,4 @@ clean-data: ## remove the generated data, lakehouse and reports under ./data
 	rm -rf data spark-warehouse metastore_db derby.log
 
 clean: clean-data ## also remove the virtualenv and the downloaded jars
-	rm -rf $(VENV) $(JARS_DIR) build dist lib/*.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(JARS_DIR) build dist lib/*.egg-info

@@ -14,6 +14,10 @@ from lakehouse.core.spark import clear_caches, get_spark, stop_spark
 
 TEST_PII_KEY = "test-only-hmac-key"
 
+# The Airflow DAG tests need Airflow, which lives in .venv-airflow: `make test` runs them there
+# (`pytest --confcutdir=tests/airflow tests/airflow`), after this suite.
+collect_ignore = ["airflow"]
+
 
 # One session lives through every module, so it keeps little of what it has run: Spark's status
 # store holds the plan and metrics of its last 1,000 SQL executions and jobs by default (the
