@@ -5,10 +5,12 @@ find it free at once exactly one gets it, in a local folder and on S3 (the moto 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,70 @@ def test_a_holder_that_died_on_this_host_or_expired_frees_the_lock(tmp_path: Pat
 
     with L.run_lock(lh, "run-3", "pipeline", sleep=lambda s: None) as held:
         assert held.generation == 3
+
+
+def _write(store_dir: Path, name: str, body: dict[str, object]) -> None:
+    (store_dir / name).write_text(json.dumps(body))
+
+
+def test_a_holder_elsewhere_keeps_the_lock_while_it_renews_and_frees_it_when_it_stops(
+    tmp_path: Path,
+) -> None:
+    lh = _lakehouse(tmp_path, wait_minutes=0)
+    store = _store(lh)
+    lock_dir = tmp_path / "lake" / "_lock"
+    lock_dir.mkdir(parents=True)
+    # An EMR job on another host took the lock at 00:00 for 15 minutes and renewed it at 00:05
+    # and 00:10; its lease now runs to a minute from now, though the lock object's own expiry
+    # has passed.
+    now = L._now()
+    taken = {
+        "generation": 1, "run_id": "emr-run", "command": "pipeline steps silver",
+        "host": "ip-10-0-0-1", "pid": 4242, "acquired_at": L._iso(now - dt.timedelta(minutes=14)),
+        "expires_at": L._iso(now - dt.timedelta(minutes=1)),
+    }  # fmt: skip
+    _write(lock_dir, "run-1.json", taken)
+    _write(lock_dir, "run-1.lease-1.json", {"expires_at": L._iso(now - dt.timedelta(minutes=5))})
+    _write(lock_dir, "run-1.lease-2.json", {"expires_at": L._iso(now + dt.timedelta(minutes=1))})
+
+    holder = L.current_holder(store)
+    assert holder is not None and holder.run_id == "emr-run"
+    assert holder.expires_at == L._iso(now + dt.timedelta(minutes=1))  # the newest renewal counts
+    with pytest.raises(L.LockTimeout):
+        with L.run_lock(lh, "run-2", "pipeline", sleep=lambda s: None):
+            pytest.fail("the lock was taken while its holder kept renewing it")
+
+    # The job was cancelled on its timeout: no renewal came after one that has now run out.
+    _write(lock_dir, "run-1.lease-3.json", {"expires_at": L._iso(now - dt.timedelta(seconds=1))})
+
+    assert L.current_holder(store) is None
+    with L.run_lock(lh, "run-2", "pipeline", sleep=lambda s: None) as held:
+        assert held.generation == 2
+
+
+def test_a_holder_renews_its_lease_until_it_lets_go(tmp_path: Path) -> None:
+    store = _store(_lakehouse(tmp_path))
+    mine, _ = L.try_acquire(store, "run-1", "pipeline", 0.01)  # 0.6 s, renewed every 0.2 s
+    assert mine is not None
+
+    renewal = L.LeaseRenewal(store, mine, 0.01).start()
+    deadline = time.monotonic() + 60
+    while renewal.renewed < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    renewal.stop()
+    renewed = renewal.renewed
+
+    assert renewed >= 3
+    leases = sorted(n for n in store.names() if ".lease-" in n)
+    assert leases == sorted(f"run-1.lease-{k}.json" for k in range(1, renewed + 1))
+    newest = json.loads(store.read(f"run-1.lease-{renewed}.json") or b"{}")
+    assert newest["run_id"] == "run-1"
+    assert L.current_holder(store) in (
+        None,
+        dataclasses.replace(mine, expires_at=newest["expires_at"]),
+    )
+    time.sleep(0.5)
+    assert sorted(n for n in store.names() if ".lease-" in n) == leases  # none after stop()
 
 
 def test_a_run_inside_a_run_of_this_process_does_not_wait_for_itself(tmp_path: Path) -> None:

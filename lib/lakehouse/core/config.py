@@ -178,12 +178,13 @@ class ContractConfig:
 @dataclass(frozen=True)
 class LockConfig:
     """The lakehouse's run lock (`lakehouse.state.lock`): a run waits up to `wait_minutes` for
-    another run to finish, checking every `poll_seconds`; a lock whose holder died on another
-    host is free after `expire_hours` (a holder on this host that has ended frees it at once)."""
+    another run to finish, checking every `poll_seconds`. A holder renews its lease every third
+    of `lease_minutes` while it runs; one that stops renewing (killed, its host gone) frees the
+    lock `lease_minutes` after its last renewal (a holder on this host that has ended, at once)."""
 
     wait_minutes: float = 60
     poll_seconds: float = 10
-    expire_hours: float = 6
+    lease_minutes: float = 15
 
 
 @dataclass(frozen=True)

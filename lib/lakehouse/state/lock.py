@@ -19,8 +19,13 @@ atomic, so of two runs that both find the lock free exactly one gets it:
   the key exists.
 
 Nothing is ever deleted or overwritten, so no run can remove a lock another run just took.
-A holder on another host that died (an EMR cluster that was terminated) holds the lock until it
-expires (`lock.expire_hours`, longer than any run should take).
+
+The lock is a lease: taken for `lock.lease_minutes`, renewed by a thread of the holder every
+third of that while the holder runs, each renewal a new object `run-<n>.lease-<k>.json` with the
+new expiry (the newest one counts). A holder on another host that dies (an EMR job cancelled on
+its timeout, a terminated cluster) stops renewing, and the lock is free `lease_minutes` after its
+last renewal, so the orchestrator's retry gets it within the lease instead of hours later. A
+lock object written before leases (a fixed `expires_at`) is honoured as written.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -230,6 +236,12 @@ def _look(store: LockStore, now: dt.datetime | None = None) -> tuple[Holder | No
             f"the lock object {store.location}/run-{newest}.json is unreadable ({exc}); if no "
             f"run is active, write run-{newest}.released beside it"
         ) from None
+    lease_re = re.compile(rf"^run-{newest}\.lease-(\d+)\.json$")
+    renewals = [int(m[1]) for n in names if (m := lease_re.match(n))]
+    if renewals:
+        lease = store.read(f"run-{newest}.lease-{max(renewals)}.json")
+        if lease is not None:
+            holder = replace(holder, expires_at=str(json.loads(lease)["expires_at"]))
     if dt.datetime.fromisoformat(holder.expires_at.replace("Z", "+00:00")) <= now:
         return None, newest
     if holder.host == socket.gethostname() and _pid_gone(holder.pid):
@@ -238,9 +250,9 @@ def _look(store: LockStore, now: dt.datetime | None = None) -> tuple[Holder | No
 
 
 def try_acquire(
-    store: LockStore, run_id: str, command: str, expire_hours: float
+    store: LockStore, run_id: str, command: str, lease_minutes: float
 ) -> tuple[Holder | None, Holder | None]:
-    """(the lock taken, None) or (None, whoever holds it)."""
+    """(the lock taken for `lease_minutes`, None) or (None, whoever holds it)."""
     holder, newest = _look(store)
     if holder is not None:
         return None, holder
@@ -252,13 +264,56 @@ def try_acquire(
         host=socket.gethostname(),
         pid=os.getpid(),
         acquired_at=_iso(now),
-        expires_at=_iso(now + dt.timedelta(hours=expire_hours)),
+        expires_at=_iso(now + dt.timedelta(minutes=lease_minutes)),
     )
     body = json.dumps(asdict(mine), sort_keys=True).encode()
     if store.create(f"run-{mine.generation}.json", body):
         return mine, None
     # Another run created this generation between our look and our create.
     return None, current_holder(store)
+
+
+class LeaseRenewal:
+    """Renews `holder`'s lease every third of `lease_minutes`, on a daemon thread, until
+    `stop()`: each renewal is the object `run-<n>.lease-<k>.json` with the new expiry. A renewal
+    that fails (S3 unreachable a moment) is reported and tried again at the next beat; the
+    lease it already has still runs."""
+
+    def __init__(self, store: LockStore, holder: Holder, lease_minutes: float) -> None:
+        self.store, self.holder, self.lease_minutes = store, holder, lease_minutes
+        self.renewed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"lakehouse-lock-lease-{holder.generation}", daemon=True
+        )
+
+    def start(self) -> LeaseRenewal:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        beat = max(self.lease_minutes * 60 / 3, 0.1)
+        k = 0
+        while not self._stop.wait(beat):
+            k += 1
+            now = _now()
+            body = json.dumps(
+                {
+                    "run_id": self.holder.run_id,
+                    "renewed_at": _iso(now),
+                    "expires_at": _iso(now + dt.timedelta(minutes=self.lease_minutes)),
+                },
+                sort_keys=True,
+            ).encode()
+            try:
+                self.store.create(f"run-{self.holder.generation}.lease-{k}.json", body)
+                self.renewed = k
+            except Exception as exc:
+                progress.report(f"  could not renew the lakehouse lock's lease ({exc}); retrying")
 
 
 def release(store: LockStore, holder: Holder) -> None:
@@ -292,7 +347,7 @@ def run_lock(
     deadline = time.monotonic() + settings.wait_minutes * 60
     waited_for: Holder | None = None
     while True:
-        mine, other = try_acquire(store, run_id, command, settings.expire_hours)
+        mine, other = try_acquire(store, run_id, command, settings.lease_minutes)
         if mine is not None:
             break
         if other is None:
@@ -312,8 +367,10 @@ def run_lock(
     if waited_for is not None:
         progress.report(f"  lakehouse lock taken after {waited_for.run_id} let go")
     _HELD[store.location] = mine
+    renewal = LeaseRenewal(store, mine, settings.lease_minutes).start()
     try:
         yield mine
     finally:
+        renewal.stop()
         del _HELD[store.location]
         release(store, mine)
