@@ -3,8 +3,10 @@ environment's configured prefixes, and the committed copies in emr/iam/<env>/ up
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,8 @@ import pytest
 import yaml
 
 from lakehouse.core.config import PROJECT_ROOT, load_config
-from lakehouse.emr.definitions import load_definitions
-from lakehouse.emr.iam import render_policies
+from lakehouse.emr.definitions import EmrDefinitions, load_definitions
+from lakehouse.emr.iam import airflow_role_policy, render_policies
 from lakehouse.state.catalog import LAYERS
 
 ACTION = re.compile(r"^[a-z0-9-]+:[A-Za-z]+$")
@@ -23,6 +25,17 @@ EMR_DIR = PROJECT_ROOT / "emr"
 def _yaml(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
     return data
+
+
+def _with_airflow_target(defs: EmrDefinitions, target: str) -> EmrDefinitions:
+    o = defs.orchestration
+    return replace(defs, orchestration=replace(o, airflow=replace(o.airflow, target=target)))
+
+
+def _rendered(env: str, airflow_target: str) -> dict[str, dict[str, Any]]:
+    """The environment's documents, with its Airflow DAGs on EMR Serverless or on the cluster."""
+    defs = _with_airflow_target(load_definitions(env), airflow_target)
+    return render_policies(load_config(env), defs)
 
 
 def _statements(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,6 +64,8 @@ def test_committed_policy_documents_match_the_configuration(env: str) -> None:
 
     assert committed == rendered
     assert sorted(committed) == [
+        "airflow-role-policy.json",
+        "airflow-role-trust.json",
         "instance-role-trust.json",
         "job-role-policy.json",
         "job-role-trust.json",
@@ -61,9 +76,10 @@ def test_committed_policy_documents_match_the_configuration(env: str) -> None:
     ]
 
 
+@pytest.mark.parametrize("airflow_target", ["serverless", "cluster"])
 @pytest.mark.parametrize("env", ["dev", "prod"])
-def test_no_action_is_a_wildcard(env: str) -> None:
-    for name, document in render_policies(load_config(env), load_definitions(env)).items():
+def test_no_action_is_a_wildcard(env: str, airflow_target: str) -> None:
+    for name, document in _rendered(env, airflow_target).items():
         assert document["Version"] == "2012-10-17"
         for statement in _statements(document):
             assert statement["Effect"] == "Allow"
@@ -74,8 +90,9 @@ def test_no_action_is_a_wildcard(env: str) -> None:
                 assert ACTION.match(action), f"{name}: {action!r} is not one explicit action"
 
 
+@pytest.mark.parametrize("airflow_target", ["serverless", "cluster"])
 @pytest.mark.parametrize("env", ["dev", "prod"])
-def test_every_resource_is_inside_the_configured_scope(env: str) -> None:
+def test_every_resource_is_inside_the_configured_scope(env: str, airflow_target: str) -> None:
     account = {**_yaml(EMR_DIR / "account.yaml"), **_yaml(EMR_DIR / f"account.{env}.yaml")}
     cluster = {**_yaml(EMR_DIR / "cluster.yaml"), **_yaml(EMR_DIR / f"cluster.{env}.yaml")}
     region = _yaml(PROJECT_ROOT / "conf" / f"{env}.yaml")["aws"]["region"]
@@ -108,7 +125,14 @@ def test_every_resource_is_inside_the_configured_scope(env: str) -> None:
         f"arn:aws:events:{region}:{acct}:rule/StepFunctionsGetEventsForEMRServerlessJobRule",
     }
 
-    for document in render_policies(load_config(env), load_definitions(env)).values():
+    this_env = {
+        "StringEquals": {
+            "aws:ResourceTag/project": "lakehouse",
+            "aws:ResourceTag/env": env,
+        }
+    }
+
+    for document in _rendered(env, airflow_target).values():
         for statement in _statements(document):
             if "Principal" in statement:
                 assert statement["Action"] == "sts:AssumeRole"
@@ -131,24 +155,47 @@ def test_every_resource_is_inside_the_configured_scope(env: str) -> None:
                     assert all(any(x.startswith(p) for p in allowed) for x in listed)
                     continue
                 if resource == f"arn:aws:emr-serverless:{region}:{acct}:/applications/*":
-                    assert statement["Action"] == ["emr-serverless:StartJobRun"]
-                    assert statement["Condition"] == {
-                        "StringEquals": {
-                            "aws:ResourceTag/project": "lakehouse",
-                            "aws:ResourceTag/env": env,
-                        }
-                    }
+                    # This env's applications only: start runs, start the application, find runs.
+                    assert statement["Action"] in (
+                        ["emr-serverless:StartJobRun"],
+                        [
+                            "emr-serverless:GetApplication",
+                            "emr-serverless:StartApplication",
+                            "emr-serverless:ListJobRuns",
+                        ],
+                    )
+                    assert statement["Condition"] == this_env
                     continue
                 if resource == f"arn:aws:emr-serverless:{region}:{acct}:/applications/*/jobruns/*":
-                    # Job runs carry no tags: watching and cancelling them is all that is allowed.
+                    # Job runs carry no env tags: watching and cancelling them is all that is
+                    # allowed, and tagging them with the Airflow operator's token only.
+                    if statement["Action"] == ["emr-serverless:TagResource"]:
+                        assert statement["Condition"] == {
+                            "ForAllValues:StringEquals": {"aws:TagKeys": ["lakehouse-client-token"]}
+                        }
+                        continue
                     assert statement["Action"] == [
                         "emr-serverless:GetJobRun",
                         "emr-serverless:CancelJobRun",
                     ]
                     continue
+                if resource == f"arn:aws:elasticmapreduce:{region}:{acct}:cluster/*":
+                    # This env's clusters only, and only to run steps on them.
+                    assert statement["Action"] == [
+                        "elasticmapreduce:DescribeCluster",
+                        "elasticmapreduce:ListSteps",
+                        "elasticmapreduce:AddJobFlowSteps",
+                        "elasticmapreduce:DescribeStep",
+                    ]
+                    assert statement["Condition"] == this_env
+                    continue
                 if resource == f"arn:aws:secretsmanager:{region}:{acct}:secret:{secret}-??????":
                     # The pseudonymisation key's secret: read, and nothing else of the account's.
                     assert statement["Action"] == ["secretsmanager:GetSecretValue"]
+                    continue
+                if resource == "*" and statement["Action"] == ["elasticmapreduce:ListClusters"]:
+                    # No resource type: listing the clusters (to find this env's by name) only.
+                    assert airflow_target == "cluster"
                     continue
                 if resource == "*":
                     assert statement["Action"] == ["cloudwatch:PutMetricData"]
@@ -205,3 +252,77 @@ def test_the_state_machine_role_runs_the_steps_and_notifies_only() -> None:
     (trust,) = _statements(docs["stepfunctions-role-trust.json"])
     assert trust["Principal"] == {"Service": "states.amazonaws.com"}
     assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+
+
+def test_the_airflow_role_runs_the_steps_of_this_env_and_notifies_only() -> None:
+    config, defs = load_config("dev"), load_definitions("dev")
+    assert defs.orchestration.airflow.target == "serverless"
+    docs = render_policies(config, defs)
+    policy = docs["airflow-role-policy.json"]
+    serverless = {
+        "StartStepRuns": ["emr-serverless:StartJobRun"],
+        "StartApplicationsAndFindStepRuns": [
+            "emr-serverless:GetApplication",
+            "emr-serverless:StartApplication",
+            "emr-serverless:ListJobRuns",
+        ],
+        "WatchAndCancelStepRuns": ["emr-serverless:GetJobRun", "emr-serverless:CancelJobRun"],
+        "TagStepRunsWithTheirToken": ["emr-serverless:TagResource"],
+        "PassJobRoleToEmrServerless": ["iam:PassRole"],
+        "RunNotifications": ["sns:Publish"],
+        "RunMetrics": ["cloudwatch:PutMetricData"],
+    }
+
+    assert {s["Sid"]: s["Action"] for s in _statements(policy)} == serverless
+    by_sid = {s["Sid"]: s for s in _statements(policy)}
+    assert by_sid["PassJobRoleToEmrServerless"]["Resource"] == [
+        "arn:aws:iam::123456789012:role/lakehouse-dev-emr-job"
+    ]
+    assert by_sid["PassJobRoleToEmrServerless"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}
+    }
+    dev_applications = {
+        "StringEquals": {"aws:ResourceTag/project": "lakehouse", "aws:ResourceTag/env": "dev"}
+    }
+    assert by_sid["StartStepRuns"]["Condition"] == dev_applications
+    assert by_sid["StartApplicationsAndFindStepRuns"]["Condition"] == dev_applications
+    # The run's only tag is the token the operator sets (airflow_dags imports Airflow: read it).
+    source = (PROJECT_ROOT / "lib" / "lakehouse" / "emr" / "airflow_dags.py").read_text()
+    (token_tag,) = [
+        node.value.value
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign)
+        and [getattr(t, "id", None) for t in node.targets] == ["TOKEN_TAG"]
+        and isinstance(node.value, ast.Constant)
+    ]
+    assert by_sid["TagStepRunsWithTheirToken"]["Condition"] == {
+        "ForAllValues:StringEquals": {"aws:TagKeys": [token_tag]}
+    }
+    assert by_sid["RunNotifications"]["Resource"] == [
+        "arn:aws:sns:eu-west-1:123456789012:lakehouse-dev-runs"
+    ]
+    assert by_sid["RunMetrics"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "Lakehouse"}
+    }
+    (trust,) = _statements(docs["airflow-role-trust.json"])
+    assert trust["Principal"] == {"Service": ["airflow.amazonaws.com", "airflow-env.amazonaws.com"]}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
+
+    # The daily steps on the EMR on EC2 cluster (target: cluster): find it by name, and run and
+    # watch steps on this env's clusters; the maintenance DAG still runs on EMR Serverless.
+    on_cluster = airflow_role_policy(config, _with_airflow_target(defs, "cluster"))
+    by_sid = {s["Sid"]: s for s in _statements(on_cluster)}
+    assert {sid: s["Action"] for sid, s in by_sid.items()} == {
+        **serverless,
+        "FindTheCluster": ["elasticmapreduce:ListClusters"],
+        "RunClusterSteps": [
+            "elasticmapreduce:DescribeCluster",
+            "elasticmapreduce:ListSteps",
+            "elasticmapreduce:AddJobFlowSteps",
+            "elasticmapreduce:DescribeStep",
+        ],
+    }
+    assert by_sid["RunClusterSteps"]["Resource"] == [
+        "arn:aws:elasticmapreduce:eu-west-1:123456789012:cluster/*"
+    ]
+    assert by_sid["RunClusterSteps"]["Condition"] == dev_applications

@@ -18,14 +18,32 @@
   only, the EventBridge rule Step Functions manages to learn that a job run ended (`.sync`:
   `StepFunctionsGetEventsForEMRServerlessJobRule`, PutRule, PutTargets, DescribeRule) and Publish
   to the SNS topic for the failure notices.
-- trust policies for the four roles, limited to this account.
+- `airflow-role-policy.json`: what the tasks of the Airflow DAGs call AWS with
+  (`lakehouse.emr.airflow_dags`, through the connection `airflow.aws_conn_id` of
+  emr/orchestration.yaml: the MWAA execution role, or the role that connection assumes). On this
+  env's applications (by tag, as for the scheduler): GetApplication and StartApplication (the
+  provider's operator starts a stopped application), StartJobRun, and ListJobRuns (a retried task
+  looks for the run an earlier try started); on their job runs GetJobRun and CancelJobRun (as for
+  Step Functions, every application's: the runs carry only the token tag), and TagResource
+  limited to that one tag key (`lakehouse-client-token`, which StartJobRun sets on the run);
+  PassRole of the job role to EMR Serverless only; Publish to the SNS topic and PutMetricData in
+  the namespace for the outcomes (`lakehouse.emr.notify`). With `airflow.target: cluster`, also
+  what the daily steps on the EMR on EC2 cluster need: ListClusters (the operator finds the
+  cluster by name) and DescribeCluster, ListSteps, AddJobFlowSteps and DescribeStep on this env's
+  clusters (by tag). An MWAA execution role needs MWAA's own permissions besides
+  (`airflow:PublishMetrics`, its log groups, DAG bucket and task queue, as the MWAA documentation
+  lists them): they depend on the MWAA environment and are not rendered here.
+- trust policies for the five roles, limited to this account. The Airflow role's trusts MWAA
+  (`airflow.amazonaws.com`, `airflow-env.amazonaws.com`); a role that `aws_default` assumes instead
+  trusts the execution role, not these services.
 
 No action is `*` or a wildcard such as `s3:*`; every resource is inside the configured prefixes,
-databases, log group, topic, key or queue. Two unavoidable exceptions are narrowed by conditions:
-`cloudwatch:PutMetricData` has no resource type (so `*`, limited to the namespace), and
-`s3:ListBucket` applies to a bucket (limited to the configured prefixes with `s3:prefix`). Spark's
-Hive client also looks up the Glue `default` database when it starts, so `glue:GetDatabase` is
-allowed on it (read only).
+databases, log group, topic, key or queue. The unavoidable exceptions:
+`cloudwatch:PutMetricData` has no resource type (so `*`, limited to the namespace by a condition),
+nor has `elasticmapreduce:ListClusters` (so `*`, only with `target: cluster`, and only listing:
+every other cluster action is limited by tag), and `s3:ListBucket` applies to a bucket (limited to
+the configured prefixes with `s3:prefix`). Spark's Hive client also looks up the Glue `default`
+database when it starts, so `glue:GetDatabase` is allowed on it (read only).
 """
 
 from __future__ import annotations
@@ -40,6 +58,11 @@ from lakehouse.emr.definitions import EmrDefinitions, require_aws
 from lakehouse.emr.stepfunctions import SYNC_EVENTS_RULE
 
 VERSION = "2012-10-17"
+# The tag the Airflow operator sets on its job runs (`lakehouse.emr.airflow_dags.TOKEN_TAG`; that
+# module imports Airflow, so it is repeated here and a test compares the two).
+AIRFLOW_TOKEN_TAG = "lakehouse-client-token"
+# MWAA's service principals: an MWAA execution role trusts both.
+AIRFLOW_SERVICES = ["airflow.amazonaws.com", "airflow-env.amazonaws.com"]
 GLUE_READ = [
     "glue:GetDatabase",
     "glue:GetTable",
@@ -323,8 +346,103 @@ def stepfunctions_role_policy(config: Config, defs: EmrDefinitions) -> dict[str,
     }
 
 
-def trust_policy(service: str, account_id: str) -> dict[str, Any]:
-    """Trust for one AWS service principal, only on behalf of this account."""
+def _of_this_env(config: Config) -> dict[str, Any]:
+    """A resource tagged with this project and environment (applications, clusters)."""
+    return {
+        "StringEquals": {
+            "aws:ResourceTag/project": config.project,
+            "aws:ResourceTag/env": config.env,
+        }
+    }
+
+
+def airflow_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
+    """The Airflow role's permissions (see the module docstring)."""
+    require_aws(config)
+    assert config.aws is not None
+    region, account = config.aws.region, defs.account.account_id
+    applications = f"arn:aws:emr-serverless:{region}:{account}:/applications/*"
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "StartStepRuns",
+            "Effect": "Allow",
+            "Action": ["emr-serverless:StartJobRun"],
+            "Resource": [applications],
+            "Condition": _of_this_env(config),
+        },
+        {
+            "Sid": "StartApplicationsAndFindStepRuns",
+            "Effect": "Allow",
+            "Action": [
+                "emr-serverless:GetApplication",
+                "emr-serverless:StartApplication",
+                "emr-serverless:ListJobRuns",
+            ],
+            "Resource": [applications],
+            "Condition": _of_this_env(config),
+        },
+        {
+            "Sid": "WatchAndCancelStepRuns",
+            "Effect": "Allow",
+            "Action": ["emr-serverless:GetJobRun", "emr-serverless:CancelJobRun"],
+            "Resource": [f"{applications}/jobruns/*"],
+        },
+        {
+            "Sid": "TagStepRunsWithTheirToken",
+            "Effect": "Allow",
+            "Action": ["emr-serverless:TagResource"],
+            "Resource": [f"{applications}/jobruns/*"],
+            "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": [AIRFLOW_TOKEN_TAG]}},
+        },
+        {
+            "Sid": "PassJobRoleToEmrServerless",
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": [defs.account.job_role_arn],
+            "Condition": {"StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}},
+        },
+    ]
+    if defs.orchestration.airflow.target == "cluster":
+        statements += [
+            {
+                "Sid": "FindTheCluster",
+                "Effect": "Allow",
+                "Action": ["elasticmapreduce:ListClusters"],
+                "Resource": ["*"],
+            },
+            {
+                "Sid": "RunClusterSteps",
+                "Effect": "Allow",
+                "Action": [
+                    "elasticmapreduce:DescribeCluster",
+                    "elasticmapreduce:ListSteps",
+                    "elasticmapreduce:AddJobFlowSteps",
+                    "elasticmapreduce:DescribeStep",
+                ],
+                "Resource": [f"arn:aws:elasticmapreduce:{region}:{account}:cluster/*"],
+                "Condition": _of_this_env(config),
+            },
+        ]
+    statements += [
+        {
+            "Sid": "RunNotifications",
+            "Effect": "Allow",
+            "Action": ["sns:Publish"],
+            "Resource": [defs.account.sns_topic_arn],
+        },
+        {
+            "Sid": "RunMetrics",
+            "Effect": "Allow",
+            "Action": ["cloudwatch:PutMetricData"],
+            "Resource": ["*"],
+            "Condition": {"StringEquals": {"cloudwatch:namespace": defs.account.metrics_namespace}},
+        },
+    ]
+    return {"Version": VERSION, "Statement": statements}
+
+
+def trust_policy(service: str | list[str], account_id: str) -> dict[str, Any]:
+    """Trust for one AWS service principal (or several), only on behalf of this account."""
     return {
         "Version": VERSION,
         "Statement": [
@@ -351,6 +469,8 @@ def render_policies(config: Config, defs: EmrDefinitions) -> dict[str, dict[str,
         "scheduler-role-trust.json": trust_policy("scheduler.amazonaws.com", account),
         "stepfunctions-role-policy.json": stepfunctions_role_policy(config, defs),
         "stepfunctions-role-trust.json": trust_policy("states.amazonaws.com", account),
+        "airflow-role-policy.json": airflow_role_policy(config, defs),
+        "airflow-role-trust.json": trust_policy(list(AIRFLOW_SERVICES), account),
     }
 
 
