@@ -165,6 +165,49 @@ def test_a_holder_renews_its_lease_until_it_lets_go(tmp_path: Path) -> None:
     assert sorted(n for n in store.names() if ".lease-" in n) == leases  # none after stop()
 
 
+class _LeaseStoreDown:
+    """A store that takes the lock but can store no renewal (S3 unreachable)."""
+
+    def __init__(self, store: L.LockStore) -> None:
+        self.inner, self.location = store, store.location
+
+    def names(self) -> list[str]:
+        return self.inner.names()
+
+    def read(self, name: str) -> bytes | None:
+        return self.inner.read(name)
+
+    def create(self, name: str, body: bytes) -> bool:
+        if ".lease-" in name:
+            raise OSError("simulated: the store is unreachable")
+        return self.inner.create(name, body)
+
+
+def test_a_run_whose_lease_ran_out_without_a_renewal_fails_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    said: list[str] = []
+    monkeypatch.setattr(L.progress, "report", lambda message, *args: said.append(message))
+    lh = local_lakehouse(tmp_path).with_config(
+        lock=LockConfig(wait_minutes=0, poll_seconds=5, lease_minutes=0.01)  # 0.6 s
+    )
+    store = _LeaseStoreDown(_store(lh))
+
+    with pytest.raises(L.LockLost) as lost:
+        with L.run_lock(lh, "run-1", "pipeline", store=store):
+            deadline = time.monotonic() + 60
+            while not any("ran out" in m for m in said) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    assert str(lost.value).startswith(
+        f"run run-1 lost the lakehouse's lock at {store.location}: its lease ran out at "
+    )
+    assert any(
+        m.startswith("  could not renew the lakehouse lock's lease (simulated") for m in said
+    )
+    assert L.current_holder(store) is None  # released all the same
+
+
 def test_a_run_inside_a_run_of_this_process_does_not_wait_for_itself(tmp_path: Path) -> None:
     lh = _lakehouse(tmp_path, wait_minutes=0)
     with L.run_lock(lh, "backfill-1", "backfill") as outer:

@@ -273,15 +273,25 @@ def try_acquire(
     return None, current_holder(store)
 
 
+class LockLost(UserError):
+    """The run's lease ran out while it ran (no renewal reached the store in time): another run
+    may have taken the lock and written beside it."""
+
+
 class LeaseRenewal:
     """Renews `holder`'s lease every third of `lease_minutes`, on a daemon thread, until
     `stop()`: each renewal is the object `run-<n>.lease-<k>.json` with the new expiry. A renewal
-    that fails (S3 unreachable a moment) is reported and tried again at the next beat; the
-    lease it already has still runs."""
+    that fails (S3 unreachable a moment) is reported and tried again within seconds; the lease it
+    already has still runs. If it runs out before a renewal gets through, `lost` says since when
+    (`run_lock` then fails the run)."""
+
+    RETRY_SECONDS = 10.0
 
     def __init__(self, store: LockStore, holder: Holder, lease_minutes: float) -> None:
         self.store, self.holder, self.lease_minutes = store, holder, lease_minutes
         self.renewed = 0
+        self.lost: str | None = None
+        self._good_until = dt.datetime.fromisoformat(holder.expires_at.replace("Z", "+00:00"))
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"lakehouse-lock-lease-{holder.generation}", daemon=True
@@ -297,23 +307,32 @@ class LeaseRenewal:
 
     def _run(self) -> None:
         beat = max(self.lease_minutes * 60 / 3, 0.1)
-        k = 0
-        while not self._stop.wait(beat):
-            k += 1
+        wait, k = beat, 0
+        while not self._stop.wait(wait):
             now = _now()
+            expires = now + dt.timedelta(minutes=self.lease_minutes)
             body = json.dumps(
                 {
                     "run_id": self.holder.run_id,
                     "renewed_at": _iso(now),
-                    "expires_at": _iso(now + dt.timedelta(minutes=self.lease_minutes)),
+                    "expires_at": _iso(expires),
                 },
                 sort_keys=True,
             ).encode()
             try:
-                self.store.create(f"run-{self.holder.generation}.lease-{k}.json", body)
-                self.renewed = k
+                if self.store.create(f"run-{self.holder.generation}.lease-{k + 1}.json", body):
+                    k += 1
+                    self.renewed, self._good_until, wait = k, expires, beat
+                    continue
+                k += 1  # the name exists (cannot happen with one renewer): take the next one
             except Exception as exc:
                 progress.report(f"  could not renew the lakehouse lock's lease ({exc}); retrying")
+            wait = min(beat, self.RETRY_SECONDS)
+            if self.lost is None and _now() >= self._good_until:
+                self.lost = _iso(self._good_until)
+                progress.report(
+                    f"  the lakehouse lock's lease ran out at {self.lost}: another run may take it"
+                )
 
 
 def release(store: LockStore, holder: Holder) -> None:
@@ -374,3 +393,9 @@ def run_lock(
         renewal.stop()
         del _HELD[store.location]
         release(store, mine)
+    if renewal.lost is not None:
+        raise LockLost(
+            f"run {run_id} lost the lakehouse's lock at {store.location}: its lease ran out at "
+            f"{renewal.lost} with no renewal stored (lock.lease_minutes); another run may have "
+            "written meanwhile. Check the ledger and rerun the day."
+        )
