@@ -48,7 +48,15 @@ def test_the_bundle_holds_the_dags_their_spec_and_the_package(
     assert run_cli(["emr", "airflow", "--env", "dev", "--out", str(out)], monkeypatch) == 0
 
     (app,) = moto_server.client(moto, "emr-serverless").list_applications()["applications"]
-    assert sorted(p.name for p in out.iterdir()) == ["lakehouse_dags.zip", "requirements.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "lakehouse_dags.zip",
+        "plugins.zip",
+        "requirements.txt",
+    ]
+    with zipfile.ZipFile(out / "plugins.zip") as zf:
+        plugin_names = zf.namelist()
+    assert "lakehouse/emr/airflow_dags.py" in plugin_names
+    assert all(n.startswith("lakehouse/") and n.endswith(".py") for n in plugin_names)
     assert (out / "requirements.txt").read_text() == (
         "apache-airflow-providers-amazon[aiobotocore]==9.39.0\n"
     )
@@ -101,7 +109,9 @@ def test_airflow_dry_run_prints_the_application_lookup_and_sends_nothing(
         ("emr-serverless", "ListApplications"),
         ("emr-serverless", "CreateApplication"),
     ]
-    assert lines[-1] == f"# then writes {out}/lakehouse_dags.zip and {out}/requirements.txt"
+    assert lines[-1] == (
+        f"# then writes {out}/lakehouse_dags.zip, {out}/plugins.zip and {out}/requirements.txt"
+    )
     assert not out.exists()
     assert moto_server.client(moto, "emr-serverless").list_applications()["applications"] == []
 
@@ -145,6 +155,7 @@ def test_an_eventbridge_cron_becomes_the_five_field_cron_airflow_reads(
         ("cron(0 2 * * ?)", "'cron(0 2 * * ?)': a cron expression has 6 fields, found 5"),
         ("cron(0 2 * * ? 2025)", "'cron(0 2 * * ? 2025)': a year other than * has no five-field"),
         ("cron(0 2 L * ? *)", "'cron(0 2 L * ? *)': L, W and # have no five-field cron"),
+        ("cron(0 4 ? * 1 *)", "'cron(0 4 ? * 1 *)': name the day of the week (SUN-SAT)"),
     ],
 )
 def test_a_cron_without_a_five_field_equivalent_is_refused(expression: str, message: str) -> None:

@@ -120,6 +120,7 @@ def lakehouse_dev(moto_url: str) -> dict[str, Any]:
     spec = airflow_spec(config, defs, layout, app_id)
     write_bundle(spec, DAGS)
     (DAGS / "requirements.txt").unlink()
+    (DAGS / "plugins.zip").unlink()
     # The same DAG on the EMR on EC2 cluster (`airflow.target: cluster` in emr/orchestration.yaml),
     # under another id so both can be tested in one Airflow.
     (DAGS / "lakehouse_daily_cluster.py").write_text(CLUSTER_DAG)

@@ -16,21 +16,17 @@ def test_the_dag_bundle_imports_without_errors(bundle_dagbag: Any, dagbag: Any) 
     assert dagbag.import_errors == {}
 
 
-def test_on_the_cluster_each_step_is_submitted_then_watched(dagbag: Any) -> None:
+def test_on_the_cluster_each_step_is_one_task_that_adds_it_and_waits(dagbag: Any) -> None:
     dag = dagbag.get_dag("lakehouse_daily_cluster")
 
-    order = [t.task_id for t in dag.topological_sort()]
-    assert order == [f"{s}{suffix}" for s in STEPS for suffix in ("_submit", "")]
-    for before, after in pairwise(order):
-        assert dag.get_task(after).upstream_task_ids == {before}
-    submit, sensor = dag.get_task("silver_submit"), dag.get_task("silver")
-    assert type(submit).__name__ == "LakehouseAddStepOperator"
-    assert submit.job_flow_name == "lakehouse-dev"
-    assert [s["Name"] for s in submit.steps] == ["silver {{ lakehouse_date(dag_run) }}"]
-    assert type(sensor).__name__ == "EmrStepSensor"
-    assert sensor.step_id == "{{ ti.xcom_pull(task_ids='silver_submit')[0] }}"
-    assert sensor.timeout == 2 * 3600
-    assert sensor.mode == "reschedule"
+    assert [t.task_id for t in dag.topological_sort()] == STEPS
+    silver = dag.get_task("silver")
+    assert type(silver).__name__ == "LakehouseAddStepOperator"
+    assert silver.job_flow_name == "lakehouse-dev"
+    assert [s["Name"] for s in silver.steps] == ["silver {{ lakehouse_date(dag_run) }}"]
+    assert silver.deferrable is True  # waits in the triggerer for its step
+    assert silver.waiter_delay * silver.waiter_max_attempts == 2 * 3600
+    assert silver.retries == 3
 
 
 def test_the_daily_dag_runs_the_four_steps_in_order(dagbag: Any) -> None:
@@ -50,7 +46,7 @@ def test_the_daily_dag_fires_when_the_built_in_schedule_does(dagbag: Any) -> Non
     assert dag.timetable.expression == "0 2 * * *"  # emr/schedule.yaml: cron(0 2 * * ? *)
     assert str(dag.timetable.timezone) == "UTC"
     assert dag.start_date == datetime(2024, 1, 1, tzinfo=UTC)
-    assert dag.catchup is True
+    assert dag.catchup is False  # unpausing must not replay every day since start_date
     assert dag.max_active_runs == 1
 
 
@@ -116,3 +112,35 @@ def test_the_maintenance_dag_runs_weekly_on_sunday(dagbag: Any) -> None:
     (task,) = dag.tasks
     assert task.job_driver["sparkSubmit"]["entryPoint"].endswith("/jobs/maintain.py")
     assert task.job_driver["sparkSubmit"]["entryPointArguments"] == ["--env", "dev"]
+
+
+def test_the_bundle_carries_its_own_lakehouse_package(airflow_db: Any) -> None:
+    """An Airflow without the lakehouse installed (MWAA) parses the bundle: its DAGs import the
+    package from inside the zip."""
+    import subprocess
+    import sys
+
+    from conftest import DAGS
+
+    script = f"""
+import sys
+sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("/lib")]
+try:
+    import lakehouse
+    raise SystemExit("lakehouse importable outside the bundle: " + lakehouse.__file__)
+except ImportError:
+    pass
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder={str(DAGS / "lakehouse_dags.zip")!r})
+import lakehouse.emr.airflow_dags as dags
+print(sorted(bag.dag_ids), bag.import_errors, dags.__file__.split("/")[-4:])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == (
+        "['lakehouse_daily', 'lakehouse_maintenance'] {} "
+        "['lakehouse_dags.zip', 'lakehouse', 'emr', 'airflow_dags.py']"
+    )

@@ -91,29 +91,43 @@ def test_the_token_is_the_same_for_every_try_of_a_task_and_differs_between_tasks
 def test_a_task_retried_after_losing_its_run_waits_for_that_run_instead_of_starting_another(
     daily: Any, lakehouse_dev: dict[str, Any], moto_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The first try of bronze starts its run, then fails while waiting for it (the run's state
-    # cannot be read once), as a worker lost mid-wait would.
+    # The first try of bronze starts its run, which is still running when the try fails: the
+    # run's state cannot be read once, as for a worker lost mid-wait. The retry finds the run
+    # (reading its tag), waits for it, and it succeeds.
     name = "daily-pipeline-bronze-2024-01-04"
-    failures = [ValidationException("simulated: the run's state could not be read")]
-    original = EMRServerlessBackend.get_job_run
+    reads: list[str] = []
+    original_start = EMRServerlessBackend.start_job_run
+    original_get = EMRServerlessBackend.get_job_run
 
-    def get_job_run(self: EMRServerlessBackend, application_id: str, job_run_id: str) -> Any:
-        run = original(self, application_id, job_run_id)
-        if run.name == name and failures:
-            raise failures.pop()
+    def start_job_run(self: EMRServerlessBackend, **kwargs: Any) -> Any:
+        run = original_start(self, **kwargs)
+        if run.name == name:
+            run.state = "RUNNING"
         return run
 
+    def get_job_run(self: EMRServerlessBackend, application_id: str, job_run_id: str) -> Any:
+        run = original_get(self, application_id, job_run_id)
+        if run.name != name:
+            return run
+        reads.append(run.state)
+        if len(reads) == 1:  # the first try's wait
+            raise ValidationException("simulated: the run's state could not be read")
+        if len(reads) >= 3:  # the retry's wait, after it read the tag: the run has finished
+            run.state = "SUCCESS"
+        return run
+
+    monkeypatch.setattr(EMRServerlessBackend, "start_job_run", start_job_run)
     monkeypatch.setattr(EMRServerlessBackend, "get_job_run", get_job_run)
 
     dag_run = run_day(daily, datetime(2024, 1, 5, 2, 0, tzinfo=UTC))
 
-    assert failures == []  # the simulated failure happened
     assert dag_run.state == "success"
-    (bronze,) = dag_run.get_task_instances(state=None) and [
-        ti for ti in dag_run.get_task_instances() if ti.task_id == "bronze"
-    ]
+    (bronze,) = [ti for ti in dag_run.get_task_instances() if ti.task_id == "bronze"]
     assert bronze.try_number == 2
+    # Read by the first try's wait (failed), the retry's look-up (still running), its wait.
+    assert reads[:3] == ["RUNNING", "RUNNING", "RUNNING"]
     (run,) = job_runs(moto_url, lakehouse_dev["app_id"], name)  # one run, not two
+    assert run["state"] == "SUCCESS"
     assert run["tags"] == {TOKEN_TAG: task_token("lakehouse_daily", dag_run.run_id, "bronze")}
     for step in STEPS[1:]:
         runs = job_runs(moto_url, lakehouse_dev["app_id"], f"daily-pipeline-{step}-2024-01-04")

@@ -463,7 +463,10 @@ def cmd_airflow(args: argparse.Namespace) -> int:
                 ),
             ]
         )
-        print(f"# then writes {out / airflow.BUNDLE_NAME} and {out / 'requirements.txt'}")
+        print(
+            f"# then writes {out / airflow.BUNDLE_NAME}, {out / airflow.PLUGINS_NAME} and "
+            f"{out / 'requirements.txt'}"
+        )
         return 0
     es = _clients(config).client("emr-serverless")
     app_id = serverless.ensure_application(es, config, defs)

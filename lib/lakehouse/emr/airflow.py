@@ -14,7 +14,9 @@ The bundle (`lakehouse_dags.zip`, one of Airflow's "packaged DAGs") holds the tw
 root, the spec module and the `lakehouse` package (pure Python; the DAGs import only its `emr`
 modules, which need boto3 and PyYAML, both part of Airflow), so the Airflow environment needs no
 extra Python requirement beyond the Amazon provider (`requirements.txt` beside it, pinned like
-`orchestration/airflow/requirements.txt`).
+`orchestration/airflow/requirements.txt`). `plugins.zip` holds the package again for MWAA's
+plugins, which every Airflow component has on its path: the deadline alert's callback runs on a
+worker by import path, without the DAG file.
 
 This module imports nothing of Airflow: the `lakehouse` command renders and packages the DAGs in
 the project's own virtualenv.
@@ -37,6 +39,7 @@ DAG_FOLDER = PROJECT_ROOT / "orchestration" / "airflow"
 DAG_FILES = ("lakehouse_daily.py", "lakehouse_maintenance.py")
 SPEC_MODULE = "lakehouse_airflow_spec"
 BUNDLE_NAME = "lakehouse_dags.zip"
+PLUGINS_NAME = "plugins.zip"
 # The processing date inside templated operator fields: `lakehouse_date` is a user-defined macro of
 # the DAG (`lakehouse.emr.airflow_dags.lakehouse_date`).
 DATE = "{{ lakehouse_date(dag_run) }}"
@@ -123,8 +126,9 @@ def write_dag_folder(spec: dict[str, Any], folder: Path) -> list[Path]:
 
 
 def write_bundle(spec: dict[str, Any], out: Path) -> list[Path]:
-    """`<out>/lakehouse_dags.zip` (DAG files, spec module, the `lakehouse` package) and
-    `<out>/requirements.txt` (the Amazon provider line of the pinned requirements)."""
+    """`<out>/lakehouse_dags.zip` (DAG files, spec module, the `lakehouse` package),
+    `<out>/plugins.zip` (the package alone, for MWAA's plugins) and `<out>/requirements.txt`
+    (the Amazon provider line of the pinned requirements)."""
     out.mkdir(parents=True, exist_ok=True)
     bundle = out / BUNDLE_NAME
     package = PROJECT_ROOT / "lib" / "lakehouse"
@@ -134,6 +138,12 @@ def write_bundle(spec: dict[str, Any], out: Path) -> list[Path]:
         zf.writestr(f"{SPEC_MODULE}.py", spec_module_source(spec))
         for path in sorted(package.rglob("*.py")):
             zf.write(path, str(Path("lakehouse") / path.relative_to(package)))
+    # MWAA puts plugins.zip on every component's path (scheduler, workers, triggerer): the
+    # deadline alert's callback is imported by path on a worker that never parsed the DAG file.
+    plugins = out / PLUGINS_NAME
+    with zipfile.ZipFile(plugins, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(package.rglob("*.py")):
+            zf.write(path, str(Path("lakehouse") / path.relative_to(package)))
     requirements = out / "requirements.txt"
     provider = [
         line
@@ -141,4 +151,4 @@ def write_bundle(spec: dict[str, Any], out: Path) -> list[Path]:
         if line.startswith("apache-airflow-providers-amazon")
     ]
     requirements.write_text("\n".join(provider) + "\n")
-    return [bundle, requirements]
+    return [bundle, plugins, requirements]

@@ -2,10 +2,12 @@
 specification `lakehouse.emr.airflow` renders; the DAG files in `orchestration/airflow/` only call
 `daily_dag(SPEC)` and `maintenance_dag(SPEC)`.
 
-The daily DAG, at the time of the built-in schedule (02:00 UTC), with `catchup` for backfills and
-at most `max_active_runs` days in flight: one task per pipeline step, bronze -> silver -> quality ->
-gold, each `jobs/<step>.py --env ENV --date D`, where D is the UTC day before the run's logical date
-(the day the schedule would process), or `date` of the run's configuration
+The daily DAG, at the time of the built-in schedule (02:00 UTC), at most `max_active_runs` days in
+flight (`airflow backfill create` for ranges; `catchup` off by default, since the jobs catch up
+missed landing days themselves, `bronze.catch_up_max_days`): one task per pipeline step,
+bronze -> silver -> quality -> gold, each `jobs/<step>.py --env ENV --date D`, where D is the UTC
+day before the run's logical date (the day the schedule would process), or `date` of the run's
+configuration
 (`airflow dags trigger lakehouse_daily -c '{"date": "2024-01-03"}'`).
 
 - On EMR Serverless (default): `LakehouseServerlessStepOperator`, the provider's
@@ -15,9 +17,10 @@ gold, each `jobs/<step>.py --env ENV --date D`, where D is the UTC day before th
   and, when it is queued, running or succeeded, waits for that run instead of starting another
   (EMR honours a client token only for a while, and moto not at all). A failed earlier run is
   retried with a new token (`-attempt2`, ...), as `lakehouse emr run` does.
-- On the EMR on EC2 cluster (`target: cluster`): `LakehouseAddStepOperator` (the provider's
-  `EmrAddStepsOperator`, which adds nothing when the cluster already has the step pending, running
-  or completed) and `EmrStepSensor` per step.
+- On the EMR on EC2 cluster (`target: cluster`): `LakehouseAddStepOperator` per step (the
+  provider's `EmrAddStepsOperator`, waiting for its step, deferrable), which adds nothing when the
+  cluster already has the step pending or running (it waits for it) or completed; a retry after a
+  failed step adds it again.
 
 Every task: `retries` retries with exponential backoff (`retry_backoff_rate`, capped), at most
 `task_timeout_minutes` (`execution_timeout`). A failed task publishes the outcome to the SNS topic
@@ -39,8 +42,10 @@ from airflow.providers.amazon.aws.operators.emr import (
     EmrAddStepsOperator,
     EmrServerlessStartJobOperator,
 )
-from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
-from airflow.providers.amazon.aws.triggers.emr import EmrServerlessStartJobTrigger
+from airflow.providers.amazon.aws.triggers.emr import (
+    EmrAddStepsTrigger,
+    EmrServerlessStartJobTrigger,
+)
 from airflow.sdk import DAG, CronTriggerTimetable, DeadlineAlert, DeadlineReference, SyncCallback
 
 from lakehouse.emr.notify import JobOutcome, one_line, publish_outcome, render_message
@@ -157,9 +162,9 @@ class LakehouseServerlessStepOperator(EmrServerlessStartJobOperator):
 
 
 class LakehouseAddStepOperator(EmrAddStepsOperator):
-    """`EmrAddStepsOperator` that adds nothing when the cluster already has a step of the same
-    name pending, running or completed (as `lakehouse emr steps` does): a retried task then
-    returns that step for the sensor."""
+    """`EmrAddStepsOperator` that waits for its step and never adds one the cluster already has:
+    a step of the same name pending or running is waited for, a completed one is done; a failed
+    or cancelled one is added again (what a retry is for), as `lakehouse emr steps` does."""
 
     def execute(self, context: Any) -> list[str]:
         job_flow_id = self.job_flow_id or self.hook.get_cluster_id_by_name(
@@ -169,7 +174,7 @@ class LakehouseAddStepOperator(EmrAddStepsOperator):
             names = {s["Name"] for s in self.steps}
             emr = self.hook.conn
             have = [
-                s["Id"]
+                s
                 for page in emr.get_paginator("list_steps").paginate(
                     ClusterId=job_flow_id, StepStates=LIVE_STEP_STATES
                 )
@@ -177,11 +182,38 @@ class LakehouseAddStepOperator(EmrAddStepsOperator):
                 if s["Name"] in names
             ]
             if have:
-                self.log.info("cluster %s already has steps %s: adding none", job_flow_id, have)
+                ids = [s["Id"] for s in have]
+                self.log.info("cluster %s already has steps %s: adding none", job_flow_id, ids)
                 context["ti"].xcom_push(key="job_flow_id", value=job_flow_id)
-                return have
+                open_ids = [s["Id"] for s in have if s["Status"]["State"] != "COMPLETED"]
+                if open_ids:
+                    self._wait_for(job_flow_id, open_ids)
+                return ids
         result: list[str] = super().execute(context)
         return result
+
+    def _wait_for(self, job_flow_id: str, step_ids: list[str]) -> None:
+        if self.deferrable:
+            self.defer(
+                trigger=EmrAddStepsTrigger(
+                    job_flow_id=job_flow_id,
+                    step_ids=step_ids,
+                    aws_conn_id=self.aws_conn_id,
+                    region_name=self.region_name,
+                    verify=self.verify,
+                    botocore_config=self.botocore_config,
+                    waiter_max_attempts=self.waiter_max_attempts,
+                    waiter_delay=self.waiter_delay,
+                ),
+                method_name="execute_complete",
+            )
+        waiter = self.hook.conn.get_waiter("step_complete")
+        for step_id in step_ids:
+            waiter.wait(
+                ClusterId=job_flow_id,
+                StepId=step_id,
+                WaiterConfig={"Delay": self.waiter_delay, "MaxAttempts": self.waiter_max_attempts},
+            )
 
 
 # ---------------------------------------------------------------- notifications
@@ -251,14 +283,22 @@ def run_succeeded(spec: dict[str, Any], context: Any) -> None:
 
 
 def deadline_missed(context: Any = None, **spec: Any) -> None:
-    """The DAG's deadline alert: the day's run had not finished by the deadline. A message only:
-    the late-run alarm of `lakehouse emr monitoring` reads the metrics."""
-    dag_run = (context or {}).get("dag_run")
-    run_id = getattr(dag_run, "run_id", None) or "?"
+    """The DAG's deadline alert: the day's scheduled run had not finished by the deadline. A
+    message only: the late-run alarm of `lakehouse emr monitoring` reads the metrics. The
+    context's `dag_run` is Airflow's DAG run response as a dict (`dag_run_id`, `run_type`, ...);
+    a backfill or manual run, whose logical date is long past when it starts, has no deadline."""
+    run = (context or {}).get("dag_run") or {}
+    if not isinstance(run, dict):
+        run = {
+            "dag_run_id": getattr(run, "run_id", None),
+            "run_type": getattr(run, "run_type", None),
+        }
+    if run.get("run_type") not in (None, "scheduled"):
+        return
     outcome = JobOutcome(
         env=spec["env"],
         job="pipeline",
-        run_id=f"airflow {run_id}",
+        run_id=f"airflow {run.get('dag_run_id') or '?'}",
         status="LATE",
         duration_s=0.0,
         error=f"not finished {spec['deadline_minutes']:g} minutes after the scheduled time",
@@ -341,28 +381,21 @@ def daily_dag(spec: dict[str, Any]) -> DAG:
         for step in spec["steps"]:
             name = step["step"]
             if spec["target"] == "serverless":
-                first = last = _serverless_task(spec, name, step["run"])
+                task = _serverless_task(spec, name, step["run"])
             else:
-                first = LakehouseAddStepOperator(
-                    task_id=f"{name}_submit",
+                task = LakehouseAddStepOperator(
+                    task_id=name,
                     job_flow_name=spec["cluster_name"],
                     cluster_states=["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"],
                     steps=[step["cluster_step"]],
+                    wait_for_completion=True,
+                    deferrable=spec["deferrable"],
+                    waiter_delay=WAITER_DELAY_SECONDS,
+                    waiter_max_attempts=_waiter_attempts(spec),
                 )
-                last = EmrStepSensor(
-                    task_id=name,
-                    job_flow_id=(
-                        "{{ ti.xcom_pull(task_ids='" + name + "_submit', key='job_flow_id') }}"
-                    ),
-                    step_id="{{ ti.xcom_pull(task_ids='" + name + "_submit')[0] }}",
-                    mode="reschedule",
-                    poke_interval=WAITER_DELAY_SECONDS,
-                    timeout=spec["task_timeout_minutes"] * 60,
-                )
-                first >> last
             if previous is not None:
-                previous >> first
-            previous = last
+                previous >> task
+            previous = task
     return dag
 
 

@@ -289,7 +289,7 @@ class AirflowDef:
     target: Literal["serverless", "cluster"] = "serverless"
     deferrable: bool = True
     max_active_runs: int = 1
-    catchup: bool = True
+    catchup: bool = False
     start_date: str = "2024-01-01"
 
 

@@ -119,6 +119,9 @@ def cron_5_fields(expression: str) -> str:
         raise ConfigError(f"{expression!r}: a year other than * has no five-field cron")
     if any(ch in f for f in (dom, dow) for ch in "LW#"):
         raise ConfigError(f"{expression!r}: L, W and # have no five-field cron")
+    if any(ch.isdigit() for ch in dow):
+        # EventBridge counts 1 as Sunday, cron 1 as Monday: names mean the same in both.
+        raise ConfigError(f"{expression!r}: name the day of the week (SUN-SAT), not a number")
     return " ".join([minute, hour, dom.replace("?", "*"), month, dow.replace("?", "*")])
 
 
