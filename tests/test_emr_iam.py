@@ -95,6 +95,7 @@ def test_no_action_is_a_wildcard(env: str, airflow_target: str) -> None:
 def test_every_resource_is_inside_the_configured_scope(env: str, airflow_target: str) -> None:
     account = {**_yaml(EMR_DIR / "account.yaml"), **_yaml(EMR_DIR / f"account.{env}.yaml")}
     cluster = {**_yaml(EMR_DIR / "cluster.yaml"), **_yaml(EMR_DIR / f"cluster.{env}.yaml")}
+    machine = _yaml(EMR_DIR / f"orchestration.{env}.yaml")["stepfunctions"]["state_machine_name"]
     region = _yaml(PROJECT_ROOT / "conf" / f"{env}.yaml")["aws"]["region"]
     acct = account["account_id"]
     scopes = _s3_scopes(env)
@@ -123,6 +124,8 @@ def test_every_resource_is_inside_the_configured_scope(env: str, airflow_target:
         account["job_role_arn"],
         # The rule Step Functions manages to learn that a job run ended (.sync), by its AWS name.
         f"arn:aws:events:{region}:{acct}:rule/StepFunctionsGetEventsForEMRServerlessJobRule",
+        # This env's state machine (its daily schedule starts it).
+        f"arn:aws:states:{region}:{acct}:stateMachine:{machine}",
     }
 
     this_env = {
@@ -229,6 +232,47 @@ def test_dev_job_role_reads_landing_and_writes_only_the_lake() -> None:
         "arn:aws:s3:::lakehouse-dev-lake/reports/*",
         "arn:aws:s3:::lakehouse-dev-logs/emr/*",
     ]
+
+
+def test_the_scheduler_role_starts_this_envs_runs_and_state_machine_only() -> None:
+    docs = render_policies(load_config("dev"), load_definitions("dev"))
+    policy = docs["scheduler-role-policy.json"]
+
+    assert {s["Sid"]: s["Action"] for s in _statements(policy)} == {
+        "StartDailyRun": ["emr-serverless:StartJobRun"],
+        "PassJobRoleToEmrServerless": ["iam:PassRole"],
+        "StartStateMachine": ["states:StartExecution"],
+        "DeadLetters": ["sqs:SendMessage"],
+        "DeadlineHeartbeat": ["cloudwatch:PutMetricData"],
+    }
+    by_sid = {s["Sid"]: s for s in _statements(policy)}
+    assert by_sid["StartDailyRun"]["Resource"] == [
+        "arn:aws:emr-serverless:eu-west-1:123456789012:/applications/*"
+    ]
+    assert by_sid["StartDailyRun"]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/project": "lakehouse", "aws:ResourceTag/env": "dev"}
+    }
+    assert by_sid["PassJobRoleToEmrServerless"]["Resource"] == [
+        "arn:aws:iam::123456789012:role/lakehouse-dev-emr-job"
+    ]
+    assert by_sid["PassJobRoleToEmrServerless"]["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}
+    }
+    # The dev state machine, by its ARN: not prod's, nor its executions (StartExecution is on the
+    # state machine).
+    assert by_sid["StartStateMachine"]["Resource"] == [
+        "arn:aws:states:eu-west-1:123456789012:stateMachine:lakehouse-dev-daily"
+    ]
+    assert "Condition" not in by_sid["StartStateMachine"]
+    assert by_sid["DeadLetters"]["Resource"] == [
+        "arn:aws:sqs:eu-west-1:123456789012:lakehouse-dev-scheduler-dlq"
+    ]
+    assert by_sid["DeadlineHeartbeat"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "Lakehouse"}
+    }
+    (trust,) = _statements(docs["scheduler-role-trust.json"])
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": "123456789012"}}
 
 
 def test_the_state_machine_role_runs_the_steps_and_notifies_only() -> None:

@@ -1,8 +1,8 @@
 """The same day reaches the jobs whichever orchestrator starts them: the EventBridge schedule (one
 whole-pipeline run with `--scheduled-time`), the Airflow DAG (one run per step with `--date`) and
-the Step Functions state machine (one Task per step, `--date` from the execution's input). For the
-run the schedule fires at 2024-01-09 02:00 UTC, all three submit day 2024-01-08, and the same
-bundle, Spark settings, role and logs."""
+the Step Functions state machine (one Task per step, `--date` from the execution's input
+`{"date": D}`, as `run` starts it). For the run the schedule fires at 2024-01-09 02:00 UTC, all
+three submit day 2024-01-08, and the same bundle, Spark settings, role and logs."""
 
 from __future__ import annotations
 
@@ -21,15 +21,30 @@ FIRED = datetime(2024, 1, 9, 2, 0, tzinfo=UTC)
 DAY = "2024-01-08"
 
 
-def resolve_states_array(expression: str, execution_input: dict[str, Any]) -> list[str]:
-    """Evaluate the `States.Array('a', 'b', $.date)` the state machine's Task holds, on an input
-    (the only intrinsic and path the definition uses there)."""
+def resolve_states_array(
+    expression: str, machine: dict[str, Any], execution_input: dict[str, Any]
+) -> list[str]:
+    """Evaluate the `States.Array('--env', 'dev', $.day.flag, $.day.value)` the state machine's
+    Task holds, on an input `{"date": D}`: the first state, a Choice, goes to the Pass state for
+    the input's key, which puts `--date` and D in `$.day` (the only intrinsic and paths the
+    definition uses there)."""
+    choice = machine["States"][machine["StartAt"]]
+    (chosen,) = [c["Next"] for c in choice["Choices"] if c["Variable"][2:] in execution_input]
+    day = {
+        key.removesuffix(".$"): execution_input[value[2:]] if key.endswith(".$") else value
+        for key, value in machine["States"][chosen]["Parameters"].items()
+        if key in ("flag", "value.$")
+    }
+    data: dict[str, Any] = {**execution_input, "day": day}
     match = re.fullmatch(r"States\.Array\((.*)\)", expression)
     assert match, expression
     out = []
     for item in (part.strip() for part in match.group(1).split(",")):
         if item.startswith("$."):
-            out.append(str(execution_input[item[2:]]))
+            value: Any = data
+            for key in item[2:].split("."):
+                value = value[key]
+            out.append(str(value))
         else:
             out.append(item.strip("'"))
     return out
@@ -73,7 +88,9 @@ def test_schedule_airflow_and_step_functions_submit_the_same_day(
     )
     bronze = machine["States"]["bronze"]["Parameters"]
     sfn_arguments = resolve_states_array(
-        bronze["JobDriver"]["SparkSubmit"]["EntryPointArguments.$"], json.loads(described["input"])
+        bronze["JobDriver"]["SparkSubmit"]["EntryPointArguments.$"],
+        machine,
+        json.loads(described["input"]),
     )
 
     assert schedule_day == DAY == (FIRED - timedelta(days=1)).date().isoformat()

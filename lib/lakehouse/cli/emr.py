@@ -191,7 +191,10 @@ def register(subparsers: Any) -> None:
     )
     sfn_sub = p.add_subparsers(dest="stepfunctions_command", required=True, metavar="ACTION")
     sfn = sfn_sub.add_parser(
-        "deploy", parents=[common], help="create or update the state machine (validated first)"
+        "deploy",
+        parents=[common],
+        help="create or update the state machine (validated first) and its daily schedule "
+        "(stepfunctions.schedule_state of emr/orchestration.yaml, DISABLED by default)",
     )
     sfn.set_defaults(func=cmd_stepfunctions_deploy)
     sfn = sfn_sub.add_parser(

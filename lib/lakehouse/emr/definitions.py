@@ -295,9 +295,13 @@ class AirflowDef:
 
 @dataclass(frozen=True)
 class StepFunctionsDef:
-    """The Step Functions state machine (`lakehouse.emr.stepfunctions`)."""
+    """The Step Functions state machine (`lakehouse.emr.stepfunctions`) and the EventBridge
+    Scheduler schedule that starts it every day (at the daily run's time of `schedule.yaml`),
+    DISABLED until Step Functions takes the daily run over from the built-in schedule."""
 
     state_machine_name: str = "lakehouse-daily"
+    schedule_name: str = "lakehouse-stepfunctions-daily"
+    schedule_state: Literal["ENABLED", "DISABLED"] = "DISABLED"
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@
   the pseudonymisation key (`secrets.pii_hmac_key_secret`).
 - `scheduler-role-policy.json`: what EventBridge Scheduler needs to start the daily run and the
   weekly maintenance: StartJobRun on this env's applications, PassRole of the job role to EMR
-  Serverless only, SendMessage to the DLQ, and PutMetricData in the namespace for the deadline
-  heartbeat (`lakehouse.emr.monitoring`).
+  Serverless only, StartExecution of this env's state machine alone (its daily schedule,
+  `lakehouse.emr.stepfunctions`), SendMessage to the DLQ, and PutMetricData in the namespace for
+  the deadline heartbeat (`lakehouse.emr.monitoring`).
 - `stepfunctions-role-policy.json`: what the Step Functions state machine of the daily pipeline
   needs (`lakehouse.emr.stepfunctions`): StartJobRun on this env's applications (by tag, as for the
   scheduler), GetJobRun and CancelJobRun on their job runs (a job run carries no tags, so this is
@@ -55,7 +56,7 @@ from typing import Any
 from lakehouse.core.config import Config, is_uri
 from lakehouse.emr.bundle import split_s3_uri
 from lakehouse.emr.definitions import EmrDefinitions, require_aws
-from lakehouse.emr.stepfunctions import SYNC_EVENTS_RULE
+from lakehouse.emr.stepfunctions import SYNC_EVENTS_RULE, state_machine_arn
 
 VERSION = "2012-10-17"
 # The tag the Airflow operator sets on its job runs (`lakehouse.emr.airflow_dags.TOKEN_TAG`; that
@@ -274,6 +275,12 @@ def scheduler_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any
                 "Condition": {
                     "StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}
                 },
+            },
+            {
+                "Sid": "StartStateMachine",
+                "Effect": "Allow",
+                "Action": ["states:StartExecution"],
+                "Resource": [state_machine_arn(config, defs)],
             },
             {
                 "Sid": "DeadLetters",

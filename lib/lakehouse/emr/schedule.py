@@ -77,7 +77,7 @@ def schedule_params(
     """CreateSchedule / UpdateSchedule parameters of the daily run (the two take the same)."""
     s = defs.schedule
     run = target_input(config, defs, layout, application_id)
-    return _params(defs, s.name, s.expression, s.state, s.description, run)
+    return target_schedule_params(defs, s.name, s.expression, s.state, s.description, run)
 
 
 def all_schedule_params(
@@ -89,18 +89,22 @@ def all_schedule_params(
     m = defs.schedule.maintenance
     if m is not None:
         run = maintenance_target_input(config, defs, layout, application_id)
-        out.append(_params(defs, m.name, m.expression, m.state, m.description, run))
+        out.append(target_schedule_params(defs, m.name, m.expression, m.state, m.description, run))
     return out
 
 
-def _params(
+def target_schedule_params(
     defs: EmrDefinitions,
     name: str,
     expression: str,
     state: str,
     description: str,
-    run: dict[str, Any],
+    request: dict[str, Any],
+    target: str = UNIVERSAL_TARGET,
 ) -> dict[str, Any]:
+    """CreateSchedule / UpdateSchedule parameters of a schedule calling the universal target
+    `target` with `request` (the API's parameters, sent as the target's Input), in the group of
+    emr/schedule.yaml, with its timezone, flexible window, retry policy and dead-letter queue."""
     s = defs.schedule
     window: dict[str, Any] = (
         {"Mode": "FLEXIBLE", "MaximumWindowInMinutes": s.flexible_window_minutes}
@@ -116,9 +120,9 @@ def _params(
         "State": state,
         "FlexibleTimeWindow": window,
         "Target": {
-            "Arn": UNIVERSAL_TARGET,
+            "Arn": target,
             "RoleArn": defs.account.scheduler_role_arn,
-            "Input": json.dumps(run, sort_keys=True),
+            "Input": json.dumps(request, sort_keys=True),
             "RetryPolicy": {
                 "MaximumEventAgeInSeconds": s.retry.maximum_event_age_seconds,
                 "MaximumRetryAttempts": s.retry.maximum_retry_attempts,
@@ -133,14 +137,7 @@ def schedule_plan(
 ) -> list[Request]:
     """The scheduler requests `schedule` sends (after the application look-up), for `--dry-run`."""
     s = defs.schedule
-    plan = []
-    if s.group != "default":
-        plan += [
-            Request("scheduler", "get_schedule_group", {"Name": s.group}),
-            Request("scheduler", "create_schedule_group", {"Name": s.group}).only_if(
-                f"only if schedule group {s.group!r} does not exist"
-            ),
-        ]
+    plan = group_plan(s.group)
     for params in all_schedule_params(config, defs, layout, application_id):
         plan += upsert_plan(s.group, params)
     return plan
@@ -157,16 +154,34 @@ def upsert_schedule(
     """Create each schedule (daily, weekly maintenance), or update it in place when it exists;
     return their ARNs."""
     s = defs.schedule
-    if s.group != "default":
-        try:
-            clients.call(Request("scheduler", "get_schedule_group", {"Name": s.group}))
-        except ClientError as exc:
-            if error_code(exc) != "ResourceNotFoundException":
-                raise
-            clients.call(Request("scheduler", "create_schedule_group", {"Name": s.group}))
+    ensure_group(clients, s.group)
     return [
         upsert_one(clients, s.group, params, log)
         for params in all_schedule_params(config, defs, layout, application_id)
+    ]
+
+
+def ensure_group(clients: AwsClients, group: str) -> None:
+    """Create the schedule group `group` unless it exists (`default` always does)."""
+    if group == "default":
+        return
+    try:
+        clients.call(Request("scheduler", "get_schedule_group", {"Name": group}))
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        clients.call(Request("scheduler", "create_schedule_group", {"Name": group}))
+
+
+def group_plan(group: str) -> list[Request]:
+    """What `ensure_group` sends, for `--dry-run`."""
+    if group == "default":
+        return []
+    return [
+        Request("scheduler", "get_schedule_group", {"Name": group}),
+        Request("scheduler", "create_schedule_group", {"Name": group}).only_if(
+            f"only if schedule group {group!r} does not exist"
+        ),
     ]
 
 
