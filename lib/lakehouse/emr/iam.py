@@ -203,19 +203,7 @@ def job_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
             "Resource": [defs.account.kms_key_arn],
         },
         *_secret_statements(config, account),
-        {
-            "Sid": "RunNotifications",
-            "Effect": "Allow",
-            "Action": ["sns:Publish"],
-            "Resource": [defs.account.sns_topic_arn],
-        },
-        {
-            "Sid": "RunMetrics",
-            "Effect": "Allow",
-            "Action": ["cloudwatch:PutMetricData"],
-            "Resource": ["*"],
-            "Condition": {"StringEquals": {"cloudwatch:namespace": defs.account.metrics_namespace}},
-        },
+        *_outcome_statements(defs),
     ]
     return {"Version": VERSION, "Statement": statements}
 
@@ -230,6 +218,26 @@ def secret_arn(config: Config, account: str) -> str | None:
         return secret
     assert config.aws is not None
     return f"arn:aws:secretsmanager:{config.aws.region}:{account}:secret:{secret}-??????"
+
+
+def _outcome_statements(defs: EmrDefinitions) -> list[dict[str, Any]]:
+    """What a job's outcome needs (`lakehouse.emr.notify`): publish to the topic, put metrics in
+    the namespace (PutMetricData has no resource type: narrowed by its condition)."""
+    return [
+        {
+            "Sid": "RunNotifications",
+            "Effect": "Allow",
+            "Action": ["sns:Publish"],
+            "Resource": [defs.account.sns_topic_arn],
+        },
+        {
+            "Sid": "RunMetrics",
+            "Effect": "Allow",
+            "Action": ["cloudwatch:PutMetricData"],
+            "Resource": ["*"],
+            "Condition": {"StringEquals": {"cloudwatch:namespace": defs.account.metrics_namespace}},
+        },
+    ]
 
 
 def _secret_statements(config: Config, account: str) -> list[dict[str, Any]]:
@@ -430,21 +438,7 @@ def airflow_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
                 "Condition": _of_this_env(config),
             },
         ]
-    statements += [
-        {
-            "Sid": "RunNotifications",
-            "Effect": "Allow",
-            "Action": ["sns:Publish"],
-            "Resource": [defs.account.sns_topic_arn],
-        },
-        {
-            "Sid": "RunMetrics",
-            "Effect": "Allow",
-            "Action": ["cloudwatch:PutMetricData"],
-            "Resource": ["*"],
-            "Condition": {"StringEquals": {"cloudwatch:namespace": defs.account.metrics_namespace}},
-        },
-    ]
+    statements += _outcome_statements(defs)
     return {"Version": VERSION, "Statement": statements}
 
 
