@@ -3,6 +3,7 @@ kept between modules)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 
@@ -10,7 +11,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from lakehouse.core.config import SparkConfig
-from lakehouse.core.spark import clear_caches, get_spark, stop_spark
+from lakehouse.core.spark import SETTINGS_ENV, clear_caches, get_spark, stop_spark
 
 TEST_PII_KEY = "test-only-hmac-key"
 
@@ -29,8 +30,30 @@ LONG_SESSION = {
 }
 
 
+# The tests' days are a few hundred rows: the suite's time is Spark's fixed cost per query, not
+# data. For that size, adaptive execution re-plans every stage for nothing, and a second shuffle or
+# snapshot partition is one more task to schedule. Measured on the same three-day story, one JVM,
+# alternately: 94.4 and 94.9 s as configured, 77.7 s with this profile (docs/BENCHMARKS.md). It is
+# set through $LAKEHOUSE_SPARK_SETTINGS, so the sessions the CLI tests ask for keep it (a job's
+# `get_spark` re-applies its configuration's SQL settings to the running session) and so do the
+# Spark processes the tests start. Production keeps adaptive execution: no assertion depends on
+# the plan.
+SMALL_DATA_PROFILE = {
+    "spark.sql.adaptive.enabled": "false",
+    "spark.sql.shuffle.partitions": "1",
+    "spark.databricks.delta.snapshotPartitions": "1",
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _small_data_profile() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SETTINGS_ENV, json.dumps(SMALL_DATA_PROFILE))
+        yield
+
+
 @pytest.fixture(scope="session")
-def spark() -> Iterator[SparkSession]:
+def spark(_small_data_profile: None) -> Iterator[SparkSession]:
     session = get_spark(
         SparkConfig(
             mode="local",

@@ -107,6 +107,7 @@ def point_s3a_at(spark: Any, bucket: str, endpoint: str, **settings: str) -> Non
         "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
         "endpoint.region": REGION,
         "change.detection.mode": "none",
+        "directory.marker.retention": "keep",  # as lakehouse_dev.local_job says
         **settings,
     }.items():
         hconf.set(f"fs.s3a.bucket.{bucket}.{key}", value)

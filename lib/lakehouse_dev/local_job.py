@@ -151,6 +151,10 @@ def _command(
         "fs.s3a.access.key": credentials["AWS_ACCESS_KEY_ID"],
         "fs.s3a.secret.key": credentials["AWS_SECRET_ACCESS_KEY"],
         "fs.s3a.change.detection.mode": "none",
+        # S3A's default deletes the parent "directory" markers after every file it writes (one
+        # more request each, on top of a listing); EMRFS has no such clean-up, and Hadoop 3.4
+        # keeps markers by default (HADOOP-18752).
+        "fs.s3a.directory.marker.retention": "keep",
     }
     for key, value in s3a.items():
         options += ["--conf", f"spark.hadoop.{key}={value}"]

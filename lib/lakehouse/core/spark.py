@@ -12,6 +12,7 @@ before anything imports pydeequ.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -32,6 +33,10 @@ from lakehouse.core.config import PROJECT_ROOT, SparkConfig
 BATCH_STORAGE = StorageLevel.DISK_ONLY
 
 JARS_DIR_ENV = "LAKEHOUSE_JARS_DIR"
+# Spark settings (a JSON object of strings) that win over every configuration's, for each session
+# this process and its children make: the test suite's small-data profile (tests/conftest.py), or a
+# setting tried once without editing conf/. A session already running takes the SQL ones at once.
+SETTINGS_ENV = "LAKEHOUSE_SPARK_SETTINGS"
 REQUIRED_JARS = ("delta-spark_2.12-", "delta-storage-", "deequ-")
 OPTIONAL_JARS = ("hadoop-aws-", "aws-java-sdk-bundle-")
 
@@ -84,6 +89,26 @@ def local_jars(directory: Path | None = None) -> list[Path]:
     return [j for j in jars if j.name.startswith(REQUIRED_JARS + OPTIONAL_JARS)]
 
 
+def settings_from_env() -> dict[str, str]:
+    """The settings of `$LAKEHOUSE_SPARK_SETTINGS` (none when unset); a clear error when it is not
+    a JSON object of strings."""
+    text = os.environ.get(SETTINGS_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SparkSetupError(f"{SETTINGS_ENV} is not JSON: {err}") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise SparkSetupError(
+            f"{SETTINGS_ENV} must be a JSON object of strings, "
+            'like {"spark.sql.shuffle.partitions": "1"}'
+        )
+    return value
+
+
 def get_spark(
     config: SparkConfig,
     app_name: str = "lakehouse",
@@ -92,7 +117,7 @@ def get_spark(
     """Build (or return the already running) session for `config`.
 
     `extra` settings win over the configuration's; they are how a caller adds, say, the S3A endpoint
-    of a test server.
+    of a test server. `$LAKEHOUSE_SPARK_SETTINGS` wins over both.
     """
     builder = SparkSession.builder.appName(app_name)
     settings: dict[str, str] = {}
@@ -109,6 +134,7 @@ def get_spark(
     settings["spark.sql.shuffle.partitions"] = str(config.shuffle_partitions)
     settings.update(config.settings)
     settings.update(extra or {})
+    settings.update(settings_from_env())
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
