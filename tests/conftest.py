@@ -32,21 +32,19 @@ LONG_SESSION = {
 
 # The tests' days are a few hundred rows: the suite's time is Spark's fixed cost per query, not
 # data. At that size adaptive execution re-plans every stage for nothing, a second shuffle or
-# snapshot partition is one more task, and compiling generated code (Janino: about a fifth of the
-# JVM's samples in a profile of a run) costs more than interpreting a few hundred rows. The same
-# three-day story in one JVM, alternately: 94.4 and 94.9 s as configured; 90.5 and 84.1 s without
-# AQE on one partition; 82.2 and 80.0 s also without whole-stage codegen; 64.2 and 73.0 s also
-# without generated expressions (this profile; docs/DESIGN.md). It is set through
-# $LAKEHOUSE_SPARK_SETTINGS, so the sessions the CLI tests ask for keep it (a job's `get_spark`
-# re-applies its configuration's SQL settings to the running session) and so do the Spark
-# processes the tests start. Jobs keep Spark's defaults; no assertion depends on the plan.
+# snapshot partition is one more task, and compiling whole stages (Janino: about a fifth of the
+# JVM's samples in a profile of a run) costs more than running a few hundred rows through the
+# operators one by one. The same three-day story in one JVM, alternately: 94.4 and 94.9 s as
+# configured; 90.5 and 84.1 s without AQE on one partition; 82.2 and 80.0 s also without
+# whole-stage codegen (this profile; docs/DESIGN.md). It is set through $LAKEHOUSE_SPARK_SETTINGS,
+# so the sessions the CLI tests ask for keep it (a job's `get_spark` re-applies its
+# configuration's SQL settings to the running session) and so do the Spark processes the tests
+# start. Jobs keep Spark's defaults; no assertion depends on the plan.
 SMALL_DATA_PROFILE = {
     "spark.sql.adaptive.enabled": "false",
     "spark.sql.shuffle.partitions": "1",
     "spark.databricks.delta.snapshotPartitions": "1",
     "spark.sql.codegen.wholeStage": "false",
-    # Internal, but what Spark's own suites use to run every expression interpreted.
-    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
 }
 
 
