@@ -3,7 +3,6 @@ kept between modules)."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 
@@ -11,7 +10,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from lakehouse.core.config import SparkConfig
-from lakehouse.core.spark import SETTINGS_ENV, clear_caches, get_spark, stop_spark
+from lakehouse.core.spark import clear_caches, get_spark, stop_spark
 
 TEST_PII_KEY = "test-only-hmac-key"
 
@@ -30,33 +29,8 @@ LONG_SESSION = {
 }
 
 
-# The tests' days are a few hundred rows: the suite's time is Spark's fixed cost per query, not
-# data. At that size adaptive execution re-plans every stage for nothing, a second shuffle or
-# snapshot partition is one more task, and compiling whole stages (Janino: about a fifth of the
-# JVM's samples in a profile of a run) costs more than running a few hundred rows through the
-# operators one by one. The same three-day story in one JVM, alternately: 94.4 and 94.9 s as
-# configured; 90.5 and 84.1 s without AQE on one partition; 82.2 and 80.0 s also without
-# whole-stage codegen (this profile; docs/DESIGN.md). It is set through $LAKEHOUSE_SPARK_SETTINGS,
-# so the sessions the CLI tests ask for keep it (a job's `get_spark` re-applies its
-# configuration's SQL settings to the running session) and so do the Spark processes the tests
-# start. Jobs keep Spark's defaults; no assertion depends on the plan.
-SMALL_DATA_PROFILE = {
-    "spark.sql.adaptive.enabled": "false",
-    "spark.sql.shuffle.partitions": "1",
-    "spark.databricks.delta.snapshotPartitions": "1",
-    "spark.sql.codegen.wholeStage": "false",
-}
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _small_data_profile() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(SETTINGS_ENV, json.dumps(SMALL_DATA_PROFILE))
-        yield
-
-
 @pytest.fixture(scope="session")
-def spark(_small_data_profile: None) -> Iterator[SparkSession]:
+def spark() -> Iterator[SparkSession]:
     session = get_spark(
         SparkConfig(
             mode="local",

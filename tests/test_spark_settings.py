@@ -1,5 +1,5 @@
 """$LAKEHOUSE_SPARK_SETTINGS: Spark settings that win over every configuration's, for each session
-the process makes (the suite runs on its small-data profile through it)."""
+the process makes."""
 
 from __future__ import annotations
 

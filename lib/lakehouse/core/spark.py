@@ -34,8 +34,8 @@ BATCH_STORAGE = StorageLevel.DISK_ONLY
 
 JARS_DIR_ENV = "LAKEHOUSE_JARS_DIR"
 # Spark settings (a JSON object of strings) that win over every configuration's, for each session
-# this process and its children make: the test suite's small-data profile (tests/conftest.py), or a
-# setting tried once without editing conf/. A session already running takes the SQL ones at once.
+# this process and its children make: a setting tried once without editing conf/ (a session
+# already running takes the SQL ones at once).
 SETTINGS_ENV = "LAKEHOUSE_SPARK_SETTINGS"
 REQUIRED_JARS = ("delta-spark_2.12-", "delta-storage-", "deequ-")
 OPTIONAL_JARS = ("hadoop-aws-", "aws-java-sdk-bundle-")
