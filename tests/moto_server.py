@@ -24,6 +24,7 @@ from moto.server import ThreadedMotoServer
 from lakehouse import cli
 from lakehouse.core.config import Config, load_config
 from lakehouse.emr.clients import AwsClients
+from lakehouse_dev.local_job import s3a_settings
 
 REGION = "eu-west-1"
 FAKE_ENV = {
@@ -99,15 +100,7 @@ def point_s3a_at(spark: Any, bucket: str, endpoint: str, **settings: str) -> Non
     nothing else of the shared session changes; `settings`: more of them (`retry.limit`, ...)."""
     hconf = spark.sparkContext._jsc.hadoopConfiguration()
     for key, value in {
-        "endpoint": endpoint,
-        "path.style.access": "true",
-        "connection.ssl.enabled": "false",
-        "access.key": "testing",
-        "secret.key": "testing",
-        "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-        "endpoint.region": REGION,
-        "change.detection.mode": "none",
-        "directory.marker.retention": "keep",  # as lakehouse_dev.local_job says
+        **s3a_settings(endpoint, REGION, "testing", "testing"),
         **settings,
     }.items():
         hconf.set(f"fs.s3a.bucket.{bucket}.{key}", value)

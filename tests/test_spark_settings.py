@@ -3,6 +3,8 @@ the process makes."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pyspark.sql import SparkSession
 
@@ -40,7 +42,7 @@ def test_anything_else_is_refused_saying_what_is_wrong(
     monkeypatch: pytest.MonkeyPatch, text: str, message: str
 ) -> None:
     monkeypatch.setenv(SETTINGS_ENV, text)
-    with pytest.raises(SparkSetupError, match=message.replace("[", r"\[")):
+    with pytest.raises(SparkSetupError, match=re.escape(message)):
         settings_from_env()
 
 

@@ -39,6 +39,25 @@ EMR_ONLY_CONF = ("spark.hadoop.hive.metastore.client.factory.class",)
 S3A_CREDENTIALS = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
 
 
+def s3a_settings(endpoint: str, region: str, access_key: str, secret_key: str) -> dict[str, str]:
+    """S3A's settings (without the `fs.s3a.` prefix) for an S3 endpoint on this machine (moto, or
+    a proxy in front of it), for the local job and the tests alike."""
+    return {
+        "endpoint": endpoint,
+        "endpoint.region": region,
+        "path.style.access": "true",
+        "connection.ssl.enabled": "false",
+        "aws.credentials.provider": S3A_CREDENTIALS,
+        "access.key": access_key,
+        "secret.key": secret_key,
+        "change.detection.mode": "none",
+        # S3A's default deletes the parent "directory" markers after every file it writes (one
+        # more request each, on top of a listing); EMRFS has no such clean-up, and Hadoop 3.4
+        # keeps markers by default (HADOOP-18752).
+        "directory.marker.retention": "keep",
+    }
+
+
 def local_jar(emr_jar: str, directory: Path) -> str:
     """The project's jar standing in for a jar of the EMR release image."""
     name = emr_jar.rsplit("/", 1)[-1].removesuffix(".jar")  # delta-spark, delta-storage
@@ -141,20 +160,14 @@ def _command(
             options += [flag, value]
     for name in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
         env[name] = sys.executable
-    s3a = {
-        "fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
-        "fs.s3a.endpoint": endpoint,
-        "fs.s3a.endpoint.region": region,
-        "fs.s3a.path.style.access": "true",
-        "fs.s3a.connection.ssl.enabled": "false",
-        "fs.s3a.aws.credentials.provider": S3A_CREDENTIALS,
-        "fs.s3a.access.key": credentials["AWS_ACCESS_KEY_ID"],
-        "fs.s3a.secret.key": credentials["AWS_SECRET_ACCESS_KEY"],
-        "fs.s3a.change.detection.mode": "none",
-        # S3A's default deletes the parent "directory" markers after every file it writes (one
-        # more request each, on top of a listing); EMRFS has no such clean-up, and Hadoop 3.4
-        # keeps markers by default (HADOOP-18752).
-        "fs.s3a.directory.marker.retention": "keep",
+    s3a = {"fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem"} | {
+        f"fs.s3a.{key}": value
+        for key, value in s3a_settings(
+            endpoint,
+            region,
+            credentials["AWS_ACCESS_KEY_ID"],
+            credentials["AWS_SECRET_ACCESS_KEY"],
+        ).items()
     }
     for key, value in s3a.items():
         options += ["--conf", f"spark.hadoop.{key}={value}"]
