@@ -8,6 +8,11 @@ PY := $(VENV)/bin/python
 JARS_DIR ?= .jars
 ENV ?= local
 PYTEST_ARGS ?=
+# `make test` runs the main suite in this many pytest processes (pytest-xdist), each with its own
+# Spark session, a whole module to a process (`--dist loadfile`: a module's fixtures run once);
+# 0 runs it in this process alone. The suite is mostly Spark's fixed cost per query, which one
+# process does not spread over both cores (docs/BENCHMARKS.md, "Test suite").
+TEST_WORKERS ?= 2
 
 VENV_STAMP := $(VENV)/.installed
 JARS_STAMP := $(JARS_DIR)/.resolved
@@ -87,8 +92,8 @@ package: venv jars ## build the EMR job bundle into dist/lakehouse-<version>/ (w
 upload: package ## upload the bundle to <aws.artifacts_uri>/<version>/ (ENV=dev|prod)
 	$(VENV)/bin/lakehouse --env $(ENV) emr upload
 
-test: venv jars airflow-venv ## run the test suite (one Spark session), then the Airflow DAG tests
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: venv jars airflow-venv ## run the test suite (TEST_WORKERS processes), then the Airflow DAG tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	$(AIRFLOW_PY) -m pytest --confcutdir=tests/airflow $(PYTEST_ARGS) tests/airflow
 
 # The landing parser fuzzed (tests/test_landing_fuzz.py): FUZZ_EXAMPLES examples per property
