@@ -84,7 +84,17 @@ def test_bundle_holds_wheel_pure_python_deps_jobs_and_deequ(
         ]
     )
     assert sorted(manifest["dependencies"]) == sorted(
-        ["delta-spark", "importlib_metadata", "lazy-importer", "pydeequ", "PyYAML", "zipp"]
+        [
+            "delta-spark",
+            "importlib_metadata",
+            "Jinja2",
+            "lazy-importer",
+            "MarkupSafe",
+            "plotly",
+            "pydeequ",
+            "PyYAML",
+            "zipp",
+        ]
     )
     with zipfile.ZipFile(target / "pyfiles.zip") as zf:
         names = zf.namelist()
@@ -92,6 +102,11 @@ def test_bundle_holds_wheel_pure_python_deps_jobs_and_deequ(
     assert {"lakehouse", "yaml", "pydeequ", "delta", "zipp", "importlib_metadata"} <= tops
     assert not {"pyspark", "numpy", "pandas", "boto3", "botocore", "pyarrow"} & tops
     assert not [n for n in names if n.endswith((".so", ".pyc"))]
+    # plotly for its plotly.js alone (emr/bundle.yaml: assets_only), none of its modules.
+    assert [n for n in names if n.startswith("plotly/") and not n.endswith("/")] == [
+        "plotly/__init__.py",
+        "plotly/package_data/plotly.min.js",
+    ]
     assert "lakehouse/core/" in names  # directory entries let zipimport find namespace packages
 
 
@@ -249,3 +264,18 @@ def test_the_real_bundle_ships_neither_the_generator_nor_the_benchmark(
         assert [n for n in names if "/bench/" in n] == []
     assert "lakehouse/_conf/tables/orders.yaml" in in_zip
     assert "lakehouse/_conf/gold/fact_orders.yaml" in in_zip
+    # The report pages render from the zip alone: the templates, Jinja2 with MarkupSafe's
+    # pure-Python escaping, and plotly.js read from the one plotly file shipped.
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from lakehouse.core import pages;"
+        "page = pages.render('base.html.j2'); print(page.count('<html'), len(pages.plotly_js()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code, str(target / "pyfiles.zip")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.stderr == ""
+    count, js = result.stdout.split()
+    assert count == "1" and int(js) > 1_000_000

@@ -65,6 +65,9 @@ class BundleDef:
     jars: tuple[str, ...]
     emr_provided: tuple[str, ...]
     optional_native: tuple[str, ...] = ()
+    # Distributions used for data files alone (plotly: its plotly.js), by name -> the files to
+    # pack (paths inside site-packages); their own requirements are not packed.
+    assets_only: dict[str, tuple[str, ...]] = field(default_factory=dict)
     pyfiles: str = "pyfiles.zip"
     python: str = "/usr/bin/python3.11"
 

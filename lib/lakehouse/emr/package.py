@@ -33,7 +33,7 @@ import sys
 import tempfile
 import tomllib
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.parser import Parser
 from pathlib import Path
@@ -99,9 +99,13 @@ class Dependency:
     distribution: metadata.Distribution
 
 
-def resolve_dependencies(requirements: Iterable[str], provided: Sequence[str]) -> list[Dependency]:
-    """The installed distributions the requirements need, transitively, minus those EMR provides.
+def resolve_dependencies(
+    requirements: Iterable[str], provided: Sequence[str], assets_only: Iterable[str] = ()
+) -> list[Dependency]:
+    """The installed distributions the requirements need, transitively, minus those EMR provides
+    (and minus the requirements of `assets_only` distributions, shipped for data files alone).
     Fails if one is not installed here (run with the project's virtualenv)."""
+    data_only = {canonical(a) for a in assets_only}
     skip = {canonical(p) for p in provided}
     found: dict[str, Dependency] = {}
     queue = [Requirement(r) for r in requirements]
@@ -123,19 +127,28 @@ def resolve_dependencies(requirements: Iterable[str], provided: Sequence[str]) -
                 f"installed {requirement.name} {version} does not match {requirement}"
             )
         found[key] = Dependency(dist.metadata["Name"], version, dist)
-        queue += [Requirement(r) for r in dist.requires or []]
+        if key not in data_only:
+            queue += [Requirement(r) for r in dist.requires or []]
     return [found[k] for k in sorted(found)]
 
 
-def dependency_files(dep: Dependency, optional_native: Sequence[str]) -> dict[str, Path]:
+def dependency_files(
+    dep: Dependency,
+    optional_native: Sequence[str],
+    assets_only: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Path]:
     """The files of an installed distribution to put in the zip, by archive name: its modules
     and metadata, without bytecode, scripts outside site-packages or compiled extensions (which a
-    zip cannot load; allowed to be dropped only for `optional_native` distributions)."""
+    zip cannot load; allowed to be dropped only for `optional_native` distributions). For an
+    `assets_only` distribution, only its listed files (and its metadata)."""
+    only = {canonical(k): set(v) for k, v in (assets_only or {}).items()}.get(canonical(dep.name))
     files: dict[str, Path] = {}
     native = []
     for entry in dep.distribution.files or []:
         name = entry.as_posix()
         if name.startswith("..") or "__pycache__" in name or name.endswith(".pyc"):
+            continue
+        if only is not None and name not in only and ".dist-info/" not in name:
             continue
         parts = name.split("/")
         if parts[0].endswith(".dist-info") and parts[-1] in SKIPPED_DIST_INFO:
@@ -149,6 +162,9 @@ def dependency_files(dep: Dependency, optional_native: Sequence[str]) -> dict[st
             f"{dep.name} {dep.version} has compiled code ({native[0]}) that a zip on --py-files "
             "cannot load: add it to emr_provided if EMR has it, or ship a packed virtualenv"
         )
+    missing = sorted((only or set()) - set(files))
+    if missing:
+        raise PackageError(f"{dep.name} {dep.version} has no {missing[0]} (emr/bundle.yaml)")
     return files
 
 
@@ -165,6 +181,7 @@ def write_pyfiles_zip(
     deps: Sequence[Dependency],
     optional_native: Sequence[str],
     conf_dir: Path | None = None,
+    assets_only: Mapping[str, Sequence[str]] | None = None,
 ) -> list[str]:
     """Write the zip: the wheel's contents plus each dependency's files, and the project's conf/
     as `lakehouse/_conf/` (where `lakehouse.core.config` finds it when no conf folder is on disk).
@@ -178,7 +195,7 @@ def write_pyfiles_zip(
             if not name.endswith("/"):
                 entries[name] = zf.read(name)
     for dep in deps:
-        for name, path in dependency_files(dep, optional_native).items():
+        for name, path in dependency_files(dep, optional_native, assets_only).items():
             if name in entries:
                 raise PackageError(f"{name} is in both the wheel and {dep.name}")
             entries[name] = path.read_bytes()
@@ -233,13 +250,16 @@ def build_bundle(
         if not built.name.startswith(f"lakehouse-{version}-"):
             raise PackageError(f"{built.name} is not version {version} of the lakehouse wheel")
         shutil.copy2(built, target / built.name)
-        deps = resolve_dependencies(wheel_requirements(built), definition.emr_provided)
+        deps = resolve_dependencies(
+            wheel_requirements(built), definition.emr_provided, definition.assets_only
+        )
         write_pyfiles_zip(
             target / definition.pyfiles,
             built,
             deps,
             definition.optional_native,
             conf_dir=project_root / "conf",
+            assets_only=definition.assets_only,
         )
     for job in definition.jobs:
         if job not in missing_jobs:
