@@ -24,7 +24,7 @@ AIRFLOW_PY := $(AIRFLOW_VENV)/bin/python
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 AIRFLOW_REQS := orchestration/airflow/requirements.txt orchestration/airflow/requirements-test.txt orchestration/airflow/constraints.txt
 
-.PHONY: help setup venv airflow-venv jars run maintain package upload test fuzz faults chaos lint format typecheck check clean clean-data bench notebooks
+.PHONY: help setup venv airflow-venv jars browser pages run maintain package upload test fuzz faults chaos lint format typecheck check clean clean-data bench notebooks
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -52,6 +52,18 @@ $(AIRFLOW_STAMP): $(AIRFLOW_REQS) pyproject.toml
 	  || { echo "error: installing Airflow failed; check the network to PyPI" >&2; exit 1; }
 	@$(AIRFLOW_PY) -m pip install -q --no-deps -e . || { echo "error: installing the package into $(AIRFLOW_VENV) failed" >&2; exit 1; }
 	@touch $@
+
+# Headless Chromium for the browser tests of the report pages (lakehouse_dev.browser): Debian's
+# chromium package, installed with apt-get when it is missing (as root, or through sudo).
+CHROMIUM ?= /usr/bin/chromium
+APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
+
+browser: ## install Debian's chromium (headless, for the page tests) unless $(CHROMIUM) exists
+	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null || { echo "error: $(CHROMIUM) not found and no apt-get: install Chromium and set CHROMIUM=/path/to/it" >&2; exit 1; }; \
+	  echo "installing chromium (Debian package) for the browser tests..."; \
+	  DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -q chromium >/dev/null 2>&1 \
+	  || { DEBIAN_FRONTEND=noninteractive $(APT_GET) update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -q chromium >/dev/null; } \
+	  || { echo "error: installing chromium with apt-get failed; install it by hand (or set CHROMIUM=...)" >&2; exit 1; }; }
 
 jars: $(JARS_STAMP) ## resolve Delta, Deequ and hadoop-aws from jvm/pom.xml into .jars (cached)
 
@@ -92,8 +104,8 @@ package: venv jars ## build the EMR job bundle into dist/lakehouse-<version>/ (w
 upload: package ## upload the bundle to <aws.artifacts_uri>/<version>/ (ENV=dev|prod)
 	$(VENV)/bin/lakehouse --env $(ENV) emr upload
 
-test: venv jars airflow-venv ## run the test suite (TEST_WORKERS processes), then the Airflow DAG tests
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+test: venv jars airflow-venv browser ## run the test suite (TEST_WORKERS processes), then the Airflow DAG tests
+	LAKEHOUSE_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	$(AIRFLOW_PY) -m pytest --confcutdir=tests/airflow $(PYTEST_ARGS) tests/airflow
 
 # The landing parser fuzzed (tests/test_landing_fuzz.py): FUZZ_EXAMPLES examples per property
@@ -118,6 +130,9 @@ chaos: venv jars ## crash suite: TRIALS killed runs (crash points, then random k
 	$(PY) -m lakehouse_dev.chaos --trials $(TRIALS) --seed $(SEED) --json bench-data/chaos/trials.json
 
 SCALE ?= default
+
+pages: venv browser ## open the last run's dashboard and two made-up shops' in headless Chromium; screenshots beside them
+	LAKEHOUSE_CHROMIUM=$(CHROMIUM) $(PY) -m lakehouse_dev.browser data/reports/latest/dashboard.html --samples data/reports/samples
 
 bench: venv jars ## benchmark on generated data (SCALE=small|default|large) -> docs/BENCHMARKS.md, docs/bench/
 	$(PY) -m lakehouse_dev.bench --scale $(SCALE) --command "make bench SCALE=$(SCALE)"

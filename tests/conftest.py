@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
 
 from lakehouse.core.config import SparkConfig
 from lakehouse.core.spark import clear_caches, get_spark, stop_spark
+from lakehouse_dev.browser import BrowserMissing, browser, chromium_path
 
 TEST_PII_KEY = "test-only-hmac-key"
 
@@ -69,6 +71,18 @@ def spark() -> Iterator[SparkSession]:
     )
     yield session
     stop_spark(session)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Headless Chromium (Playwright's Browser) for the page tests; `make test` installs Debian's
+    chromium first (`make browser`), so a missing one fails rather than skips."""
+    try:
+        chromium_path()
+    except BrowserMissing as exc:
+        pytest.fail(str(exc))
+    with browser() as b:
+        yield b
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -6,6 +6,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from delta.tables import DeltaTable
@@ -18,6 +19,7 @@ from lakehouse.gold.published import published_versions, read_gold
 from lakehouse.pipeline import RunReport, run_pipeline
 from lakehouse.state.catalog import LAYERS, pinned_to, register_tables
 from lakehouse.state.ledger import read_ledger
+from lakehouse_dev.browser import inspect_page
 from lakehouse_dev.fingerprint import lakehouse_fingerprints
 from lakehouse_dev.generate import generate_landing
 from lakehouses import local_lakehouse
@@ -162,6 +164,32 @@ def test_the_dashboard_carries_the_gold_figures(spark: SparkSession, built: Buil
     assert [(d["order_date"], d["orders"], d["gross_revenue_usd"]) for d in days] == [
         (r["order_date"].isoformat(), r["orders"], str(r["gross_revenue_usd"])) for r in gold
     ]
+
+
+def test_the_dashboard_opens_in_a_browser_showing_the_gold_figures(
+    spark: SparkSession, built: Built, chromium: Any
+) -> None:
+    assert built.first.dashboard is not None
+    page = Path(built.first.dashboard)
+
+    check = inspect_page(chromium, page, texts=["#daily-figures", "#tiles"])
+
+    assert check.problems == []
+    assert Path(check.screenshot) == page.with_suffix(".png")  # under the run's reports folder
+    shown = {
+        line.split("\t")[0]: line.split("\t") for line in check.texts["#daily-figures"].splitlines()
+    }
+    gold = read_gold(spark, built.lh, "daily_kpis").orderBy("order_date").collect()
+    assert gold
+    for row in gold:
+        cells = shown[row["order_date"].isoformat()]
+        assert cells[1:4] == [
+            f"{row['orders']:,}",
+            f"${row['gross_revenue_usd']:,.2f}",
+            f"${row['net_revenue_usd']:,.2f}",
+        ]
+    gross = sum(r["gross_revenue_usd"] for r in gold)
+    assert f"${gross:,.2f}" in check.texts["#tiles"]
 
 
 def test_the_engines_keep_every_row_of_the_golden_lakehouse(

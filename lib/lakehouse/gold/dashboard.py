@@ -1,31 +1,36 @@
 """A static, self-contained HTML dashboard of the gold KPIs, and a short terminal summary.
 
-One HTML file: inline CSS, charts drawn here as inline SVG (hover titles, no script), no fonts,
-libraries or anything else fetched from the network. The figures are embedded twice so tools and
-tests can read them back: a `<script type="application/json" id="kpi-data">` block (decimals as
-strings, exactly as stored) and the daily table, whose cells carry `data-col` / `data-value`.
-Totals on the tiles are sums of the rounded per-day figures.
+One HTML file (`templates/dashboard.html.j2`, `lakehouse.core.pages`): inline CSS, charts drawn in
+the browser by the inlined plotly.js from figures embedded as JSON, nothing fetched from the
+network. The figures are embedded twice so tools and tests can read them back: a
+`<script type="application/json" id="kpi-data">` block (decimals as strings, exactly as stored)
+and the daily table, whose cells carry `data-col` / `data-value`. Totals on the tiles are sums of
+the rounded per-day figures; the comparisons and payments by method are described in
+docs/REPORTS.md.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
-import math
-from collections.abc import Callable, Sequence
-from decimal import Decimal
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
+from lakehouse.core import pages
 from lakehouse.core.context import Lakehouse
 from lakehouse.gold.build import GoldBuildError
+from lakehouse.gold.kpis import payments_by_method
 from lakehouse.gold.published import published_versions, read_gold
 from lakehouse.state import reports
 
 KPI_TABLES = ("daily_kpis", "daily_payments", "customer_retention")
+# Payments by method cover the last this many days of gold.daily_payments.
+METHOD_DAYS = 28
 
 Record = dict[str, Any]
 
@@ -33,7 +38,9 @@ Record = dict[str, Any]
 def read_kpis(spark: SparkSession, lh: Lakehouse) -> dict[str, list[Record]]:
     """The three small KPI tables (`KPI_TABLES`) as lists of dicts, each with every column of
     its table (dates as `date`, money as `Decimal`), ordered by the table's key; as the newest
-    published set has them (`gold.published.read_gold`), never a run's half-published state."""
+    published set has them (`gold.published.read_gold`), never a run's half-published state.
+    Also `payments_by_method` (`kpis.payments_by_method`) over the last `METHOD_DAYS` days of
+    daily_payments, from the published gold.fact_payments."""
     out: dict[str, list[Record]] = {}
     published = published_versions(spark, lh)
     for table in KPI_TABLES:
@@ -43,6 +50,15 @@ def read_kpis(spark: SparkSession, lh: Lakehouse) -> dict[str, list[Record]]:
         keys = lh.gold[table].keys
         rows = read_gold(spark, lh, table, published).orderBy(*keys).collect()
         out[table] = [r.asDict() for r in rows]
+    out["payments_by_method"] = []
+    if out["daily_payments"]:
+        last = out["daily_payments"][-1]["event_date"]
+        since = last - dt.timedelta(days=METHOD_DAYS - 1)
+        facts = read_gold(spark, lh, "fact_payments", published).where(
+            (F.col("event_date") >= F.lit(since)) & (F.col("event_date") <= F.lit(last))
+        )
+        rows = facts.transform(payments_by_method).orderBy("event_date", "method").collect()
+        out["payments_by_method"] = [r.asDict() for r in rows]
     return out
 
 
@@ -116,17 +132,13 @@ def _totals(days: list[Record], pays: list[Record]) -> Record:
         "orders": orders,
         "gross": gross,
         "net": sum((d["net_revenue_usd"] for d in days), Decimal("0.00")),
-        "aov": (gross / orders).quantize(Decimal("0.01")) if orders else None,
+        "aov": _per(gross, orders),
         "new": sum(d["new_customers"] for d in days),
         "unpriced": sum(d["orders_unpriced"] for d in days),
         "captured": sum((p["captured_usd"] for p in pays), Decimal("0.00")),
         "refunded": sum((p["refunded_usd"] for p in pays), Decimal("0.00")),
         "failed": sum(p["payments_failed"] for p in pays),
     }
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _data_value(value: Any) -> str:
@@ -137,11 +149,112 @@ def _data_value(value: Any) -> str:
     return str(value)
 
 
-# ---------------------------------------------------------------------------------------------
-# SVG charts
+def _per(amount: Decimal, count: int) -> Decimal | None:
+    """`amount / count` to the cent, half-up (metrics.md's rounding); None when `count` is 0."""
+    return (amount / count).quantize(Decimal("0.01"), ROUND_HALF_UP) if count else None
 
-_W, _H = 560, 220
-_PAD_L, _PAD_R, _PAD_T, _PAD_B = 56, 12, 14, 30
+
+# ---------------------------------------------------------------------------------------------
+# Comparisons (docs/REPORTS.md, "The KPI dashboard")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One figure of a period against the period it is compared with; `change` is the relative
+    change (None when the earlier figure is missing or 0)."""
+
+    label: str
+    current: Decimal | int | None
+    previous: Decimal | int | None
+    money: bool
+
+    @property
+    def change(self) -> Decimal | None:
+        if self.current is None or self.previous is None or self.previous == 0:
+            return None
+        return (Decimal(self.current) - Decimal(self.previous)) / Decimal(self.previous)
+
+
+def _figures(days: list[Record]) -> list[tuple[str, Decimal | int | None, bool]]:
+    orders = sum(d["orders"] for d in days)
+    gross = sum((d["gross_revenue_usd"] for d in days), Decimal("0.00"))
+    return [
+        ("Orders", orders, False),
+        ("Gross revenue", gross, True),
+        ("Net revenue", sum((d["net_revenue_usd"] for d in days), Decimal("0.00")), True),
+        ("Avg order value", _per(gross, orders), True),
+        ("New customers", sum(d["new_customers"] for d in days), False),
+    ]
+
+
+def _compare(current: list[Record], previous: list[Record] | None) -> list[Comparison]:
+    before = _figures(previous) if previous is not None else None
+    return [
+        Comparison(label, value, before[i][1] if before is not None else None, money)
+        for i, (label, value, money) in enumerate(_figures(current))
+    ]
+
+
+def week_over_week(days: list[Record]) -> tuple[dt.date, dt.date, list[Comparison]] | None:
+    """The last order date against the same weekday a week earlier (no figures for it when
+    gold.daily_kpis has no row that day); None when there is no order date."""
+    if not days:
+        return None
+    last = days[-1]["order_date"]
+    before = last - dt.timedelta(days=7)
+    earlier = [d for d in days if d["order_date"] == before]
+    return last, before, _compare([days[-1]], earlier or None)
+
+
+def month_to_date(
+    days: list[Record],
+) -> tuple[tuple[dt.date, dt.date], tuple[dt.date, dt.date], list[Comparison]] | None:
+    """The month of the last order date, from its 1st to that date, against the same days of the
+    month before (to its last day when it is shorter); None when there is no order date."""
+    if not days:
+        return None
+    last = days[-1]["order_date"]
+    start = last.replace(day=1)
+    prev_end_of_month = start - dt.timedelta(days=1)
+    prev_start = prev_end_of_month.replace(day=1)
+    prev_end = prev_start.replace(day=min(last.day, prev_end_of_month.day))
+    current = [d for d in days if start <= d["order_date"] <= last]
+    previous = [d for d in days if prev_start <= d["order_date"] <= prev_end]
+    has_history = days[0]["order_date"] <= prev_start
+    return (
+        (start, last),
+        (prev_start, prev_end),
+        _compare(current, previous if has_history else None),
+    )
+
+
+def method_totals(rows: list[Record]) -> list[Record]:
+    """Payments by method summed over the rows' days, the largest capture first, with each
+    method's share of the captured amount (None when nothing was captured)."""
+    methods: dict[str, Record] = {}
+    for r in rows:
+        m = methods.setdefault(
+            r["method"],
+            {
+                "method": r["method"],
+                "captured_usd": Decimal("0.00"),
+                "refunded_usd": Decimal("0.00"),
+                "payments_failed": 0,
+            },
+        )
+        m["captured_usd"] += r["captured_usd"]
+        m["refunded_usd"] += r["refunded_usd"]
+        m["payments_failed"] += r["payments_failed"]
+    total = sum((m["captured_usd"] for m in methods.values()), Decimal("0.00"))
+    out = sorted(methods.values(), key=lambda m: (-m["captured_usd"], m["method"]))
+    for m in out:
+        m["share"] = m["captured_usd"] / total if total else None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Charts: plotly.js figures ({"data": traces, "layout": ...}), drawn by the page's script
+
 PALETTE = {
     "gross": "#4f46e5",
     "net": "#0ea5e9",
@@ -151,188 +264,202 @@ PALETTE = {
     "returning": "#6366f1",
     "capture": "#e11d48",
 }
+METHOD_COLORS = ("#4f46e5", "#0ea5e9", "#f59e0b", "#22c55e", "#e11d48", "#64748b")
+
+# Money axes: "$" and SI-style abbreviations ($10M, $1.5B); hover shows the exact cents.
+_MONEY_AXIS = {"tickprefix": "$", "tickformat": "~s", "exponentformat": "B"}
+_COUNT_AXIS = {"tickformat": "~s", "rangemode": "tozero"}
+_MONEY_HOVER = "%{x|%a %Y-%m-%d} %{fullData.name}: $%{y:,.2f}<extra></extra>"
+_COUNT_HOVER = "%{x|%a %Y-%m-%d} %{fullData.name}: %{y:,}<extra></extra>"
 
 
-def _nice_max(value: float) -> float:
-    if value <= 0:
-        return 1.0
-    exp = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if value <= step * exp:
-            return step * exp
-    return 10 * exp
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
-def _axis(labels: Sequence[str], y_max: float, fmt: Callable[[float], str]) -> list[str]:
-    parts: list[str] = []
-    plot_h = _H - _PAD_T - _PAD_B
-    for i in range(5):
-        v = y_max * i / 4
-        y = _PAD_T + plot_h - plot_h * i / 4
-        parts.append(
-            f'<line class="grid" x1="{_PAD_L}" x2="{_W - _PAD_R}" y1="{y:.1f}" y2="{y:.1f}"/>'
-            f'<text class="tick" x="{_PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">'
-            f"{_e(fmt(v))}</text>"
-        )
-    n = len(labels)
-    step = max(1, math.ceil(n / 8))
-    slot = (_W - _PAD_L - _PAD_R) / max(n, 1)
-    for i in range(0, n, step):
-        x = _PAD_L + slot * (i + 0.5)
-        parts.append(
-            f'<text class="tick" x="{x:.1f}" y="{_H - 10}" text-anchor="middle">'
-            f"{_e(labels[i])}</text>"
-        )
-    return parts
+def _figure(traces: list[Record], yaxis: Record, barmode: str = "group") -> Record:
+    return {
+        "data": traces,
+        "layout": {
+            "barmode": barmode,
+            "yaxis": {"automargin": True, "fixedrange": True, **yaxis},
+            "xaxis": {"type": "date", "automargin": True, "tickformat": "%b %d"},
+            "legend": {"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"},
+            "margin": {"l": 8, "r": 8, "t": 8, "b": 8},
+            "height": 260,
+            "hovermode": "x unified" if len(traces) > 1 else "closest",
+        },
+    }
 
 
-def _svg(title: str, body: list[str], legend: list[tuple[str, str]]) -> str:
-    keys = "".join(
-        f'<span class="key"><i style="background:{c}"></i>{_e(n)}</span>' for n, c in legend
-    )
-    return (
-        f'<figure class="card chart"><figcaption>{_e(title)}<span class="legend">{keys}</span>'
-        f'</figcaption><svg viewBox="0 0 {_W} {_H}" role="img" aria-label="{_e(title)}">'
-        + "".join(body)
-        + "</svg></figure>"
-    )
+def _bars(name: str, color: str, x: list[str], y: list[Any], money: bool) -> Record:
+    return {
+        "type": "bar",
+        "name": name,
+        "x": x,
+        "y": [_num(v) for v in y],
+        "marker": {"color": color},
+        "hovertemplate": _MONEY_HOVER if money else _COUNT_HOVER,
+    }
 
 
-def _short(day: dt.date) -> str:
-    return day.strftime("%b %d")
+def _line(name: str, color: str, x: list[str], y: list[Any], hover: str) -> Record:
+    return {
+        "type": "scatter",
+        "mode": "lines+markers",
+        "name": name,
+        "x": x,
+        "y": [_num(v) for v in y],
+        "line": {"color": color, "width": 2},
+        "marker": {"size": 5},
+        "connectgaps": False,
+        "hovertemplate": hover,
+    }
 
 
-def bar_chart(
-    title: str,
-    labels: Sequence[dt.date],
-    series: Sequence[tuple[str, str, Sequence[float]]],
-    fmt: Callable[[float], str],
-    stacked: bool = False,
-    line: tuple[str, str, Sequence[float | None]] | None = None,
-) -> str:
-    """Bars per day (side by side, or stacked), optionally with a line on the same scale."""
-    n = len(labels)
-    totals = (
-        [sum(s[2][i] for s in series) for i in range(n)]
-        if stacked
-        else [max((s[2][i] for s in series), default=0) for i in range(n)]
-    )
-    line_vals = [v for v in (line[2] if line else []) if v is not None]
-    y_max = _nice_max(max([*totals, *line_vals, 0]))
-    plot_h = _H - _PAD_T - _PAD_B
-    slot = (_W - _PAD_L - _PAD_R) / max(n, 1)
-    body = _axis([_short(d) for d in labels], y_max, fmt)
-    groups = 1 if stacked else len(series)
-    width = slot * 0.72 / groups
-    for i, day in enumerate(labels):
-        base: float = _PAD_T + plot_h
-        for j, (name, color, values) in enumerate(series):
-            h = plot_h * values[i] / y_max
-            x = _PAD_L + slot * i + slot * 0.14 + (0 if stacked else j * width)
-            y = base - h
-            body.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(width, 0.5):.1f}" height="{h:.1f}" '
-                f'rx="2" fill="{color}"><title>{_e(day.isoformat())} {_e(name)}: '
-                f"{_e(fmt(values[i]))}</title></rect>"
-            )
-            if stacked:
-                base = y
-    if line:
-        body.append(_polyline(labels, line, y_max, fmt))
-    legend = [(s[0], s[1]) for s in series] + ([(line[0], line[1])] if line else [])
-    return _svg(title, body, legend)
-
-
-def _polyline(
-    labels: Sequence[dt.date],
-    line: tuple[str, str, Sequence[float | None]],
-    y_max: float,
-    fmt: Callable[[float], str],
-) -> str:
-    name, color, values = line
-    plot_h = _H - _PAD_T - _PAD_B
-    slot = (_W - _PAD_L - _PAD_R) / max(len(labels), 1)
-    points, dots = [], []
-    for i, v in enumerate(values):
-        if v is None:
-            continue
-        x = _PAD_L + slot * (i + 0.5)
-        y = _PAD_T + plot_h - plot_h * v / y_max
-        points.append(f"{x:.1f},{y:.1f}")
-        dots.append(
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.2" fill="{color}"><title>'
-            f"{_e(labels[i].isoformat())} {_e(name)}: {_e(fmt(v))}</title></circle>"
-        )
-    path = (
-        f'<polyline fill="none" stroke="{color}" stroke-width="2.2" stroke-linejoin="round" '
-        f'points="{" ".join(points)}"/>'
-        if len(points) > 1
-        else ""
-    )
-    return path + "".join(dots)
-
-
-def line_chart(
-    title: str,
-    labels: Sequence[dt.date],
-    line: tuple[str, str, Sequence[float | None]],
-    fmt: Callable[[float], str],
-    y_max: float | None = None,
-) -> str:
-    vals = [v for v in line[2] if v is not None]
-    top = y_max if y_max is not None else _nice_max(max([*vals, 0]))
-    body = _axis([_short(d) for d in labels], top, fmt)
-    body.append(_polyline(labels, line, top, fmt))
-    return _svg(title, body, [(line[0], line[1])])
-
-
-def heat_map(rows: list[Record]) -> str:
-    """Cohorts down, months since across; cell colour and text give the retention rate."""
-    if not rows:
-        return (
-            '<figure class="card"><figcaption>Retention by cohort</figcaption>'
-            '<p class="muted">No cohorts yet.</p></figure>'
-        )
-    cohorts = sorted({r["cohort_month"] for r in rows})
-    width = max(r["months_since"] for r in rows) + 1
-    cell = {(r["cohort_month"], r["months_since"]): r for r in rows}
-    cw, ch, left, top = 64, 30, 120, 28
-    w, h = left + cw * width + 8, top + ch * len(cohorts) + 8
-    body = [
-        f'<text class="tick" x="{left + cw * k + cw / 2}" y="18" text-anchor="middle">'
-        f"+{k} mo</text>"
-        for k in range(width)
+def charts(data: dict[str, list[Record]]) -> list[Record]:
+    """The dashboard's charts: each {"id", "title", "figure"}."""
+    days, pays = data["daily_kpis"], data["daily_payments"]
+    x = [d["order_date"].isoformat() for d in days]
+    px = [p["event_date"].isoformat() for p in pays]
+    out = [
+        (
+            "revenue",
+            "Revenue per day (USD)",
+            _figure(
+                [
+                    _bars(
+                        "gross", PALETTE["gross"], x, [d["gross_revenue_usd"] for d in days], True
+                    ),
+                    _line(
+                        "net", PALETTE["net"], x, [d["net_revenue_usd"] for d in days], _MONEY_HOVER
+                    ),
+                ],
+                {**_MONEY_AXIS, "rangemode": "tozero"},
+            ),
+        ),
+        (
+            "orders",
+            "Orders per day",
+            _figure(
+                [_bars("orders", PALETTE["orders"], x, [d["orders"] for d in days], False)],
+                _COUNT_AXIS,
+            ),
+        ),
+        (
+            "aov",
+            "Average order value (USD)",
+            _figure(
+                [
+                    _line(
+                        "AOV",
+                        PALETTE["aov"],
+                        x,
+                        [d["avg_order_value_usd"] for d in days],
+                        _MONEY_HOVER,
+                    )
+                ],
+                {**_MONEY_AXIS, "rangemode": "tozero"},
+            ),
+        ),
+        (
+            "customers",
+            "New vs returning customers",
+            _figure(
+                [
+                    _bars("new", PALETTE["new"], x, [d["new_customers"] for d in days], False),
+                    _bars(
+                        "returning",
+                        PALETTE["returning"],
+                        x,
+                        [d["returning_customers"] for d in days],
+                        False,
+                    ),
+                ],
+                _COUNT_AXIS,
+                barmode="stack",
+            ),
+        ),
+        (
+            "capture",
+            "Capture rate (captured / (captured + failed))",
+            _figure(
+                [
+                    _line(
+                        "capture rate",
+                        PALETTE["capture"],
+                        px,
+                        [p["capture_rate"] for p in pays],
+                        "%{x|%a %Y-%m-%d}: %{y:.2%}<extra></extra>",
+                    )
+                ],
+                {"tickformat": ".0%", "range": [0, 1.02]},
+            ),
+        ),
+        (
+            "methods",
+            f"Captured by payment method, last {METHOD_DAYS} days (USD)",
+            _methods_figure(data),
+        ),
+        ("retention", "Retention by cohort", _retention_figure(data["customer_retention"])),
     ]
-    for i, cohort in enumerate(cohorts):
-        y = top + ch * i
-        size = next(r["cohort_customers"] for r in rows if r["cohort_month"] == cohort)
-        body.append(
-            f'<text class="tick" x="{left - 8}" y="{y + ch / 2 + 4}" text-anchor="end">'
-            f"{cohort.strftime('%Y-%m')} · {size}</text>"
+    return [{"id": i, "title": t, "figure": f} for i, t, f in out]
+
+
+def _methods_figure(data: dict[str, list[Record]]) -> Record:
+    rows = data.get("payments_by_method", [])
+    methods = [m["method"] for m in method_totals(rows)]
+    dates = sorted({r["event_date"] for r in rows})
+    by = {(r["event_date"], r["method"]): r["captured_usd"] for r in rows}
+    traces = [
+        _bars(
+            method,
+            METHOD_COLORS[i % len(METHOD_COLORS)],
+            [d.isoformat() for d in dates],
+            [by.get((d, method), Decimal("0.00")) for d in dates],
+            True,
         )
-        for k in range(width):
-            r = cell.get((cohort, k))
-            if r is None:
-                continue
-            rate = float(r["retention_rate"])
-            # From a pale to a deep indigo as retention rises.
-            light = 96 - 58 * rate
-            text = "#fff" if rate > 0.55 else "#1e1b4b"
-            body.append(
-                f'<rect x="{left + cw * k + 1}" y="{y + 1}" width="{cw - 2}" height="{ch - 2}" '
-                f'rx="4" fill="hsl(243 75% {light:.0f}%)"><title>cohort '
-                f"{cohort.strftime('%Y-%m')}, +{k} months: {r['active_customers']} of "
-                f"{r['cohort_customers']} active ({_pct(r['retention_rate'])})</title></rect>"
-                f'<text x="{left + cw * k + cw / 2}" y="{y + ch / 2 + 4}" text-anchor="middle" '
-                f'class="cell" fill="{text}">{_pct(r["retention_rate"])}</text>'
-            )
-    return (
-        '<figure class="card wide"><figcaption>Retention by cohort '
-        '<span class="muted">(share of the cohort with a counted order, by months since the '
-        "first order; rows: cohort · customers)</span></figcaption>"
-        f'<svg viewBox="0 0 {w} {h}" style="max-width:{w}px" role="img" '
-        f'aria-label="Retention heat map">' + "".join(body) + "</svg></figure>"
-    )
+        for i, method in enumerate(methods)
+    ]
+    return _figure(traces, {**_MONEY_AXIS, "rangemode": "tozero"}, barmode="stack")
+
+
+def _retention_figure(rows: list[Record]) -> Record:
+    cohorts = sorted({r["cohort_month"] for r in rows})
+    width = max((r["months_since"] for r in rows), default=-1) + 1
+    cell = {(r["cohort_month"], r["months_since"]): r for r in rows}
+    size = {r["cohort_month"]: r["cohort_customers"] for r in rows}
+    z, text = [], []
+    for cohort in cohorts:
+        found = [cell.get((cohort, k)) for k in range(width)]
+        z.append([None if r is None else float(r["retention_rate"]) for r in found])
+        text.append(["" if r is None else _pct(r["retention_rate"]) for r in found])
+    labels = [f"{c.strftime('%Y-%m')} · {size[c]:,}" for c in cohorts]
+    return {
+        "data": [
+            {
+                "type": "heatmap",
+                "x": [f"+{k} mo" for k in range(width)],
+                "y": labels,
+                "z": z,
+                "text": text,
+                "texttemplate": "%{text}",
+                "zmin": 0,
+                "zmax": 1,
+                "colorscale": [[0, "#eef2ff"], [1, "#312e81"]],
+                "showscale": False,
+                "hovertemplate": "cohort %{y}, %{x}: %{z:.2%} active<extra></extra>",
+                "xgap": 2,
+                "ygap": 2,
+            }
+        ],
+        "layout": {
+            "yaxis": {"autorange": "reversed", "automargin": True, "type": "category"},
+            "xaxis": {"side": "top", "automargin": True, "type": "category"},
+            "margin": {"l": 8, "r": 8, "t": 8, "b": 8},
+            "height": max(160, 34 * len(cohorts) + 60),
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,177 +490,132 @@ _MONEY = {
 }
 
 
-def _daily_table(days: list[Record], pays: list[Record]) -> str:
-    """One row per date of either table; a cell carries `data-table`, `data-col` and
-    `data-value` (exact, empty for null); a blank cell means the table has no row that day."""
+def _shown(col: str, value: Any) -> str:
+    if col in _MONEY:
+        return _usd(value)
+    if col == "capture_rate":
+        return _pct(value)
+    return "—" if value is None else f"{value:,}"
+
+
+def daily_rows(days: list[Record], pays: list[Record]) -> list[Record]:
+    """The daily table: one row per date of either table, newest first; each cell carries its
+    table, column, exact value (empty for null) and shown text; a cell of a table with no row
+    that day is blank (table None)."""
     kpi_by = {d["order_date"]: d for d in days}
     pay_by = {p["event_date"]: p for p in pays}
-    head = "".join(f"<th>{_e(label)}</th>" for _, label, _ in _TABLE_COLUMNS)
-    body = []
-    for day in sorted(set(kpi_by) | set(pay_by)):
-        cells = []
-        for col, _, source in _TABLE_COLUMNS:
+    rows = []
+    for day in sorted(set(kpi_by) | set(pay_by), reverse=True):
+        cells: list[dict[str, str | None]] = []
+        for col, _, source in _TABLE_COLUMNS[1:]:
             rec = kpi_by.get(day) if source == "k" else pay_by.get(day)
-            table = "daily_kpis" if source == "k" else "daily_payments"
-            if col == "order_date":
-                cells.append(f'<td data-col="date" data-value="{day.isoformat()}">{day}</td>')
-                continue
             if rec is None:
-                cells.append('<td class="muted"></td>')
+                cells.append({"table": None})
                 continue
-            value = rec[col]
-            shown = (
-                _usd(value)
-                if col in _MONEY
-                else _pct(value)
-                if col == "capture_rate"
-                else f"{value:,}"
-            )
             cells.append(
-                f'<td data-table="{table}" data-col="{col}" '
-                f'data-value="{_e(_data_value(value))}">{_e(shown)}</td>'
+                {
+                    "table": "daily_kpis" if source == "k" else "daily_payments",
+                    "col": col,
+                    "value": _data_value(rec[col]),
+                    "shown": _shown(col, rec[col]),
+                }
             )
-        body.append(f'<tr data-date="{day.isoformat()}">{"".join(cells)}</tr>')
-    return (
-        '<section class="card wide"><h2>Daily figures</h2><div class="scroll">'
-        f'<table id="daily-figures"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div></section>"
-    )
+        rows.append({"date": day.isoformat(), "cells": cells})
+    return rows
 
 
-def _tile(label: str, value: str, note: str = "") -> str:
-    return (
-        f'<div class="tile"><div class="label">{_e(label)}</div>'
-        f'<div class="value">{_e(value)}</div><div class="note">{_e(note)}</div></div>'
-    )
+def _change(c: Comparison) -> str:
+    change = c.change
+    if change is None:
+        return "—"
+    return f"{'+' if change > 0 else ''}{change * 100:.1f}%"
 
 
-_CSS = """
-:root{--bg:#f6f7fb;--card:#fff;--ink:#1f2937;--muted:#6b7280;--line:#e5e7eb;--accent:#4f46e5}
-@media (prefers-color-scheme:dark){:root{--bg:#0f172a;--card:#111827;--ink:#e5e7eb;
---muted:#9ca3af;--line:#1f2937}}
-*{box-sizing:border-box}body{margin:0;background:var(--bg);color:var(--ink);
-font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif}
-header{padding:28px 32px 8px}h1{margin:0;font-size:24px;letter-spacing:-.01em}
-header p{margin:4px 0 0;color:var(--muted)}main{padding:16px 32px 40px;display:grid;gap:16px;
-grid-template-columns:repeat(auto-fit,minmax(460px,1fr))}
-.tiles{grid-column:1/-1;display:grid;gap:12px;grid-template-columns:repeat(auto-fit,minmax(150px,1fr))}
-.tile,.card{background:var(--card);border:1px solid var(--line);border-radius:14px;
-box-shadow:0 1px 2px rgba(0,0,0,.04)}.tile{padding:14px 16px}
-.tile .label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.06em}
-.tile .value{font-size:22px;font-weight:650;margin-top:4px;font-variant-numeric:tabular-nums}
-.tile .note{color:var(--muted);font-size:12px;min-height:1em}
-.card{margin:0;padding:14px 16px}.wide{grid-column:1/-1}
-figcaption,h2{font-weight:600;font-size:15px;margin:0 0 8px;display:flex;flex-wrap:wrap;
-gap:10px;align-items:center}h2{display:block}
-.legend{margin-left:auto;display:flex;gap:12px;font-weight:400;color:var(--muted);font-size:12px}
-.key i{display:inline-block;width:10px;height:10px;border-radius:3px;margin-right:5px}
-svg{width:100%;height:auto;display:block}.grid{stroke:var(--line);stroke-width:1}
-.tick{fill:var(--muted);font-size:11px}.cell{font-size:11px;font-weight:600}
-.muted{color:var(--muted);font-weight:400}.scroll{overflow-x:auto}
-table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
-th,td{padding:6px 10px;text-align:right;white-space:nowrap;border-bottom:1px solid var(--line)}
-th:first-child,td:first-child{text-align:left}th{color:var(--muted);font-weight:600;font-size:12px}
-tbody tr:hover{background:rgba(79,70,229,.06)}
-footer{color:var(--muted);padding:0 32px 28px;font-size:12px}
-"""
+def _comparison_rows(comparisons: list[Comparison]) -> list[Record]:
+    def shown(c: Comparison, value: Decimal | int | None) -> str:
+        if value is None:
+            return "—"
+        return _usd(value) if c.money else f"{value:,}"  # type: ignore[arg-type]
+
+    return [
+        {
+            "label": c.label,
+            "current": shown(c, c.current),
+            "previous": shown(c, c.previous),
+            "change": _change(c),
+            "direction": ""
+            if c.change is None
+            else ("up" if c.change > 0 else "down" if c.change < 0 else ""),
+        }
+        for c in comparisons
+    ]
+
+
+def _span(start: dt.date, end: dt.date) -> str:
+    return start.strftime("%b %d, %Y") if start == end else f"{start:%b %d} to {end:%b %d, %Y}"
 
 
 def render_dashboard(data: dict[str, list[Record]]) -> str:
     """The whole HTML page for the KPI tables read by `read_kpis`."""
-    days, pays, cohorts = data["daily_kpis"], data["daily_payments"], data["customer_retention"]
+    days, pays = data["daily_kpis"], data["daily_payments"]
     t = _totals(days, pays)
     span = f"{days[0]['order_date']} to {days[-1]['order_date']}" if days else "no orders yet"
-    dates = [d["order_date"] for d in days]
-    pay_dates = [p["event_date"] for p in pays]
-
-    def money(v: float) -> str:
-        return f"${v:,.0f}" if v >= 100 else f"${v:,.2f}"
-
-    def count(v: float) -> str:
-        return f"{v:,.0f}" if v == int(v) else f"{v:,.1f}"
-
-    def pct(v: float) -> str:
-        return f"{v * 100:.0f}%"
-
-    def as_float(values: list[Any]) -> list[float | None]:
-        return [None if v is None else float(v) for v in values]
-
-    charts = [
-        bar_chart(
-            "Revenue per day (USD)",
-            dates,
-            [("gross", PALETTE["gross"], [float(d["gross_revenue_usd"]) for d in days])],
-            money,
-            line=("net", PALETTE["net"], as_float([d["net_revenue_usd"] for d in days])),
-        ),
-        bar_chart(
-            "Orders per day",
-            dates,
-            [("orders", PALETTE["orders"], [float(d["orders"]) for d in days])],
-            count,
-        ),
-        line_chart(
-            "Average order value (USD)",
-            dates,
-            ("AOV", PALETTE["aov"], as_float([d["avg_order_value_usd"] for d in days])),
-            money,
-        ),
-        bar_chart(
-            "New vs returning customers",
-            dates,
-            [
-                ("new", PALETTE["new"], [float(d["new_customers"]) for d in days]),
-                (
-                    "returning",
-                    PALETTE["returning"],
-                    [float(d["returning_customers"]) for d in days],
-                ),
-            ],
-            count,
-            stacked=True,
-        ),
-        line_chart(
-            "Capture rate (captured / (captured + failed))",
-            pay_dates,
-            ("capture rate", PALETTE["capture"], as_float([p["capture_rate"] for p in pays])),
-            pct,
-            y_max=1.0,
-        ),
+    tiles = [
+        ("Gross revenue", _usd(t["gross"]), f"net {_usd(t['net'])}"),
+        ("Orders", f"{t['orders']:,}", f"{t['unpriced']:,} awaiting an FX rate"),
+        ("Avg order value", _usd(t["aov"]), "gross / orders"),
+        ("New customers", f"{t['new']:,}", f"over {len(days)} order days"),
+        ("Captured", _usd(t["captured"]), f"refunded {_usd(t['refunded'])}"),
+        ("Failed payments", f"{t['failed']:,}", ""),
     ]
-    tiles = "".join(
-        [
-            _tile("Gross revenue", _usd(t["gross"]), f"net {_usd(t['net'])}"),
-            _tile("Orders", f"{t['orders']:,}", f"{t['unpriced']:,} awaiting an FX rate"),
-            _tile("Avg order value", _usd(t["aov"]), "gross / orders"),
-            _tile("New customers", f"{t['new']:,}", f"over {len(days)} order days"),
-            _tile("Captured", _usd(t["captured"]), f"refunded {_usd(t['refunded'])}"),
-            _tile("Failed payments", f"{t['failed']:,}", ""),
-        ]
+    comparisons = []
+    wow = week_over_week(days)
+    if wow is not None:
+        last, before, figures = wow
+        comparisons.append(
+            {
+                "id": "week",
+                "title": f"{last:%a %b %d} against {before:%a %b %d}",
+                "note": "the last order date against the same weekday a week before",
+                "current": f"{last:%b %d}",
+                "previous": f"{before:%b %d}",
+                "rows": _comparison_rows(figures),
+            }
+        )
+    mtd = month_to_date(days)
+    if mtd is not None:
+        (start, end), (p_start, p_end), figures = mtd
+        comparisons.append(
+            {
+                "id": "month",
+                "title": f"Month to date: {_span(start, end)} against {_span(p_start, p_end)}",
+                "note": "the same days of the month before",
+                "current": f"{start:%b}",
+                "previous": f"{p_start:%b}",
+                "rows": _comparison_rows(figures),
+            }
+        )
+    methods = [
+        {
+            "method": m["method"],
+            "captured": _usd(m["captured_usd"]),
+            "refunded": _usd(m["refunded_usd"]),
+            "failed": f"{m['payments_failed']:,}",
+            "share": _pct(m["share"]),
+        }
+        for m in method_totals(data.get("payments_by_method", []))
+    ]
+    return pages.render(
+        "dashboard.html.j2",
+        span=span,
+        tiles=tiles,
+        comparisons=comparisons,
+        charts=charts(data),
+        charts_json=pages.script_json({c["id"]: c["figure"] for c in charts(data)}),
+        methods=methods,
+        method_days=METHOD_DAYS,
+        columns=[label for _, label, _ in _TABLE_COLUMNS],
+        rows=daily_rows(days, pays),
+        kpi_data=kpi_data_json(data),
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
-    generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Lakehouse KPIs · {_e(span)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<header><h1>E-commerce KPIs</h1>
-<p>Orders {_e(span)} · all dates UTC · money in USD, rounded half-up per day</p></header>
-<main>
-<section class="tiles">{tiles}</section>
-{"".join(charts)}
-{heat_map(cohorts)}
-{_daily_table(days, pays)}
-</main>
-<footer>Generated {generated} from gold.daily_kpis, gold.daily_payments and
-gold.customer_retention (see contracts/metrics.md for what each figure means).</footer>
-<script type="application/json" id="kpi-data">
-{kpi_data_json(data)}
-</script>
-</body>
-</html>
-"""

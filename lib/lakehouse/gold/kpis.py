@@ -132,6 +132,37 @@ def daily_payments(payments: DataFrame) -> DataFrame:
     )
 
 
+def payments_by_method(payments: DataFrame) -> DataFrame:
+    """The dashboard's payments by method (not a gold table: metrics.md has no such figure; the
+    dashboard computes it from the published gold.fact_payments, docs/REPORTS.md): one row per
+    UTC event date and `method` with at least one live payment event.
+
+    In: `fact_payments` rows (`event_date`, `method`, `event_type`, `amount_usd` null when
+    unpriced).
+    Out: `event_date`, `method`; `captured_usd`, `refunded_usd` (decimal(18,2), half-up per day
+    and method, as daily_payments rounds per day; unpriced events left out); `payments_failed`
+    (long).
+    """
+    kind = F.col("event_type")
+    days = payments.groupBy("event_date", "method").agg(
+        money_sum(F.when(kind == "captured", F.col("amount_usd")), "a day's captures").alias(
+            "_captured"
+        ),
+        money_sum(F.when(kind == "refunded", F.col("amount_usd")), "a day's refunds").alias(
+            "_refunded"
+        ),
+        _count_if(kind == "failed").alias("payments_failed"),
+    )
+    day = F.concat(F.lit(" of "), F.col("event_date").cast("string"), F.lit(" by "), "method")
+    return days.select(
+        "event_date",
+        "method",
+        round_money(F.col("_captured"), F.concat(F.lit("captured_usd"), day)).alias("captured_usd"),
+        round_money(F.col("_refunded"), F.concat(F.lit("refunded_usd"), day)).alias("refunded_usd"),
+        "payments_failed",
+    )
+
+
 def _months_between(later: Column, earlier: Column) -> Column:
     return (F.year(later) - F.year(earlier)) * 12 + F.month(later) - F.month(earlier)
 
