@@ -320,3 +320,20 @@ def test_the_checker_itself_catches_a_broken_page(chromium: Any, tmp_path: Path)
     assert "chart empty drew nothing" in problems
     assert "wider than its box: div" in problems
     assert "label outside its chart: clip: $10,000,000" in problems
+
+
+def test_a_lakehouse_without_orders_gets_a_page_that_says_so(chromium: Any, tmp_path: Path) -> None:
+    empty: dict[str, list[Any]] = {
+        "daily_kpis": [],
+        "daily_payments": [],
+        "customer_retention": [],
+        "payments_by_method": [],
+    }
+    path = tmp_path / "dashboard.html"
+    path.write_text(render_dashboard(empty), encoding="utf-8")
+
+    check = inspect_page(chromium, path, texts=["main"])
+
+    assert check.problems == [] and check.charts == {}
+    assert check.texts["main"].count("No data yet.") == 7
+    assert "No payments yet." in check.texts["main"]

@@ -10,10 +10,10 @@ carries it with no compiled code. Its cost is size: about 4.8 MB of script per p
 
 from __future__ import annotations
 
-import json
-from functools import cache
 import importlib.util
+import json
 import os
+from functools import cache
 from typing import Any
 
 import jinja2

@@ -403,7 +403,10 @@ def charts(data: dict[str, list[Record]]) -> list[Record]:
         ),
         ("retention", "Retention by cohort", _retention_figure(data["customer_retention"])),
     ]
-    return [{"id": i, "title": t, "figure": f} for i, t, f in out]
+    return [
+        {"id": i, "title": t, "figure": f, "empty": not any(tr["x"] for tr in f["data"])}
+        for i, t, f in out
+    ]
 
 
 def _methods_figure(data: dict[str, list[Record]]) -> Record:
@@ -605,13 +608,14 @@ def render_dashboard(data: dict[str, list[Record]]) -> str:
         }
         for m in method_totals(data.get("payments_by_method", []))
     ]
+    drawn = charts(data)
     return pages.render(
         "dashboard.html.j2",
         span=span,
         tiles=tiles,
         comparisons=comparisons,
-        charts=charts(data),
-        charts_json=pages.script_json({c["id"]: c["figure"] for c in charts(data)}),
+        charts=drawn,
+        charts_json=pages.script_json({c["id"]: c["figure"] for c in drawn if not c["empty"]}),
         methods=methods,
         method_days=METHOD_DAYS,
         columns=[label for _, label, _ in _TABLE_COLUMNS],
