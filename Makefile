@@ -54,16 +54,19 @@ $(AIRFLOW_STAMP): $(AIRFLOW_REQS) pyproject.toml
 	@touch $@
 
 # Headless Chromium for the browser tests of the report pages (lakehouse_dev.browser): Debian's
-# chromium package, installed with apt-get when it is missing (as root, or through sudo).
+# chromium package, installed with apt-get when no Chromium is found (as root, or through
+# `sudo -n`, which fails rather than asks for a password). Elsewhere install Chromium or Chrome
+# yourself and set CHROMIUM=/path/to/it.
 CHROMIUM ?= /usr/bin/chromium
-APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 
-browser: ## install Debian's chromium (headless, for the page tests) unless $(CHROMIUM) exists
-	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null || { echo "error: $(CHROMIUM) not found and no apt-get: install Chromium and set CHROMIUM=/path/to/it" >&2; exit 1; }; \
+browser: ## install Debian's chromium (headless, for the page tests) unless a Chromium is found
+	@test -x $(CHROMIUM) || command -v chromium >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "error: no Chromium at $(CHROMIUM) and no apt-get: install Chromium or Chrome and set CHROMIUM=/path/to/it" >&2; exit 1; }; \
 	  echo "installing chromium (Debian package) for the browser tests..."; \
-	  DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -q chromium >/dev/null 2>&1 \
-	  || { DEBIAN_FRONTEND=noninteractive $(APT_GET) update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -q chromium >/dev/null; } \
-	  || { echo "error: installing chromium with apt-get failed; install it by hand (or set CHROMIUM=...)" >&2; exit 1; }; }
+	  { $(APT_GET) install -y -q chromium >/dev/null 2>&1 \
+	    || { $(APT_GET) update -q >/dev/null && $(APT_GET) install -y -q chromium >/dev/null; }; } \
+	  || { echo "error: installing chromium with apt-get failed (root or passwordless sudo needed; on Ubuntu the package is a snap): install Chromium or Chrome and set CHROMIUM=/path/to/it" >&2; exit 1; }; }
 
 jars: $(JARS_STAMP) ## resolve Delta, Deequ and hadoop-aws from jvm/pom.xml into .jars (cached)
 
@@ -105,7 +108,7 @@ upload: package ## upload the bundle to <aws.artifacts_uri>/<version>/ (ENV=dev|
 	$(VENV)/bin/lakehouse --env $(ENV) emr upload
 
 test: venv jars airflow-venv browser ## run the test suite (TEST_WORKERS processes), then the Airflow DAG tests
-	LAKEHOUSE_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	LAKEHOUSE_CHROMIUM=$$(test -x $(CHROMIUM) && echo $(CHROMIUM) || command -v chromium) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	$(AIRFLOW_PY) -m pytest --confcutdir=tests/airflow $(PYTEST_ARGS) tests/airflow
 
 # The landing parser fuzzed (tests/test_landing_fuzz.py): FUZZ_EXAMPLES examples per property
@@ -132,7 +135,7 @@ chaos: venv jars ## crash suite: TRIALS killed runs (crash points, then random k
 SCALE ?= default
 
 pages: venv browser ## open the last run's dashboard and two made-up shops' in headless Chromium; screenshots beside them
-	LAKEHOUSE_CHROMIUM=$(CHROMIUM) $(PY) -m lakehouse_dev.browser data/reports/latest/dashboard.html --samples data/reports/samples
+	LAKEHOUSE_CHROMIUM=$$(test -x $(CHROMIUM) && echo $(CHROMIUM) || command -v chromium) $(PY) -m lakehouse_dev.browser data/reports/latest/dashboard.html --samples data/reports/samples
 
 bench: venv jars ## benchmark on generated data (SCALE=small|default|large) -> docs/BENCHMARKS.md, docs/bench/
 	$(PY) -m lakehouse_dev.bench --scale $(SCALE) --command "make bench SCALE=$(SCALE)"

@@ -71,9 +71,13 @@ def test_the_last_day_is_compared_with_the_same_weekday_a_week_before() -> None:
     }
 
 
-def test_a_week_without_that_weekday_has_nothing_to_compare_with() -> None:
-    _, _, comparisons = week_over_week([day(D(2024, 3, 12), 5, "150.00", "120.00")])  # type: ignore[misc]
-    assert figures(comparisons)["Orders"] == (5, None, None)
+def test_a_weekday_without_orders_counts_0_and_one_before_the_lake_is_unknown() -> None:
+    days = [day(D(2024, 3, 1), 1, "9.00", "9.00"), day(D(2024, 3, 12), 5, "150.00", "120.00")]
+    _, _, comparisons = week_over_week(days)  # type: ignore[misc]
+    assert figures(comparisons)["Orders"] == (5, 0, None)  # no row for Mar 5: no orders
+    assert figures(comparisons)["Gross revenue"] == (Decimal("150.00"), Decimal("0.00"), None)
+    _, _, comparisons = week_over_week(days[1:])  # type: ignore[misc]
+    assert figures(comparisons)["Orders"] == (5, None, None)  # the lake began after Mar 5
     assert week_over_week([]) is None
 
 
@@ -101,6 +105,22 @@ def test_month_to_date_is_compared_with_the_same_days_of_the_month_before() -> N
     assert got["Gross revenue"][:2] == (Decimal("73.34"), Decimal("30.00"))
     # 73.34 / 7 = 10.477... -> 10.48; 30 / 3 = 10.00
     assert got["Avg order value"][:2] == (Decimal("10.48"), Decimal("10.00"))
+
+
+def test_month_to_date_leaves_out_the_days_of_the_month_before_after_the_same_day() -> None:
+    days = [
+        day(D(2024, 2, 15), 2, "20.00", "20.00"),
+        day(D(2024, 2, 16), 50, "500.00", "500.00"),  # after February 15th: left out
+        day(D(2024, 3, 15), 3, "33.00", "33.00"),
+    ]
+    _, (p_start, p_end), comparisons = month_to_date(days)  # type: ignore[misc]
+    assert (p_start, p_end) == (D(2024, 2, 1), D(2024, 2, 15))
+    # The lake began on February 15th, after February 1st: February's figures are unknown.
+    assert figures(comparisons)["Orders"] == (3, None, None)
+    days = [day(D(2024, 1, 31), 1, "1.00", "1.00"), *days]
+    _, _, comparisons = month_to_date(days)  # type: ignore[misc]
+    assert figures(comparisons)["Orders"] == (3, 2, Decimal("0.5"))
+    assert figures(comparisons)["Gross revenue"][:2] == (Decimal("33.00"), Decimal("20.00"))
 
 
 def test_month_to_date_against_a_month_with_no_orders_and_before_the_lake_began() -> None:
@@ -207,6 +227,16 @@ def test_the_page_is_one_file_with_its_figures_embedded() -> None:
     ]
 
 
+def test_text_in_the_figures_cannot_end_or_change_the_pages_scripts() -> None:
+    data = synthetic_kpis(days=3)
+    for row in data["payments_by_method"]:
+        row["method"] = "<!--<script>x</script>&"
+    page = render_dashboard(data)
+    assert "<!--<script>" not in page and "x</script>&" not in page
+    embedded = json.loads(page.split('id="kpi-data">', 1)[1].split("</script>", 1)[0])
+    assert embedded["payments_by_method"][0]["method"] == "<!--<script>x</script>&"
+
+
 SHOPS = {
     # (days, orders a day, order value): about $8,000 and about $20M a day
     "small": (5, 100, 80.0),
@@ -270,8 +300,20 @@ def test_the_tiles_show_the_totals_of_the_days(
     tiles = check.texts["#tiles"]
     assert f"${gross:,.2f}" in tiles and f"{orders:,}" in tiles
     last = days[-1]
-    week = check.texts["#compare-week"]
-    assert f"{last['orders']:,}" in week and f"${last['gross_revenue_usd']:,.2f}" in week
+    week_before = last["order_date"] - dt.timedelta(days=7)
+    before = next((d for d in days if d["order_date"] == week_before), None)
+    if before is None:  # the made-up lake began after that day: unknown
+        prev_orders, prev_gross = "—", "—"
+    else:
+        prev_orders = f"{before['orders']:,}"
+        prev_gross = f"${before['gross_revenue_usd']:,.2f}"
+    lines = check.texts["#compare-week"].splitlines()
+    assert lines[2].startswith(f"Orders\t{last['orders']:,}\t{prev_orders}\t")
+    assert lines[3].startswith(f"Gross revenue\t${last['gross_revenue_usd']:,.2f}\t{prev_gross}\t")
+    month = [d for d in days if d["order_date"].month == last["order_date"].month]
+    orders_mtd = sum(d["orders"] for d in month)
+    lines = check.texts["#compare-month"].splitlines()
+    assert lines[2].startswith(f"Orders\t{orders_mtd:,}\t")
 
 
 def test_the_money_axes_abbreviate_large_amounts(
@@ -280,9 +322,11 @@ def test_the_money_axes_abbreviate_large_amounts(
     data, check, _ = opened
     ticks = check.charts["revenue"]["ticks"]
     top = max(float(d["gross_revenue_usd"]) for d in data["daily_kpis"])
-    assert ticks[0] == "$0" and all(t.startswith("$") and len(t) <= 6 for t in ticks)
+    assert ticks[0] == "$0" and all(t.startswith("$") and len(t) <= 6 for t in ticks), ticks
     if top > 10_000_000:
         assert any(t.endswith("M") for t in ticks), ticks
+    # The orders axis counts whole orders ("k" for thousands; never a milli- or G suffix).
+    assert all(re.fullmatch(r"[\d.]+k?", t) for t in check.charts["orders"]["ticks"])
 
 
 def test_the_payments_by_method_table_covers_the_last_days(
@@ -337,3 +381,21 @@ def test_a_lakehouse_without_orders_gets_a_page_that_says_so(chromium: Any, tmp_
     assert check.problems == [] and check.charts == {}
     assert check.texts["main"].count("No data yet.") == 7
     assert "No payments yet." in check.texts["main"]
+
+
+def test_billions_a_day_and_a_handful_of_orders_keep_readable_axes(
+    chromium: Any, tmp_path: Path
+) -> None:
+    data = synthetic_kpis(days=3, orders_per_day=2, order_value=1_000_000_000.0)
+    path = tmp_path / "dashboard.html"
+    path.write_text(render_dashboard(data), encoding="utf-8")
+
+    check = inspect_page(chromium, path)
+
+    assert check.problems == []
+    assert any(re.fullmatch(r"\$[\d.]+B", t) for t in check.charts["revenue"]["ticks"])
+    top = max(d["orders"] for d in data["daily_kpis"])
+    assert check.charts["orders"]["ticks"] == [
+        str(n) for n in range(len(check.charts["orders"]["ticks"]))
+    ]
+    assert int(check.charts["orders"]["ticks"][-1]) >= top

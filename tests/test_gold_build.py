@@ -993,6 +993,29 @@ def test_dashboard_embeds_the_gold_figures(lake: Lake) -> None:
                     assert shown[f"{table}.{col}"] == ("" if value is None else str(value))
 
 
+def test_payments_by_method_add_up_to_the_daily_payments(lake: Lake) -> None:
+    """The dashboard's payments by method (last 28 days, from the published fact_payments)
+    against gold.daily_payments: the same failed events per day, and captured and refunded
+    amounts within a cent per method (each rounded on its own)."""
+    data = read_kpis(lake.spark, lake.lh)
+    by_method = data["payments_by_method"]
+    assert by_method
+    last = data["daily_payments"][-1]["event_date"]
+    assert {r["event_date"] for r in by_method} == {
+        p["event_date"]
+        for p in data["daily_payments"]
+        if p["event_date"] > last - dt.timedelta(days=28)
+    }
+    for p in data["daily_payments"]:
+        rows = [r for r in by_method if r["event_date"] == p["event_date"]]
+        if not rows:
+            continue
+        assert sum(r["payments_failed"] for r in rows) == p["payments_failed"]
+        for col in ("captured_usd", "refunded_usd"):
+            total = sum((r[col] for r in rows), Decimal("0.00"))
+            assert abs(total - p[col]) <= Decimal("0.01") * len(rows), (p["event_date"], col)
+
+
 def test_summary_text_gives_totals_and_the_last_day(lake: Lake) -> None:
     text = kpi_summary_text(lake.spark, lake.lh)
     # orders 2+2+1+1+0+1 = 7; gross 47.98+31.25+84.00+0.11+0.00+10.00 = 173.34

@@ -192,6 +192,44 @@ def test_the_dashboard_opens_in_a_browser_showing_the_gold_figures(
     assert f"${gross:,.2f}" in check.texts["#tiles"]
 
 
+def test_the_index_lists_both_runs_as_published_with_their_reports(
+    spark: SparkSession, built: Built, chromium: Any
+) -> None:
+    root = Path(built.lh.config.storage.reports_root)
+    page = root / "index.html"
+
+    check = inspect_page(chromium, page, texts=["#runs"])
+
+    assert check.problems == []
+    html = page.read_text(encoding="utf-8")
+    assert re.findall(r'<tr data-run="([^"]+)" data-verdict="([^"]+)"', html) == [
+        ("run-2", "nothing new"),  # the second run found nothing new to publish
+        ("run-1", "published"),
+    ]
+    hrefs = re.findall(r'href="([^"]+)"', html)
+    assert "runs/run-1/dashboard.html" in hrefs and "runs/run-1/quality.html" in hrefs
+    assert all((root / h).is_file() for h in hrefs)
+    landed = sum(
+        r["records_read"]
+        for r in read_ledger(spark, built.lh)
+        .where("run_id = 'run-1' AND layer = 'bronze'")
+        .collect()
+    )
+    assert landed > 0
+    failed = (
+        spark.read.format("delta")
+        .load(built.lh.path("quality.results"))
+        .where("run_id = 'run-1' AND status = 'failed'")
+        .groupBy("severity")
+        .count()
+        .collect()
+    )
+    count = {r["severity"]: r["count"] for r in failed}
+    assert count.get("error", 0) == 0  # published
+    (row,) = [line for line in check.texts["#runs"].splitlines() if line.startswith("run-1\t")]
+    assert row.split("\t")[2:6] == ["published", "0", str(count.get("warning", 0)), f"{landed:,}"]
+
+
 def test_the_engines_keep_every_row_of_the_golden_lakehouse(
     spark: SparkSession, built: Built
 ) -> None:

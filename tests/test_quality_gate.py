@@ -8,6 +8,7 @@ import re
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -23,6 +24,7 @@ from lakehouse.gold.build import CONSUMED_TABLE, gold_tables
 from lakehouse.pipeline import run_pipeline
 from lakehouse.quality import RESULTS_TABLE, passed_gate
 from lakehouse.state.catalog import LAYERS
+from lakehouse_dev.browser import inspect_page
 from lakehouse_dev.generate import generate_landing
 
 DAYS = ("2024-01-01", "2024-01-02", "2024-01-03")
@@ -232,6 +234,29 @@ def test_a_warning_is_recorded_and_the_next_run_publishes_the_held_back_day(
         ("failed", "warning", 2.0),
         ("failed", "warning", 3.0),
     ]
+
+
+def test_the_index_of_runs_lists_the_refused_run_as_blocked_by_its_check(
+    gated: Gated, chromium: Any
+) -> None:
+    root = Path(gated.lh.config.storage.reports_root)
+    page = root / "index.html"
+
+    check = inspect_page(chromium, page, texts=["#runs"])
+
+    assert check.problems == []
+    html = page.read_text(encoding="utf-8")
+    rows = re.findall(r'<tr data-run="([^"]+)" data-verdict="([^"]+)"', html)
+    # Newest first: the replay, the warned run, the refused one, run-1.
+    assert [verdict for _, verdict in rows] == ["nothing new", "published", "blocked", "published"]
+    assert rows[-1][0] == "run-1"
+    assert "blocked by gold.daily_kpis/at_most_two_days" in check.texts["#runs"]
+    refused = rows[2][0]
+    # A blocked run has its quality report and no dashboard; every link resolves.
+    hrefs = re.findall(r'href="([^"]+)"', html)
+    assert f"runs/{refused}/quality.html" in hrefs
+    assert f"runs/{refused}/dashboard.html" not in hrefs
+    assert all((root / h).is_file() for h in hrefs)
 
 
 def test_the_run_command_prints_a_line_per_step_and_table_as_each_finishes(gated: Gated) -> None:

@@ -157,12 +157,32 @@ def run_pipeline(
         progress.step(f"run {run_id}"),
         run_lock(lh, run_id, f"pipeline steps {','.join(steps)}"),
     ):
-        with commit_metadata(spark, run_id):
-            report = _run_steps(spark, lh, run_id, steps, dates, checks, gold_mode, reprocess)
+        try:
+            with commit_metadata(spark, run_id):
+                report = _run_steps(spark, lh, run_id, steps, dates, checks, gold_mode, reprocess)
+        except Exception:
+            # A blocked or failed run is listed too; its own error is what the caller sees.
+            _write_index(spark, lh, failing=True)
+            raise
         if register:
             with progress.step("catalog"):
                 register_tables(spark, lh)
+        _write_index(spark, lh)
     return report
+
+
+def _write_index(spark: SparkSession, lh: Lakehouse, failing: bool = False) -> None:
+    """The index of runs under the reports root (`lakehouse.state.run_index`). When the run is
+    failing already, a failure to write the index is reported, not raised over the run's."""
+    from lakehouse.state.run_index import write_index
+
+    try:
+        with progress.step("index of runs"):
+            write_index(spark, lh)
+    except Exception as exc:
+        if not failing:
+            raise
+        progress.report("  index of runs not written: %s: %s", type(exc).__name__, exc)
 
 
 def _published_after_silver_gate(spark: SparkSession, lh: Lakehouse) -> bool:

@@ -68,7 +68,11 @@ def synthetic_kpis(
         shares = [0.55, 0.25, 0.12, 0.08]
         captured_total = Decimal("0.00")
         refunded_total = Decimal("0.00")
-        for method, share in zip(METHODS, shares, strict=True):
+        failed_left = failed
+        for i, (method, share) in enumerate(zip(METHODS, shares, strict=True)):
+            # Each method's failures; the last takes what is left, so they sum to the day's.
+            method_failed = failed_left if i == len(METHODS) - 1 else int(failed * share)
+            failed_left -= method_failed
             captured = _money(float(gross) * share * rng.uniform(0.9, 1.05))
             refunded = _money(float(captured) * rng.uniform(0.0, 0.05))
             captured_total += captured
@@ -79,7 +83,7 @@ def synthetic_kpis(
                     "method": method,
                     "captured_usd": captured,
                     "refunded_usd": refunded,
-                    "payments_failed": int(failed * share),
+                    "payments_failed": method_failed,
                 }
             )
         pays.append(
@@ -97,6 +101,8 @@ def synthetic_kpis(
     newest = (start + dt.timedelta(days=days - 1)).replace(day=1)
     retention = []
     for cohort, size in sorted(first_month.items()):
+        if not size:
+            continue  # no first order that month: no cohort (as in gold)
         for k in range(_months(newest, cohort) + 1):
             active = size if k == 0 else int(size * rng.uniform(0.15, 0.35))
             retention.append(

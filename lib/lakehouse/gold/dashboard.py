@@ -12,7 +12,6 @@ docs/REPORTS.md.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -35,12 +34,12 @@ METHOD_DAYS = 28
 Record = dict[str, Any]
 
 
-def read_kpis(spark: SparkSession, lh: Lakehouse) -> dict[str, list[Record]]:
+def read_kpis(spark: SparkSession, lh: Lakehouse, methods: bool = True) -> dict[str, list[Record]]:
     """The three small KPI tables (`KPI_TABLES`) as lists of dicts, each with every column of
     its table (dates as `date`, money as `Decimal`), ordered by the table's key; as the newest
     published set has them (`gold.published.read_gold`), never a run's half-published state.
     Also `payments_by_method` (`kpis.payments_by_method`) over the last `METHOD_DAYS` days of
-    daily_payments, from the published gold.fact_payments."""
+    daily_payments, from the published gold.fact_payments (empty when `methods` is false)."""
     out: dict[str, list[Record]] = {}
     published = published_versions(spark, lh)
     for table in KPI_TABLES:
@@ -51,7 +50,10 @@ def read_kpis(spark: SparkSession, lh: Lakehouse) -> dict[str, list[Record]]:
         rows = read_gold(spark, lh, table, published).orderBy(*keys).collect()
         out[table] = [r.asDict() for r in rows]
     out["payments_by_method"] = []
-    if out["daily_payments"]:
+    facts_path = lh.path("gold.fact_payments")
+    if methods and out["daily_payments"]:
+        if not DeltaTable.isDeltaTable(spark, facts_path):
+            raise GoldBuildError(f"gold.fact_payments does not exist at {facts_path}")
         last = out["daily_payments"][-1]["event_date"]
         since = last - dt.timedelta(days=METHOD_DAYS - 1)
         facts = read_gold(spark, lh, "fact_payments", published).where(
@@ -73,8 +75,7 @@ def kpi_data_json(data: dict[str, list[Record]]) -> str:
         return value
 
     doc = {t: [{k: plain(v) for k, v in r.items()} for r in rows] for t, rows in data.items()}
-    # "</" would end the <script> element early; "<\/" is the same JSON string.
-    return json.dumps(doc, indent=1, sort_keys=True).replace("</", "<\\/")
+    return pages.script_json(doc, indent=1)
 
 
 def write_dashboard(spark: SparkSession, lh: Lakehouse, run_id: str) -> str:
@@ -88,7 +89,7 @@ def write_dashboard(spark: SparkSession, lh: Lakehouse, run_id: str) -> str:
 
 def kpi_summary_text(spark: SparkSession, lh: Lakehouse) -> str:
     """A few lines for the terminal: totals over all days and the figures of the last day."""
-    data = read_kpis(spark, lh)
+    data = read_kpis(spark, lh, methods=False)
     days, pays = data["daily_kpis"], data["daily_payments"]
     if not days:
         return "gold.daily_kpis is empty: no orders yet."
@@ -196,14 +197,16 @@ def _compare(current: list[Record], previous: list[Record] | None) -> list[Compa
 
 
 def week_over_week(days: list[Record]) -> tuple[dt.date, dt.date, list[Comparison]] | None:
-    """The last order date against the same weekday a week earlier (no figures for it when
-    gold.daily_kpis has no row that day); None when there is no order date."""
+    """The last order date against the same weekday a week earlier: that day's figures, 0 when
+    gold.daily_kpis has no row for it, unknown (None) when the lake's first order date is later;
+    None when there is no order date."""
     if not days:
         return None
     last = days[-1]["order_date"]
     before = last - dt.timedelta(days=7)
     earlier = [d for d in days if d["order_date"] == before]
-    return last, before, _compare([days[-1]], earlier or None)
+    known = days[0]["order_date"] <= before
+    return last, before, _compare([days[-1]], earlier if known else None)
 
 
 def month_to_date(
@@ -266,9 +269,18 @@ PALETTE = {
 }
 METHOD_COLORS = ("#4f46e5", "#0ea5e9", "#f59e0b", "#22c55e", "#e11d48", "#64748b")
 
-# Money axes: "$" and SI-style abbreviations ($10M, $1.5B); hover shows the exact cents.
-_MONEY_AXIS = {"tickprefix": "$", "tickformat": "~s", "exponentformat": "B"}
-_COUNT_AXIS = {"tickformat": "~s", "rangemode": "tozero"}
+# Money axes: "$" and plotly's own abbreviations (exponentformat "B": 10k, $10M, $1.5B; a d3
+# "~s" format would write $1.5G, and 500m for a half); hover shows the exact cents.
+_MONEY_AXIS = {"tickprefix": "$", "exponentformat": "B", "rangemode": "tozero"}
+
+
+def _count_axis(values: list[Any]) -> Record:
+    """Counts: abbreviated like money, and whole numbers only (a tick a unit when the largest
+    count is small, where plotly would mark halves)."""
+    top = max((v for v in values if v is not None), default=0)
+    return {"exponentformat": "B", "rangemode": "tozero", **({"dtick": 1} if top < 5 else {})}
+
+
 _MONEY_HOVER = "%{x|%a %Y-%m-%d} %{fullData.name}: $%{y:,.2f}<extra></extra>"
 _COUNT_HOVER = "%{x|%a %Y-%m-%d} %{fullData.name}: %{y:,}<extra></extra>"
 
@@ -335,7 +347,7 @@ def charts(data: dict[str, list[Record]]) -> list[Record]:
                         "net", PALETTE["net"], x, [d["net_revenue_usd"] for d in days], _MONEY_HOVER
                     ),
                 ],
-                {**_MONEY_AXIS, "rangemode": "tozero"},
+                _MONEY_AXIS,
             ),
         ),
         (
@@ -343,7 +355,7 @@ def charts(data: dict[str, list[Record]]) -> list[Record]:
             "Orders per day",
             _figure(
                 [_bars("orders", PALETTE["orders"], x, [d["orders"] for d in days], False)],
-                _COUNT_AXIS,
+                _count_axis([d["orders"] for d in days]),
             ),
         ),
         (
@@ -359,7 +371,7 @@ def charts(data: dict[str, list[Record]]) -> list[Record]:
                         _MONEY_HOVER,
                     )
                 ],
-                {**_MONEY_AXIS, "rangemode": "tozero"},
+                _MONEY_AXIS,
             ),
         ),
         (
@@ -376,7 +388,7 @@ def charts(data: dict[str, list[Record]]) -> list[Record]:
                         False,
                     ),
                 ],
-                _COUNT_AXIS,
+                _count_axis([d["customers"] for d in days]),
                 barmode="stack",
             ),
         ),
@@ -424,7 +436,7 @@ def _methods_figure(data: dict[str, list[Record]]) -> Record:
         )
         for i, method in enumerate(methods)
     ]
-    return _figure(traces, {**_MONEY_AXIS, "rangemode": "tozero"}, barmode="stack")
+    return _figure(traces, _MONEY_AXIS, barmode="stack")
 
 
 def _retention_figure(rows: list[Record]) -> Record:
@@ -435,8 +447,8 @@ def _retention_figure(rows: list[Record]) -> Record:
     z, text = [], []
     for cohort in cohorts:
         found = [cell.get((cohort, k)) for k in range(width)]
-        z.append([None if r is None else float(r["retention_rate"]) for r in found])
-        text.append(["" if r is None else _pct(r["retention_rate"]) for r in found])
+        z.append([None if r is None else _num(r["retention_rate"]) for r in found])
+        text.append(["" if r is None else _pct(r["retention_rate"]) for r in found])  # "—" if null
     labels = [f"{c.strftime('%Y-%m')} · {size[c]:,}" for c in cohorts]
     return {
         "data": [

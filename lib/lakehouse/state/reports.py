@@ -4,6 +4,7 @@
     <reports_root>/runs/<run_id>/quality.html   the run's quality report (quality.json, its twin)
     <reports_root>/runs/<run_id>/dashboard.html the KPI dashboard of the gold the run published
     <reports_root>/latest/<same names>
+    <reports_root>/index.html                    every run, with links (lakehouse.state.run_index)
 
 `latest/quality.*` is the newest run's report, published or blocked; `latest/dashboard.html` is the
 dashboard of the newest published gold (a blocked run writes none). S3 objects are written with
@@ -66,6 +67,29 @@ def read_text(config: Config, location: str) -> str:
         body = make_client("s3", config.aws).get_object(Bucket=bucket, Key=key)["Body"]
         return str(body.read().decode("utf-8"))
     return Path(location.removeprefix("file://")).read_text(encoding="utf-8")
+
+
+def list_reports(config: Config, folder: str = "runs") -> dict[str, set[str]]:
+    """The reports kept under `<reports_root>/<folder>/`: for `runs`, run id -> the names of
+    its reports; for `latest`, {"": names}. Empty when nothing is kept yet."""
+    base = join_uri(config.storage.reports_root, folder)
+    found: dict[str, set[str]] = {}
+    if base.startswith(S3_SCHEMES):
+        bucket, prefix = _bucket_key(base + "/")
+        pages = make_client("s3", config.aws).get_paginator("list_objects_v2")
+        keys = [
+            o["Key"][len(prefix) :]
+            for page in pages.paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])
+        ]
+    else:
+        root = Path(base.removeprefix("file://"))
+        keys = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    for key in keys:
+        parent, _, name = key.rpartition("/")
+        if "/" not in parent:
+            found.setdefault(parent, set()).add(name)
+    return found
 
 
 def _bucket_key(location: str) -> tuple[str, str]:

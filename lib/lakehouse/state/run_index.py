@@ -1,0 +1,188 @@
+"""The index of runs: `<reports_root>/index.html`, one row per pipeline run (newest first) with
+its date, verdict, failed error and warning checks, records landed and quarantined, duration, and
+links to the run's reports that exist (`runs/<run>/dashboard.html`, `quality.html`) and to the
+newest ones. Written after every run, published or blocked (`lakehouse.pipeline.run_pipeline`),
+from the run ledger, `quality.results` and `gold._published`; docs/REPORTS.md.
+
+A run's verdict: `blocked` when an error check of the run failed (gold kept what it had),
+`published` when the run published a gold set, otherwise `nothing new` (no silver change for
+gold, or the run stopped before gold: its ledger rows say how far it got).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.core import pages
+from lakehouse.core.config import join_uri
+from lakehouse.core.context import Lakehouse
+from lakehouse.gold.published import PUBLISHED_TABLE
+from lakehouse.state import reports
+from lakehouse.state.ledger import read_ledger
+
+INDEX = "index.html"
+RESULTS_TABLE = "quality.results"  # lakehouse.quality.runner.RESULTS_TABLE (no import: no pydeequ)
+REPORT_NAMES = ("dashboard.html", "quality.html")
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run of the index."""
+
+    run_id: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    records: int  # read by bronze (the landed records the run took in)
+    quarantined: int  # over every layer
+    errors: tuple[str, ...]  # failed error checks, `layer.table/check`
+    warnings: tuple[str, ...]  # failed warning checks
+    published: bool
+    reports: tuple[str, ...] = field(default=())  # the run's reports that exist
+
+    @property
+    def verdict(self) -> str:
+        if self.errors:
+            return "blocked"
+        return "published" if self.published else "nothing new"
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+def summarise_runs(
+    ledger: Iterable[Record],
+    checks: Iterable[Record],
+    published_runs: Iterable[str],
+    reports_of: Mapping[str, Iterable[str]],
+) -> list[RunSummary]:
+    """The runs of the ledger, newest first. `ledger`: its rows (`run_id`, `layer`, `status`,
+    `records_read`, `quarantined`, `started_at`, `finished_at`); `checks`: failed quality
+    results (`run_id`, `severity`, `layer`, `table`, `check`); `reports_of`: run -> the names
+    of its reports that exist. A rollback's own ledger rows are not runs of the pipeline."""
+    runs: dict[str, Record] = {}
+    for row in ledger:
+        if row["status"] == "rollback":
+            continue
+        run = runs.setdefault(
+            row["run_id"],
+            {"start": row["started_at"], "end": row["finished_at"], "records": 0, "quar": 0},
+        )
+        run["start"] = min(run["start"], row["started_at"])
+        run["end"] = max(run["end"], row["finished_at"])
+        if row["layer"] == "bronze":
+            run["records"] += row["records_read"] or 0
+        run["quar"] += row["quarantined"] or 0
+    failed: dict[tuple[str, str], list[str]] = {}
+    for c in checks:
+        failed.setdefault((c["run_id"], c["severity"]), []).append(
+            f"{c['layer']}.{c['table']}/{c['check']}"
+        )
+    published = set(published_runs)
+    out = [
+        RunSummary(
+            run_id,
+            r["start"],
+            r["end"],
+            r["records"],
+            r["quar"],
+            tuple(sorted(failed.get((run_id, "error"), []))),
+            tuple(sorted(failed.get((run_id, "warning"), []))),
+            run_id in published,
+            tuple(n for n in REPORT_NAMES if n in set(reports_of.get(run_id, ()))),
+        )
+        for run_id, r in runs.items()
+    ]
+    return sorted(out, key=lambda s: (s.started_at, s.run_id), reverse=True)
+
+
+def read_runs(spark: SparkSession, lh: Lakehouse) -> list[RunSummary]:
+    """Every run of the lakehouse, from its tables and its reports root."""
+    ledger = (
+        read_ledger(spark, lh)
+        .groupBy("run_id", "layer", "status")
+        .agg(
+            F.min("started_at").alias("started_at"),
+            F.max("finished_at").alias("finished_at"),
+            F.sum("records_read").alias("records_read"),
+            F.sum("quarantined").alias("quarantined"),
+        )
+        .collect()
+    )
+    checks: list[Any] = []
+    results = lh.path(RESULTS_TABLE)
+    if DeltaTable.isDeltaTable(spark, results):
+        checks = (
+            spark.read.format("delta")
+            .load(results)
+            .where(F.col("status") == "failed")
+            .select("run_id", "severity", "layer", "table", "check")
+            .collect()
+        )
+    published: list[str] = []
+    if DeltaTable.isDeltaTable(spark, lh.path(PUBLISHED_TABLE)):
+        published = [
+            r["run_id"]
+            for r in spark.read.format("delta")
+            .load(lh.path(PUBLISHED_TABLE))
+            .select("run_id")
+            .distinct()
+            .collect()
+        ]
+    return summarise_runs(
+        [r.asDict() for r in ledger],
+        [c.asDict() for c in checks],
+        published,
+        reports.list_reports(lh.config),
+    )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def render_index(runs: list[RunSummary], latest: Iterable[str]) -> str:
+    """The index page; `latest`: the names of the reports in `latest/`."""
+    rows = [
+        {
+            "run_id": s.run_id,
+            "date": s.started_at.strftime("%Y-%m-%d %H:%M"),
+            "verdict": s.verdict,
+            "errors": s.errors,
+            "warnings": s.warnings,
+            "records": f"{s.records:,}",
+            "quarantined": f"{s.quarantined:,}",
+            "duration": _duration(s.seconds),
+            "reports": [(name, f"runs/{s.run_id}/{name}") for name in s.reports],
+        }
+        for s in runs
+    ]
+    counts = {v: sum(1 for s in runs if s.verdict == v) for v in ("published", "blocked")}
+    return pages.render(
+        "index.html.j2",
+        rows=rows,
+        counts=counts,
+        latest=[(name, f"{reports.LATEST}/{name}") for name in REPORT_NAMES if name in set(latest)],
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+def write_index(spark: SparkSession, lh: Lakehouse) -> str:
+    """Write `<reports_root>/index.html` from every run the lakehouse has recorded; return its
+    location."""
+    runs = read_runs(spark, lh)
+    latest = reports.list_reports(lh.config, folder=reports.LATEST).get("", set())
+    location = join_uri(lh.config.storage.reports_root, INDEX)
+    reports.write_text(lh.config, location, render_index(runs, latest))
+    return location

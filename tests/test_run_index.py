@@ -1,0 +1,131 @@
+"""The index of runs (`<reports_root>/index.html`): what each run is listed with, computed from
+the ledger, the failed checks and the published sets; then the page in a browser. The index a
+real blocked run leaves is read in tests/test_quality_gate.py, a published one's in
+tests/test_pipeline.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any
+
+from lakehouse.state.run_index import RunSummary, render_index, summarise_runs
+from lakehouse_dev.browser import inspect_page
+
+T0 = dt.datetime(2024, 1, 2, 2, 0, 0)
+
+
+def at(minutes: float) -> dt.datetime:
+    return T0 + dt.timedelta(minutes=minutes)
+
+
+def ledger_row(
+    run: str, layer: str, start: float, end: float, read: int, quar: int = 0
+) -> dict[str, Any]:
+    return {
+        "run_id": run,
+        "layer": layer,
+        "status": "ok",
+        "records_read": read,
+        "quarantined": quar,
+        "started_at": at(start),
+        "finished_at": at(end),
+    }
+
+
+LEDGER = [
+    ledger_row("r1", "bronze", 0, 1, 100, quar=2),
+    ledger_row("r1", "bronze", 0.5, 1.5, 50),
+    ledger_row("r1", "silver", 2, 3, 148, quar=1),
+    ledger_row("r1", "gold", 3, 4.25, 7),
+    ledger_row("r2", "bronze", 1440, 1441, 30),
+    ledger_row("r2", "silver", 1441, 1442, 30),
+    ledger_row("r3", "bronze", 2880, 2881, 0),
+    # A rollback's own row is not a run of the pipeline.
+    {**ledger_row("rb", "silver", 3000, 3001, 0), "status": "rollback"},
+]
+FAILED = [
+    {"run_id": "r2", "severity": "error", "layer": "gold", "table": "daily_kpis", "check": "b"},
+    {"run_id": "r2", "severity": "error", "layer": "silver", "table": "orders", "check": "a"},
+    {"run_id": "r2", "severity": "warning", "layer": "silver", "table": "orders", "check": "w"},
+    {"run_id": "r1", "severity": "warning", "layer": "silver", "table": "orders", "check": "w"},
+]
+REPORTS = {"r1": {"dashboard.html", "quality.html", "dashboard.png"}, "r2": {"quality.html"}}
+
+
+def test_each_run_is_summed_from_its_ledger_rows_checks_and_published_sets() -> None:
+    runs = summarise_runs(LEDGER, FAILED, ["r1"], REPORTS)
+
+    assert runs == [
+        RunSummary("r3", at(2880), at(2881), 0, 0, (), (), False, ()),
+        RunSummary(
+            "r2",
+            at(1440),
+            at(1442),
+            30,
+            0,
+            ("gold.daily_kpis/b", "silver.orders/a"),
+            ("silver.orders/w",),
+            False,
+            ("quality.html",),
+        ),
+        RunSummary(
+            "r1",
+            at(0),
+            at(4.25),
+            150,  # bronze's records read, not silver's or gold's
+            3,  # quarantined in every layer
+            (),
+            ("silver.orders/w",),
+            True,
+            ("dashboard.html", "quality.html"),  # the reports, not a screenshot
+        ),
+    ]
+    assert [r.verdict for r in runs] == ["nothing new", "blocked", "published"]
+    assert runs[2].seconds == 255.0
+
+
+def test_a_blocked_run_is_blocked_even_if_it_recorded_a_published_set() -> None:
+    (run,) = summarise_runs(LEDGER[4:6], FAILED[:1], ["r2"], {})
+    assert run.verdict == "blocked"
+
+
+def test_the_index_page_lists_the_runs_with_links_that_resolve(
+    chromium: Any, tmp_path: Path
+) -> None:
+    runs = summarise_runs(LEDGER, FAILED, ["r1"], REPORTS)
+    for run, names in REPORTS.items():
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        for name in names:
+            (tmp_path / "runs" / run / name).write_text("<!doctype html><title>x</title>")
+    (tmp_path / "latest").mkdir()
+    (tmp_path / "latest" / "dashboard.html").write_text("<!doctype html><title>x</title>")
+    page = tmp_path / "index.html"
+    page.write_text(render_index(runs, {"dashboard.html"}), encoding="utf-8")
+
+    check = inspect_page(chromium, page, texts=["header", "#runs"])
+
+    assert check.problems == []
+    html = page.read_text(encoding="utf-8")
+    assert re.findall(r'<tr data-run="([^"]+)" data-verdict="([^"]+)"', html) == [
+        ("r3", "nothing new"),
+        ("r2", "blocked"),
+        ("r1", "published"),
+    ]
+    hrefs = re.findall(r'href="([^"]+)"', html)
+    assert hrefs == [
+        "latest/dashboard.html",
+        "runs/r2/quality.html",
+        "runs/r1/dashboard.html",
+        "runs/r1/quality.html",
+    ]
+    assert all((tmp_path / h).is_file() for h in hrefs)
+    assert "3 runs: 1 published, 1 blocked" in check.texts["header"]
+    assert "blocked by gold.daily_kpis/b, silver.orders/a" in check.texts["#runs"]
+    assert "r1\t2024-01-02 02:00\tpublished\t0\t1\t150\t3\t4 min 15 s\t" in check.texts["#runs"]
+
+
+def test_an_empty_lakehouse_has_an_index_that_says_so() -> None:
+    page = render_index([], set())
+    assert "No runs yet." in page and "0 runs: 0 published, 0 blocked" in page
