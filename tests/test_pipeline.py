@@ -192,7 +192,7 @@ def test_the_dashboard_opens_in_a_browser_showing_the_gold_figures(
     assert f"${gross:,.2f}" in check.texts["#tiles"]
 
 
-def test_the_index_lists_both_runs_as_published_with_their_reports(
+def test_the_index_lists_the_publishing_run_and_the_run_with_nothing_new(
     spark: SparkSession, built: Built, chromium: Any
 ) -> None:
     root = Path(built.lh.config.storage.reports_root)

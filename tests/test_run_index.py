@@ -6,12 +6,22 @@ tests/test_pipeline.py."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pyspark.sql import SparkSession
+
+from lakehouse import pipeline
+from lakehouse.core import progress
+from lakehouse.pipeline import run_pipeline
+from lakehouse.state import run_index
+from lakehouse.state.lock import run_lock
 from lakehouse.state.run_index import RunSummary, render_index, summarise_runs
 from lakehouse_dev.browser import inspect_page
+from lakehouses import local_lakehouse
 
 T0 = dt.datetime(2024, 1, 2, 2, 0, 0)
 
@@ -45,7 +55,11 @@ LEDGER = [
     # A rollback's own row is not a run of the pipeline.
     {**ledger_row("rb", "silver", 3000, 3001, 0), "status": "rollback"},
 ]
+# What `lakehouse rollback` of r2 adds: r2's rows marked, at the rollback's time.
+ROLLED_BACK = [{**ledger_row("r2", "bronze", 3000, 3000, 0), "status": "rolled_back"}]
 FAILED = [
+    {"run_id": "r2", "severity": "error", "layer": "gold", "table": "daily_kpis", "check": "b"},
+    # The same check failed again when r2 was retried under its id: listed once.
     {"run_id": "r2", "severity": "error", "layer": "gold", "table": "daily_kpis", "check": "b"},
     {"run_id": "r2", "severity": "error", "layer": "silver", "table": "orders", "check": "a"},
     {"run_id": "r2", "severity": "warning", "layer": "silver", "table": "orders", "check": "w"},
@@ -84,6 +98,17 @@ def test_each_run_is_summed_from_its_ledger_rows_checks_and_published_sets() -> 
     ]
     assert [r.verdict for r in runs] == ["nothing new", "blocked", "published"]
     assert runs[2].seconds == 255.0
+
+
+def test_a_rolled_back_run_says_so_and_keeps_its_own_times() -> None:
+    runs = summarise_runs(LEDGER + ROLLED_BACK, FAILED, ["r1"], REPORTS)
+    r2 = next(r for r in runs if r.run_id == "r2")
+    assert (r2.verdict, r2.started_at, r2.finished_at, r2.records) == (
+        "rolled back",
+        at(1440),
+        at(1442),
+        30,
+    )
 
 
 def test_a_blocked_run_is_blocked_even_if_it_recorded_a_published_set() -> None:
@@ -129,3 +154,36 @@ def test_the_index_page_lists_the_runs_with_links_that_resolve(
 def test_an_empty_lakehouse_has_an_index_that_says_so() -> None:
     page = render_index([], set())
     assert "No runs yet." in page and "0 runs: 0 published, 0 blocked" in page
+
+
+def test_writing_the_index_never_fails_a_run_or_hides_its_error(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lh = local_lakehouse(tmp_path)
+
+    def broken(*args: object) -> None:
+        raise OSError("reports root unreachable")
+
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    monkeypatch.setattr(run_index, "write_index", broken)
+    keep = Keep()
+    progress.LOG.addHandler(keep)
+    try:
+        run_pipeline(spark, lh, "r-ok", steps=(), register=False)  # no step: only the index
+    finally:
+        progress.LOG.removeHandler(keep)
+    assert "index of runs not written: OSError: reports root unreachable" in said
+
+    def failing_steps(*args: object) -> None:
+        raise ValueError("the run's own error")
+
+    monkeypatch.setattr(pipeline, "_run_steps", failing_steps)
+    with pytest.raises(ValueError, match="the run's own error"):
+        run_pipeline(spark, lh, "r-failing", steps=(), register=False)
+    with run_lock(lh, "r-next", "after"):  # the failed run let go of the lock
+        pass

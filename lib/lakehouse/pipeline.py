@@ -162,7 +162,7 @@ def run_pipeline(
                 report = _run_steps(spark, lh, run_id, steps, dates, checks, gold_mode, reprocess)
         except Exception:
             # A blocked or failed run is listed too; its own error is what the caller sees.
-            _write_index(spark, lh, failing=True)
+            _write_index(spark, lh)
             raise
         if register:
             with progress.step("catalog"):
@@ -171,18 +171,17 @@ def run_pipeline(
     return report
 
 
-def _write_index(spark: SparkSession, lh: Lakehouse, failing: bool = False) -> None:
-    """The index of runs under the reports root (`lakehouse.state.run_index`). When the run is
-    failing already, a failure to write the index is reported, not raised over the run's."""
+def _write_index(spark: SparkSession, lh: Lakehouse) -> None:
+    """The index of runs under the reports root (`lakehouse.state.run_index`). It is a report:
+    failing to write it is printed and does not fail the run (whose data is written already);
+    the next run writes it again from the tables."""
     from lakehouse.state.run_index import write_index
 
     try:
         with progress.step("index of runs"):
             write_index(spark, lh)
     except Exception as exc:
-        if not failing:
-            raise
-        progress.report("  index of runs not written: %s: %s", type(exc).__name__, exc)
+        progress.LOG.warning("index of runs not written: %s: %s", type(exc).__name__, exc)
 
 
 def _published_after_silver_gate(spark: SparkSession, lh: Lakehouse) -> bool:

@@ -4,9 +4,13 @@ links to the run's reports that exist (`runs/<run>/dashboard.html`, `quality.htm
 newest ones. Written after every run, published or blocked (`lakehouse.pipeline.run_pipeline`),
 from the run ledger, `quality.results` and `gold._published`; docs/REPORTS.md.
 
-A run's verdict: `blocked` when an error check of the run failed (gold kept what it had),
-`published` when the run published a gold set, otherwise `nothing new` (no silver change for
-gold, or the run stopped before gold: its ledger rows say how far it got).
+A run's verdict: `rolled back` when `lakehouse rollback` undid it, `blocked` when an error check
+of the run failed (gold kept what it had), `published` when the run published a gold set,
+otherwise `nothing new` (no silver change for gold, or the run stopped before gold).
+
+Runs are the ledger's, which bronze and silver write: a run of gold or quality alone (`lakehouse
+gold`, or the gold step job of an Airflow or Step Functions run, which has a run id of its own)
+is not listed yet, and a run's duration covers its bronze and silver steps (docs/REPORTS.md).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from lakehouse.core.config import join_uri
 from lakehouse.core.context import Lakehouse
 from lakehouse.gold.published import PUBLISHED_TABLE
 from lakehouse.state import reports
-from lakehouse.state.ledger import read_ledger
+from lakehouse.state.ledger import LEDGER_TABLE, read_ledger
 
 INDEX = "index.html"
 RESULTS_TABLE = "quality.results"  # lakehouse.quality.runner.RESULTS_TABLE (no import: no pydeequ)
@@ -47,9 +51,12 @@ class RunSummary:
     warnings: tuple[str, ...]  # failed warning checks
     published: bool
     reports: tuple[str, ...] = field(default=())  # the run's reports that exist
+    rolled_back: bool = False
 
     @property
     def verdict(self) -> str:
+        if self.rolled_back:
+            return "rolled back"
         if self.errors:
             return "blocked"
         return "published" if self.published else "nothing new"
@@ -68,10 +75,15 @@ def summarise_runs(
     """The runs of the ledger, newest first. `ledger`: its rows (`run_id`, `layer`, `status`,
     `records_read`, `quarantined`, `started_at`, `finished_at`); `checks`: failed quality
     results (`run_id`, `severity`, `layer`, `table`, `check`); `reports_of`: run -> the names
-    of its reports that exist. A rollback's own ledger rows are not runs of the pipeline."""
+    of its reports that exist. A rollback's own ledger rows are not runs of the pipeline; the
+    rows that mark a run rolled back (`rolled_back`, at the rollback's time) only say so."""
     runs: dict[str, Record] = {}
+    rolled_back = set()
     for row in ledger:
         if row["status"] == "rollback":
+            continue
+        if row["status"] == "rolled_back":
+            rolled_back.add(row["run_id"])
             continue
         run = runs.setdefault(
             row["run_id"],
@@ -82,9 +94,9 @@ def summarise_runs(
         if row["layer"] == "bronze":
             run["records"] += row["records_read"] or 0
         run["quar"] += row["quarantined"] or 0
-    failed: dict[tuple[str, str], list[str]] = {}
+    failed: dict[tuple[str, str], set[str]] = {}
     for c in checks:
-        failed.setdefault((c["run_id"], c["severity"]), []).append(
+        failed.setdefault((c["run_id"], c["severity"]), set()).add(
             f"{c['layer']}.{c['table']}/{c['check']}"
         )
     published = set(published_runs)
@@ -95,10 +107,11 @@ def summarise_runs(
             r["end"],
             r["records"],
             r["quar"],
-            tuple(sorted(failed.get((run_id, "error"), []))),
-            tuple(sorted(failed.get((run_id, "warning"), []))),
+            tuple(sorted(failed.get((run_id, "error"), set()))),
+            tuple(sorted(failed.get((run_id, "warning"), set()))),
             run_id in published,
             tuple(n for n in REPORT_NAMES if n in set(reports_of.get(run_id, ()))),
+            run_id in rolled_back,
         )
         for run_id, r in runs.items()
     ]
@@ -107,6 +120,8 @@ def summarise_runs(
 
 def read_runs(spark: SparkSession, lh: Lakehouse) -> list[RunSummary]:
     """Every run of the lakehouse, from its tables and its reports root."""
+    if not DeltaTable.isDeltaTable(spark, lh.path(LEDGER_TABLE)):
+        return []  # nothing recorded yet (the index does not create the ledger)
     ledger = (
         read_ledger(spark, lh)
         .groupBy("run_id", "layer", "status")
