@@ -227,7 +227,9 @@ def test_the_index_lists_the_publishing_run_and_the_run_with_nothing_new(
     count = {r["severity"]: r["count"] for r in failed}
     assert count.get("error", 0) == 0  # published
     (row,) = [line for line in check.texts["#runs"].splitlines() if line.startswith("run-1\t")]
-    assert row.split("\t")[2:6] == ["published", "0", str(count.get("warning", 0)), f"{landed:,}"]
+    cells = row.split("\t")
+    assert cells[2] == "bronze, silver, quality, gold"  # the steps run_pipeline recorded
+    assert cells[3:7] == ["published", "0", str(count.get("warning", 0)), f"{landed:,}"]
 
 
 def test_the_engines_keep_every_row_of_the_golden_lakehouse(

@@ -19,7 +19,14 @@ from lakehouse.core import progress
 from lakehouse.pipeline import run_pipeline
 from lakehouse.state import run_index
 from lakehouse.state.lock import run_lock
-from lakehouse.state.run_index import RunSummary, render_index, summarise_runs
+from lakehouse.state.run_index import (
+    RunRecord,
+    RunSummary,
+    read_records,
+    record_run,
+    render_index,
+    summarise_runs,
+)
 from lakehouse_dev.browser import inspect_page
 from lakehouses import local_lakehouse
 
@@ -111,6 +118,46 @@ def test_a_rolled_back_run_says_so_and_keeps_its_own_times() -> None:
     )
 
 
+def test_a_run_record_gives_the_whole_runs_times_steps_and_outcome() -> None:
+    records = [
+        # r1 as run_pipeline recorded it: from before bronze to after gold.
+        RunRecord("r1", ("bronze", "silver", "quality", "gold"), at(-1), at(6), "succeeded"),
+        # A gold job of its own (an Airflow run's gold step): no ledger row at all.
+        RunRecord("g1", ("gold",), at(10), at(12), "succeeded"),
+        # A run that stopped on an error that is not a failed check.
+        RunRecord("f1", ("bronze",), at(20), at(20.5), "failed", "OSError: landing unreachable"),
+    ]
+
+    runs = {r.run_id: r for r in summarise_runs(LEDGER, FAILED, ["r1", "g1"], REPORTS, records)}
+
+    assert (runs["r1"].started_at, runs["r1"].finished_at, runs["r1"].records) == (
+        at(-1),
+        at(6),
+        150,
+    )
+    assert runs["r1"].steps == ("bronze", "silver", "quality", "gold")
+    assert (runs["g1"].verdict, runs["g1"].steps, runs["g1"].records) == ("published", ("gold",), 0)
+    assert (runs["f1"].verdict, runs["f1"].failure) == ("failed", "OSError: landing unreachable")
+    assert runs["r2"].steps == ()  # a run from before runs.json: the ledger's times
+
+
+def test_run_records_are_kept_in_the_reports_root_a_retry_replacing_its_first_try(
+    tmp_path: Path,
+) -> None:
+    lh = local_lakehouse(tmp_path)
+    first = RunRecord("r1", ("bronze",), at(0), at(1), "failed", "OSError: x")
+    record_run(lh, first)
+    record_run(lh, RunRecord("r2", ("gold",), at(2), at(3), "succeeded"))
+    retry = RunRecord("r1", ("bronze",), at(4), at(5), "succeeded")
+
+    kept = record_run(lh, retry)
+
+    assert (
+        kept == read_records(lh) == [RunRecord("r2", ("gold",), at(2), at(3), "succeeded"), retry]
+    )
+    assert (tmp_path / "reports" / "runs.json").is_file()
+
+
 def test_a_blocked_run_is_blocked_even_if_it_recorded_a_published_set() -> None:
     (run,) = summarise_runs(LEDGER[4:6], FAILED[:1], ["r2"], {})
     assert run.verdict == "blocked"
@@ -148,7 +195,7 @@ def test_the_index_page_lists_the_runs_with_links_that_resolve(
     assert all((tmp_path / h).is_file() for h in hrefs)
     assert "3 runs: 1 published, 1 blocked" in check.texts["header"]
     assert "blocked by gold.daily_kpis/b, silver.orders/a" in check.texts["#runs"]
-    assert "r1\t2024-01-02 02:00\tpublished\t0\t1\t150\t3\t4 min 15 s\t" in check.texts["#runs"]
+    assert "r1\t2024-01-02 02:00\t\tpublished\t0\t1\t150\t3\t4 min 15 s\t" in check.texts["#runs"]
 
 
 def test_an_empty_lakehouse_has_an_index_that_says_so() -> None:

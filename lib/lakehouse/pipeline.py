@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse.core import progress
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.crash import crash_point
-from lakehouse.state.ledger import LedgerEntry, record
+from lakehouse.state.ledger import LedgerEntry, record, utcnow
 
 STEPS = ("bronze", "silver", "quality", "gold")
 
@@ -157,29 +158,45 @@ def run_pipeline(
         progress.step(f"run {run_id}"),
         run_lock(lh, run_id, f"pipeline steps {','.join(steps)}"),
     ):
+        started = utcnow()
         try:
             with commit_metadata(spark, run_id):
                 report = _run_steps(spark, lh, run_id, steps, dates, checks, gold_mode, reprocess)
-        except Exception:
+        except Exception as exc:
             # A blocked or failed run is listed too; its own error is what the caller sees.
-            _write_index(spark, lh)
+            _write_index(spark, lh, run_id, steps, started, exc)
             raise
         if register:
             with progress.step("catalog"):
                 register_tables(spark, lh)
-        _write_index(spark, lh)
+        _write_index(spark, lh, run_id, steps, started)
     return report
 
 
-def _write_index(spark: SparkSession, lh: Lakehouse) -> None:
-    """The index of runs under the reports root (`lakehouse.state.run_index`). It is a report:
-    failing to write it is printed and does not fail the run (whose data is written already);
-    the next run writes it again from the tables."""
-    from lakehouse.state.run_index import write_index
+def _write_index(
+    spark: SparkSession,
+    lh: Lakehouse,
+    run_id: str,
+    steps: Sequence[str],
+    started: datetime,
+    error: BaseException | None = None,
+) -> None:
+    """Record the run (`RunRecord`) and write the index of runs under the reports root
+    (`lakehouse.state.run_index`). It is a report: failing to write it is printed and does not
+    fail the run (whose data is written already); the next run writes it again."""
+    from lakehouse.state.run_index import RunRecord, write_index
 
+    record = RunRecord(
+        run_id,
+        tuple(steps),
+        started,
+        utcnow(),
+        "succeeded" if error is None else "failed",
+        None if error is None else f"{type(error).__name__}: {error}"[:500],
+    )
     try:
         with progress.step("index of runs"):
-            write_index(spark, lh)
+            write_index(spark, lh, record)
     except Exception as exc:
         progress.LOG.warning("index of runs not written: %s: %s", type(exc).__name__, exc)
 

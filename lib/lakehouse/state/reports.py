@@ -71,8 +71,9 @@ def read_text(config: Config, location: str) -> str:
 
 def list_reports(config: Config, folder: str = "runs") -> dict[str, set[str]]:
     """The reports kept under `<reports_root>/<folder>/`: for `runs`, run id -> the names of
-    its reports; for `latest`, {"": names}. Empty when nothing is kept yet."""
-    base = join_uri(config.storage.reports_root, folder)
+    its reports; for `latest` (or "", the root itself), {"": names}. Empty when nothing is kept
+    yet."""
+    base = join_uri(config.storage.reports_root, folder).rstrip("/")
     found: dict[str, set[str]] = {}
     if base.startswith(S3_SCHEMES):
         bucket, prefix = _bucket_key(base + "/")

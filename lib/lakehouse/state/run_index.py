@@ -4,18 +4,18 @@ links to the run's reports that exist (`runs/<run>/dashboard.html`, `quality.htm
 newest ones. Written after every run, published or blocked (`lakehouse.pipeline.run_pipeline`),
 from the run ledger, `quality.results` and `gold._published`; docs/REPORTS.md.
 
-A run's verdict: `rolled back` when `lakehouse rollback` undid it, `blocked` when an error check
-of the run failed (gold kept what it had), `published` when the run published a gold set,
-otherwise `nothing new` (no silver change for gold, or the run stopped before gold).
-
-Runs are the ledger's, which bronze and silver write: a run of gold or quality alone (`lakehouse
-gold`, or the gold step job of an Airflow or Step Functions run, which has a run id of its own)
-is not listed yet, and a run's duration covers its bronze and silver steps (docs/REPORTS.md).
+The runs are those `run_pipeline` recorded in `<reports_root>/runs.json` (`RunRecord`: steps,
+start, end, outcome; a run of gold alone too, such as the gold job of an Airflow run) and those
+of the ledger from before that file existed. A run's verdict: `rolled back` when `lakehouse
+rollback` undid it, `blocked` when an error check of the run failed (gold kept what it had),
+`failed` when it stopped on another error, `published` when it published a gold set, otherwise
+`nothing new` (no silver change for gold, or steps that publish nothing).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,10 +32,45 @@ from lakehouse.state import reports
 from lakehouse.state.ledger import LEDGER_TABLE, read_ledger
 
 INDEX = "index.html"
+RUNS = "runs.json"  # every run's RunRecord, at the top of the reports root
 RESULTS_TABLE = "quality.results"  # lakehouse.quality.runner.RESULTS_TABLE (no import: no pydeequ)
 REPORT_NAMES = ("dashboard.html", "quality.html")
 
 Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What `run_pipeline` knows of its run: which steps, when, and how it ended (`succeeded` or
+    `failed`, with the error's type and message)."""
+
+    run_id: str
+    steps: tuple[str, ...]
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    outcome: str
+    error: str | None = None
+
+    def to_json(self) -> Record:
+        return {
+            "run_id": self.run_id,
+            "steps": list(self.steps),
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "outcome": self.outcome,
+            "error": self.error,
+        }
+
+    @staticmethod
+    def from_json(doc: Record) -> RunRecord:
+        return RunRecord(
+            doc["run_id"],
+            tuple(doc["steps"]),
+            dt.datetime.fromisoformat(doc["started_at"]),
+            dt.datetime.fromisoformat(doc["finished_at"]),
+            doc["outcome"],
+            doc.get("error"),
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +87,8 @@ class RunSummary:
     published: bool
     reports: tuple[str, ...] = field(default=())  # the run's reports that exist
     rolled_back: bool = False
+    steps: tuple[str, ...] = ()  # empty when the run has no RunRecord (older runs)
+    failure: str | None = None  # the error a failed run stopped on
 
     @property
     def verdict(self) -> str:
@@ -59,6 +96,8 @@ class RunSummary:
             return "rolled back"
         if self.errors:
             return "blocked"
+        if self.failure is not None:
+            return "failed"
         return "published" if self.published else "nothing new"
 
     @property
@@ -71,8 +110,11 @@ def summarise_runs(
     checks: Iterable[Record],
     published_runs: Iterable[str],
     reports_of: Mapping[str, Iterable[str]],
+    records: Iterable[RunRecord] = (),
 ) -> list[RunSummary]:
-    """The runs of the ledger, newest first. `ledger`: its rows (`run_id`, `layer`, `status`,
+    """The runs of `records` and of the ledger, newest first; a run's record gives its times,
+    steps and outcome (the ledger's rows, only bronze's and silver's, give them for a run without
+    one). `ledger`: its rows (`run_id`, `layer`, `status`,
     `records_read`, `quarantined`, `started_at`, `finished_at`); `checks`: failed quality
     results (`run_id`, `severity`, `layer`, `table`, `check`); `reports_of`: run -> the names
     of its reports that exist. A rollback's own ledger rows are not runs of the pipeline; the
@@ -94,6 +136,10 @@ def summarise_runs(
         if row["layer"] == "bronze":
             run["records"] += row["records_read"] or 0
         run["quar"] += row["quarantined"] or 0
+    recorded = {r.run_id: r for r in records}
+    for run_id, rec in recorded.items():
+        run = runs.setdefault(run_id, {"records": 0, "quar": 0})
+        run["start"], run["end"] = rec.started_at, rec.finished_at
     failed: dict[tuple[str, str], set[str]] = {}
     for c in checks:
         failed.setdefault((c["run_id"], c["severity"]), set()).add(
@@ -112,27 +158,57 @@ def summarise_runs(
             run_id in published,
             tuple(n for n in REPORT_NAMES if n in set(reports_of.get(run_id, ()))),
             run_id in rolled_back,
+            recorded[run_id].steps if run_id in recorded else (),
+            _failure(recorded.get(run_id)),
         )
         for run_id, r in runs.items()
     ]
     return sorted(out, key=lambda s: (s.started_at, s.run_id), reverse=True)
 
 
-def read_runs(spark: SparkSession, lh: Lakehouse) -> list[RunSummary]:
-    """Every run of the lakehouse, from its tables and its reports root."""
-    if not DeltaTable.isDeltaTable(spark, lh.path(LEDGER_TABLE)):
-        return []  # nothing recorded yet (the index does not create the ledger)
-    ledger = (
-        read_ledger(spark, lh)
-        .groupBy("run_id", "layer", "status")
-        .agg(
-            F.min("started_at").alias("started_at"),
-            F.max("finished_at").alias("finished_at"),
-            F.sum("records_read").alias("records_read"),
-            F.sum("quarantined").alias("quarantined"),
+def _failure(record: RunRecord | None) -> str | None:
+    if record is None or record.outcome == "succeeded":
+        return None
+    return record.error or record.outcome
+
+
+def read_records(lh: Lakehouse) -> list[RunRecord]:
+    """The runs recorded in `<reports_root>/runs.json` (none before the first)."""
+    location = join_uri(lh.config.storage.reports_root, RUNS)
+    if RUNS not in reports.list_reports(lh.config, folder="").get("", set()):
+        return []
+    return [RunRecord.from_json(d) for d in json.loads(reports.read_text(lh.config, location))]
+
+
+def record_run(lh: Lakehouse, record: RunRecord) -> list[RunRecord]:
+    """Add (or, for a run id seen before, replace) `record` in `runs.json`; return them all.
+    Under the run lock, so one writer at a time."""
+    records = [r for r in read_records(lh) if r.run_id != record.run_id] + [record]
+    text = json.dumps([r.to_json() for r in records], indent=1)
+    reports.write_text(lh.config, join_uri(lh.config.storage.reports_root, RUNS), text)
+    return records
+
+
+def read_runs(
+    spark: SparkSession, lh: Lakehouse, records: list[RunRecord] | None = None
+) -> list[RunSummary]:
+    """Every run of the lakehouse, from its tables, `records` (default: runs.json) and its
+    reports root."""
+    if records is None:
+        records = read_records(lh)
+    ledger: list[Any] = []
+    if DeltaTable.isDeltaTable(spark, lh.path(LEDGER_TABLE)):  # the index never creates it
+        ledger = (
+            read_ledger(spark, lh)
+            .groupBy("run_id", "layer", "status")
+            .agg(
+                F.min("started_at").alias("started_at"),
+                F.max("finished_at").alias("finished_at"),
+                F.sum("records_read").alias("records_read"),
+                F.sum("quarantined").alias("quarantined"),
+            )
+            .collect()
         )
-        .collect()
-    )
     checks: list[Any] = []
     results = lh.path(RESULTS_TABLE)
     if DeltaTable.isDeltaTable(spark, results):
@@ -158,6 +234,7 @@ def read_runs(spark: SparkSession, lh: Lakehouse) -> list[RunSummary]:
         [c.asDict() for c in checks],
         published,
         reports.list_reports(lh.config),
+        records,
     )
 
 
@@ -174,6 +251,8 @@ def render_index(runs: list[RunSummary], latest: Iterable[str]) -> str:
             "run_id": s.run_id,
             "date": s.started_at.strftime("%Y-%m-%d %H:%M"),
             "verdict": s.verdict,
+            "steps": ", ".join(s.steps),
+            "failure": s.failure,
             "errors": s.errors,
             "warnings": s.warnings,
             "records": f"{s.records:,}",
@@ -193,10 +272,11 @@ def render_index(runs: list[RunSummary], latest: Iterable[str]) -> str:
     )
 
 
-def write_index(spark: SparkSession, lh: Lakehouse) -> str:
-    """Write `<reports_root>/index.html` from every run the lakehouse has recorded; return its
-    location."""
-    runs = read_runs(spark, lh)
+def write_index(spark: SparkSession, lh: Lakehouse, record: RunRecord | None = None) -> str:
+    """Record `record` in runs.json (when given), then write `<reports_root>/index.html` from
+    every run the lakehouse has recorded; return its location."""
+    records = record_run(lh, record) if record is not None else None
+    runs = read_runs(spark, lh, records)
     latest = reports.list_reports(lh.config, folder=reports.LATEST).get("", set())
     location = join_uri(lh.config.storage.reports_root, INDEX)
     reports.write_text(lh.config, location, render_index(runs, latest))
