@@ -162,13 +162,13 @@ def run_pipeline(
         try:
             with commit_metadata(spark, run_id):
                 report = _run_steps(spark, lh, run_id, steps, dates, checks, gold_mode, reprocess)
+            if register:
+                with progress.step("catalog"):
+                    register_tables(spark, lh)
         except Exception as exc:
             # A blocked or failed run is listed too; its own error is what the caller sees.
             _write_index(spark, lh, run_id, steps, started, exc)
             raise
-        if register:
-            with progress.step("catalog"):
-                register_tables(spark, lh)
         _write_index(spark, lh, run_id, steps, started)
     return report
 
@@ -186,15 +186,15 @@ def _write_index(
     fail the run (whose data is written already); the next run writes it again."""
     from lakehouse.state.run_index import RunRecord, write_index
 
-    record = RunRecord(
-        run_id,
-        tuple(steps),
-        started,
-        utcnow(),
-        "succeeded" if error is None else "failed",
-        None if error is None else f"{type(error).__name__}: {error}"[:500],
-    )
     try:
+        record = RunRecord(
+            run_id,
+            tuple(steps),
+            started,
+            utcnow(),
+            "succeeded" if error is None else "failed",
+            None if error is None else f"{type(error).__name__}: {error}"[:500],
+        )
         with progress.step("index of runs"):
             write_index(spark, lh, record)
     except Exception as exc:

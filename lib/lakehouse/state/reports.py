@@ -69,6 +69,19 @@ def read_text(config: Config, location: str) -> str:
     return Path(location.removeprefix("file://")).read_text(encoding="utf-8")
 
 
+def read_text_if_kept(config: Config, location: str) -> str | None:
+    """`read_text`, or None when nothing is kept at `location`."""
+    try:
+        return read_text(config, location)
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # botocore's ClientError, without importing botocore here
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if code in ("NoSuchKey", "404"):
+            return None
+        raise
+
+
 def list_reports(config: Config, folder: str = "runs") -> dict[str, set[str]]:
     """The reports kept under `<reports_root>/<folder>/`: for `runs`, run id -> the names of
     its reports; for `latest` (or "", the root itself), {"": names}. Empty when nothing is kept

@@ -24,7 +24,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.core import pages
+from lakehouse.core import pages, progress
 from lakehouse.core.config import join_uri
 from lakehouse.core.context import Lakehouse
 from lakehouse.gold.published import PUBLISHED_TABLE
@@ -173,11 +173,17 @@ def _failure(record: RunRecord | None) -> str | None:
 
 
 def read_records(lh: Lakehouse) -> list[RunRecord]:
-    """The runs recorded in `<reports_root>/runs.json` (none before the first)."""
-    location = join_uri(lh.config.storage.reports_root, RUNS)
-    if RUNS not in reports.list_reports(lh.config, folder="").get("", set()):
+    """The runs recorded in `<reports_root>/runs.json` (none before the first). A file that
+    cannot be read as records (cut short by a killed writer) is reported and started afresh:
+    the ledger still lists the runs it held."""
+    text = reports.read_text_if_kept(lh.config, join_uri(lh.config.storage.reports_root, RUNS))
+    if text is None:
         return []
-    return [RunRecord.from_json(d) for d in json.loads(reports.read_text(lh.config, location))]
+    try:
+        return [RunRecord.from_json(d) for d in json.loads(text)]
+    except (ValueError, KeyError, TypeError) as exc:
+        progress.LOG.warning("%s unreadable (%s): starting it afresh", RUNS, exc)
+        return []
 
 
 def record_run(lh: Lakehouse, record: RunRecord) -> list[RunRecord]:
@@ -262,7 +268,7 @@ def render_index(runs: list[RunSummary], latest: Iterable[str]) -> str:
         }
         for s in runs
     ]
-    counts = {v: sum(1 for s in runs if s.verdict == v) for v in ("published", "blocked")}
+    counts = {v: sum(1 for s in runs if s.verdict == v) for v in ("published", "blocked", "failed")}
     return pages.render(
         "index.html.j2",
         rows=rows,
