@@ -390,7 +390,7 @@ def test_a_file_in_utf16_or_utf32_is_one_bad_record_saying_so(
         ("clickstream", "c.jsonl", b""),
         ("fx_rates", "f.csv", b""),
         ("clickstream", "c.jsonl", b"\n\n"),
-        ("fx_rates", "f.csv.gz", gzip.compress(b"")),
+        ("fx_rates", "f.csv.gz", gzip.compress(b"", mtime=0)),
         ("fx_rates", "f.csv", f"{FX_HEADER}\n".encode()),
     ],
 )
