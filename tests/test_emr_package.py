@@ -56,6 +56,17 @@ def _project(root: Path) -> tuple[Path, Path]:
     return wheel, jars
 
 
+def _python_on_zip_alone(zip_path: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """`code` run by this interpreter without site-packages (`-S`), the zip first on its path
+    (as `--py-files` puts it on EMR's)."""
+    return subprocess.run(
+        [sys.executable, "-S", "-c", code, str(zip_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def _bundle_def() -> BundleDef:
     return load_typed_yaml(PROJECT_ROOT / "emr" / "bundle.yaml", BundleDef)
 
@@ -125,12 +136,7 @@ def test_pyfiles_zip_imports_without_site_packages(package: ModuleType, tmp_path
         "print(yaml.__with_libyaml__, yaml.safe_load('a: [1]'), lakehouse.core.generator_spec.SPEC)"
     )
 
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", code, str(target / "pyfiles.zip")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _python_on_zip_alone(target / "pyfiles.zip", code)
 
     assert result.stderr == ""
     assert result.stdout == "False {'a': [1]} 1\n"
@@ -270,12 +276,7 @@ def test_the_real_bundle_ships_neither_the_generator_nor_the_benchmark(
         "import sys; sys.path.insert(0, sys.argv[1]); from lakehouse.core import pages;"
         "page = pages.render('base.html.j2'); print(page.count('<html'), len(pages.plotly_js()))"
     )
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", code, str(target / "pyfiles.zip")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _python_on_zip_alone(target / "pyfiles.zip", code)
     assert result.stderr == ""
     count, js = result.stdout.split()
     assert count == "1" and int(js) > 1_000_000
