@@ -198,7 +198,7 @@ def test_clean_data_passes_shipped_checks_not_covered_by_broken_run(
     outcome = run_quality(spark, lh, "run-clean", tables)
     failed = [(r.table, r.check, r.message) for r in outcome.results if r.failed]
     assert failed == []
-    assert len(outcome.results) == 13
+    assert len(outcome.results) == 15  # 13 row checks and two day-level checks
     assert outcome.status_of("gold.daily_kpis", "gross_revenue_matches_fact_orders") == "passed"
     assert gate(outcome) is outcome
 
@@ -256,7 +256,7 @@ def test_results_and_metrics_are_stored(spark: SparkSession, broken_run) -> None
     assert (("layer", "silver"), ("run_id", "run-broken"), ("table", "silver.orders")) in tags
 
 
-def test_report_shows_every_check_status_and_json_twin(broken_run, spark) -> None:
+def test_report_says_blocked_first_then_every_check_and_its_json_twin(broken_run, spark) -> None:
     lh, outcome = broken_run
     html_path, json_path = write_report(spark, lh, "run-broken")
     runs = Path(lh.config.storage.reports_root) / "runs"
@@ -267,21 +267,59 @@ def test_report_shows_every_check_status_and_json_twin(broken_run, spark) -> Non
     page = Path(html_path).read_text(encoding="utf-8")
     latest = runs.parent / "latest" / "quality.html"
     assert latest.read_text(encoding="utf-8") == page
-    rows = re.findall(r"<tr class='(passed|failed)' id='([^']+)'>", page)
-    statuses = {check: status for status, check in rows}
-    assert len(rows) == len(outcome.results)
-    assert statuses == {f"{r.layer}.{r.table}/{r.check}": r.status for r in outcome.results}
-    assert (
-        "<svg" in page
-        and "<script" not in page
-        and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    # The first thing in the page: blocked, and by which error checks.
+    body = page.split("<body>", 1)[1].lstrip()
+    verdict = re.match(r'<p id="verdict" class="blocked">(.*?)</p>', body, re.S)
+    assert verdict is not None
+    # In layer order (bronze, silver, gold), then table and check.
+    errors = [
+        "silver.order_items/quantity_positive",
+        "silver.order_items/unit_price_non_negative",
+        "silver.orders/customer_id_complete",
+        "silver.orders/order_date_matches_order_ts",
+        "silver.orders/order_id_unique",
+        "silver.orders/status_allowed",
+        "silver.payments/event_type_allowed",
+        "gold.daily_kpis/gross_revenue_matches_fact_orders",
+    ]
+    assert sorted(errors) == sorted(f"{r.layer}.{r.table}/{r.check}" for r in outcome.errors)
+    assert verdict.group(1) == (
+        "Blocked: 8 error check(s) failed, nothing of this run was published; 3 warning(s)"
+        f'<span class="by">blocked by: {", ".join(errors)}</span>'
     )
-    assert "&quot;lost&quot;" in page  # a failing example
+    # Every check once, with its status; failures before the folded passed checks.
+    shown = re.findall(r'data-check="([^"]+)" data-severity="(\w+)" data-status="(\w+)"', page)
+    assert sorted(shown) == sorted(
+        (f"{r.layer}.{r.table}/{r.check}", r.severity, r.status) for r in outcome.results
+    )
+    statuses = [status for _, _, status in shown]
+    assert statuses == sorted(statuses)  # "failed" < "passed"
+    assert [sev for _, sev, status in shown if status == "failed"] == ["error"] * 8 + [
+        "warning"
+    ] * 3
+    # A failing row of status_allowed, in words and against its constraint.
+    article = page.split('id="check-silver.orders/status_allowed"')[1].split("</article>")[0]
+    assert (
+        "Column status holds only placed, paid, shipped, delivered, cancelled, returned" in article
+    )
+    assert "Measured <b>83.33%</b>, requires ≥ 100% of rows" in article
+    assert '<td title="lost">lost</td>' in article
+    # Self-contained: nothing loaded from elsewhere.
+    assert "<script src" not in page and "<link" not in page
     doc = json.loads(Path(json_path).read_text(encoding="utf-8"))
     assert doc["summary"] == {"error": {"passed": 22, "failed": 8},
-                              "warning": {"passed": 6, "failed": 3}}  # fmt: skip
+                              "warning": {"passed": 9, "failed": 3}}  # fmt: skip
+    assert doc["verdict"]["blocked_by"] == errors
     assert {(c["table"], c["check"]): c["status"] for c in doc["checks"]} == {
         (f"{r.layer}.{r.table}", r.check): r.status for r in outcome.results
+    }
+    by_table = {t["table"]: (t["checks"], t["errors"], t["warnings"]) for t in doc["tables"]}
+    assert by_table == {
+        "silver.orders": (12, 4, 1),
+        "silver.order_items": (8, 2, 1),
+        "silver.payments": (8, 1, 1),
+        "gold.fact_orders": (5, 0, 0),
+        "gold.daily_kpis": (9, 1, 0),
     }
 
 
@@ -315,6 +353,7 @@ def test_the_report_is_kept_in_s3_when_the_reports_root_is_there(broken_run, spa
     local = json.loads(Path(write_report(spark, lh, "run-broken")[1]).read_text(encoding="utf-8"))
     assert {**kept, "generated_at": None} == {**local, "generated_at": None}
     assert kept["summary"]["error"] == {"passed": 22, "failed": 8}
+    assert kept["verdict"]["status"] == "blocked"
 
 
 def scope_of(spark: SparkSession, name: str, keep) -> DataFrame:  # type: ignore[no-untyped-def]
@@ -395,8 +434,13 @@ def test_an_empty_scope_passes_every_check_but_the_whole_table_ones(
 
     assert failed_checks(outcome) == set()
     computed = {r.check: r.value for r in outcome.results if r.message != NOTHING_WRITTEN}
-    assert computed == {"not_empty": 6.0, "row_count_jump": 6.0}
-    assert len(outcome.results) == 11
+    # A day-level check judges the days a run touched: none here.
+    assert computed == {
+        "not_empty": 6.0,
+        "row_count_jump": 6.0,
+        "shipping_country_null_rate_per_day": None,
+    }
+    assert len(outcome.results) == 12
 
 
 def test_maintain_runs_every_suite_on_every_row_and_fails_on_an_error(
@@ -408,8 +452,21 @@ def test_maintain_runs_every_suite_on_every_row_and_fails_on_an_error(
     out = capsys.readouterr().out
 
     assert status == 1
-    assert "not built yet, left out: silver.customers" in out
-    assert "full quality scan (every row) maintain-scan: 39 checks, 8 errors, 3 warnings" in out
+    (left_out,) = [line for line in out.splitlines() if "not built yet" in line]
+    assert left_out.split("left out: ")[1].split(", ") == [
+        "bronze.landing",
+        "silver.clickstream",
+        "silver.customers",
+        "silver.fx_rates",
+        "silver.products",
+        "gold.customer_retention",
+        "gold.daily_payments",
+        "gold.dim_customers",
+        "gold.dim_date",
+        "gold.dim_products",
+        "gold.fact_payments",
+    ]
+    assert "full quality scan (every row) maintain-scan: 42 checks, 8 errors, 3 warnings" in out
     failed = {line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("  ")}
     assert failed == {f"{table}/{check}" for table, check in EXPECTED_FAILED}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -75,13 +75,20 @@ def write_reports(spark: SparkSession, lh: Lakehouse, run_id: str) -> str:
 
 
 def run_gold_gated(
-    spark: SparkSession, lh: Lakehouse, run_id: str, mode: str = "incremental"
+    spark: SparkSession,
+    lh: Lakehouse,
+    run_id: str,
+    mode: str = "incremental",
+    run_days: Sequence[date] | None = None,
 ) -> tuple[object, object]:
     """Stage gold, check the staged tables with the gold suites, publish only if no error check
     failed. On a failure the staging is discarded, gold and its consumed versions stay as they
-    were (dashboards keep reading the previous gold) and `QualityGateError` is raised."""
+    were (dashboards keep reading the previous gold) and `QualityGateError` is raised.
+    `run_days` (default: read from `bronze._files`) are the ingest dates the run landed, which
+    the day-level checks judge (`quality.days`)."""
     from lakehouse.gold.build import discard_staged, publish_gold, stage_gold
     from lakehouse.quality import QualityOutcome
+    from lakehouse.quality.days import run_days as landed_days
 
     staged = stage_gold(spark, lh, run_id, mode)  # type: ignore[arg-type]
     crash_point("gold.staged")
@@ -100,6 +107,7 @@ def run_gold_gated(
             frames=staged.candidates(),
             # A full build overwrites every table: its rows are every row.
             scopes=None if staged.mode == "full" else staged.scopes(),
+            run_days=landed_days(spark, lh, run_id) if run_days is None else run_days,
         )
     except BaseException:
         discard_staged(staged)
@@ -115,14 +123,18 @@ def run_quality_gate(
     gate_errors: bool,
     frames: Mapping[str, DataFrame] | None = None,
     scopes: Mapping[str, DataFrame] | None = None,
+    run_days: Sequence[date] | None = None,
 ) -> object:
-    """Run the suites (on `frames` where given, on the rows in `scopes` where given, see
-    `run_quality`), write the run's report (under the reports root), then stop the run with
-    `QualityGateError` if an error-severity check failed and `gate_errors` is set."""
+    """Run the suites (on `frames` where given, on the rows in `scopes` where given, judging
+    `run_days` in day-level checks, see `run_quality`), write the run's report (under the
+    reports root), then stop the run with `QualityGateError` if an error-severity check failed
+    and `gate_errors` is set."""
     from lakehouse.quality import gate, run_quality, write_report
 
-    outcome = run_quality(spark, lh, run_id, list(suites), frames=frames, scopes=scopes)
-    write_report(spark, lh, run_id)
+    outcome = run_quality(
+        spark, lh, run_id, list(suites), frames=frames, scopes=scopes, run_days=run_days
+    )
+    write_report(spark, lh, run_id, gated=gate_errors)
     if gate_errors:
         gate(outcome)
     return outcome
@@ -264,10 +276,21 @@ def _run_steps(
             progress.report("quality (silver suites): skipped, gold has consumed every version")
         else:
             with progress.step("quality (silver suites)"):
-                suites = lh.suites("silver")
+                from lakehouse.quality.days import run_days
+
+                # What landed per source and day, then silver.
+                suites = (*lh.suites("bronze"), *lh.suites("silver"))
                 # The rows gold has not published yet; a full gold build checks every row.
                 scopes = unpublished_silver(spark, lh, suites) if gold_mode == "incremental" else {}
-                outcome = run_quality_gate(spark, lh, run_id, suites, True, scopes=scopes)
+                outcome = run_quality_gate(
+                    spark,
+                    lh,
+                    run_id,
+                    suites,
+                    True,
+                    scopes=scopes,
+                    run_days=run_days(spark, lh, run_id),
+                )
             report.quality.append(outcome)
     if "gold" in steps:
         with progress.step("gold"):

@@ -162,6 +162,9 @@ def inspect_page(
 
         page.route(lambda u: u != url and not u.startswith(("data:", "blob:")), refuse)
         page.goto(url, wait_until="load")
+        # Folded sections unfolded: their charts are drawn and measured, and the screenshot
+        # shows everything.
+        page.evaluate("document.querySelectorAll('details').forEach((d) => { d.open = true; })")
         page.wait_for_function(
             "Array.from(document.querySelectorAll('[data-chart]'))"
             ".every((d) => d.querySelector('svg.main-svg'))",

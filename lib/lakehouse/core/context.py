@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lakehouse.core import secrets
-from lakehouse.core.config import Config, ConfigError, join_uri, load_config
+from lakehouse.core.config import DEFAULT_CONF_DIR, Config, ConfigError, join_uri, load_config
 from lakehouse.core.specs import (
     GoldSpec,
     LandingSpec,
@@ -97,7 +97,13 @@ class Lakehouse:
         return children_of(dict(self.tables), parent)
 
     def suites(self, layer: str) -> tuple[str, ...]:
-        """The quality suites of a layer's tables (`silver` or `gold`), in table order."""
+        """The quality suites of a layer's tables (`silver` or `gold`), in table order; for
+        `bronze`, the landing suite (`bronze.landing`: what landed per source and day) when its
+        file is in the configuration's `quality/` folder."""
+        if layer == "bronze":
+            conf = Path(self.config.conf_dir) if self.config.conf_dir else DEFAULT_CONF_DIR
+            landing = conf / "quality" / "bronze.landing.yaml"
+            return ("bronze.landing",) if landing.is_file() else ()
         specs: list[TableSpec | GoldSpec] = list(
             self.tables.values() if layer == "silver" else self.gold.values()
         )

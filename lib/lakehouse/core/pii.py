@@ -13,8 +13,11 @@ maintenance refuses to Z-order by them, erasure rewrites them.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from lakehouse.core.specs import TableSpec
 
@@ -63,3 +66,67 @@ def personal_columns(tables: Mapping[str, TableSpec], layer: str) -> frozenset[s
     data in: the layer's record columns (`RECORD_COLUMNS`) and the hash of every hashed personal
     field of `tables`. A name the table lacks is harmless (`stats_columns_property` ignores it)."""
     return frozenset({*RECORD_COLUMNS.get(layer, ()), *hashed_identities(tables)})
+
+
+# What a page people read may show of a record (the quality report's failing rows and
+# quarantine samples): never a personal value, a hash only by its first characters.
+MASK = "•••"
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_IPV4 = re.compile(r"\b\d{1,3}(\.\d{1,3}){3}\b")
+_PHONE = re.compile(r"\+\d[\d ()./-]{6,}\d")
+_QUOTED = re.compile(r"'[^']*'")
+
+
+def personal_fields(tables: Mapping[str, TableSpec]) -> frozenset[str]:
+    """Every personal field a source delivers (hashed or dropped): `email`, `phone`, `ip`..."""
+    return frozenset(f for spec in tables.values() for f in spec.pii.fields)
+
+
+def mask_text(text: str, quoted: bool = False) -> str:
+    """`text` with anything shaped like an email address, a phone number or an IPv4 address
+    masked, and with `quoted`, every '...' quoted value too (a reason quoting a bad value of a
+    source with personal fields)."""
+    text = _EMAIL.sub(MASK, text)
+    text = _IPV4.sub(MASK, text)
+    text = _PHONE.sub(MASK, text)
+    return _QUOTED.sub(f"'{MASK}'", text) if quoted else text
+
+
+def mask_value(key: str, value: Any, fields: frozenset[str]) -> Any:
+    """One field of a record as a page may show it: a personal field masked, a hash shortened
+    to 8 characters, record text (`raw`, `fields`) and any string scanned by `mask_text`;
+    nested objects and lists field by field."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if key in fields:
+        return MASK
+    if isinstance(value, Mapping):
+        return {k: mask_value(str(k), v, fields) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_value(key, v, fields) for v in value]
+    text = str(value)
+    if key.endswith("_hash") and len(text) > 8:
+        return text[:8] + "…"
+    return mask_text(text)
+
+
+def mask_record(record: Mapping[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    """`mask_value` of every field of `record`."""
+    return {str(k): mask_value(str(k), v, fields) for k, v in record.items()}
+
+
+def mask_raw(raw: str | None, fields: frozenset[str], personal_source: bool) -> str | None:
+    """A landed record's text as a page may show it. JSON is masked field by field; text that
+    does not parse from a source with personal fields is not shown (a name cannot be told from
+    other words); other text is shown scanned by `mask_text`."""
+    if raw is None:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        return json.dumps(mask_record(parsed, fields), ensure_ascii=False)
+    if personal_source:
+        return f"[{len(raw)} characters not shown: a record of a source with personal data]"
+    return mask_text(raw)

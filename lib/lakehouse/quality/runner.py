@@ -11,8 +11,9 @@ NotImplementedError) and reading each constraint's metric from the `Verification
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,13 +35,15 @@ from lakehouse.core.context import Lakehouse
 from lakehouse.core.errors import UserError
 from lakehouse.core.spark import BATCH_STORAGE
 from lakehouse.core.sql import sql_literal
-from lakehouse.quality import cross
+from lakehouse.quality import cross, days
 from lakehouse.quality.scope import keyed_rows
 from lakehouse.quality.suites import (
+    LANDING_SUITE,
     AllowedSpec,
     AnomalySpec,
     CheckSpec,
     CompletenessSpec,
+    DayAnomalySpec,
     EqualsAggregateSpec,
     ExistsInSpec,
     NonNegativeSpec,
@@ -72,6 +75,8 @@ RESULT_SCHEMA = StructType(
         StructField("metric", StringType(), True),
         StructField("value", DoubleType(), True),
         StructField("examples", ArrayType(StringType()), True),
+        # JSON a report draws from: a day_anomaly check's days with their bands.
+        StructField("details", StringType(), True),
     ]
 )
 
@@ -107,6 +112,7 @@ class CheckResult:
     metric: str | None
     value: float | None
     examples: tuple[str, ...] = ()
+    details: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -203,6 +209,7 @@ def run_quality(
     *,
     frames: Mapping[str, DataFrame] | None = None,
     scopes: Mapping[str, DataFrame] | None = None,
+    run_days: Sequence[dt.date] | None = None,
 ) -> QualityOutcome:
     """Run the suites of `tables` (names `layer.table`, each with
     `<conf_dir>/quality/<name>.yaml`) against the lakehouse's Delta tables (`lh.path(name)`), or
@@ -213,6 +220,8 @@ def run_quality(
     row-wise checks run on those rows only, uniqueness on their keys across the whole table,
     cross-table checks for their keys; size checks and size anomalies still count the whole
     table. A suite without a scope checks every row (`lakehouse maintain`'s full scan).
+    `run_days`, the ingest dates the run landed, are judged by `day_anomaly` checks besides the
+    dates of the scope (`quality.days`).
 
     Appends one row per check to `quality.results` (columns `RESULT_SCHEMA`) and returns the
     outcome; it never raises for failed checks (see `gate`)."""
@@ -223,6 +232,8 @@ def run_quality(
     def read(name: str) -> DataFrame:
         if name in given:
             return given[name]
+        if name == LANDING_SUITE:
+            return days.landing_view(spark, lh)
         df = spark.read.format("delta").load(lh.path(name))
         if name.startswith("silver.") and "_is_deleted" in df.columns:
             df = live(df)
@@ -233,7 +244,7 @@ def run_quality(
     for suite in suites:
         clock = progress.Clock()
         scope = scoped.get(suite.full_name)
-        found = run_suite(spark, lh, run_id, run_ts, suite, read, scope)
+        found = run_suite(spark, lh, run_id, run_ts, suite, read, scope, run_days)
         results.extend(found)
         failed = sum(1 for r in found if r.status != "passed")
         progress.table(
@@ -260,12 +271,14 @@ def run_quality(
                 r.metric,
                 r.value,
                 list(r.examples),
+                r.details,
             )
             for r in results
         ]
-        spark.createDataFrame(rows, RESULT_SCHEMA).write.format("delta").mode("append").save(
-            lh.path(RESULTS_TABLE)
-        )
+        # mergeSchema: a results table from before `details` existed gains the column.
+        spark.createDataFrame(rows, RESULT_SCHEMA).write.format("delta").mode("append").option(
+            "mergeSchema", "true"
+        ).save(lh.path(RESULTS_TABLE))
     return QualityOutcome(run_id=run_id, results=tuple(results))
 
 
@@ -277,6 +290,7 @@ def run_suite(
     suite: Suite,
     read: cross.Reader,
     scope: DataFrame | None = None,
+    run_days: Sequence[dt.date] | None = None,
 ) -> list[CheckResult]:
     """All checks of one suite, in the suite's order: Deequ passes, then cross-table checks.
 
@@ -294,6 +308,7 @@ def run_suite(
         metric: str | None,
         value: float | None,
         examples: tuple[str, ...] = (),
+        details: str | None = None,
     ) -> CheckResult:
         return CheckResult(
             run_id,
@@ -308,9 +323,12 @@ def run_suite(
             metric,
             value,
             examples,
+            details,
         )
 
-    deequ_checks = [c for c in suite.checks if c.kind not in cross_kinds()]
+    deequ_checks = [
+        c for c in suite.checks if c.kind not in cross_kinds() and c.kind != "day_anomaly"
+    ]
     # The scope is read by several passes: cache it, unless it is cached already (gold's
     # staged rows, which publishing writes afterwards).
     owned = scope is not None and not scope.is_cached
@@ -328,6 +346,12 @@ def run_suite(
                 by_name[check.name] = result(check, passed, message, metric, value, examples)
         for check in suite.checks:
             if check.name in by_name:
+                continue
+            if isinstance(check.spec, DayAnomalySpec):
+                # Judged even when nothing changed: a day whose rows never came is the point.
+                by_name[check.name] = result(
+                    check, *_run_day_anomaly(df, check, check.spec, scope, run_days)
+                )
                 continue
             if empty:
                 by_name[check.name] = result(check, True, NOTHING_WRITTEN, None, None)
@@ -351,6 +375,40 @@ def run_suite(
 UNMET = "does not meet the constraint requirement"
 # The message of a row-wise check whose scope is empty: nothing in the table changed.
 NOTHING_WRITTEN = "no changed rows to check"
+
+
+def _run_day_anomaly(
+    df: DataFrame,
+    check: CheckSpec,
+    spec: DayAnomalySpec,
+    scope: DataFrame | None,
+    run_days: Sequence[dt.date] | None,
+) -> tuple[bool, str | None, str | None, float | None, tuple[str, ...], str | None]:
+    """A `day_anomaly` check: (passed, message, metric, value, examples, details). The metric is
+    the fraction of judged days within their band; the examples are the flagged days and the
+    details every day of the window with its band (the report's chart)."""
+    points = days.check_days(df, spec, scope, run_days)
+    judged = [p for p in points if p.judged]
+    flagged = [p for p in judged if p.anomalous]
+    metric = f"day_anomaly({spec.value})"
+    details = json.dumps([p.to_json() for p in points], default=str)
+    if not judged:
+        checked = [p for p in points if p.checked]
+        why = (
+            "no day to judge"
+            if not checked
+            else f"not enough history (fewer than {spec.min_history} earlier days)"
+        )
+        return True, why, metric, None, (), details
+    fraction = 1 - len(flagged) / len(judged)
+    if not flagged:
+        return True, None, metric, fraction, (), details
+    what = spec.value if not spec.where else f"{spec.value} where {spec.where}"
+    lines = [days.describe(p, what) for p in flagged[: days.MESSAGE_DAYS]]
+    more = len(flagged) - len(lines)
+    message = "; ".join(lines) + (f"; and {more} more day(s)" if more > 0 else "")
+    examples = tuple(json.dumps(p.to_json(), default=str) for p in flagged[:MAX_EXAMPLES])
+    return False, message, metric, fraction, examples, details
 
 
 def whole_table(check: CheckSpec) -> bool:

@@ -10,6 +10,8 @@ A suite lists checks; each check has a unique `name`, a `severity` (`error` stop
   expression that must hold for a `threshold` fraction of rows, all of them by default) and
   `anomaly` (Deequ anomaly detection over the metrics repository's history of this table).
 - Cross-table checks, computed with Spark joins: `exists_in`, `reconciles`, `equals_aggregate`.
+- `day_anomaly`: a metric per day (orders, revenue, records per source) against the median of
+  its own recent days, so a missing, short or doubled day is flagged (`quality.days`).
 
 Any mistake fails at load with a `ConfigError` naming the file, the check and what is wrong.
 """
@@ -31,9 +33,11 @@ from lakehouse.core.specs import TableSpec
 
 Severity = Literal["error", "warning"]
 Fail = Callable[..., ConfigError]
-LAYERS = ("silver", "gold")
+LAYERS = ("bronze", "silver", "gold")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 TABLE_RE = re.compile(r"^(silver|gold)\.[a-z][a-z0-9_]*$")
+# The one bronze suite: what landed per source and ingest day (`quality.days.landing_view`).
+LANDING_SUITE = "bronze.landing"
 
 
 @dataclass(frozen=True)
@@ -138,9 +142,31 @@ class AnomalySpec:
     max_rate_decrease: float | None = None
 
 
+@dataclass(frozen=True)
+class DayAnomalySpec:
+    """A day-level metric against its own recent history (`quality.days`): `value`, a SQL
+    aggregate over the rows kept by `where`, per `date_column` day (and per `group_by` value);
+    each day the run touched is compared with the median of the `history_days` days before it,
+    and flagged below `median * (1 - max_decrease) - slack` or above
+    `median * (1 + max_increase) + slack`. A day with fewer than `min_history` earlier days
+    is not judged. A day (or group) with no rows counts as 0 (`missing: zero`), so a day that
+    never came is flagged, or is left out (`missing: skip`, for rates)."""
+
+    date_column: str
+    value: str = "count(*)"
+    where: str | None = None
+    group_by: str | None = None
+    history_days: int = 28
+    min_history: int = 7
+    max_decrease: float | None = None
+    max_increase: float | None = None
+    slack: float = 0.0
+    missing: Literal["zero", "skip"] = "zero"
+
+
 DEEQU_KINDS = ("size", "completeness", "uniqueness", "allowed", "range", "non_negative", "sql")
 CROSS_KINDS = ("exists_in", "reconciles", "equals_aggregate")
-KINDS = (*DEEQU_KINDS, "anomaly", *CROSS_KINDS)
+KINDS = (*DEEQU_KINDS, "anomaly", *CROSS_KINDS, "day_anomaly")
 
 
 @dataclass(frozen=True)
@@ -159,6 +185,7 @@ class CheckSpec:
     exists_in: ExistsInSpec | None = None
     reconciles: ReconcilesSpec | None = None
     equals_aggregate: EqualsAggregateSpec | None = None
+    day_anomaly: DayAnomalySpec | None = None
 
     @property
     def kind(self) -> str:
@@ -171,7 +198,7 @@ class CheckSpec:
 
 @dataclass(frozen=True)
 class Suite:
-    layer: Literal["silver", "gold"]
+    layer: Literal["bronze", "silver", "gold"]
     table: str
     checks: tuple[CheckSpec, ...] = field(default_factory=tuple)
     description: str | None = None
@@ -233,6 +260,8 @@ def _validate(suite: Suite, path: Path) -> None:
 
     if not NAME_RE.match(suite.table):
         raise fail(f"table {suite.table!r} is not a snake_case name")
+    if suite.layer == "bronze" and suite.full_name != LANDING_SUITE:
+        raise fail(f"the only bronze suite is {LANDING_SUITE} (what landed per source and day)")
     if path.name != f"{suite.full_name}.yaml":
         raise fail(f"file must be named {suite.full_name}.yaml for layer/table {suite.full_name}")
     seen: set[str] = set()
@@ -290,6 +319,17 @@ def _validate_spec(check: CheckSpec, suite: Suite, fail: Fail) -> None:
             _check_table(spec.source.table, "equals_aggregate.source.table", check, fail)
         if not 0 <= spec.decimals <= 18:
             raise fail("equals_aggregate.decimals must be between 0 and 18", check)
+    elif isinstance(spec, DayAnomalySpec):
+        if spec.max_decrease is None and spec.max_increase is None:
+            raise fail("day_anomaly needs max_decrease or max_increase", check)
+        if spec.max_decrease is not None and not 0 <= spec.max_decrease <= 1:
+            raise fail("day_anomaly.max_decrease must be between 0 and 1", check)
+        if spec.max_increase is not None and spec.max_increase < 0:
+            raise fail("day_anomaly.max_increase must not be negative", check)
+        if spec.slack < 0:
+            raise fail("day_anomaly.slack must not be negative", check)
+        if not 1 <= spec.min_history <= spec.history_days:
+            raise fail("day_anomaly.min_history must be between 1 and history_days", check)
 
 
 def _check_table(name: str, key: str, check: CheckSpec, fail: Fail) -> None:

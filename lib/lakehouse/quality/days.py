@@ -1,0 +1,268 @@
+"""Day-level anomaly checks (`day_anomaly` in a suite): a metric per day against its own history.
+
+A whole-table size check cannot see a bad day: a silver table of two years grows by a fraction of
+a percent whether a day came in full, half or not at all. So these checks aggregate the metric
+per day (orders, revenue, records per source, a null rate) and compare each day the run touched
+with the median of the days before it:
+
+    low  = median * (1 - max_decrease) - slack
+    high = median * (1 + max_increase) + slack
+
+The median of the last `history_days` days (those that have rows) is robust to the odd bad day
+in the history itself. A day with fewer than `min_history` earlier days is not judged (a young
+lakehouse); a day or a group with no rows at all counts as 0 (`missing: zero`), so a source that
+sent nothing is flagged, not skipped.
+
+Cost: the rows of the checked days and the `history_days` before them, filtered by literal
+dates (partition pruning and data skipping on the date column), then a few hundred numbers on
+the driver: proportional to the window, not to the age of the lakehouse.
+
+The days a run touched are the dates of its changed rows (the check's scope) and the ingest
+dates the run landed (`run_days`, from `bronze._files`), so a day whose rows never came is still
+judged. Without either (`lakehouse maintain`'s full scan), the newest `history_days` days are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.core.context import Lakehouse
+from lakehouse.quality.suites import DayAnomalySpec
+
+# The group of an ungrouped check.
+ALL = ""
+# Failing days named in a check's message (the examples hold up to MAX_EXAMPLES).
+MESSAGE_DAYS = 3
+
+
+@dataclass(frozen=True)
+class DayPoint:
+    """One day's value of the metric (per group), with the band its history gives it."""
+
+    day: dt.date
+    group: str
+    value: float | None
+    median: float | None = None
+    low: float | None = None
+    high: float | None = None
+    history: int = 0
+    checked: bool = False
+
+    @property
+    def judged(self) -> bool:
+        return self.checked and self.value is not None and self.median is not None
+
+    @property
+    def anomalous(self) -> bool:
+        return self.judged and not (self.low <= self.value <= self.high)  # type: ignore[operator]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "day": self.day.isoformat(),
+            "group": self.group,
+            "value": self.value,
+            "median": self.median,
+            "low": self.low,
+            "high": self.high,
+            "history_days": self.history,
+            "checked": self.checked,
+        }
+
+
+def judge(
+    values: Iterable[tuple[dt.date, str, float | None]],
+    days: Iterable[dt.date],
+    spec: DayAnomalySpec,
+) -> list[DayPoint]:
+    """Every (day, group) of `values` and of the checked `days`, oldest first, each with the band
+    its own earlier days give it; `checked` marks the days to judge. Pure: the Spark side only
+    aggregates the window (`day_values`)."""
+    by_group: dict[str, dict[dt.date, float | None]] = {}
+    for day, group, value in values:
+        by_group.setdefault(group, {})[day] = value
+    checked = set(days)
+    if not by_group and checked:
+        by_group[ALL] = {}
+    points: list[DayPoint] = []
+    for group, series in sorted(by_group.items()):
+        for day in sorted(set(series) | checked):
+            value = series.get(day)
+            if day not in series and spec.missing == "zero":
+                value = 0.0
+            history = [
+                v
+                for d, v in series.items()
+                if v is not None and day - dt.timedelta(days=spec.history_days) <= d < day
+            ]
+            median = low = high = None
+            if len(history) >= spec.min_history:
+                median = float(statistics.median(history))
+                low = (
+                    float("-inf")
+                    if spec.max_decrease is None
+                    else median * (1 - spec.max_decrease) - spec.slack
+                )
+                high = (
+                    float("inf")
+                    if spec.max_increase is None
+                    else median * (1 + spec.max_increase) + spec.slack
+                )
+            points.append(
+                DayPoint(day, group, value, median, low, high, len(history), day in checked)
+            )
+    return sorted(points, key=lambda p: (p.day, p.group))
+
+
+def day_values(
+    df: DataFrame, spec: DayAnomalySpec, first: dt.date, last: dt.date
+) -> list[tuple[dt.date, str, float | None]]:
+    """`spec.value` per day (and group) of the rows of `df` dated `first`..`last` (literal
+    bounds, so Delta skips the files and partitions outside them)."""
+    day = F.to_date(F.col(spec.date_column))
+    rows = df.where(day.between(F.lit(first), F.lit(last)))
+    if spec.where:
+        rows = rows.where(F.expr(spec.where))
+    group = F.col(spec.group_by).cast("string") if spec.group_by else F.lit(ALL)
+    out = (
+        rows.groupBy(day.alias("_day"), group.alias("_group"))
+        .agg(F.expr(spec.value).cast("double").alias("_value"))
+        .collect()
+    )
+    return [(r["_day"], r["_group"] or ALL, r["_value"]) for r in out if r["_day"] is not None]
+
+
+def days_to_check(
+    df: DataFrame,
+    spec: DayAnomalySpec,
+    scope: DataFrame | None,
+    run_days: Sequence[dt.date] | None,
+) -> set[dt.date]:
+    """The days a run touched (see the module's doc); the newest `history_days` days of the
+    table when it says neither (a full scan)."""
+    days = set(run_days or ())
+    if scope is not None and spec.date_column in scope.columns:
+        found = scope.select(F.to_date(F.col(spec.date_column)).alias("d")).distinct().collect()
+        days |= {r["d"] for r in found if r["d"] is not None}
+    if days or run_days is not None or scope is not None:
+        return days
+    newest = df.select(F.max(F.to_date(F.col(spec.date_column))).alias("d")).first()
+    if newest is None or newest["d"] is None:
+        return set()
+    end = newest["d"]
+    return {end - dt.timedelta(days=i) for i in range(spec.history_days)}
+
+
+def check_days(
+    df: DataFrame,
+    spec: DayAnomalySpec,
+    scope: DataFrame | None,
+    run_days: Sequence[dt.date] | None,
+) -> list[DayPoint]:
+    """The points of a `day_anomaly` check: the checked days and their history (`judge`)."""
+    days = days_to_check(df, spec, scope, run_days)
+    if not days:
+        return []
+    first = min(days) - dt.timedelta(days=spec.history_days)
+    return judge(day_values(df, spec, first, max(days)), days, spec)
+
+
+def describe(point: DayPoint, what: str) -> str:
+    """`what` on a flagged day with its expected range, as the report and the message say it."""
+    where = f" for {point.group}" if point.group != ALL else ""
+    return (
+        f"{what}{where} on {point.day}: {_number(point.value)}, expected "
+        f"{_number(point.low)} to {_number(point.high)} "
+        f"(median {_number(point.median)} of the {point.history} days before)"
+    )
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "none"
+    if value in (float("inf"), float("-inf")):
+        return "any"
+    return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def run_days(spark: SparkSession, lh: Lakehouse, run_id: str) -> list[dt.date]:
+    """The ingest dates run `run_id` landed files of (`bronze._files`): the days it touched even
+    where a source sent nothing."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.bronze.ingestion import files_path
+
+    path = files_path(lh)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return []
+    rows = (
+        spark.read.format("delta")
+        .load(path)
+        .where(F.col("run_id") == run_id)
+        .select("ingest_date")
+        .distinct()
+        .collect()
+    )
+    return sorted(r["ingest_date"] for r in rows if r["ingest_date"] is not None)
+
+
+def landing_view(spark: SparkSession, lh: Lakehouse) -> DataFrame:
+    """`bronze.landing`: one row per source and ingest day with the `files` landed, the
+    `records` bronze keeps and the records `quarantined` (any layer) of that day's files. Lazy:
+    a check's date filter reaches each bronze table's `ingest_date` partitions."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.bronze.ingestion import bronze_path, files_path
+    from lakehouse.state.quarantine import QUARANTINE_TABLE
+
+    keys = ["source", "ingest_date"]
+    parts = []
+    for source in lh.sources:
+        path = bronze_path(lh, source)
+        if DeltaTable.isDeltaTable(spark, path):
+            parts.append(
+                spark.read.format("delta")
+                .load(path)
+                .groupBy(F.lit(source).alias("source"), "ingest_date")
+                .agg(F.count(F.lit(1)).alias("records"))
+            )
+    if not parts:
+        schema = "source string, ingest_date date, files long, records long, quarantined long"
+        return spark.createDataFrame([], schema)
+    records = parts[0]
+    for part in parts[1:]:
+        records = records.unionByName(part)
+    view = records
+    files = files_path(lh)
+    if DeltaTable.isDeltaTable(spark, files):
+        landed = (
+            spark.read.format("delta")
+            .load(files)
+            .groupBy("source", "ingest_date")
+            .agg(F.count(F.lit(1)).alias("files"))
+        )
+        view = view.join(landed, keys, "full_outer")
+    else:
+        view = view.withColumn("files", F.lit(None).cast("long"))
+    quarantine = lh.path(QUARANTINE_TABLE)
+    if DeltaTable.isDeltaTable(spark, quarantine):
+        bad = (
+            spark.read.format("delta")
+            .load(quarantine)
+            .groupBy("source", "ingest_date")
+            .agg(F.count(F.lit(1)).alias("quarantined"))
+        )
+        view = view.join(bad, keys, "left")
+    else:
+        view = view.withColumn("quarantined", F.lit(0).cast("long"))
+    return view.select(
+        *keys,
+        F.coalesce("files", F.lit(0)).cast("long").alias("files"),
+        F.coalesce("records", F.lit(0)).cast("long").alias("records"),
+        F.coalesce("quarantined", F.lit(0)).cast("long").alias("quarantined"),
+    )
