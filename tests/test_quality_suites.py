@@ -12,13 +12,24 @@ from lakehouse.core.config import PROJECT_ROOT, ConfigError
 from lakehouse.core.context import Lakehouse
 from lakehouse.quality.suites import load_suite, load_suites
 
+# Every silver and gold table has a suite (issue #21), and what landed has one.
 REQUIRED = (
-    "silver.orders",
-    "silver.order_items",
-    "silver.payments",
+    "bronze.landing",
+    "silver.clickstream",
     "silver.customers",
+    "silver.fx_rates",
+    "silver.orders",
+    "silver.payments",
+    "silver.products",
+    "silver.order_items",
+    "gold.customer_retention",
     "gold.daily_kpis",
+    "gold.daily_payments",
+    "gold.dim_customers",
+    "gold.dim_date",
+    "gold.dim_products",
     "gold.fact_orders",
+    "gold.fact_payments",
 )
 
 
@@ -33,13 +44,34 @@ def lh() -> Lakehouse:
     return Lakehouse.load("local", PROJECT_ROOT / "conf")
 
 
-def test_shipped_suites_load_with_every_check_kind_used(lh: Lakehouse) -> None:
-    suites = load_suites(lh, list(REQUIRED))
+def test_every_table_has_a_suite_and_every_check_kind_is_used(lh: Lakehouse) -> None:
+    names = [*lh.suites("bronze"), *lh.suites("silver"), *lh.suites("gold")]
+    assert names == list(REQUIRED)
+    assert {f"silver.{t}" for t in lh.tables} | {f"gold.{t}" for t in lh.gold} <= set(names)
+    suites = load_suites(lh, names)
     assert [s.full_name for s in suites] == list(REQUIRED)
     kinds = {c.kind for s in suites for c in s.checks}
     assert kinds == {
         "size", "completeness", "uniqueness", "allowed", "range", "non_negative", "sql",
-        "anomaly", "exists_in", "reconciles", "equals_aggregate",
+        "anomaly", "exists_in", "reconciles", "equals_aggregate", "day_anomaly",
+    }  # fmt: skip
+
+
+def test_gold_tables_reconcile_with_their_facts(lh: Lakehouse) -> None:
+    """daily_kpis against fact_orders, daily_payments against fact_payments, as error checks."""
+    by_table = {s.full_name: s for s in load_suites(lh, ["gold.daily_kpis", "gold.daily_payments"])}
+    sources = {
+        (name, c.spec.column, c.spec.source.table, c.spec.source.where, c.severity)
+        for name, suite in by_table.items()
+        for c in suite.checks
+        if c.kind == "equals_aggregate"
+    }
+    assert sources == {
+        ("gold.daily_kpis", "gross_revenue_usd", "gold.fact_orders", "is_counted", "error"),
+        ("gold.daily_payments", "captured_usd", "gold.fact_payments",
+         "event_type = 'captured'", "error"),
+        ("gold.daily_payments", "refunded_usd", "gold.fact_payments",
+         "event_type = 'refunded'", "error"),
     }  # fmt: skip
 
 
@@ -110,6 +142,19 @@ def test_check_without_kind_or_with_two_kinds_fails(tmp_path: Path) -> None:
         (
             "{name: c, anomaly: {metric: size, strategy: zscore, max_rate_increase: 2}}",
             "relative_rate_of_change",
+        ),
+        ("{name: c, day_anomaly: {date_column: d}}", "max_decrease or max_increase"),
+        (
+            "{name: c, day_anomaly: {date_column: d, max_decrease: 1.5}}",
+            "max_decrease must be between 0 and 1",
+        ),
+        (
+            "{name: c, day_anomaly: {date_column: d, max_increase: 1, min_history: 40}}",
+            "min_history must be between 1 and history_days",
+        ),
+        (
+            "{name: c, day_anomaly: {date_column: d, max_increase: 1, missing: drop}}",
+            "'zero', 'skip'",
         ),
     ],
 )
