@@ -224,30 +224,59 @@ def _published_after_silver_gate(spark: SparkSession, lh: Lakehouse) -> bool:
 
 
 def unpublished_silver(
-    spark: SparkSession, lh: Lakehouse, tables: Sequence[str]
+    spark: SparkSession, lh: Lakehouse, tables: Sequence[str], run_id: str | None = None
 ) -> dict[str, DataFrame]:
     """What the silver gate checks: `silver.<table>` -> its live rows changed since the version
     consumed by the newest gold publish whose run passed the silver gate (one per key,
     `quality.scope.unpublished_rows`): a publish that did not check silver (`lakehouse gold`,
-    `--no-checks`) does not count, so its rows are checked again. A table no such publish
-    consumed, or consumed at a version newer than the table has (it was recreated), has no
-    entry: its suite checks every row (docs/QUALITY.md, "What the gate checks")."""
+    `--no-checks`) does not count, so its rows are checked again. A table no gold table reads
+    (clickstream, products: gold reads products' history) has its rows changed by run `run_id`
+    (since the version its ledger row says the run started from). A table with neither, or
+    consumed at a version newer than the table has (it was recreated), has no entry: its suite
+    checks every row (docs/QUALITY.md, "What the gate checks")."""
     from lakehouse.core.delta_io import current_version
     from lakehouse.gold.build import consumed_versions
     from lakehouse.quality import gated_runs
     from lakehouse.quality.scope import unpublished_rows
 
     consumed = consumed_versions(spark, lh, runs=gated_runs(spark, lh, "silver"))
+    read_by_gold = {name for spec in lh.gold.values() for name in spec.inputs}
+    started = _versions_before(spark, lh, run_id) if run_id else {}
     out: dict[str, DataFrame] = {}
     for name in tables:
         layer, _, table = name.partition(".")
-        if layer != "silver" or table not in consumed or table not in lh.tables:
+        if layer != "silver" or table not in lh.tables:
             continue
-        if current_version(spark, lh.path(name)) >= consumed[table]:
-            out[name] = unpublished_rows(
-                spark, lh.path(name), lh.tables[table].keys, consumed[table]
-            )
+        since = consumed.get(table)
+        if since is None and table not in read_by_gold:
+            since = started.get(table)
+        if since is not None and current_version(spark, lh.path(name)) >= since:
+            out[name] = unpublished_rows(spark, lh.path(name), lh.tables[table].keys, since)
     return out
+
+
+def _versions_before(spark: SparkSession, lh: Lakehouse, run_id: str) -> dict[str, int]:
+    """Silver table -> its version before run `run_id` wrote it (the run's ledger rows)."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    from lakehouse.state.ledger import LEDGER_TABLE
+
+    path = lh.path(LEDGER_TABLE)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return {}
+    rows = (
+        spark.read.format("delta")
+        .load(path)
+        .where((F.col("run_id") == run_id) & (F.col("layer") == "silver"))
+        .select("table_name", "table_version_before")
+        .collect()
+    )
+    return {
+        r["table_name"]: int(r["table_version_before"])
+        for r in rows
+        if r["table_version_before"] is not None
+    }
 
 
 def _run_steps(
@@ -281,7 +310,11 @@ def _run_steps(
                 # What landed per source and day, then silver.
                 suites = (*lh.suites("bronze"), *lh.suites("silver"))
                 # The rows gold has not published yet; a full gold build checks every row.
-                scopes = unpublished_silver(spark, lh, suites) if gold_mode == "incremental" else {}
+                scopes = (
+                    unpublished_silver(spark, lh, suites, run_id)
+                    if gold_mode == "incremental"
+                    else {}
+                )
                 outcome = run_quality_gate(
                     spark,
                     lh,

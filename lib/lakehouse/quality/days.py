@@ -120,10 +120,12 @@ def judge(
 
 
 def day_values(
-    df: DataFrame, spec: DayAnomalySpec, first: dt.date, last: dt.date
-) -> list[tuple[dt.date, str, float | None]]:
-    """`spec.value` per day (and group) of the rows of `df` dated `first`..`last` (literal
-    bounds, so Delta skips the files and partitions outside them)."""
+    df: DataFrame, specs: Sequence[DayAnomalySpec], first: dt.date, last: dt.date
+) -> list[list[tuple[dt.date, str, float | None]]]:
+    """Each spec's `value` per day (and group) of the rows of `df` dated `first`..`last`
+    (literal bounds, so Delta skips the files and partitions outside them), in one aggregation:
+    the specs share their date column, grouping and filter (`check_days`)."""
+    spec = specs[0]
     day = F.to_date(F.col(spec.date_column))
     rows = df.where(day.between(F.lit(first), F.lit(last)))
     if spec.where:
@@ -131,15 +133,18 @@ def day_values(
     group = F.col(spec.group_by).cast("string") if spec.group_by else F.lit(ALL)
     out = (
         rows.groupBy(day.alias("_day"), group.alias("_group"))
-        .agg(F.expr(spec.value).cast("double").alias("_value"))
+        .agg(*[F.expr(s.value).cast("double").alias(f"_v{i}") for i, s in enumerate(specs)])
         .collect()
     )
-    return [(r["_day"], r["_group"] or ALL, r["_value"]) for r in out if r["_day"] is not None]
+    return [
+        [(r["_day"], r["_group"] or ALL, r[f"_v{i}"]) for r in out if r["_day"] is not None]
+        for i in range(len(specs))
+    ]
 
 
 def days_to_check(
     df: DataFrame,
-    spec: DayAnomalySpec,
+    spec: DayAnomalySpec,  # of the checks sharing a date column, any: `history_days` aside
     scope: DataFrame | None,
     run_days: Sequence[dt.date] | None,
 ) -> set[dt.date]:
@@ -160,16 +165,27 @@ def days_to_check(
 
 def check_days(
     df: DataFrame,
-    spec: DayAnomalySpec,
+    specs: Sequence[DayAnomalySpec],
     scope: DataFrame | None,
     run_days: Sequence[dt.date] | None,
-) -> list[DayPoint]:
-    """The points of a `day_anomaly` check: the checked days and their history (`judge`)."""
-    days = days_to_check(df, spec, scope, run_days)
-    if not days:
-        return []
-    first = min(days) - dt.timedelta(days=spec.history_days)
-    return judge(day_values(df, spec, first, max(days)), days, spec)
+) -> list[list[DayPoint]]:
+    """The points of each `day_anomaly` check of a suite: the checked days and their history
+    (`judge`). Checks on the same date column, grouping and filter share one aggregation."""
+    out: dict[int, list[DayPoint]] = {}
+    shared: dict[tuple[str, str | None, str | None], list[int]] = {}
+    for i, spec in enumerate(specs):
+        shared.setdefault((spec.date_column, spec.group_by, spec.where), []).append(i)
+    for members in shared.values():
+        group = [specs[i] for i in members]
+        days = days_to_check(df, group[0], scope, run_days)
+        if not days:
+            out.update({i: [] for i in members})
+            continue
+        first = min(days) - dt.timedelta(days=max(s.history_days for s in group))
+        values = day_values(df, group, first, max(days))
+        for i, spec, found in zip(members, group, values, strict=True):
+            out[i] = judge(found, days, spec)
+    return [out[i] for i in range(len(specs))]
 
 
 def describe(point: DayPoint, what: str) -> str:

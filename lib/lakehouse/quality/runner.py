@@ -334,6 +334,14 @@ def run_suite(
     owned = scope is not None and not scope.is_cached
     rows = df if scope is None else (scope.persist(BATCH_STORAGE) if owned else scope)
     try:
+        day_checks = [c for c in suite.checks if isinstance(c.spec, DayAnomalySpec)]
+        day_points = days.check_days(
+            df, [c.spec for c in day_checks], scope, run_days  # type: ignore[misc]
+        )
+        day_outcomes = {
+            c.name: _day_anomaly(c.spec, points)  # type: ignore[arg-type]
+            for c, points in zip(day_checks, day_points, strict=True)
+        }
         empty = scope is not None and rows.isEmpty()
         passes = _deequ_passes(df, scope, deequ_checks, empty)
         first_run = _first_run(spark, lh, suite)
@@ -349,9 +357,7 @@ def run_suite(
                 continue
             if isinstance(check.spec, DayAnomalySpec):
                 # Judged even when nothing changed: a day whose rows never came is the point.
-                by_name[check.name] = result(
-                    check, *_run_day_anomaly(df, check, check.spec, scope, run_days)
-                )
+                by_name[check.name] = result(check, *day_outcomes[check.name])
                 continue
             if empty:
                 by_name[check.name] = result(check, True, NOTHING_WRITTEN, None, None)
@@ -377,17 +383,13 @@ UNMET = "does not meet the constraint requirement"
 NOTHING_WRITTEN = "no changed rows to check"
 
 
-def _run_day_anomaly(
-    df: DataFrame,
-    check: CheckSpec,
-    spec: DayAnomalySpec,
-    scope: DataFrame | None,
-    run_days: Sequence[dt.date] | None,
+def _day_anomaly(
+    spec: DayAnomalySpec, points: list[days.DayPoint]
 ) -> tuple[bool, str | None, str | None, float | None, tuple[str, ...], str | None]:
-    """A `day_anomaly` check: (passed, message, metric, value, examples, details). The metric is
-    the fraction of judged days within their band; the examples are the flagged days and the
-    details every day of the window with its band (the report's chart)."""
-    points = days.check_days(df, spec, scope, run_days)
+    """A `day_anomaly` check's outcome from its points (`days.check_days`): (passed, message,
+    metric, value, examples, details). The metric is the fraction of judged days within their
+    band; the examples are the flagged days and the details every day of the window with its
+    band (the report's chart)."""
     judged = [p for p in points if p.judged]
     flagged = [p for p in judged if p.anomalous]
     metric = f"day_anomaly({spec.value})"
