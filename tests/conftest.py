@@ -39,6 +39,7 @@ SLOWEST_FIRST = (
     "test_emr_local_job.py",
     "test_time_travel.py",
     "test_notebooks.py",
+    "test_quality_stories.py",
     "test_catch_up.py",
     "test_quality_gate.py",
     "test_erasure.py",

@@ -42,7 +42,9 @@ def test_a_half_day_after_a_normal_history_is_flagged_with_its_band() -> None:
     assert [p.checked for p in points] == [False] * 8 + [True]
 
 
-@pytest.mark.parametrize(("value", "flagged"), [(60, False), (59.9, True), (250, False), (250.1, True)])
+@pytest.mark.parametrize(
+    ("value", "flagged"), [(60, False), (59.9, True), (250, False), (250.1, True)]
+)
 def test_the_band_is_inclusive(value: float, flagged: bool) -> None:
     points = judge(history([100] * 7 + [value]), [day(7)], ORDERS)
     assert points[-1].anomalous is flagged
@@ -117,6 +119,7 @@ def test_a_record_is_masked_field_by_field() -> None:
         "after": {"first_name": "Ann", "phone": "+44 20 7946 0018", "city": "Leeds"},
         "note": "write to ann.lee@example.com from 10.1.2.3",
         "amount": 12.5,
+        "Phone": 4155550123,  # a number in a personal field, whatever the key's case
     }
     assert mask_record(record, PERSONAL) == {
         "customer_id": "c1",
@@ -125,6 +128,7 @@ def test_a_record_is_masked_field_by_field() -> None:
         "after": {"first_name": "•••", "phone": "•••", "city": "Leeds"},
         "note": "write to ••• from •••",
         "amount": 12.5,
+        "Phone": "•••",
     }
 
 
@@ -153,6 +157,9 @@ def test_reasons_group_by_rule_without_their_values() -> None:
     )
     assert reason_kind("status: 'shipped_maybe' is not one of placed, paid") == (
         "status: '…' is not one of placed, paid"
+    )
+    assert mask_text("last_name: 'O'Brien' is too long", quoted=True) == (
+        "last_name: '•••' is too long"
     )
     assert reason_kind("amount: -157.21 must be greater than 0") == (
         "amount: N must be greater than N"

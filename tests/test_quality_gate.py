@@ -299,11 +299,14 @@ def test_after_the_first_publish_the_gates_check_only_the_changed_rows(gated: Ga
 def test_a_run_with_nothing_new_for_gold_checks_and_publishes_nothing(gated: Gated) -> None:
     """The warned run re-ran the suites although it landed nothing new (gold had not consumed the
     refused day: see the test above, whose stderr shows the silver suites done); once gold has
-    consumed every silver version, there is nothing to hold back and no row to check."""
+    consumed every silver version, there is nothing to hold back and no row to check. What
+    landed on the run's date is still judged: the two landing checks, nothing else."""
     assert gated.replay_code == 0, gated.replay_err
     assert "quality (silver suites): skipped, gold has consumed every version" in gated.replay_err
+    assert re.search(r"  quality\.bronze\.landing: 2 checks, \d+ failed \(the run's ingest days\)",
+                     gated.replay_err)  # fmt: skip
     assert "gold: nothing new in silver, nothing to check or publish" in gated.replay_err
-    assert gated.results_after_replay == gated.results_before_replay
+    assert gated.results_after_replay == gated.results_before_replay + 2
     assert gated.gold_after_replay == gated.gold_after_warning
 
 

@@ -102,7 +102,8 @@ def test_the_silver_gate_starts_after_the_newest_publish_that_passed_it(
     )
 
     def checked(run_id: str, status: str) -> None:
-        row = (run_id, now, "silver", "orders", "c", "size", "error", status, None, None, 1.0, [])
+        row = (run_id, now, "silver", "orders", "c", "size", "error", status, None, None, 1.0, [],
+               None)  # fmt: skip
         spark.createDataFrame([row], RESULT_SCHEMA).write.format("delta").mode("append").save(
             lh.path(RESULTS_TABLE)
         )

@@ -72,7 +72,11 @@ def _strict_conf(base: Path) -> Path:
     suite_file = conf / "quality" / "silver.customers.yaml"
     suite = yaml.safe_load(suite_file.read_text(encoding="utf-8"))
     suite["checks"].append(
-        {"name": "no_phone_on_file", "severity": "error", "sql": {"expression": "phone_hash IS NULL"}}
+        {
+            "name": "no_phone_on_file",
+            "severity": "error",
+            "sql": {"expression": "phone_hash IS NULL"},
+        }
     )
     suite_file.write_text(yaml.safe_dump(suite), encoding="utf-8")
     return conf
@@ -93,9 +97,11 @@ def story(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Stor
 
     run_pipeline(spark, lh, "run-1", dates=days[:8])
     run_pipeline(spark, lh, "run-2", dates=[days[8]])
+    # Day 10 as EMR runs it: each step a job with a run id of its own, given the date.
+    run_pipeline(spark, lh, "run-3-load", steps=("bronze", "silver"), dates=[days[9]])
     strict = local_lakehouse(base, _strict_conf(base))
     with pytest.raises(QualityGateError) as blocked:
-        run_pipeline(spark, strict, "run-3", dates=[days[9]])
+        run_pipeline(spark, strict, "run-3", steps=("quality", "gold"), dates=[days[9]])
     return Story(
         lh,
         days,
@@ -151,7 +157,11 @@ def test_a_day_at_half_volume_is_flagged_with_its_metric_and_expected_range(
     )
 
 
-def test_a_source_that_sent_nothing_is_flagged(spark: SparkSession, story: Story) -> None:
+def test_a_source_that_sent_nothing_is_flagged_by_the_quality_job_of_that_date(
+    spark: SparkSession, story: Story
+) -> None:
+    """Run 3's quality step landed nothing itself (another job did): the date it was given is
+    the day judged."""
     counts = _bronze_counts(spark, story.lh, "payments")
     assert story.days[9] not in counts
     result = story.silent
@@ -180,8 +190,8 @@ def test_the_failing_rows_shown_are_the_rows_that_break_the_check(
         r["customer_id"]: r
         for r in spark.read.format("delta")
         .load(story.lh.path("silver.customers"))
-        # The rows run 3 changed: what its gate checked.
-        .where("NOT _is_deleted AND phone_hash IS NOT NULL AND _run_id = 'run-3'")
+        # The rows day 10's load changed: what run 3's gate checked.
+        .where("NOT _is_deleted AND phone_hash IS NOT NULL AND _run_id = 'run-3-load'")
         .collect()
     }
     assert 0 < len(check["examples"]) == min(5, len(breaking))

@@ -75,20 +75,14 @@ def write_reports(spark: SparkSession, lh: Lakehouse, run_id: str) -> str:
 
 
 def run_gold_gated(
-    spark: SparkSession,
-    lh: Lakehouse,
-    run_id: str,
-    mode: str = "incremental",
-    run_days: Sequence[date] | None = None,
+    spark: SparkSession, lh: Lakehouse, run_id: str, mode: str = "incremental"
 ) -> tuple[object, object]:
     """Stage gold, check the staged tables with the gold suites, publish only if no error check
     failed. On a failure the staging is discarded, gold and its consumed versions stay as they
-    were (dashboards keep reading the previous gold) and `QualityGateError` is raised.
-    `run_days` (default: read from `bronze._files`) are the ingest dates the run landed, which
-    the day-level checks judge (`quality.days`)."""
+    were (dashboards keep reading the previous gold) and `QualityGateError` is raised. Its
+    day-level checks judge the days of the staged rows (gold has no ingest days)."""
     from lakehouse.gold.build import discard_staged, publish_gold, stage_gold
     from lakehouse.quality import QualityOutcome
-    from lakehouse.quality.days import run_days as landed_days
 
     staged = stage_gold(spark, lh, run_id, mode)  # type: ignore[arg-type]
     crash_point("gold.staged")
@@ -107,7 +101,6 @@ def run_gold_gated(
             frames=staged.candidates(),
             # A full build overwrites every table: its rows are every row.
             scopes=None if staged.mode == "full" else staged.scopes(),
-            run_days=landed_days(spark, lh, run_id) if run_days is None else run_days,
         )
     except BaseException:
         discard_staged(staged)
@@ -213,6 +206,17 @@ def _write_index(
         progress.LOG.warning("index of runs not written: %s: %s", type(exc).__name__, exc)
 
 
+def _days_to_judge(
+    spark: SparkSession, lh: Lakehouse, run_id: str, dates: Sequence[str] | None
+) -> list[date]:
+    """The ingest days the landing checks judge: those run `run_id` landed files of, and those
+    it was run for (`dates`: on EMR each step is a job of its own, given the scheduled date)."""
+    from lakehouse.quality.days import run_days
+
+    given = {date.fromisoformat(d) for d in dates or ()}
+    return sorted(given | set(run_days(spark, lh, run_id)))
+
+
 def _published_after_silver_gate(spark: SparkSession, lh: Lakehouse) -> bool:
     """Whether gold has consumed every silver version already, and the run that published it
     checked silver and passed (a `gold`-only or `--no-checks` publish did not check it)."""
@@ -224,59 +228,54 @@ def _published_after_silver_gate(spark: SparkSession, lh: Lakehouse) -> bool:
 
 
 def unpublished_silver(
-    spark: SparkSession, lh: Lakehouse, tables: Sequence[str], run_id: str | None = None
+    spark: SparkSession, lh: Lakehouse, tables: Sequence[str]
 ) -> dict[str, DataFrame]:
     """What the silver gate checks: `silver.<table>` -> its live rows changed since the version
     consumed by the newest gold publish whose run passed the silver gate (one per key,
     `quality.scope.unpublished_rows`): a publish that did not check silver (`lakehouse gold`,
     `--no-checks`) does not count, so its rows are checked again. A table no gold table reads
-    (clickstream, products: gold reads products' history) has its rows changed by run `run_id`
-    (since the version its ledger row says the run started from). A table with neither, or
-    consumed at a version newer than the table has (it was recreated), has no entry: its suite
-    checks every row (docs/QUALITY.md, "What the gate checks")."""
+    (clickstream; products, whose history gold reads) has its rows changed since the version
+    the newest passed silver gate checked (`quality.checked_versions`). A table with neither,
+    or consumed or checked at a version newer than the table has (it was recreated), has no
+    entry: its suite checks every row (docs/QUALITY.md, "What the gate checks")."""
     from lakehouse.core.delta_io import current_version
     from lakehouse.gold.build import consumed_versions
     from lakehouse.quality import gated_runs
-    from lakehouse.quality.scope import unpublished_rows
+    from lakehouse.quality.scope import checked_versions, unpublished_rows
 
     consumed = consumed_versions(spark, lh, runs=gated_runs(spark, lh, "silver"))
-    read_by_gold = {name for spec in lh.gold.values() for name in spec.inputs}
-    started = _versions_before(spark, lh, run_id) if run_id else {}
+    unread = not_read_by_gold(lh)
+    checked = checked_versions(spark, lh) if unread else {}
     out: dict[str, DataFrame] = {}
     for name in tables:
         layer, _, table = name.partition(".")
         if layer != "silver" or table not in lh.tables:
             continue
-        since = consumed.get(table)
-        if since is None and table not in read_by_gold:
-            since = started.get(table)
+        since = checked.get(table) if table in unread else consumed.get(table)
         if since is not None and current_version(spark, lh.path(name)) >= since:
             out[name] = unpublished_rows(spark, lh.path(name), lh.tables[table].keys, since)
     return out
 
 
-def _versions_before(spark: SparkSession, lh: Lakehouse, run_id: str) -> dict[str, int]:
-    """Silver table -> its version before run `run_id` wrote it (the run's ledger rows)."""
-    from delta.tables import DeltaTable
-    from pyspark.sql import functions as F
+def not_read_by_gold(lh: Lakehouse) -> set[str]:
+    """The silver tables no gold table reads: no gold publish records a version of them."""
+    read = {name for spec in lh.gold.values() for name in spec.inputs}
+    return {name for name in lh.tables if name not in read}
 
-    from lakehouse.state.ledger import LEDGER_TABLE
 
-    path = lh.path(LEDGER_TABLE)
-    if not DeltaTable.isDeltaTable(spark, path):
-        return {}
-    rows = (
-        spark.read.format("delta")
-        .load(path)
-        .where((F.col("run_id") == run_id) & (F.col("layer") == "silver"))
-        .select("table_name", "table_version_before")
-        .collect()
-    )
-    return {
-        r["table_name"]: int(r["table_version_before"])
-        for r in rows
-        if r["table_version_before"] is not None
-    }
+def _unchecked_silver(spark: SparkSession, lh: Lakehouse) -> list[str]:
+    """The silver tables gold does not read that changed since a passed silver gate checked
+    them (or that no gate checked yet)."""
+    from lakehouse.core.delta_io import current_version
+    from lakehouse.quality.scope import checked_versions
+
+    unread = [t for t in sorted(not_read_by_gold(lh)) if lh.tables[t].quality]
+    checked = checked_versions(spark, lh) if unread else {}
+    return [
+        t
+        for t in unread
+        if t not in checked or current_version(spark, lh.path(f"silver.{t}")) > checked[t]
+    ]
 
 
 def _run_steps(
@@ -300,30 +299,40 @@ def _run_steps(
         # Silver is checked before gold reads it: an error stops the run here and gold keeps
         # the version dashboards read (see docs/QUALITY.md). When gold has consumed every
         # silver version already, published by a run that passed this gate, there is nothing
-        # to hold back, and the suites would check the rows they checked then.
-        if gold_mode == "incremental" and _published_after_silver_gate(spark, lh):
+        # to hold back, and the suites would check the rows they checked then; what landed is
+        # still judged (a day on which nothing came is what those checks are for).
+        days = _days_to_judge(spark, lh, run_id, dates)
+        if (
+            gold_mode == "incremental"
+            and _published_after_silver_gate(spark, lh)
+            and not _unchecked_silver(spark, lh)
+        ):
             progress.report("quality (silver suites): skipped, gold has consumed every version")
+            if days and lh.suites("bronze"):
+                with progress.step("quality (landing)"):
+                    report.quality.append(
+                        run_quality_gate(
+                            spark, lh, run_id, lh.suites("bronze"), True, run_days=days
+                        )
+                    )
         else:
             with progress.step("quality (silver suites)"):
-                from lakehouse.quality.days import run_days
+                from lakehouse.core.delta_io import current_version
+                from lakehouse.quality.scope import record_checked
 
                 # What landed per source and day, then silver.
                 suites = (*lh.suites("bronze"), *lh.suites("silver"))
                 # The rows gold has not published yet; a full gold build checks every row.
-                scopes = (
-                    unpublished_silver(spark, lh, suites, run_id)
-                    if gold_mode == "incremental"
-                    else {}
-                )
+                scopes = unpublished_silver(spark, lh, suites) if gold_mode == "incremental" else {}
+                unread = [
+                    f"silver.{t}" for t in sorted(not_read_by_gold(lh)) if f"silver.{t}" in suites
+                ]
+                versions = {name: current_version(spark, lh.path(name)) for name in unread}
                 outcome = run_quality_gate(
-                    spark,
-                    lh,
-                    run_id,
-                    suites,
-                    True,
-                    scopes=scopes,
-                    run_days=run_days(spark, lh, run_id),
+                    spark, lh, run_id, suites, True, scopes=scopes, run_days=days
                 )
+                # Passed: what gold does not read is checked up to these versions.
+                record_checked(spark, lh, run_id, versions)
             report.quality.append(outcome)
     if "gold" in steps:
         with progress.step("gold"):

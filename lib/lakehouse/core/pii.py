@@ -74,7 +74,8 @@ MASK = "•••"
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 _IPV4 = re.compile(r"\b\d{1,3}(\.\d{1,3}){3}\b")
 _PHONE = re.compile(r"\+\d[\d ()./-]{6,}\d")
-_QUOTED = re.compile(r"'[^']*'")
+# A quoted value runs to the last quote before a separator or the end ('O'Brien' included).
+_QUOTED = re.compile(r"'.*?'(?=[\s,;:.)\]}]|$)")
 
 
 def personal_fields(tables: Mapping[str, TableSpec]) -> frozenset[str]:
@@ -93,19 +94,21 @@ def mask_text(text: str, quoted: bool = False) -> str:
 
 
 def mask_value(key: str, value: Any, fields: frozenset[str]) -> Any:
-    """One field of a record as a page may show it: a personal field masked, a hash shortened
-    to 8 characters, record text (`raw`, `fields`) and any string scanned by `mask_text`;
-    nested objects and lists field by field."""
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if key in fields:
+    """One field of a record as a page may show it: a personal field masked whatever its type,
+    a hash shortened to 8 characters, record text (`raw`, `fields`) and any other string scanned
+    by `mask_text`; nested objects and lists field by field. Keys match case-insensitively."""
+    if value is None:
+        return None
+    if key.lower() in fields:
         return MASK
+    if isinstance(value, bool | int | float):
+        return value
     if isinstance(value, Mapping):
         return {k: mask_value(str(k), v, fields) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_value(key, v, fields) for v in value]
     text = str(value)
-    if key.endswith("_hash") and len(text) > 8:
+    if key.lower().endswith("_hash") and len(text) > 8:
         return text[:8] + "…"
     return mask_text(text)
 

@@ -17,9 +17,11 @@ Cost: the rows of the checked days and the `history_days` before them, filtered 
 dates (partition pruning and data skipping on the date column), then a few hundred numbers on
 the driver: proportional to the window, not to the age of the lakehouse.
 
-The days a run touched are the dates of its changed rows (the check's scope) and the ingest
-dates the run landed (`run_days`, from `bronze._files`), so a day whose rows never came is still
-judged. Without either (`lakehouse maintain`'s full scan), the newest `history_days` days are.
+The days a run touched are the dates of its changed rows (the check's scope) and, for checks on
+`ingest_date`, the run's days: the ingest dates it landed (`bronze._files`) and the dates it was
+scheduled for (`--date`), so a day whose rows never came is still judged, even when nothing at
+all landed. Without either (`lakehouse maintain`'s full scan), the newest `history_days` days
+are.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from lakehouse.quality.suites import DayAnomalySpec
 
 # The group of an ungrouped check.
 ALL = ""
+# The column a run's days (its landed and scheduled ingest dates) are days of.
+INGEST_DATE = "ingest_date"
 # Failing days named in a check's message (the examples hold up to MAX_EXAMPLES).
 MESSAGE_DAYS = 3
 
@@ -60,7 +64,12 @@ class DayPoint:
 
     @property
     def anomalous(self) -> bool:
-        return self.judged and not (self.low <= self.value <= self.high)  # type: ignore[operator]
+        """Judged and outside its band (an open side, None, bounds nothing)."""
+        if not self.judged or self.value is None:
+            return False
+        return (self.low is not None and self.value < self.low) or (
+            self.high is not None and self.value > self.high
+        )
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -103,16 +112,11 @@ def judge(
             median = low = high = None
             if len(history) >= spec.min_history:
                 median = float(statistics.median(history))
-                low = (
-                    float("-inf")
-                    if spec.max_decrease is None
-                    else median * (1 - spec.max_decrease) - spec.slack
-                )
-                high = (
-                    float("inf")
-                    if spec.max_increase is None
-                    else median * (1 + spec.max_increase) + spec.slack
-                )
+                # An open side of the band is None (JSON has no infinity).
+                if spec.max_decrease is not None:
+                    low = median * (1 - spec.max_decrease) - spec.slack
+                if spec.max_increase is not None:
+                    high = median * (1 + spec.max_increase) + spec.slack
             points.append(
                 DayPoint(day, group, value, median, low, high, len(history), day in checked)
             )
@@ -148,13 +152,16 @@ def days_to_check(
     scope: DataFrame | None,
     run_days: Sequence[dt.date] | None,
 ) -> set[dt.date]:
-    """The days a run touched (see the module's doc); the newest `history_days` days of the
-    table when it says neither (a full scan)."""
-    days = set(run_days or ())
+    """The days a run touched (see the module's doc). The run's days are ingest days: they are
+    judged by checks on `ingest_date` only (an event's date is not its delivery's). Without a
+    scope, and without run days that apply, the newest `history_days` days of the table (a full
+    scan); an ingest-day check of a run that landed nothing and was given no date judges none."""
+    ingest = spec.date_column == INGEST_DATE
+    days = set(run_days or ()) if ingest else set()
     if scope is not None and spec.date_column in scope.columns:
         found = scope.select(F.to_date(F.col(spec.date_column)).alias("d")).distinct().collect()
         days |= {r["d"] for r in found if r["d"] is not None}
-    if days or run_days is not None or scope is not None:
+    if days or scope is not None or (ingest and run_days is not None):
         return days
     newest = df.select(F.max(F.to_date(F.col(spec.date_column))).alias("d")).first()
     if newest is None or newest["d"] is None:
@@ -199,9 +206,8 @@ def describe(point: DayPoint, what: str) -> str:
 
 
 def _number(value: float | None) -> str:
+    """Four significant digits under 1,000, whole numbers above; an open bound is "any"."""
     if value is None:
-        return "none"
-    if value in (float("inf"), float("-inf")):
         return "any"
     return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
 

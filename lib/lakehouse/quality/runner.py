@@ -254,7 +254,7 @@ def run_quality(
             suite.full_name,
             len(found),
             failed,
-            "every row" if scope is None else "changed rows",
+            _scope_label(suite, scope),
         )
     if results:
         rows = [
@@ -280,6 +280,13 @@ def run_quality(
             "mergeSchema", "true"
         ).save(lh.path(RESULTS_TABLE))
     return QualityOutcome(run_id=run_id, results=tuple(results))
+
+
+def _scope_label(suite: Suite, scope: DataFrame | None) -> str:
+    """What a suite checked, for its progress line."""
+    if suite.layer == "bronze":
+        return "the run's ingest days"
+    return "every row" if scope is None else "changed rows"
 
 
 def run_suite(
@@ -334,13 +341,11 @@ def run_suite(
     owned = scope is not None and not scope.is_cached
     rows = df if scope is None else (scope.persist(BATCH_STORAGE) if owned else scope)
     try:
-        day_checks = [c for c in suite.checks if isinstance(c.spec, DayAnomalySpec)]
-        day_points = days.check_days(
-            df, [c.spec for c in day_checks], scope, run_days  # type: ignore[misc]
-        )
+        day_checks = [(c.name, c.day_anomaly) for c in suite.checks if c.day_anomaly is not None]
+        day_points = days.check_days(df, [spec for _, spec in day_checks], scope, run_days)
         day_outcomes = {
-            c.name: _day_anomaly(c.spec, points)  # type: ignore[arg-type]
-            for c, points in zip(day_checks, day_points, strict=True)
+            name: _day_anomaly(spec, points)
+            for (name, spec), points in zip(day_checks, day_points, strict=True)
         }
         empty = scope is not None and rows.isEmpty()
         passes = _deequ_passes(df, scope, deequ_checks, empty)
@@ -393,7 +398,7 @@ def _day_anomaly(
     judged = [p for p in points if p.judged]
     flagged = [p for p in judged if p.anomalous]
     metric = f"day_anomaly({spec.value})"
-    details = json.dumps([p.to_json() for p in points], default=str)
+    details = json.dumps([p.to_json() for p in points], default=str, allow_nan=False)
     if not judged:
         checked = [p for p in points if p.checked]
         why = (
@@ -409,7 +414,9 @@ def _day_anomaly(
     lines = [days.describe(p, what) for p in flagged[: days.MESSAGE_DAYS]]
     more = len(flagged) - len(lines)
     message = "; ".join(lines) + (f"; and {more} more day(s)" if more > 0 else "")
-    examples = tuple(json.dumps(p.to_json(), default=str) for p in flagged[:MAX_EXAMPLES])
+    examples = tuple(
+        json.dumps(p.to_json(), default=str, allow_nan=False) for p in flagged[:MAX_EXAMPLES]
+    )
     return False, message, metric, fraction, examples, details
 
 

@@ -5,7 +5,8 @@ make the gate's cost grow with the lakehouse's age (issue #17). So the gate chec
 
 - silver: the current live row of every key changed since the versions gold last consumed
   (`unpublished_rows`, from the tables' Change Data Feed): exactly what the next gold publish
-  would read for the first time;
+  would read for the first time; for a table no gold table reads, since the version the last
+  passed silver gate checked (`checked_versions`);
 - gold: the rows the run staged (`gold.build.StagedGold.scopes`).
 
 `lakehouse.quality.runner.run_quality(..., scopes=...)` then runs row-wise checks on the scope,
@@ -16,12 +17,16 @@ Full scans of every row run in `lakehouse maintain` (docs/QUALITY.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Mapping, Sequence
 
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
-from lakehouse.core.delta_io import current_version
+from lakehouse.core.context import Lakehouse
+from lakehouse.core.delta_io import current_version, ensure_table
 
 CDF_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
 
@@ -70,3 +75,46 @@ def keyed_rows(table: DataFrame, scope: DataFrame, columns: Sequence[str]) -> Da
     of each key the scope holds, wherever it is in the table. Reads only `columns` of `table`."""
     keys = scope.select(*columns).distinct()
     return table.select(*columns).join(keys, list(columns), "left_semi")
+
+
+# Silver tables no gold table reads have no consumed version: the versions their passed silver
+# gates checked, one row per table per run (`unpublished_silver` in lakehouse.pipeline).
+CHECKED_TABLE = "quality.checked_versions"
+CHECKED_SCHEMA = StructType(
+    [
+        StructField("run_id", StringType(), False),
+        StructField("table_name", StringType(), False),
+        StructField("version", LongType(), False),
+        StructField("checked_at", TimestampType(), False),
+    ]
+)
+
+
+def record_checked(
+    spark: SparkSession, lh: Lakehouse, run_id: str, versions: Mapping[str, int]
+) -> None:
+    """Record that run `run_id`'s passed silver gate checked `silver.<table>` up to each
+    version (one commit; nothing when there is nothing to record)."""
+    if not versions:
+        return
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rows = [(run_id, name.split(".", 1)[1], int(v), now) for name, v in versions.items()]
+    ensure_table(spark, lh.path(CHECKED_TABLE), CHECKED_SCHEMA, change_data_feed=False)
+    spark.createDataFrame(rows, CHECKED_SCHEMA).write.format("delta").mode("append").save(
+        lh.path(CHECKED_TABLE)
+    )
+
+
+def checked_versions(spark: SparkSession, lh: Lakehouse) -> dict[str, int]:
+    """Table -> the newest version a passed silver gate checked it at."""
+    path = lh.path(CHECKED_TABLE)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return {}
+    rows = (
+        spark.read.format("delta")
+        .load(path)
+        .groupBy("table_name")
+        .agg(F.max("version").alias("version"))
+        .collect()
+    )
+    return {r["table_name"]: int(r["version"]) for r in rows}
