@@ -164,3 +164,10 @@ def test_reasons_group_by_rule_without_their_values() -> None:
     assert reason_kind("amount: -157.21 must be greater than 0") == (
         "amount: N must be greater than N"
     )
+
+
+def test_a_value_that_is_not_a_number_is_neither_judged_nor_history() -> None:
+    values = history([100] * 4 + [float("nan")] + [100] * 3 + [float("inf")])
+    points = judge(values, [day(8)], ORDERS)
+    assert [p.value for p in points][4] is None
+    assert (points[-1].value, points[-1].history, points[-1].judged) == (None, 7, False)

@@ -39,7 +39,15 @@ from lakehouse.state.ledger import (
 )
 
 # Append-only logs: never rolled back (a rollback is recorded in them instead).
-LOG_TABLES = (LEDGER_TABLE, MAINTENANCE_TABLE, "quality.results", AUDIT_TABLE)
+# `quality.checked_versions` (lakehouse.quality.scope) holds versions a passed silver gate
+# checked: a restore makes a newer version, whose changes the next gate reads from there.
+LOG_TABLES = (
+    LEDGER_TABLE,
+    MAINTENANCE_TABLE,
+    "quality.results",
+    "quality.checked_versions",
+    AUDIT_TABLE,
+)
 # userMetadata of commits that are not pipeline runs and must never be undone by a cascade.
 NOT_RUNS = ("erasure:",)
 MAINTENANCE_PREFIX = "maintain-"

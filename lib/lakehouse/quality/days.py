@@ -27,6 +27,7 @@ are.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -94,7 +95,9 @@ def judge(
     aggregates the window (`day_values`)."""
     by_group: dict[str, dict[dt.date, float | None]] = {}
     for day, group, value in values:
-        by_group.setdefault(group, {})[day] = value
+        # NaN or an infinity (a division by zero in a rate) is no value: not judged, not history.
+        finite = value if value is None or math.isfinite(value) else None
+        by_group.setdefault(group, {})[day] = finite
     checked = set(days)
     if not by_group and checked:
         by_group[ALL] = {}
@@ -213,33 +216,52 @@ def _number(value: float | None) -> str:
 
 
 def run_days(spark: SparkSession, lh: Lakehouse, run_id: str) -> list[dt.date]:
-    """The ingest dates run `run_id` landed files of (`bronze._files`): the days it touched even
-    where a source sent nothing."""
+    """The ingest dates of the files run `run_id` landed, and of the files any run landed since
+    the landing checks last ran (the newest `bronze.catch_up_max_days + 1` of those): on EMR the
+    bronze job that caught up a missed night is a run of its own, and the quality job after it
+    judges the days it landed. From `bronze._files` and `quality.results`."""
     from delta.tables import DeltaTable
 
     from lakehouse.bronze.ingestion import files_path
+    from lakehouse.quality.runner import RESULTS_TABLE
 
     path = files_path(lh)
     if not DeltaTable.isDeltaTable(spark, path):
         return []
+    files = spark.read.format("delta").load(path)
+    judged_at = None
+    results = lh.path(RESULTS_TABLE)
+    if DeltaTable.isDeltaTable(spark, results):
+        row = (
+            spark.read.format("delta")
+            .load(results)
+            .where(F.col("layer") == "bronze")
+            .agg(F.max("run_ts").alias("at"))
+            .first()
+        )
+        judged_at = None if row is None else row["at"]
+    unjudged = F.lit(True) if judged_at is None else F.col("ingested_at") > F.lit(judged_at)
     rows = (
-        spark.read.format("delta")
-        .load(path)
-        .where(F.col("run_id") == run_id)
-        .select("ingest_date")
+        files.where((F.col("run_id") == run_id) | unjudged)
+        .select("ingest_date", (F.col("run_id") == run_id).alias("own"))
         .distinct()
         .collect()
     )
-    return sorted(r["ingest_date"] for r in rows if r["ingest_date"] is not None)
+    own = {r["ingest_date"] for r in rows if r["own"] and r["ingest_date"] is not None}
+    since = sorted({r["ingest_date"] for r in rows if r["ingest_date"] is not None} - own)
+    return sorted(own | set(since[-(lh.config.bronze.catch_up_max_days + 1) :]))
 
 
 def landing_view(spark: SparkSession, lh: Lakehouse) -> DataFrame:
-    """`bronze.landing`: one row per source and ingest day with the `files` landed, the
-    `records` bronze keeps and the records `quarantined` (any layer) of that day's files. Lazy:
-    a check's date filter reaches each bronze table's `ingest_date` partitions."""
+    """`bronze.landing`: one row per source and ingest day with the `records` bronze kept and
+    the records `quarantined` (any layer) from that day's files. Lazy, and built so that a
+    check's date filter reaches every read: through the union to each bronze table's
+    `ingest_date` partitions, and through the left join (Spark infers it for the right side) to
+    the quarantine. A day whose every record was quarantined has no row (its records count as
+    0, its rate is not judged)."""
     from delta.tables import DeltaTable
 
-    from lakehouse.bronze.ingestion import bronze_path, files_path
+    from lakehouse.bronze.ingestion import bronze_path
     from lakehouse.state.quarantine import QUARANTINE_TABLE
 
     keys = ["source", "ingest_date"]
@@ -254,37 +276,21 @@ def landing_view(spark: SparkSession, lh: Lakehouse) -> DataFrame:
                 .agg(F.count(F.lit(1)).alias("records"))
             )
     if not parts:
-        schema = "source string, ingest_date date, files long, records long, quarantined long"
-        return spark.createDataFrame([], schema)
-    records = parts[0]
+        return spark.createDataFrame(
+            [], "source string, ingest_date date, records long, quarantined long"
+        )
+    view = parts[0]
     for part in parts[1:]:
-        records = records.unionByName(part)
-    view = records
-    files = files_path(lh)
-    if DeltaTable.isDeltaTable(spark, files):
-        landed = (
-            spark.read.format("delta")
-            .load(files)
-            .groupBy("source", "ingest_date")
-            .agg(F.count(F.lit(1)).alias("files"))
-        )
-        view = view.join(landed, keys, "full_outer")
-    else:
-        view = view.withColumn("files", F.lit(None).cast("long"))
+        view = view.unionByName(part)
     quarantine = lh.path(QUARANTINE_TABLE)
-    if DeltaTable.isDeltaTable(spark, quarantine):
-        bad = (
-            spark.read.format("delta")
-            .load(quarantine)
-            .groupBy("source", "ingest_date")
-            .agg(F.count(F.lit(1)).alias("quarantined"))
-        )
-        view = view.join(bad, keys, "left")
-    else:
-        view = view.withColumn("quarantined", F.lit(0).cast("long"))
-    return view.select(
-        *keys,
-        F.coalesce("files", F.lit(0)).cast("long").alias("files"),
-        F.coalesce("records", F.lit(0)).cast("long").alias("records"),
-        F.coalesce("quarantined", F.lit(0)).cast("long").alias("quarantined"),
+    if not DeltaTable.isDeltaTable(spark, quarantine):
+        return view.withColumn("quarantined", F.lit(0).cast("long"))
+    bad = (
+        spark.read.format("delta")
+        .load(quarantine)
+        .groupBy("source", "ingest_date")
+        .agg(F.count(F.lit(1)).alias("quarantined"))
+    )
+    return view.join(bad, keys, "left").select(
+        *keys, "records", F.coalesce("quarantined", F.lit(0)).cast("long").alias("quarantined")
     )
