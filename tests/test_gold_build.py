@@ -163,6 +163,21 @@ SILVER_TABLES: dict[str, tuple[StructType, tuple[str, ...], tuple[str, ...]]] = 
         ("event_id",),
         ("event_date",),
     ),
+    "clickstream": (
+        _schema(
+            ("event_id", StringType()),
+            ("event_ts", TimestampType()),
+            ("session_id", StringType()),
+            ("customer_id", StringType()),
+            ("event_type", StringType()),
+            ("product_id", StringType()),
+            ("order_id", StringType()),
+            ("event_date", DateType()),
+            ("_is_deleted", BooleanType()),
+        ),
+        ("event_id",),
+        ("event_date",),
+    ),
     "fx_rates": (
         _schema(
             ("rate_date", DateType()),
@@ -229,7 +244,7 @@ class SilverWriter:
             row.setdefault("_is_deleted", False)
         if table == "orders":
             row.setdefault("order_date", row["order_ts"].date())
-        if table == "payments":
+        if table in ("payments", "clickstream"):
             row.setdefault("event_date", row["event_ts"].date())
         return tuple(row.get(f) for f in schema.fieldNames())
 
@@ -321,6 +336,26 @@ def payment(
     }
 
 
+def click(
+    eid: str,
+    sid: str,
+    at: dt.datetime,
+    kind: str,
+    cid: str | None = None,
+    product: str | None = None,
+    order: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "event_id": eid,
+        "event_ts": at,
+        "session_id": sid,
+        "customer_id": cid,
+        "event_type": kind,
+        "product_id": product,
+        "order_id": order,
+    }
+
+
 def rate(day: dt.date, currency: str, value: str) -> dict[str, Any]:
     return {"rate_date": day, "currency": currency, "rate_to_usd": D(value)}
 
@@ -385,6 +420,27 @@ def write_initial(silver: SilverWriter) -> None:
             payment("e8", "o8", ts(2025, 2, 3, 9, 5), "authorized", "10.00", "USD"),
         ],
     )
+    silver.upsert(
+        "clickstream",
+        [
+            # s1: c1 views p1, adds it, checks out and buys o1
+            click("k1", "s1", ts(2024, 12, 30, 9, 58), "page_view", "c1"),
+            click("k2", "s1", ts(2024, 12, 30, 9, 59), "product_view", "c1", "p1"),
+            click("k3", "s1", ts(2024, 12, 30, 10), "add_to_cart", "c1", "p1"),
+            click("k4", "s1", ts(2024, 12, 30, 10, 0, 30), "checkout", "c1"),
+            click("k5", "s1", ts(2024, 12, 30, 10, 1), "purchase", "c1", order="o1"),
+            # s2: anonymous, across midnight, leaves p2 in its cart
+            click("k6", "s2", ts(2024, 12, 31, 23, 59), "page_view"),
+            click("k7", "s2", ts(2025, 1, 1, 0, 0, 30), "product_view", product="p2"),
+            click("k8", "s2", ts(2025, 1, 1, 0, 1), "add_to_cart", product="p2"),
+            # s3: c4 views p2 and buys o9 (0.10 EUR)
+            click("k9", "s3", ts(2025, 1, 2, 10, 59), "product_view", "c4", "p2"),
+            click("k10", "s3", ts(2025, 1, 2, 11), "purchase", "c4", order="o9"),
+            # s4: c5 looks in; s5: c1 looks in (its move to Lyon from JAN1 is recorded later)
+            click("k11", "s4", ts(2025, 1, 2, 12), "page_view", "c5"),
+            click("k12", "s5", ts(2025, 1, 2, 13), "page_view", "c1"),
+        ],
+    )
 
 
 def write_gbp_rate(silver: SilverWriter) -> None:
@@ -400,6 +456,8 @@ def write_late_orders(silver: SilverWriter) -> None:
         ],
     )
     silver.upsert("order_items", [item("o10", 1, "p1", 1, "5.00", "0", date(2024, 12, 31))])
+    # s3's first event arrives late: the session started the evening before
+    silver.upsert("clickstream", [click("k0", "s3", ts(2025, 1, 1, 23, 50), "page_view", "c4")])
 
 
 def write_corrections(silver: SilverWriter) -> None:
@@ -890,6 +948,98 @@ def test_incremental_runs_equal_a_full_rebuild(lake: Lake) -> None:
         full = lake.spark.read.format("delta").load(lake.full.path(f"gold.{table}"))
         incremental = lake.spark.read.format("delta").load(lake.path(table))
         assert_df_equality(incremental, full, ignore_row_order=True)
+
+
+def _key(lake: Lake, cid: str, valid_from: dt.datetime) -> int:
+    """The dim_customers key of a customer version, as the star schema computes it."""
+    row = lake.spark.range(1).select(F.xxhash64(F.lit(cid), F.lit(valid_from))).first()
+    assert row is not None
+    return int(row[0])
+
+
+def _session_rows(lake: Lake, step: str) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in lake.gold("sessions", step).orderBy("session_id").collect()]
+
+
+def test_sessions_of_the_first_load_with_attributed_revenue(lake: Lake) -> None:
+    c1, c4, c5 = (_key(lake, c, ts(2024, 11, 1)) for c in ("c1", "c4", "c5"))
+    assert _session_rows(lake, "initial") == [
+        # o1: 24.995 EUR at 1.10 = 27.4945 -> 27.49
+        ("s1", date(2024, 12, 30), ts(2024, 12, 30, 9, 58), ts(2024, 12, 30, 10, 1), 180,
+         5, 1, 1, 1, 1, 1, 1, True, c1, True, 1, D("27.49")),
+        ("s2", date(2024, 12, 31), ts(2024, 12, 31, 23, 59), ts(2025, 1, 1, 0, 1), 120,
+         3, 1, 1, 1, 0, 0, 1, False, None, False, 0, D("0.00")),
+        # o9: 0.10 EUR at 1.05 = 0.105 -> 0.11 (half-up)
+        ("s3", date(2025, 1, 2), ts(2025, 1, 2, 10, 59), ts(2025, 1, 2, 11), 60,
+         2, 0, 1, 0, 0, 1, 1, True, c4, True, 1, D("0.11")),
+        ("s4", date(2025, 1, 2), ts(2025, 1, 2, 12), ts(2025, 1, 2, 12), 0,
+         1, 1, 0, 0, 0, 0, 0, True, c5, False, 0, D("0.00")),
+        ("s5", date(2025, 1, 2), ts(2025, 1, 2, 13), ts(2025, 1, 2, 13), 0,
+         1, 1, 0, 0, 0, 0, 0, True, c1, False, 0, D("0.00")),
+    ]  # fmt: skip
+
+
+def test_a_late_event_a_cancellation_a_new_version_and_a_deletion_reach_their_sessions(
+    lake: Lake,
+) -> None:
+    """After the late event s3 starts the evening before (its row moves from 2025-01-02 to
+    2025-01-01); after the corrections o9 is cancelled (s3 attributes nothing), EUR of
+    2024-12-30 is 1.12 (s1: 24.995 * 1.12 = 27.9944), c1's version of JAN1 is the one valid
+    for s5, and the deleted c5 has no key (s4 stays known)."""
+    after_late = {r[0]: r[1] for r in _session_rows(lake, "late_orders")}
+    assert after_late == {
+        "s1": date(2024, 12, 30),
+        "s2": date(2024, 12, 31),
+        "s3": date(2025, 1, 1),
+        "s4": date(2025, 1, 2),
+        "s5": date(2025, 1, 2),
+    }
+    c1_old, c1_new, c4 = (
+        _key(lake, "c1", ts(2024, 11, 1)),
+        _key(lake, "c1", JAN1),
+        _key(lake, "c4", ts(2024, 11, 1)),
+    )
+    assert _session_rows(lake, "corrections") == [
+        ("s1", date(2024, 12, 30), ts(2024, 12, 30, 9, 58), ts(2024, 12, 30, 10, 1), 180,
+         5, 1, 1, 1, 1, 1, 1, True, c1_old, True, 1, D("27.99")),
+        ("s2", date(2024, 12, 31), ts(2024, 12, 31, 23, 59), ts(2025, 1, 1, 0, 1), 120,
+         3, 1, 1, 1, 0, 0, 1, False, None, False, 0, D("0.00")),
+        # 2025-01-01 23:50 to 2025-01-02 11:00: 11 h 10 min
+        ("s3", date(2025, 1, 1), ts(2025, 1, 1, 23, 50), ts(2025, 1, 2, 11), 40200,
+         3, 1, 1, 0, 0, 1, 1, True, c4, True, 0, D("0.00")),
+        ("s4", date(2025, 1, 2), ts(2025, 1, 2, 12), ts(2025, 1, 2, 12), 0,
+         1, 1, 0, 0, 0, 0, 0, True, None, False, 0, D("0.00")),
+        ("s5", date(2025, 1, 2), ts(2025, 1, 2, 13), ts(2025, 1, 2, 13), 0,
+         1, 1, 0, 0, 0, 0, 0, True, c1_new, False, 0, D("0.00")),
+    ]  # fmt: skip
+
+
+def test_the_daily_funnel_after_the_corrections(lake: Lake) -> None:
+    rows = [tuple(r) for r in lake.gold("daily_funnel").orderBy("session_date").collect()]
+    one, zero = D("1.0000"), D("0.0000")
+    assert rows == [
+        (date(2024, 12, 30), 1, 1, 1, 1, 1, 1, one, one, one, one, one, zero),
+        # s2 leaves its cart: abandonment 1/1, no checkout so no purchase rate
+        (date(2024, 12, 31), 1, 1, 1, 1, 0, 0, one, one, zero, None, zero, one),
+        # s3 buys without a cart or checkout (the order was cancelled since; the event stays)
+        (date(2025, 1, 1), 1, 1, 1, 0, 0, 1, one, zero, None, None, one, None),
+        (date(2025, 1, 2), 2, 2, 0, 0, 0, 0, zero, None, None, None, zero, None),
+    ]
+
+
+def test_product_engagement_after_the_corrections(lake: Lake) -> None:
+    rows = sorted(tuple(r) for r in lake.gold("product_engagement").collect())
+    assert rows == [
+        # o1 (p1, p2) and o2 (p1, returned: still counted)
+        (date(2024, 12, 30), "p1", 1, 1, 2, D("2.0000")),
+        (date(2024, 12, 30), "p2", 0, 0, 1, None),
+        (date(2024, 12, 31), "p1", 0, 0, 1, None),  # the late o10
+        (date(2024, 12, 31), "p2", 0, 0, 1, None),  # o3
+        (date(2025, 1, 1), "p1", 0, 0, 1, None),  # o4 (o5 is cancelled)
+        (date(2025, 1, 1), "p2", 1, 1, 0, D("0.0000")),  # s2 after midnight
+        (date(2025, 1, 2), "p2", 1, 0, 1, D("1.0000")),  # o6 (o9 cancelled)
+        (date(2025, 2, 3), "p1", 0, 0, 1, None),  # o8
+    ]
 
 
 def test_a_run_without_silver_changes_writes_nothing(lake: Lake) -> None:

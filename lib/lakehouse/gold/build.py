@@ -49,6 +49,7 @@ from lakehouse.core.crash import crash_point
 from lakehouse.core.delta_io import current_version
 from lakehouse.core.spark import BATCH_STORAGE
 from lakehouse.core.sql import sql_literal
+from lakehouse.gold import behaviour
 from lakehouse.gold import incremental as inc
 from lakehouse.gold.kpis import (
     customer_retention,
@@ -468,6 +469,10 @@ class _Sources:
         self.order_heads = self.orders.select(
             "order_id", "customer_id", "order_date", "status", "currency"
         )
+        # Clickstream, for the behaviour marts; absent when no spec reads it.
+        self.clicks = (
+            live(silver.snapshot("clickstream")) if "clickstream" in silver.versions else None
+        )
         # The newest month with data, once an incremental run has found it: a scoped retention
         # recompute counts every cohort's months up to it.
         self.newest_month: dt.date | None = None
@@ -540,6 +545,48 @@ class _Sources:
         orders = self.order_heads.join(members.select("customer_id"), "customer_id", "left_semi")
         return customer_retention(orders, through_month=self.newest_month)
 
+    def _clicks(self) -> DataFrame:
+        if self.clicks is None:
+            raise GoldBuildError("a behaviour mart needs silver.clickstream among its inputs")
+        return self.clicks
+
+    def _session_events(self, dates: Sequence[Any] | None) -> DataFrame:
+        """Every event of the sessions that may start on `dates` (None: every event): the
+        sessions with an event on one of them, read from the first of them on (a session's
+        events are never older than its start), so the partitions before are skipped."""
+        clicks = self._clicks()
+        if dates is None:
+            return clicks
+        ids = clicks.where(F.col("event_date").isin(list(dates))).select("session_id")
+        return clicks.where(F.col("event_date") >= F.lit(min(dates))).join(
+            ids.distinct(), "session_id", "left_semi"
+        )
+
+    def sessions(self, dates: Sequence[Any] | None = None) -> DataFrame:
+        clicks = self._session_events(dates)
+        bought = (
+            clicks.where(F.col("event_type") == "purchase")
+            .select("order_id")
+            .where(F.col("order_id").isNotNull())
+            .distinct()
+        )
+        orders = self.orders.join(bought, "order_id", "left_semi")
+        items = self.items.join(bought, "order_id", "left_semi")
+        calendar = rate_calendar(self.fx, orders.select(F.col("order_date").alias("date")))
+        return behaviour.sessions(
+            clicks, priced_orders(orders, items, calendar), self.dim_customers(), dates
+        )
+
+    def daily_funnel(self, dates: Sequence[Any] | None = None) -> DataFrame:
+        return behaviour.daily_funnel(self.sessions(dates))
+
+    def product_engagement(self, dates: Sequence[Any] | None = None) -> DataFrame:
+        return behaviour.product_engagement(
+            _scoped(self._clicks(), "event_date", dates),
+            _scoped(self.orders, "order_date", dates),
+            _scoped(self.items, "order_date", dates),
+        )
+
 
 def _scoped(df: DataFrame, column: str, values: Sequence[Any] | None) -> DataFrame:
     return df if values is None else df.where(F.col(column).isin(list(values)))
@@ -610,7 +657,7 @@ def _affected(
         parts.append(("order_change_dates", inc.changed_values(orders_ch, "order_date")))
         parts.append(("shift_dates", inc.first_order_shift_dates(orders_ch, src.order_heads)))
     if "order_items" in changes:
-        parts.append(("money_dates", inc.changed_values(changes["order_items"], "order_date")))
+        parts.append(("item_dates", inc.changed_values(changes["order_items"], "order_date")))
     if "payments" in changes:
         parts.append(("payment_dates", inc.changed_values(changes["payments"], "event_date")))
     if ranges is not None:
@@ -622,9 +669,13 @@ def _affected(
     if "customers" in changes:
         gone = inc.deleted_or_restored(changes["customers"], "customer_id")
         parts.append(("fact_dates", inc.order_dates_of(src.order_heads, "customer_id", gone)))
+        parts.append(("gone_customers", gone))
     if "customers_history" in changes:
         starts = inc.version_change_starts(changes["customers_history"], "customer_id")
         parts.append(("fact_dates", inc.order_dates_since(src.order_heads, "customer_id", starts)))
+        parts.append(("customer_since", starts.select(F.to_date(F.min("since")))))
+    if "clickstream" in changes:
+        parts.append(("click_dates", inc.changed_values(changes["clickstream"], "event_date")))
     if "products_history" in changes:
         ids = inc.changed_values(changes["products_history"], "product_id")
         parts.append(("product_ids", ids))
@@ -656,7 +707,8 @@ def _affected(
     def one(tag: str) -> dt.date | None:
         return next(iter(dates(tag)), None)
 
-    money = dates("order_change_dates", "money_dates")
+    money = dates("order_change_dates", "item_dates", "money_dates")
+    session_dates = _session_dates(spark, lh, src, changes, found) if src.clicks is not None else []
     cohorts = sorted({d.replace(day=1) for d in dates("order_change_dates", "shift_dates")})
     payment_dates = sorted(dates("payment_dates"))
     whole: set[str] = set()
@@ -676,10 +728,89 @@ def _affected(
             "daily_kpis": sorted(money | dates("shift_dates")),
             "daily_payments": payment_dates,
             "customer_retention": cohorts,
+            "sessions": session_dates,
+            "daily_funnel": session_dates,
+            "product_engagement": sorted(
+                dates("order_change_dates", "item_dates", "click_dates")
+            ),
         },
         whole=frozenset(whole),
         newest_month=one("newest_month"),
     )
+
+
+def _session_dates(
+    spark: SparkSession,
+    lh: Lakehouse,
+    src: _Sources,
+    changes: dict[str, DataFrame],
+    found: dict[str, set[str]],
+) -> list[dt.date]:
+    """The session dates a batch of changes touches (docs/CLICKSTREAM.md), in one Spark job:
+    the sessions it touches are those with a changed event, those holding a `purchase` of an
+    order whose amount or status may have changed (a changed order or line, an order on a day
+    whose FX rate changed; its purchase event dated from the day before the earliest such order
+    date on), those of a customer whose versions changed (from the change on) and every session
+    of a deleted or restored customer (its key). Their dates are the ones gold.sessions has for
+    them now and their start dates now (a late event can move a start earlier, a deleted one
+    later), found from the earliest affected date on."""
+
+    def dates(*tags: str) -> set[dt.date]:
+        return {dt.date.fromisoformat(v) for tag in tags for v in found.get(tag, ())}
+
+    clicks = src._clicks()
+    session = F.col("session_id")
+    touched: list[DataFrame] = []
+    bounds: list[dt.date] = []
+    if "clickstream" in changes:
+        touched.append(inc.changed_values(changes["clickstream"], "session_id"))
+        bounds += dates("click_dates")
+    order_dates = dates("order_change_dates", "item_dates", "money_dates")
+    if order_dates:
+        since = min(order_dates) - dt.timedelta(days=1)
+        orders = [
+            inc.changed_values(changes[t], "order_id")
+            for t in ("orders", "order_items")
+            if t in changes
+        ]
+        orders.append(
+            src.order_heads.where(F.col("order_date").isin(sorted(order_dates))).select("order_id")
+        )
+        purchases = clicks.where(
+            (F.col("event_type") == "purchase") & (F.col("event_date") >= F.lit(since))
+        ).join(reduce(DataFrame.union, orders), "order_id", "left_semi")
+        touched.append(purchases.select(session))
+        bounds.append(since)
+    if "customers_history" in changes and dates("customer_since"):
+        since = min(dates("customer_since"))
+        starts = inc.version_change_starts(changes["customers_history"], "customer_id")
+        touched.append(
+            clicks.where(F.col("event_date") >= F.lit(since))
+            .join(starts, "customer_id")
+            .where(F.col("event_ts") >= F.col("since"))
+            .select(session)
+        )
+        bounds.append(since)
+    gone = sorted(found.get("gone_customers", ()))
+    if gone:
+        touched.append(clicks.where(F.col("customer_id").isin(gone)).select(session))
+    if not touched:
+        return []
+    wanted = reduce(DataFrame.union, touched).distinct()
+    before = spark.read.format("delta").load(lh.path("gold.sessions"))
+    parts = [
+        ("session_dates", before.join(wanted, "session_id", "left_semi").select("session_date"))
+    ]
+    if bounds:
+        starts_now = (
+            clicks.where(F.col("event_date") >= F.lit(min(bounds)))
+            .join(wanted, "session_id", "left_semi")
+            .groupBy(session)
+            .agg(F.to_date(F.min("event_ts")).alias("session_date"))
+        )
+        parts.append(("session_dates", starts_now.select("session_date")))
+    result = _collect_tagged(parts)
+    return sorted(dt.date.fromisoformat(v) for v in result.get("session_dates", ()))
 
 
 def _collect_tagged(parts: Iterable[tuple[str, DataFrame]]) -> dict[str, set[str]]:

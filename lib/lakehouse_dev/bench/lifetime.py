@@ -48,7 +48,9 @@ from lakehouse_dev.bench.steps import StepRecorder
 # Ids that stay: the copies are the same customers buying the same products.
 KEPT_IDS = frozenset({"customer_id", "product_id"})
 # The day columns a table grows by (fx_rates: a rate a day, keyed by its day).
-DAY_COLUMNS = frozenset({"ingest_date", "order_date", "event_date", "rate_date"})
+DAY_COLUMNS = frozenset(
+    {"ingest_date", "order_date", "event_date", "rate_date", "session_date", "date"}
+)
 
 
 def grown_tables(lh: Lakehouse) -> dict[str, str]:
