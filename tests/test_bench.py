@@ -553,4 +553,7 @@ def test_the_history_copies_every_table_that_grows_by_day_and_no_other() -> None
         "gold.daily_payments": "event_date",
         "gold.fact_orders": "order_date",
         "gold.fact_payments": "event_date",
+        "gold.daily_funnel": "session_date",
+        "gold.product_engagement": "date",
+        "gold.sessions": "session_date",
     }

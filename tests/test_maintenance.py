@@ -273,6 +273,8 @@ def test_z_order_columns_come_from_each_tables_spec_and_maintenance_tables_for_t
         "gold.dim_customers": ("customer_id",),
         "gold.fact_orders": ("order_date", "customer_id"),
         "gold.fact_payments": ("event_date",),
+        "gold.product_engagement": ("product_id",),
+        "gold.sessions": ("session_date",),
         "silver.customers_history": ("customer_id",),
         "silver.products_history": ("product_id",),
     }

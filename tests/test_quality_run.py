@@ -460,11 +460,14 @@ def test_maintain_runs_every_suite_on_every_row_and_fails_on_an_error(
         "silver.fx_rates",
         "silver.products",
         "gold.customer_retention",
+        "gold.daily_funnel",
         "gold.daily_payments",
         "gold.dim_customers",
         "gold.dim_date",
         "gold.dim_products",
         "gold.fact_payments",
+        "gold.product_engagement",
+        "gold.sessions",
     ]
     assert "full quality scan (every row) maintain-scan: 42 checks, 8 errors, 3 warnings" in out
     failed = {line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("  ")}

@@ -23,6 +23,7 @@ REQUIRED = (
     "silver.products",
     "silver.order_items",
     "gold.customer_retention",
+    "gold.daily_funnel",
     "gold.daily_kpis",
     "gold.daily_payments",
     "gold.dim_customers",
@@ -30,6 +31,8 @@ REQUIRED = (
     "gold.dim_products",
     "gold.fact_orders",
     "gold.fact_payments",
+    "gold.product_engagement",
+    "gold.sessions",
 )
 
 

@@ -730,9 +730,7 @@ def _affected(
             "customer_retention": cohorts,
             "sessions": session_dates,
             "daily_funnel": session_dates,
-            "product_engagement": sorted(
-                dates("order_change_dates", "item_dates", "click_dates")
-            ),
+            "product_engagement": sorted(dates("order_change_dates", "item_dates", "click_dates")),
         },
         whole=frozenset(whole),
         newest_month=one("newest_month"),
