@@ -16,8 +16,10 @@ import pytest
 from pyspark.sql import SparkSession
 
 from lakehouse.gold.dashboard import (
+    FUNNEL_STEPS,
     METHOD_DAYS,
     charts,
+    funnel_totals,
     method_totals,
     month_to_date,
     render_dashboard,
@@ -205,6 +207,27 @@ def test_method_totals_sum_the_days_and_give_each_methods_share() -> None:
     ]
 
 
+def funnel_day(day: dt.date, *counts: int) -> dict[str, Any]:
+    return {
+        "session_date": day,
+        **{col: n for (col, _), n in zip(FUNNEL_STEPS, counts, strict=True)},
+    }
+
+
+def test_the_funnel_sums_the_sessions_of_each_step_over_the_last_28_session_dates() -> None:
+    first = D(2024, 1, 1)
+    rows = [funnel_day(first + dt.timedelta(days=i), 10 + i, 6, 3, 2, 1) for i in range(30)]
+    # the first two dates are more than 28 days before the newest (Jan 30): left out
+    assert funnel_totals(rows) == [
+        ("sessions", sum(10 + i for i in range(2, 30))),
+        ("viewed a product", 6 * 28),
+        ("added to cart", 3 * 28),
+        ("checked out", 2 * 28),
+        ("purchased", 28),
+    ]
+    assert funnel_totals([]) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # The page
 
@@ -254,7 +277,9 @@ def opened(
     path = folder / "dashboard.html"
     path.write_text(render_dashboard(data), encoding="utf-8")
     check = inspect_page(
-        chromium, path, texts=["#tiles", "#compare-week", "#compare-month", "#methods"]
+        chromium,
+        path,
+        texts=["#tiles", "#compare-week", "#compare-month", "#methods", "#products"],
     )
     return data, check, folder
 
@@ -287,6 +312,8 @@ def test_every_chart_draws_a_mark_per_figure(
         "capture": 1,
         "methods": 4 * method_days,
         "retention": 1,  # the heat map is one image
+        "funnel": 2 * len(FUNNEL_STEPS),  # a bar a step and the connector under it
+        "conversion": 2,
     }
 
 
@@ -327,6 +354,22 @@ def test_the_money_axes_abbreviate_large_amounts(
         assert any(t.endswith("M") for t in ticks), ticks
     # The orders axis counts whole orders ("k" for thousands; never a milli- or G suffix).
     assert all(re.fullmatch(r"[\d.]+k?", t) for t in check.charts["orders"]["ticks"])
+
+
+def test_the_funnel_and_the_product_table_show_the_behaviour_marts(
+    opened: tuple[dict[str, Any], PageCheck, Path],
+) -> None:
+    data, check, _ = opened
+    lines = check.texts["#products"].splitlines()
+    top = data["top_products"][0]
+    assert lines[1] == "Product\tViews\tAdded to cart\tPurchases\tPurchases per view"
+    assert lines[2] == (
+        f"{top['product_id']}\t{top['views']:,}\t{top['add_to_carts']:,}\t"
+        f"{top['purchases']:,}\t{top['view_to_purchase_rate'] * 100:.2f}%"
+    )
+    assert len(lines) == 2 + len(data["top_products"])
+    figure = next(c for c in charts(data) if c["id"] == "funnel")["figure"]
+    assert figure["data"][0]["x"] == [n for _, n in funnel_totals(data["daily_funnel"])]
 
 
 def test_the_payments_by_method_table_covers_the_last_days(
@@ -379,8 +422,9 @@ def test_a_lakehouse_without_orders_gets_a_page_that_says_so(chromium: Any, tmp_
     check = inspect_page(chromium, path, texts=["main"])
 
     assert check.problems == [] and check.charts == {}
-    assert check.texts["main"].count("No data yet.") == 7
+    assert check.texts["main"].count("No data yet.") == 9
     assert "No payments yet." in check.texts["main"]
+    assert "No product activity yet." in check.texts["main"]
 
 
 def test_billions_a_day_and_a_handful_of_orders_keep_readable_axes(

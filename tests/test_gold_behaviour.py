@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from lakehouse.gold.behaviour import daily_funnel, product_engagement, sessions
+from lakehouse.gold.behaviour import daily_funnel, product_engagement, sessions, top_products
 
 D = Decimal
 date = dt.date
@@ -343,3 +343,25 @@ def test_events_without_a_product_add_no_engagement_row(spark: SparkSession, kin
     empty_items = spark.createDataFrame([], "order_id string, product_id string")
     out = product_engagement(spark.createDataFrame(events, CLICKS), empty_orders, empty_items)
     assert out.count() == 0
+
+
+def test_the_dashboards_products_are_the_most_bought_then_the_most_viewed(
+    spark: SparkSession,
+) -> None:
+    rows = [
+        (date(2024, 1, 1), "P1", 10, 2, 1),
+        (date(2024, 1, 2), "P1", 5, 1, 2),  # P1: 15 views, 3 lines
+        (date(2024, 1, 1), "P2", 3, 0, 3),  # P2: 3 lines, fewer views than P1
+        (date(2024, 1, 1), "P3", 0, 0, 3),  # P3: 3 lines, no views: no rate
+        (date(2024, 1, 1), "P4", 40, 9, 0),
+        (date(2024, 1, 1), "P5", 7, 1, 0),  # left out by n = 4
+    ]
+    engagement = spark.createDataFrame(
+        rows, "date date, product_id string, views long, add_to_carts long, purchases long"
+    )
+    assert [tuple(r) for r in top_products(engagement, 4).collect()] == [
+        ("P1", 15, 3, 3, D("0.2000")),
+        ("P2", 3, 0, 3, D("1.0000")),
+        ("P3", 0, 0, 3, None),
+        ("P4", 40, 9, 0, D("0.0000")),
+    ]

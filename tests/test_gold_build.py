@@ -1117,7 +1117,7 @@ def test_dashboard_embeds_the_gold_figures(lake: Lake) -> None:
     page = Path(out).read_text(encoding="utf-8")
     # Self-contained: nothing loaded from elsewhere (the browser tests also watch for requests).
     assert not re.search(r"<(script|link|img|iframe)[^>]*\b(src|href)=", page)
-    assert page.count("data-chart=") == 7  # six charts and the cohort heat map
+    assert page.count("data-chart=") == 9  # eight charts and the cohort heat map
     data = json.loads(page.split('id="kpi-data">', 1)[1].split("</script>", 1)[0])
     cells = _Cells()
     cells.feed(page)
@@ -1125,6 +1125,7 @@ def test_dashboard_embeds_the_gold_figures(lake: Lake) -> None:
         ("daily_kpis", "order_date"),
         ("daily_payments", "event_date"),
         ("customer_retention", "cohort_month"),
+        ("daily_funnel", "session_date"),
     ):
         rows = [
             {k: _as_text(v) for k, v in r.asDict().items()}
@@ -1134,13 +1135,23 @@ def test_dashboard_embeds_the_gold_figures(lake: Lake) -> None:
             .collect()
         ]
         assert data[table] == rows, table
-        if table == "customer_retention":
+        if table in ("customer_retention", "daily_funnel"):
             continue
         for row in rows:
             shown = cells.rows[row[key]]
             for col, value in row.items():
                 if col != key:
                     assert shown[f"{table}.{col}"] == ("" if value is None else str(value))
+    # The product table covers the 28 days up to the newest engagement date (2025-02-03): o8.
+    assert data["top_products"] == [
+        {
+            "product_id": "p1",
+            "views": 0,
+            "add_to_carts": 0,
+            "purchases": 1,
+            "view_to_purchase_rate": None,
+        }
+    ]
 
 
 def test_payments_by_method_add_up_to_the_daily_payments(lake: Lake) -> None:

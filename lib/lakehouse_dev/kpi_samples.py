@@ -38,7 +38,9 @@ def synthetic_kpis(
     """`days` days of a shop with about `orders_per_day` orders of about `order_value` USD (a
     weekly rhythm, noise); a shop of $7M a day is `orders_per_day=70_000, order_value=100`."""
     rng = random.Random(seed)
-    kpis, pays, by_method = [], [], []
+    kpis: list[Record] = []
+    pays: list[Record] = []
+    by_method: list[Record] = []
     first_month: dict[dt.date, int] = {}
     for i in range(days):
         day = start + dt.timedelta(days=i)
@@ -124,7 +126,59 @@ def synthetic_kpis(
         "daily_payments": pays,
         "customer_retention": retention,
         "payments_by_method": last28,
+        "daily_funnel": [_funnel_day(d["order_date"], d["orders"], rng) for d in kpis],
+        "top_products": _top_products(kpis[-28:], rng),
     }
+
+
+def _rate(numerator: int, denominator: int) -> Decimal | None:
+    if not denominator:
+        return None
+    return (Decimal(numerator) / Decimal(denominator)).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+
+
+def _funnel_day(day: dt.date, orders: int, rng: random.Random) -> Record:
+    """A day of gold.daily_funnel whose purchasing sessions are about the day's orders."""
+    purchase = orders
+    checkout = int(purchase / rng.uniform(0.6, 0.8))
+    cart = int(checkout / rng.uniform(0.4, 0.6))
+    view = int(cart / rng.uniform(0.25, 0.4))
+    sessions = int(view / rng.uniform(0.6, 0.8))
+    abandoned = cart - purchase
+    return {
+        "session_date": day,
+        "sessions": sessions,
+        "with_page_view": sessions,
+        "with_product_view": view,
+        "with_add_to_cart": cart,
+        "with_checkout": checkout,
+        "with_purchase": purchase,
+        "view_rate": _rate(view, sessions),
+        "cart_rate": _rate(cart, view),
+        "checkout_rate": _rate(checkout, cart),
+        "purchase_rate": _rate(purchase, checkout),
+        "conversion_rate": _rate(purchase, sessions),
+        "cart_abandonment_rate": _rate(abandoned, cart),
+    }
+
+
+def _top_products(days: list[Record], rng: random.Random) -> list[Record]:
+    """The dashboard's ten products of the last days: lines about 1.5 an order, spread unevenly."""
+    lines = int(sum(d["orders"] for d in days) * 1.5)
+    out = []
+    for i in range(10):
+        purchases = max(1, int(lines * 0.3 / (i + 1)))
+        views = int(purchases / rng.uniform(0.05, 0.2))
+        out.append(
+            {
+                "product_id": f"P{i + 1:05d}",
+                "views": views,
+                "add_to_carts": int(views * rng.uniform(0.2, 0.4)),
+                "purchases": purchases,
+                "view_to_purchase_rate": _rate(purchases, views),
+            }
+        )
+    return out
 
 
 def newest_days(rows: list[Record], n: int) -> list[Record]:

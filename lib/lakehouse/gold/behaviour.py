@@ -192,14 +192,44 @@ def product_engagement(clicks: DataFrame, orders: DataFrame, items: DataFrame) -
     both = events.join(lines, ["date", "product_id"], "full")
     views = F.coalesce(F.col("views"), F.lit(0))
     purchases = F.coalesce(F.col("purchases"), F.lit(0))
-    rate = F.round(purchases.cast(COUNT) / views.cast(COUNT), 4).cast(WIDE_RATIO)
     return both.select(
         "date",
         "product_id",
         views.alias("views"),
         F.coalesce(F.col("add_to_carts"), F.lit(0)).alias("add_to_carts"),
         purchases.alias("purchases"),
-        F.when(views == 0, F.lit(None).cast(WIDE_RATIO))
-        .otherwise(rate)
-        .alias("view_to_purchase_rate"),
+        _view_to_purchase(purchases, views).alias("view_to_purchase_rate"),
+    )
+
+
+def _view_to_purchase(purchases: Column, views: Column) -> Column:
+    """purchases / views as `WIDE_RATIO`, half-up to 4 decimals; null when views is 0."""
+    rate = F.round(purchases.cast(COUNT) / views.cast(COUNT), 4).cast(WIDE_RATIO)
+    return F.when(views == 0, F.lit(None).cast(WIDE_RATIO)).otherwise(rate)
+
+
+def top_products(engagement: DataFrame, n: int) -> DataFrame:
+    """The dashboard's product table (not a gold table): gold.product_engagement rows summed per
+    product, the `n` products with the most purchased lines (then views, then id).
+
+    In: gold.product_engagement rows (already limited to the days wanted).
+    Out: `product_id`, `views`, `add_to_carts`, `purchases`, `view_to_purchase_rate` (as the
+    mart's, over the summed counts), at most `n` rows, in that order.
+    """
+    sums = engagement.groupBy("product_id").agg(
+        F.sum("views").alias("views"),
+        F.sum("add_to_carts").alias("add_to_carts"),
+        F.sum("purchases").alias("purchases"),
+    )
+    views, purchases = F.col("views"), F.col("purchases")
+    return (
+        sums.select(
+            "product_id",
+            "views",
+            "add_to_carts",
+            "purchases",
+            _view_to_purchase(purchases, views).alias("view_to_purchase_rate"),
+        )
+        .orderBy(purchases.desc(), views.desc(), "product_id")
+        .limit(n)
     )

@@ -22,14 +22,18 @@ from pyspark.sql import functions as F
 
 from lakehouse.core import pages
 from lakehouse.core.context import Lakehouse
+from lakehouse.gold.behaviour import top_products
 from lakehouse.gold.build import GoldBuildError
 from lakehouse.gold.kpis import payments_by_method
 from lakehouse.gold.published import published_versions, read_gold
 from lakehouse.state import reports
 
 KPI_TABLES = ("daily_kpis", "daily_payments", "customer_retention")
-# Payments by method cover the last this many days of gold.daily_payments.
+# Payments by method cover the last this many days of gold.daily_payments; the funnel and the
+# product table the last this many days of gold.daily_funnel and gold.product_engagement.
 METHOD_DAYS = 28
+# Products in the dashboard's product table.
+TOP_PRODUCTS = 10
 
 Record = dict[str, Any]
 
@@ -61,6 +65,30 @@ def read_kpis(spark: SparkSession, lh: Lakehouse, methods: bool = True) -> dict[
         )
         rows = facts.transform(payments_by_method).orderBy("event_date", "method").collect()
         out["payments_by_method"] = [r.asDict() for r in rows]
+    out.update(_behaviour(spark, lh, published) if methods else {})
+    return out
+
+
+def _behaviour(spark: SparkSession, lh: Lakehouse, published: dict[str, int]) -> dict[str, Any]:
+    """`daily_funnel`: every row of gold.daily_funnel, by date; `top_products`: `top_products`
+    over the last `METHOD_DAYS` days of gold.product_engagement. Empty for a mart no spec names or
+    not built yet (gold built before the marts existed)."""
+    out: dict[str, list[Record]] = {"daily_funnel": [], "top_products": []}
+
+    def built(table: str) -> bool:
+        return table in lh.gold and DeltaTable.isDeltaTable(spark, lh.path(f"gold.{table}"))
+
+    if built("daily_funnel"):
+        rows = read_gold(spark, lh, "daily_funnel", published).orderBy("session_date").collect()
+        out["daily_funnel"] = [r.asDict() for r in rows]
+    if built("product_engagement"):
+        engagement = read_gold(spark, lh, "product_engagement", published)
+        last = engagement.select(F.max("date")).first()
+        if last is not None and last[0] is not None:
+            since = last[0] - dt.timedelta(days=METHOD_DAYS - 1)
+            recent = engagement.where(F.col("date") >= F.lit(since))
+            rows = top_products(recent, TOP_PRODUCTS).collect()
+            out["top_products"] = [r.asDict() for r in rows]
     return out
 
 
@@ -414,11 +442,79 @@ def charts(data: dict[str, list[Record]]) -> list[Record]:
             _methods_figure(data),
         ),
         ("retention", "Retention by cohort", _retention_figure(data["customer_retention"])),
+        (
+            "funnel",
+            f"Purchase funnel, sessions of the last {METHOD_DAYS} days",
+            _funnel_figure(data.get("daily_funnel", [])),
+        ),
+        ("conversion", "Conversion and cart abandonment", _conversion_figure(data)),
     ]
     return [
         {"id": i, "title": t, "figure": f, "empty": not any(tr["x"] for tr in f["data"])}
         for i, t, f in out
     ]
+
+
+# The funnel's steps: (gold.daily_funnel column, label).
+FUNNEL_STEPS = (
+    ("sessions", "sessions"),
+    ("with_product_view", "viewed a product"),
+    ("with_add_to_cart", "added to cart"),
+    ("with_checkout", "checked out"),
+    ("with_purchase", "purchased"),
+)
+
+
+def funnel_totals(rows: list[Record]) -> list[tuple[str, int]]:
+    """Sessions reaching each funnel step over the newest `METHOD_DAYS` session dates of
+    gold.daily_funnel rows: [(label, sessions)] in the funnel's order; [] without rows."""
+    if not rows:
+        return []
+    last = max(r["session_date"] for r in rows)
+    recent = [r for r in rows if r["session_date"] > last - dt.timedelta(days=METHOD_DAYS)]
+    return [(label, sum(r[col] for r in recent)) for col, label in FUNNEL_STEPS]
+
+
+def _funnel_figure(rows: list[Record]) -> Record:
+    steps = funnel_totals(rows)
+    trace = {
+        "type": "funnel",
+        "name": "sessions",
+        "y": [label for label, _ in steps],
+        "x": [n for _, n in steps],
+        "texttemplate": "%{value:,}<br>%{percentInitial:.0%}",
+        "marker": {"color": PALETTE["orders"]},
+        "hovertemplate": "%{y}: %{x:,} (%{percentInitial:.1%} of sessions)<extra></extra>",
+    }
+    return {
+        "data": [trace],
+        "layout": {
+            "yaxis": {"automargin": True, "fixedrange": True},
+            "xaxis": {"fixedrange": True, "visible": False},
+            "margin": {"l": 8, "r": 8, "t": 8, "b": 8},
+            "height": 260,
+            "showlegend": False,
+        },
+    }
+
+
+def _conversion_figure(data: dict[str, list[Record]]) -> Record:
+    rows = data.get("daily_funnel", [])
+    x = [r["session_date"].isoformat() for r in rows]
+    hover = "%{x|%a %Y-%m-%d} %{fullData.name}: %{y:.2%}<extra></extra>"
+    return _figure(
+        [
+            _line("conversion", PALETTE["orders"], x, [r["conversion_rate"] for r in rows], hover),
+            _line(
+                "cart abandonment",
+                PALETTE["capture"],
+                x,
+                [r["cart_abandonment_rate"] for r in rows],
+                hover,
+            ),
+        ],
+        {"tickformat": ".0%", "range": [0, 1.02]},
+    )
 
 
 def _methods_figure(data: dict[str, list[Record]]) -> Record:
@@ -620,6 +716,16 @@ def render_dashboard(data: dict[str, list[Record]]) -> str:
         }
         for m in method_totals(data.get("payments_by_method", []))
     ]
+    products = [
+        {
+            "product": p["product_id"],
+            "views": f"{p['views']:,}",
+            "add_to_carts": f"{p['add_to_carts']:,}",
+            "purchases": f"{p['purchases']:,}",
+            "rate": _pct(p["view_to_purchase_rate"]),
+        }
+        for p in data.get("top_products", [])
+    ]
     drawn = charts(data)
     return pages.render(
         "dashboard.html.j2",
@@ -630,6 +736,7 @@ def render_dashboard(data: dict[str, list[Record]]) -> str:
         charts_json=pages.script_json({c["id"]: c["figure"] for c in drawn if not c["empty"]}),
         methods=methods,
         method_days=METHOD_DAYS,
+        products=products,
         columns=[label for _, label, _ in _TABLE_COLUMNS],
         rows=daily_rows(days, pays),
         kpi_data=kpi_data_json(data),
