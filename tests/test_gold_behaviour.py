@@ -365,3 +365,13 @@ def test_the_dashboards_products_are_the_most_bought_then_the_most_viewed(
         ("P3", 0, 0, 3, None),
         ("P4", 40, 9, 0, D("0.0000")),
     ]
+
+
+def test_a_step_reached_by_more_sessions_than_the_one_before_has_a_rate_over_1(
+    spark: SparkSession,
+) -> None:
+    day = date(2024, 3, 1)
+    rows = [(day, 1, 1, 0, 0, 0), *[(day, 0, 0, 1, 0, 0)] * 12]  # 12 carts, 1 view
+    (row,) = daily_funnel(spark.createDataFrame(rows, FUNNEL_IN)).collect()
+    assert (row.with_product_view, row.with_add_to_cart, row.cart_rate) == (1, 12, D("12.0000"))
+    assert row.cart_abandonment_rate == D("1.0000")

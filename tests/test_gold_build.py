@@ -439,6 +439,8 @@ def write_initial(silver: SilverWriter) -> None:
             # s4: c5 looks in; s5: c1 looks in (its move to Lyon from JAN1 is recorded later)
             click("k11", "s4", ts(2025, 1, 2, 12), "page_view", "c5"),
             click("k12", "s5", ts(2025, 1, 2, 13), "page_view", "c1"),
+            # s6: c6 looks in half an hour before the shop's database records c6 (corrections)
+            click("k13", "s6", ts(2025, 1, 2, 14), "page_view", "c6"),
         ],
     )
 
@@ -483,7 +485,8 @@ def write_corrections(silver: SilverWriter) -> None:
             customer_version("c1", JAN1, city="Lyon"),
         ],
     )
-    silver.upsert("customers", [customer("c1", city="Lyon")])
+    silver.upsert("customers", [customer("c1", city="Lyon"), customer("c6")])
+    silver.upsert("customers_history", [customer_version("c6", C6_FROM)])
     silver.delete("customers", [{"customer_id": "c5"}])
     silver.upsert(
         "products_history",
@@ -493,6 +496,8 @@ def write_corrections(silver: SilverWriter) -> None:
         ],
     )
 
+
+C6_FROM = ts(2025, 1, 2, 14, 30)
 
 STEPS = (
     ("initial", write_initial),
@@ -976,6 +981,9 @@ def test_sessions_of_the_first_load_with_attributed_revenue(lake: Lake) -> None:
          1, 1, 0, 0, 0, 0, 0, True, c5, False, 0, D("0.00")),
         ("s5", date(2025, 1, 2), ts(2025, 1, 2, 13), ts(2025, 1, 2, 13), 0,
          1, 1, 0, 0, 0, 0, 0, True, c1, False, 0, D("0.00")),
+        # c6 is not in dim_customers yet: known, without a key
+        ("s6", date(2025, 1, 2), ts(2025, 1, 2, 14), ts(2025, 1, 2, 14), 0,
+         1, 1, 0, 0, 0, 0, 0, True, None, False, 0, D("0.00")),
     ]  # fmt: skip
 
 
@@ -985,15 +993,19 @@ def test_a_late_event_a_cancellation_a_new_version_and_a_deletion_reach_their_se
     """After the late event s3 starts the evening before (its row moves from 2025-01-02 to
     2025-01-01); after the corrections o9 is cancelled (s3 attributes nothing), EUR of
     2024-12-30 is 1.12 (s1: 24.995 * 1.12 = 27.9944), c1's version of JAN1 is the one valid
-    for s5, and the deleted c5 has no key (s4 stays known)."""
-    after_late = {r[0]: r[1] for r in _session_rows(lake, "late_orders")}
-    assert after_late == {
-        "s1": date(2024, 12, 30),
-        "s2": date(2024, 12, 31),
-        "s3": date(2025, 1, 1),
-        "s4": date(2025, 1, 2),
-        "s5": date(2025, 1, 2),
-    }
+    for s5, and the deleted c5 has no key (s4 stays known). c6's first version, recorded after
+    c6's session began, is the one s6 takes."""
+    # s2, which crosses into 2025-01-01 (a date the late event's run recomputes), keeps its one
+    # row of 2024-12-31
+    after_late = [r[:2] for r in _session_rows(lake, "late_orders")]
+    assert after_late == [
+        ("s1", date(2024, 12, 30)),
+        ("s2", date(2024, 12, 31)),
+        ("s3", date(2025, 1, 1)),
+        ("s4", date(2025, 1, 2)),
+        ("s5", date(2025, 1, 2)),
+        ("s6", date(2025, 1, 2)),
+    ]
     c1_old, c1_new, c4 = (
         _key(lake, "c1", ts(2024, 11, 1)),
         _key(lake, "c1", JAN1),
@@ -1011,6 +1023,9 @@ def test_a_late_event_a_cancellation_a_new_version_and_a_deletion_reach_their_se
          1, 1, 0, 0, 0, 0, 0, True, None, False, 0, D("0.00")),
         ("s5", date(2025, 1, 2), ts(2025, 1, 2, 13), ts(2025, 1, 2, 13), 0,
          1, 1, 0, 0, 0, 0, 0, True, c1_new, False, 0, D("0.00")),
+        # c6's only version starts after the session: the session takes it (the earliest)
+        ("s6", date(2025, 1, 2), ts(2025, 1, 2, 14), ts(2025, 1, 2, 14), 0,
+         1, 1, 0, 0, 0, 0, 0, True, _key(lake, "c6", C6_FROM), False, 0, D("0.00")),
     ]  # fmt: skip
 
 
@@ -1023,7 +1038,7 @@ def test_the_daily_funnel_after_the_corrections(lake: Lake) -> None:
         (date(2024, 12, 31), 1, 1, 1, 1, 0, 0, one, one, zero, None, zero, one),
         # s3 buys without a cart or checkout (the order was cancelled since; the event stays)
         (date(2025, 1, 1), 1, 1, 1, 0, 0, 1, one, zero, None, None, one, None),
-        (date(2025, 1, 2), 2, 2, 0, 0, 0, 0, zero, None, None, None, zero, None),
+        (date(2025, 1, 2), 3, 3, 0, 0, 0, 0, zero, None, None, None, zero, None),
     ]
 
 

@@ -344,3 +344,30 @@ def test_a_customer_deleted_or_restored_affects_all_their_orders(spark: SparkSes
     got = inc.deleted_or_restored(changes, "customer_id")
 
     assert sorted(r.customer_id for r in got.collect()) == ["c1", "c2"]
+
+
+def test_only_orders_that_appear_go_or_cross_cancelled_change_their_sessions(
+    spark: SparkSession,
+) -> None:
+    d1, d2 = date(2024, 1, 1), date(2024, 1, 2)
+    changes = spark.createDataFrame(
+        [
+            ("new", "placed", "EUR", d1, False, "insert"),
+            ("shipped", "placed", "EUR", d1, False, "update_preimage"),
+            ("shipped", "shipped", "EUR", d1, False, "update_postimage"),
+            ("cancelled", "placed", "EUR", d1, False, "update_preimage"),
+            ("cancelled", "cancelled", "EUR", d1, False, "update_postimage"),
+            ("tombstone", "placed", "EUR", d1, False, "update_preimage"),
+            ("tombstone", "placed", "EUR", d1, True, "update_postimage"),
+            ("moved", "placed", "EUR", d1, False, "update_preimage"),
+            ("moved", "placed", "EUR", d2, False, "update_postimage"),
+            ("repriced", "paid", "EUR", d1, False, "update_preimage"),
+            ("repriced", "paid", "USD", d1, False, "update_postimage"),
+            ("returned", "delivered", "EUR", d1, False, "update_preimage"),
+            ("returned", "returned", "EUR", d1, False, "update_postimage"),
+        ],
+        "order_id string, status string, currency string, order_date date, "
+        "_is_deleted boolean, _change_type string",
+    )
+    got = {r.order_id for r in inc.attribution_changes(changes).collect()}
+    assert got == {"new", "cancelled", "tombstone", "moved", "repriced"}

@@ -2,10 +2,12 @@
 gold.sessions, gold.daily_funnel and gold.product_engagement. Pure DataFrame -> DataFrame
 transforms; what the contract leaves open is written down in docs/CLICKSTREAM.md.
 
-All times are UTC. Counts are longs; rates decimal(5,4) (`pricing.ratio`: half-up, null when the
-denominator is 0), except `view_to_purchase_rate`, which can exceed 1 (an order line without a
-view that day) and is decimal(14,4); `revenue_usd` is the exact sum of the attributed orders' USD
-amounts, rounded half-up to cents once per session.
+All times are UTC. Counts are longs; rates are half-up to 4 decimals, null when the denominator
+is 0 (`pricing.ratio`): decimal(5,4) for the fractions (`view_rate`, `conversion_rate`,
+`cart_abandonment_rate`), decimal(14,4) for the rates that can exceed 1 (`cart_rate`,
+`checkout_rate`, `purchase_rate`: a step reached without the one before it;
+`view_to_purchase_rate`: lines bought without a view that day); `revenue_usd` is the exact sum of
+the attributed orders' USD amounts, rounded half-up to cents once per session.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DecimalType
 
-from lakehouse.gold.pricing import COUNT, is_counted, money_sum, ratio, round_money
+from lakehouse.gold.pricing import is_counted, money_sum, ratio, round_money
 from lakehouse.gold.star import point_in_time_key
 
 # The event types of the funnel, in its order (landing.md, "Clickstream JSON lines").
 FUNNEL = ("page_view", "product_view", "add_to_cart", "checkout", "purchase")
-# view_to_purchase_rate: purchases / views can exceed 1 (and 10), unlike the funnel's rates.
+# Rates that can exceed 1 (and 10): decimal(14,4) where a fraction is decimal(5,4).
 WIDE_RATIO = DecimalType(14, 4)
 
 
@@ -122,8 +124,8 @@ def daily_funnel(sessions: DataFrame) -> DataFrame:
     In: gold.sessions rows. Out: `session_date`, `sessions`, `with_page_view`,
     `with_product_view`, `with_add_to_cart`, `with_checkout`, `with_purchase` (sessions holding
     at least one event of the type), `view_rate`, `cart_rate`, `checkout_rate`,
-    `purchase_rate`, `conversion_rate`, `cart_abandonment_rate` (decimal(5,4), half-up, null
-    when the denominator is 0; metrics.md says which counts each divides).
+    `purchase_rate`, `conversion_rate`, `cart_abandonment_rate` (half-up, null when the
+    denominator is 0; the module's doc gives their types, metrics.md what each divides).
     """
 
     def holding(column: str) -> Column:
@@ -150,9 +152,9 @@ def daily_funnel(sessions: DataFrame) -> DataFrame:
         "with_checkout",
         "with_purchase",
         ratio(c("with_product_view"), c("sessions")).alias("view_rate"),
-        ratio(c("with_add_to_cart"), c("with_product_view")).alias("cart_rate"),
-        ratio(c("with_checkout"), c("with_add_to_cart")).alias("checkout_rate"),
-        ratio(c("with_purchase"), c("with_checkout")).alias("purchase_rate"),
+        ratio(c("with_add_to_cart"), c("with_product_view"), WIDE_RATIO).alias("cart_rate"),
+        ratio(c("with_checkout"), c("with_add_to_cart"), WIDE_RATIO).alias("checkout_rate"),
+        ratio(c("with_purchase"), c("with_checkout"), WIDE_RATIO).alias("purchase_rate"),
         ratio(c("with_purchase"), c("sessions")).alias("conversion_rate"),
         ratio(c("_abandoned"), c("with_add_to_cart")).alias("cart_abandonment_rate"),
     )
@@ -204,8 +206,7 @@ def product_engagement(clicks: DataFrame, orders: DataFrame, items: DataFrame) -
 
 def _view_to_purchase(purchases: Column, views: Column) -> Column:
     """purchases / views as `WIDE_RATIO`, half-up to 4 decimals; null when views is 0."""
-    rate = F.round(purchases.cast(COUNT) / views.cast(COUNT), 4).cast(WIDE_RATIO)
-    return F.when(views == 0, F.lit(None).cast(WIDE_RATIO)).otherwise(rate)
+    return ratio(purchases, views, WIDE_RATIO)
 
 
 def top_products(engagement: DataFrame, n: int) -> DataFrame:

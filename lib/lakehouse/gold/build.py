@@ -473,6 +473,9 @@ class _Sources:
         self.clicks = (
             live(silver.snapshot("clickstream")) if "clickstream" in silver.versions else None
         )
+        self.spark, self.lh = silver.spark, silver.lh
+        # gold.sessions of a scope, computed once for it and daily_funnel (`sessions`).
+        self._sessions: dict[tuple[Any, ...] | None, DataFrame] = {}
         # The newest month with data, once an incremental run has found it: a scoped retention
         # recompute counts every cohort's months up to it.
         self.newest_month: dt.date | None = None
@@ -552,17 +555,37 @@ class _Sources:
 
     def _session_events(self, dates: Sequence[Any] | None) -> DataFrame:
         """Every event of the sessions that may start on `dates` (None: every event): the
-        sessions with an event on one of them, read from the first of them on (a session's
-        events are never older than its start), so the partitions before are skipped."""
+        sessions with an event on one of them, but for those gold.sessions dates before the
+        first of them (a session that started earlier and crosses into them: an incremental
+        run that changes its start has its old date in `dates`, so its date in gold is right),
+        read from the first date on (a session's events are never older than its start), so
+        the partitions before are skipped."""
         clicks = self._clicks()
         if dates is None:
             return clicks
-        ids = clicks.where(F.col("event_date").isin(list(dates))).select("session_id")
-        return clicks.where(F.col("event_date") >= F.lit(min(dates))).join(
-            ids.distinct(), "session_id", "left_semi"
-        )
+        first = F.lit(min(dates))
+        ids = clicks.where(F.col("event_date").isin(list(dates))).select("session_id").distinct()
+        published = self.lh.path("gold.sessions")
+        if DeltaTable.isDeltaTable(self.spark, published):
+            earlier = (
+                self.spark.read.format("delta")
+                .load(published)
+                .where(F.col("session_date") < first)
+                .select("session_id")
+            )
+            ids = ids.join(earlier, "session_id", "left_anti")
+        return clicks.where(F.col("event_date") >= first).join(ids, "session_id", "left_semi")
 
     def sessions(self, dates: Sequence[Any] | None = None) -> DataFrame:
+        """gold.sessions of the sessions starting on `dates` (None: all), one DataFrame per
+        scope, so daily_funnel summarises the rows staged for gold.sessions (Spark's cache)
+        rather than computing them again."""
+        key = None if dates is None else tuple(dates)
+        if key not in self._sessions:
+            self._sessions[key] = self._compute_sessions(dates)
+        return self._sessions[key]
+
+    def _compute_sessions(self, dates: Sequence[Any] | None) -> DataFrame:
         clicks = self._session_events(dates)
         bought = (
             clicks.where(F.col("event_type") == "purchase")
@@ -578,7 +601,7 @@ class _Sources:
         )
 
     def daily_funnel(self, dates: Sequence[Any] | None = None) -> DataFrame:
-        return behaviour.daily_funnel(self.sessions(dates))
+        return behaviour.daily_funnel(self.sessions(dates).persist(BATCH_STORAGE))
 
     def product_engagement(self, dates: Sequence[Any] | None = None) -> DataFrame:
         return behaviour.product_engagement(
@@ -655,6 +678,8 @@ def _affected(
     ranges = inc.fx_change_ranges(changes["fx_rates"], src.fx) if "fx_rates" in changes else None
     if orders_ch is not None:
         parts.append(("order_change_dates", inc.changed_values(orders_ch, "order_date")))
+        attributed = orders_ch.join(inc.attribution_changes(orders_ch), "order_id", "left_semi")
+        parts.append(("attribution_dates", inc.changed_values(attributed, "order_date")))
         parts.append(("shift_dates", inc.first_order_shift_dates(orders_ch, src.order_heads)))
     if "order_items" in changes:
         parts.append(("item_dates", inc.changed_values(changes["order_items"], "order_date")))
@@ -730,7 +755,7 @@ def _affected(
             "customer_retention": cohorts,
             "sessions": session_dates,
             "daily_funnel": session_dates,
-            "product_engagement": sorted(dates("order_change_dates", "item_dates", "click_dates")),
+            "product_engagement": sorted(dates("attribution_dates", "item_dates", "click_dates")),
         },
         whole=frozenset(whole),
         newest_month=one("newest_month"),
@@ -746,10 +771,11 @@ def _session_dates(
 ) -> list[dt.date]:
     """The session dates a batch of changes touches (docs/CLICKSTREAM.md), in one Spark job:
     the sessions it touches are those with a changed event, those holding a `purchase` of an
-    order whose amount or status may have changed (a changed order or line, an order on a day
-    whose FX rate changed; its purchase event dated from the day before the earliest such order
-    date on), those of a customer whose versions changed (from the change on) and every session
-    of a deleted or restored customer (its key). Their dates are the ones gold.sessions has for
+    order whose attribution may have changed (an order that appeared, went or crossed
+    `cancelled`, a changed line, an order on a day whose FX rate changed; its purchase event
+    dated from the day before the earliest such order date on), those of a customer whose
+    versions changed (from the day before the change on) and every session of a deleted or
+    restored customer (its key). Their dates are the ones gold.sessions has for
     them now and their start dates now (a late event can move a start earlier, a deleted one
     later), found from the earliest affected date on."""
 
@@ -763,14 +789,16 @@ def _session_dates(
     if "clickstream" in changes:
         touched.append(inc.changed_values(changes["clickstream"], "session_id"))
         bounds += dates("click_dates")
-    order_dates = dates("order_change_dates", "item_dates", "money_dates")
+    # Orders whose attribution may have changed: one that appeared, went or crossed
+    # `cancelled` (not a status change between counted ones), a changed line, an FX change.
+    order_dates = dates("attribution_dates", "item_dates", "money_dates")
     if order_dates:
         since = min(order_dates) - dt.timedelta(days=1)
-        orders = [
-            inc.changed_values(changes[t], "order_id")
-            for t in ("orders", "order_items")
-            if t in changes
-        ]
+        orders = []
+        if "orders" in changes:
+            orders.append(inc.attribution_changes(changes["orders"]))
+        if "order_items" in changes:
+            orders.append(inc.changed_values(changes["order_items"], "order_id"))
         orders.append(
             src.order_heads.where(F.col("order_date").isin(sorted(order_dates))).select("order_id")
         )
@@ -780,12 +808,13 @@ def _session_dates(
         touched.append(purchases.select(session))
         bounds.append(since)
     if "customers_history" in changes and dates("customer_since"):
-        since = min(dates("customer_since"))
-        starts = inc.version_change_starts(changes["customers_history"], "customer_id")
+        # From the day before the change: a session tagged with a customer shortly before the
+        # customer's first version takes that version (`star.point_in_time_key`).
+        since = min(dates("customer_since")) - dt.timedelta(days=1)
+        changed = inc.changed_values(changes["customers_history"], "customer_id")
         touched.append(
             clicks.where(F.col("event_date") >= F.lit(since))
-            .join(starts, "customer_id")
-            .where(F.col("event_ts") >= F.col("since"))
+            .join(changed, "customer_id", "left_semi")
             .select(session)
         )
         bounds.append(since)

@@ -158,3 +158,22 @@ def order_dates_of(rows: DataFrame, key: str, keys: DataFrame) -> DataFrame:
     Out: one column `date`, distinct.
     """
     return rows.join(keys, key, "left_semi").select(F.col("order_date").alias("date")).distinct()
+
+
+def attribution_changes(order_changes: DataFrame) -> DataFrame:
+    """The orders of a Change Data Feed whose attribution to a session may have changed: those
+    inserted or deleted, and those whose images differ in being a live counted order (a
+    tombstone, or a status crossing `cancelled`) or in what prices them (`currency`,
+    `order_date`); a status change between counted statuses (placed to shipped to returned)
+    changes no session's `orders` or `revenue_usd`, nor any product's purchased lines.
+
+    In: CDF rows of silver.orders (`order_id`, `status`, `currency`, `order_date`,
+    `_is_deleted`, `_change_type`). Out: one column `order_id`, distinct.
+    """
+    counted = is_counted() & ~F.col("_is_deleted")
+    state = F.struct(counted.alias("counted"), "currency", "order_date")
+    per_order = order_changes.groupBy("order_id").agg(
+        F.max(F.col("_change_type").isin("insert", "delete")).alias("_came_or_went"),
+        F.countDistinct(state).alias("_states"),
+    )
+    return per_order.where(F.col("_came_or_went") | (F.col("_states") > 1)).select("order_id")

@@ -74,13 +74,14 @@ def round_money(amount: Column, what: str | Column = "a money figure") -> Column
     return fits(F.round(amount, 2).cast(MONEY), amount, what)
 
 
-def ratio(numerator: Column, denominator: Column) -> Column:
-    """`numerator / denominator` of two counts as decimal(5,4), rounded half-up; null when the
-    denominator is 0. decimal(10,0) / decimal(10,0) is decimal(21,11) before rounding: exact
-    enough that rounding once gives the true half-up result."""
-    quotient = numerator.cast(COUNT) / denominator.cast(COUNT)
-    return F.when(denominator == 0, F.lit(None).cast(RATIO)).otherwise(
-        F.round(quotient, 4).cast(RATIO)
+def ratio(numerator: Column, denominator: Column, of: DecimalType = RATIO) -> Column:
+    """`numerator / denominator` of two counts as `of` (decimal(5,4): at most 9.9999, for a
+    fraction), rounded half-up to 4 decimals; null when the denominator is 0. decimal(10,0) /
+    decimal(10,0) is decimal(21,11) before rounding: exact enough that rounding once gives the
+    true half-up result. A quotient too large for `of` fails the query (`fits`), never null."""
+    quotient = F.round(numerator.cast(COUNT) / denominator.cast(COUNT), 4)
+    return F.when(denominator == 0, F.lit(None).cast(of)).otherwise(
+        fits(quotient.cast(of), quotient, "a ratio")
     )
 
 
