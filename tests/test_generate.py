@@ -23,6 +23,7 @@ from lakehouse_dev.generate import (
     FILE_DEFECT_KINDS,
     SOURCES,
     DefectSwitches,
+    FunnelRates,
     GenerationSummary,
     GeneratorSpec,
     generate_landing,
@@ -773,3 +774,114 @@ def test_timestamps_are_iso_utc_and_dates_fall_in_range(clean_lines: list[Parsed
             assert ts is not None and first <= ts.date() <= last
     fractional = [p for p in clean_lines if p.file.source == "clickstream"]
     assert all("." in p.obj["event_ts"] for p in fractional if p.obj)
+
+
+# --------------------------------------------------------------------------------------------
+# Behaviour worth analysing: the funnel, products viewed and not bought, sessions past midnight
+
+
+def _sessions(lines: list[Parsed]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Session id -> its (delivery day, event) in time order."""
+    by: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for p in lines:
+        if p.file.source == "clickstream" and p.obj is not None:
+            by[p.obj["session_id"]].append((p.file.ingest_date, p.obj))
+    return {s: sorted(es, key=lambda e: e[1]["event_ts"]) for s, es in by.items()}
+
+
+def _steps(events: list[tuple[str, dict[str, Any]]]) -> set[str]:
+    return {e["event_type"] for _, e in events}
+
+
+def test_browsing_sessions_leave_at_each_funnel_step_at_the_configured_rates(
+    tmp_path: Path,
+) -> None:
+    funnel = FunnelRates(view=0.6, cart=0.5, checkout=0.25)
+    spec = GeneratorSpec(
+        customers=2000, days=1, orders_per_day=4000, defects=DefectSwitches.none(), funnel=funnel
+    )
+    generate_landing(tmp_path, spec)
+    browsing = [
+        _steps(es)
+        for es in _sessions(parse_lines(read_landing(tmp_path))).values()
+        if "purchase" not in _steps(es)
+    ]
+    viewed = [s for s in browsing if "product_view" in s]
+    carted = [s for s in viewed if "add_to_cart" in s]
+    checked_out = [s for s in carted if "checkout" in s]
+    # about 0.8 browsing sessions an order, each step reached at its rate (binomial, 5 sigma)
+    assert abs(len(browsing) - 0.8 * 4000) < 5 * (0.8 * 4000) ** 0.5
+    for part, whole, rate in (
+        (viewed, browsing, 0.6),
+        (carted, viewed, 0.5),
+        (checked_out, carted, 0.25),
+    ):
+        sigma = (rate * (1 - rate) / len(whole)) ** 0.5
+        assert abs(len(part) / len(whole) - rate) < 5 * sigma
+    # a step is only reached through the one before it
+    assert all("product_view" in s for s in browsing if "add_to_cart" in s)
+    assert all("add_to_cart" in s for s in browsing if "checkout" in s)
+
+
+def test_funnel_rates_of_0_and_1_give_sessions_that_stop_at_a_step_or_go_through(
+    tmp_path: Path,
+) -> None:
+    base = GeneratorSpec(customers=100, days=2, orders_per_day=50, defects=DefectSwitches.none())
+    for funnel, expected in (
+        (FunnelRates(view=0.0), {"page_view"}),
+        (FunnelRates(view=1.0, cart=1.0, checkout=1.0), {"page_view", "product_view",
+                                                          "add_to_cart", "checkout"}),
+        (FunnelRates(view=1.0, cart=0.0), {"page_view", "product_view"}),
+    ):  # fmt: skip
+        root = tmp_path / f"landing-{funnel.view}-{funnel.cart}-{funnel.checkout}"
+        generate_landing(root, replace(base, funnel=funnel))
+        browsing = [
+            _steps(es)
+            for es in _sessions(parse_lines(read_landing(root))).values()
+            if "purchase" not in _steps(es)
+        ]
+        assert browsing and all(s == expected for s in browsing), funnel
+
+
+def test_buying_sessions_view_products_they_do_not_buy(clean_lines: list[Parsed]) -> None:
+    bought = {
+        (p.row["order_id"], p.row["product_id"])
+        for p in clean_lines
+        if p.file.source == "order_items" and p.row
+    }
+    buying = [es for es in _sessions(clean_lines).values() if "purchase" in _steps(es)]
+    not_bought = 0
+    for es in buying:
+        (order,) = {e["order_id"] for _, e in es if e["event_type"] == "purchase"}
+        carted = {e["product_id"] for _, e in es if e["event_type"] == "add_to_cart"}
+        viewed = {e["product_id"] for _, e in es if e["event_type"] == "product_view"}
+        assert carted == {product for o, product in bought if o == order}
+        assert carted <= viewed
+        not_bought += len(viewed - carted) > 0
+    # extra_views 0.5 a line: a session of one line views nothing else with e^-0.5 = 61 %
+    assert 0.25 * len(buying) < not_bought < 0.75 * len(buying)
+
+
+def test_a_session_past_midnight_goes_on_in_the_next_days_delivery(
+    clean_lines: list[Parsed],
+) -> None:
+    crossing = {
+        s: es for s, es in _sessions(clean_lines).items() if len({day for day, _ in es}) > 1
+    }
+    assert len(crossing) >= 3
+    for events in crossing.values():
+        first_day = events[0][0]
+        assert events[0][1]["event_ts"].startswith(first_day)  # it began the day before
+        for day, event in events:
+            assert event["event_ts"].startswith(day)  # each event delivered on its own day
+        # one visitor throughout
+        assert len({(e["customer_id"], e["ip"], e["user_agent"]) for _, e in events}) == 1
+    last = max(p.file.ingest_date for p in clean_lines)
+    assert all(day <= last for es in crossing.values() for day, _ in es)
+
+
+def test_funnel_rates_out_of_range_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"funnel\.view must be within \[0, 1\], got 1.5"):
+        generate_landing(tmp_path, replace(TINY, funnel=FunnelRates(view=1.5)))
+    with pytest.raises(ValueError, match=r"funnel\.browsing_per_order must be >= 0"):
+        generate_landing(tmp_path, replace(TINY, funnel=FunnelRates(browsing_per_order=-1)))

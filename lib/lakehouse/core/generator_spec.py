@@ -46,6 +46,24 @@ class DefectSwitches:
 
 
 @dataclass(frozen=True)
+class FunnelRates:
+    """How the web sessions go through the purchase funnel (docs/CLICKSTREAM.md). Every order
+    comes from a session that views its products, adds them, checks out and buys; the other
+    sessions browse: each rate below is the fraction of the browsing sessions that reached the
+    step before that go on to the next, the rest leave there (abandon)."""
+
+    browsing_per_order: float = 0.8  # browsing sessions a day, per order of the day
+    anonymous: float = 0.6  # browsing sessions of visitors not signed in
+    view: float = 0.7  # view at least one product (1 to 3)
+    cart: float = 0.3  # of those, add the last viewed product to the cart
+    checkout: float = 0.4  # of those, start the checkout, and leave without buying
+    # Products a buying session views and does not buy: on average this many per order line.
+    extra_views: float = 0.5
+    # Browsing sessions that begin in the day's last five minutes: most go on past midnight.
+    late_night: float = 0.03
+
+
+@dataclass(frozen=True)
 class GeneratorSpec:
     """Scale and shape of one generated landing zone; the same spec and seed give the same bytes."""
 
@@ -55,3 +73,4 @@ class GeneratorSpec:
     orders_per_day: int = 100
     start_date: date = date(2024, 1, 1)
     defects: DefectSwitches = field(default_factory=DefectSwitches)
+    funnel: FunnelRates = field(default_factory=FunnelRates)

@@ -6,7 +6,7 @@ Example: `generate_landing("data/landing", GeneratorSpec(seed=7))` writes the de
 
 from __future__ import annotations
 
-from lakehouse.core.generator_spec import DefectSwitches, GeneratorSpec
+from lakehouse.core.generator_spec import DefectSwitches, FunnelRates, GeneratorSpec
 from lakehouse_dev.generate.generator import DEFAULT_MAX_LINES_PER_FILE, generate_landing
 from lakehouse_dev.generate.summary import (
     DEFECT_KINDS,
@@ -23,6 +23,7 @@ __all__ = [
     "FILE_DEFECT_KINDS",
     "SOURCES",
     "DefectSwitches",
+    "FunnelRates",
     "FxNote",
     "GenerationSummary",
     "GeneratorSpec",

@@ -100,6 +100,14 @@ def _check(spec: GeneratorSpec, max_lines_per_file: int) -> None:
         problems.append(
             "the line defect rates (duplicates, out-of-order, late, malformed, bad) sum above 1"
         )
+    funnel = spec.funnel
+    for name in ("anonymous", "view", "cart", "checkout", "late_night"):
+        rate = getattr(funnel, name)
+        if not 0.0 <= rate <= 1.0:
+            problems.append(f"funnel.{name} must be within [0, 1], got {rate}")
+    for name in ("browsing_per_order", "extra_views"):
+        if getattr(funnel, name) < 0:
+            problems.append(f"funnel.{name} must be >= 0, got {getattr(funnel, name)}")
     if problems:
         raise ValueError("invalid GeneratorSpec: " + "; ".join(problems))
 

@@ -527,6 +527,29 @@ class Orders:
         return numbered_ids("o", g + 1, 9)
 
 
+CLICK_TEMPLATE: dict[str, type] = {
+    "ts": np.int64,
+    "sess": np.int64,
+    "pos": np.int64,
+    "type": np.int8,
+    "prod": np.int64,
+    "order": np.int64,
+    "event": np.int64,
+}
+SESSION_TEMPLATE: dict[str, type] = {
+    "sid": np.int64,
+    "cust": np.int64,
+    "ip": np.int64,
+    "ua": np.int8,
+}
+
+
+def _sessions_of(events: Cols, sessions: Cols) -> tuple[Cols, Cols]:
+    """`events` with the rows of `sessions` they belong to, renumbered from 0."""
+    used, index = np.unique(events["sess"], return_inverse=True)
+    return {**events, "sess": index.astype(np.int64)}, take(sessions, used)
+
+
 def _uniform(rng: np.random.Generator, lo: int, hi: int, n: int) -> np.ndarray:
     return rng.integers(lo, hi, n, dtype=np.int64)
 
@@ -558,6 +581,8 @@ class World:
         self.next_payment_event = 0
         self.next_click_event = 0
         self.next_session = 0
+        # Events after midnight of sessions that began the day before, and those sessions.
+        self.click_carry: tuple[Cols, Cols] | None = None
 
     # -- customers -------------------------------------------------------------------------
 
@@ -823,22 +848,32 @@ class World:
     # -- clickstream -----------------------------------------------------------------------
 
     def clickstream(self, day: int, today: OrdersToday) -> tuple[Cols, Cols]:
-        """The day's web events in time order, and their sessions.
+        """The day's web events in time order, and the sessions they belong to.
 
-        Every order comes from a session that views and adds its products, checks out and
-        purchases; other sessions (about 0.8 per order, 60% anonymous) browse and leave.
+        Every order comes from a session that views its products (and, on average,
+        `funnel.extra_views` others per line, not bought), adds them, checks out and buys; the
+        other sessions browse and leave at a step of the funnel (`GeneratorSpec.funnel`). A
+        session still going at midnight goes on the next day: its later events are that day's
+        (the last day's are never delivered).
         """
+        funnel = self.spec.funnel
         rng = rng_for(self.spec.seed, TAG_CLICKS, day)
         day_start = self.start_ms + day * DAY_MS
         day_end = day_start + DAY_MS
         n_orders = len(today.g)
         lines = np.bincount(today.item_order, minlength=n_orders)
-        n_browse = int(rng.poisson(0.8 * n_orders)) if n_orders else 0
+        n_browse = int(rng.poisson(funnel.browsing_per_order * n_orders)) if n_orders else 0
+        available = self.catalog.available(day)
 
-        # Sessions: purchase sessions first, then browsing ones.
+        # Sessions: buying sessions first, then browsing ones.
         n_sessions = n_orders + n_browse
-        known_browse = rng.random(n_browse) < 0.4
-        browse_start = day_start + _uniform(rng, 0, DAY_MS, n_browse)
+        known_browse = rng.random(n_browse) >= funnel.anonymous
+        late = rng.random(n_browse) < funnel.late_night
+        browse_start = day_start + np.where(
+            late,
+            _uniform(rng, DAY_MS - 5 * 60 * SEC_MS, DAY_MS, n_browse),
+            _uniform(rng, 0, DAY_MS, n_browse),
+        )
         browse_cust = np.where(
             known_browse, self._pick_customers(rng, np.maximum(browse_start, day_start + 1)), -1
         )
@@ -850,27 +885,38 @@ class World:
         }
         self.next_session += n_sessions
 
-        # Purchase sessions: page_view, (product_view, add_to_cart) per line, checkout, purchase.
-        p_count = 3 + 2 * lines
+        # Buying sessions: page_view, product views not bought, (product_view, add_to_cart) per
+        # line, checkout, purchase.
+        extra = rng.poisson(funnel.extra_views * lines) if n_orders else lines
+        p_count = 3 + extra + 2 * lines
         p_total = int(p_count.sum())
         p_sess = np.repeat(np.arange(n_orders), p_count)
         p_first = np.cumsum(p_count) - p_count
         p_pos = np.arange(p_total) - p_first[p_sess]
-        p_lines = lines[p_sess]
+        p_lines, p_extra = lines[p_sess], extra[p_sess]
+        in_extra = (p_pos >= 1) & (p_pos <= p_extra)
+        step = p_pos - p_extra  # 1 .. 2 * lines: the lines' pairs; then checkout, purchase
         p_type = np.where(
             p_pos == 0,
             PAGE_VIEW,
             np.where(
-                p_pos <= 2 * p_lines,
-                np.where(p_pos % 2 == 1, PRODUCT_VIEW, ADD_TO_CART),
-                np.where(p_pos == 2 * p_lines + 1, CHECKOUT, PURCHASE),
+                in_extra | ((step <= 2 * p_lines) & (step % 2 == 1)),
+                PRODUCT_VIEW,
+                np.where(
+                    step <= 2 * p_lines,
+                    ADD_TO_CART,
+                    np.where(step == 2 * p_lines + 1, CHECKOUT, PURCHASE),
+                ),
             ),
         )
         item_first = np.cumsum(lines) - lines
-        in_lines = (p_pos >= 1) & (p_pos <= 2 * p_lines)
-        item_idx = item_first[p_sess] + np.maximum(p_pos - 1, 0) // 2
+        in_lines = (p_pos > p_extra) & (step <= 2 * p_lines)
+        item_idx = item_first[p_sess] + np.maximum(step - 1, 0) // 2
+        browsed = available[rng.integers(0, len(available), p_total)]
         p_prod = np.where(
-            in_lines, today.item_prod[np.minimum(item_idx, len(today.item_prod) - 1)], -1
+            in_lines,
+            today.item_prod[np.minimum(item_idx, len(today.item_prod) - 1)],
+            np.where(in_extra, browsed, -1),
         )
         p_order = np.where(p_type == PURCHASE, today.g[p_sess], -1)
         gaps = _uniform(rng, 5 * SEC_MS, 90 * SEC_MS, p_total)
@@ -881,27 +927,35 @@ class World:
         p_ts = np.maximum(purchase_ts[p_sess] - back, day_start)
         p_ts = np.minimum(p_ts, day_end - 1)
 
-        # Browsing sessions.
-        b_count = rng.choice(6, n_browse, p=[0.3, 0.25, 0.2, 0.12, 0.08, 0.05]) + 1
+        # Browsing sessions: one or more page views, then each funnel step reached.
+        reach_view = rng.random(n_browse) < funnel.view
+        reach_cart = reach_view & (rng.random(n_browse) < funnel.cart)
+        reach_checkout = reach_cart & (rng.random(n_browse) < funnel.checkout)
+        pages = rng.geometric(0.6, n_browse)
+        views = np.where(reach_view, rng.integers(1, 4, n_browse), 0)
+        b_count = pages + views + reach_cart + reach_checkout
         b_total = int(b_count.sum())
         b_sess = np.repeat(np.arange(n_browse), b_count)
         b_first = np.cumsum(b_count) - b_count
         b_pos = np.arange(b_total) - b_first[b_sess]
+        b_pages, b_views = pages[b_sess], views[b_sess]
         b_type = np.where(
-            b_pos == 0,
+            b_pos < b_pages,
             PAGE_VIEW,
-            rng.choice(4, b_total, p=[0.4, 0.45, 0.12, 0.03]),
+            np.where(
+                b_pos < b_pages + b_views,
+                PRODUCT_VIEW,
+                np.where(b_pos == b_pages + b_views, ADD_TO_CART, CHECKOUT),
+            ),
         )
-        available = self.catalog.available(day)
         b_prod = np.where(
-            (b_type == PRODUCT_VIEW) | (b_type == ADD_TO_CART),
-            available[rng.integers(0, len(available), b_total)],
-            -1,
+            b_type == PRODUCT_VIEW, available[rng.integers(0, len(available), b_total)], -1
         )
+        carts = np.flatnonzero(b_type == ADD_TO_CART)
+        b_prod[carts] = b_prod[carts - 1]  # the product viewed last
         b_gaps = _uniform(rng, 3 * SEC_MS, 120 * SEC_MS, b_total)
         b_csum = np.cumsum(b_gaps)
         b_ts = browse_start[b_sess] + (b_csum - b_csum[b_first[b_sess]])
-        b_ts = np.minimum(b_ts, day_end - 1)
 
         events = {
             "ts": np.concatenate([p_ts, b_ts]).astype(np.int64),
@@ -915,4 +969,14 @@ class World:
         events = take(events, order)
         events["event"] = self.next_click_event + np.arange(len(order), dtype=np.int64)
         self.next_click_event += len(order)
-        return events, sessions
+
+        # Yesterday's sessions that went on past midnight, then today's that do.
+        if self.click_carry is not None:
+            carried, carried_sessions = self.click_carry
+            carried = {**carried, "sess": carried["sess"] + n_sessions}
+            sessions = concat([sessions, carried_sessions], SESSION_TEMPLATE)
+            events = concat([events, carried], CLICK_TEMPLATE)
+            events = take(events, np.lexsort((events["pos"], events["sess"], events["ts"])))
+        later = events["ts"] >= day_end
+        self.click_carry = _sessions_of(take(events, later), sessions) if later.any() else None
+        return take(events, ~later), sessions
