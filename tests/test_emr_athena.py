@@ -30,7 +30,7 @@ def test_every_gold_table_is_a_delta_table_athena_reads(
 
     tables = _tables(moto)
     gold = Lakehouse.load("dev").gold
-    assert sorted(tables) == sorted(gold) and len(tables) == 8
+    assert sorted(tables) == sorted(gold) and len(tables) == 11
     for name, table in tables.items():
         assert table["TableType"] == "EXTERNAL_TABLE"
         assert table["Parameters"] == {"EXTERNAL": "TRUE", "table_type": "DELTA"}
@@ -54,7 +54,7 @@ def test_a_second_call_puts_a_changed_table_back(
     assert run_cli(["emr", "athena", "--env", "dev"], monkeypatch) == 0
 
     tables = _tables(moto)
-    assert len(tables) == 8
+    assert len(tables) == 11
     assert tables["daily_kpis"]["StorageDescriptor"]["Location"] == f"{LAKE}/gold/daily_kpis"
     assert tables["daily_kpis"]["Parameters"]["table_type"] == "DELTA"
     assert [d["Name"] for d in glue.get_databases()["DatabaseList"]] == ["lakehouse_dev_bi"]
@@ -66,6 +66,6 @@ def test_the_dry_run_prints_the_glue_requests_and_sends_none(
     assert run_cli(["emr", "athena", "--env", "dev", "--dry-run"], monkeypatch) == 0
 
     lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
-    assert len(lines) == 2 + 3 * 8
+    assert len(lines) == 2 + 3 * 11
     assert '"operation": "CreateTable"' in lines[-1]
     assert moto_server.client(moto, "glue").get_databases()["DatabaseList"] == []

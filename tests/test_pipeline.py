@@ -236,9 +236,10 @@ def test_the_engines_keep_every_row_of_the_golden_lakehouse(
     spark: SparkSession, built: Built
 ) -> None:
     """Every bronze, silver, gold and quarantine table holds exactly the rows (by key and value)
-    that the engines before the architecture rework wrote from the same landing (the behaviour
-    marts, added since, as their first version wrote them: their values are computed by hand in
-    test_gold_behaviour.py and test_gold_build.py)."""
+    that the engines before the architecture rework wrote from the same landing (the clickstream's
+    tables, and the behaviour marts, as the generator's funnel sessions and the marts' first
+    version made them: the marts' values are computed by hand in test_gold_behaviour.py and
+    test_gold_build.py, the generator's sessions checked in test_generate.py)."""
     golden = Path(__file__).parent / "golden" / "pipeline.json"
     expected = json.loads(golden.read_text(encoding="utf-8"))
 

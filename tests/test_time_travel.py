@@ -318,6 +318,7 @@ def test_the_real_backfill_publishes_exactly_what_the_dry_run_reported(
 
 def test_the_backfill_compares_figures_day_by_day_in_the_gold_tables_of_one_row_per_day() -> None:
     assert daily_tables(Lakehouse.load("local")) == {
+        "daily_funnel": "session_date",
         "daily_kpis": "order_date",
         "daily_payments": "event_date",
     }
