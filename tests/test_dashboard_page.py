@@ -368,8 +368,30 @@ def test_the_funnel_and_the_product_table_show_the_behaviour_marts(
         f"{top['purchases']:,}\t{top['view_to_purchase_rate'] * 100:.2f}%"
     )
     assert len(lines) == 2 + len(data["top_products"])
+    # the funnel sums the last 28 session dates of gold.daily_funnel, step by step
+    days = data["daily_funnel"]
+    recent = days[-28:]
+    assert recent[0]["session_date"] == days[-1]["session_date"] - dt.timedelta(days=27) or (
+        len(days) < 28
+    )
     figure = next(c for c in charts(data) if c["id"] == "funnel")["figure"]
-    assert figure["data"][0]["x"] == [n for _, n in funnel_totals(data["daily_funnel"])]
+    assert figure["data"][0]["x"] == [
+        sum(d[col] for d in recent)
+        for col in (
+            "sessions",
+            "with_product_view",
+            "with_add_to_cart",
+            "with_checkout",
+            "with_purchase",
+        )
+    ]
+    assert figure["data"][0]["y"] == [
+        "sessions",
+        "viewed a product",
+        "added to cart",
+        "checked out",
+        "purchased",
+    ]
 
 
 def test_the_payments_by_method_table_covers_the_last_days(

@@ -11,6 +11,7 @@ each; records delivered late from earlier days come first), re-deliveries, the e
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -106,8 +107,9 @@ def _check(spec: GeneratorSpec, max_lines_per_file: int) -> None:
         if not 0.0 <= rate <= 1.0:
             problems.append(f"funnel.{name} must be within [0, 1], got {rate}")
     for name in ("browsing_per_order", "extra_views"):
-        if getattr(funnel, name) < 0:
-            problems.append(f"funnel.{name} must be >= 0, got {getattr(funnel, name)}")
+        value = getattr(funnel, name)
+        if not (math.isfinite(value) and value >= 0):
+            problems.append(f"funnel.{name} must be a finite number >= 0, got {value}")
     if problems:
         raise ValueError("invalid GeneratorSpec: " + "; ".join(problems))
 
