@@ -16,6 +16,9 @@ TEST_WORKERS ?= 2
 
 VENV_STAMP := $(VENV)/.installed
 JARS_STAMP := $(JARS_DIR)/.resolved
+# The Kafka broker the streaming tests start (lakehouse_dev.kafka): its own jars, its own JVM.
+KAFKA_JARS_DIR ?= .jars-kafka
+KAFKA_JARS_STAMP := $(KAFKA_JARS_DIR)/.resolved
 
 # Airflow has a virtualenv of its own (its dependencies and PySpark's are pinned apart; the DAGs
 # import only lakehouse.emr, installed there without dependencies): `make test` runs tests/airflow in it.
@@ -24,13 +27,13 @@ AIRFLOW_PY := $(AIRFLOW_VENV)/bin/python
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 AIRFLOW_REQS := orchestration/airflow/requirements.txt orchestration/airflow/requirements-test.txt orchestration/airflow/constraints.txt
 
-.PHONY: help setup venv airflow-venv jars browser pages run maintain package upload test fuzz faults chaos lint format typecheck check clean clean-data bench notebooks
+.PHONY: help setup venv airflow-venv jars kafka-jars browser pages run maintain package upload test fuzz faults chaos lint format typecheck check clean clean-data bench notebooks
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
-setup: venv airflow-venv jars ## create the virtualenvs and resolve the JVM libraries (done by run and test)
+setup: venv airflow-venv jars kafka-jars ## create the virtualenvs and resolve the JVM libraries (done by run and test)
 
 venv: $(VENV_STAMP) ## create or reuse the virtualenv and install the package with its test extras
 
@@ -51,6 +54,15 @@ $(AIRFLOW_STAMP): $(AIRFLOW_REQS) pyproject.toml
 	  -r orchestration/airflow/requirements.txt -r orchestration/airflow/requirements-test.txt \
 	  || { echo "error: installing Airflow failed; check the network to PyPI" >&2; exit 1; }
 	@$(AIRFLOW_PY) -m pip install -q --no-deps -e . || { echo "error: installing the package into $(AIRFLOW_VENV) failed" >&2; exit 1; }
+	@touch $@
+
+kafka-jars: $(KAFKA_JARS_STAMP) ## resolve the Kafka broker for the streaming tests from jvm/kafka/pom.xml into .jars-kafka
+
+$(KAFKA_JARS_STAMP): jvm/kafka/pom.xml
+	@command -v mvn >/dev/null || { echo "error: mvn not found; install Maven (e.g. apt-get install maven) to resolve the jars" >&2; exit 1; }
+	@mkdir -p $(KAFKA_JARS_DIR)
+	@mvn -B -q -Dstyle.color=never -f jvm/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath $(KAFKA_JARS_DIR)) \
+	  || { echo "error: resolving the Kafka broker's jars from Maven Central failed; check the network to Maven Central (see jvm/kafka/pom.xml)" >&2; exit 1; }
 	@touch $@
 
 # Headless Chromium for the browser tests of the report pages (lakehouse_dev.browser): Debian's
@@ -107,7 +119,7 @@ package: venv jars ## build the EMR job bundle into dist/lakehouse-<version>/ (w
 upload: package ## upload the bundle to <aws.artifacts_uri>/<version>/ (ENV=dev|prod)
 	$(VENV)/bin/lakehouse --env $(ENV) emr upload
 
-test: venv jars airflow-venv browser ## run the test suite (TEST_WORKERS processes), then the Airflow DAG tests
+test: venv jars kafka-jars airflow-venv browser ## run the test suite (TEST_WORKERS processes), then the Airflow DAG tests
 	LAKEHOUSE_CHROMIUM=$$(test -x $(CHROMIUM) && echo $(CHROMIUM) || command -v chromium) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	$(AIRFLOW_PY) -m pytest --confcutdir=tests/airflow $(PYTEST_ARGS) tests/airflow
 
@@ -137,7 +149,7 @@ SCALE ?= default
 pages: venv browser ## open the last run's dashboard and two made-up shops' in headless Chromium; screenshots beside them
 	LAKEHOUSE_CHROMIUM=$$(test -x $(CHROMIUM) && echo $(CHROMIUM) || command -v chromium) $(PY) -m lakehouse_dev.browser data/reports/latest/dashboard.html --samples data/reports/samples
 
-bench: venv jars ## benchmark on generated data (SCALE=small|default|large) -> docs/BENCHMARKS.md, docs/bench/
+bench: venv jars kafka-jars ## benchmark on generated data (SCALE=small|default|large) -> docs/BENCHMARKS.md, docs/bench/
 	$(PY) -m lakehouse_dev.bench --scale $(SCALE) --command "make bench SCALE=$(SCALE)"
 
 lint: venv ## ruff (lint and format check) on lib, jobs, orchestration and tests
@@ -157,4 +169,4 @@ clean-data: ## remove the generated data, lakehouse and reports under ./data
 	rm -rf data spark-warehouse metastore_db derby.log
 
 clean: clean-data ## also remove the virtualenv and the downloaded jars
-	rm -rf $(VENV) $(AIRFLOW_VENV) $(JARS_DIR) build dist lib/*.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(JARS_DIR) $(KAFKA_JARS_DIR) build dist lib/*.egg-info

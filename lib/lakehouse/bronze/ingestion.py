@@ -471,7 +471,12 @@ def ingest(
         # pickle records to and from the Python parser.
         parsed = parse_files(spark, new, sources).persist(BATCH_STORAGE)
         try:
-            _write_batch(spark, lh, run_id, parsed, new, entries)
+            dates = {
+                s: {f.ingest_date for f in new if f.source == s and f.ingest_date} for s in sources
+            }
+            for s, entry in entries.items():
+                entry.files_read = sum(1 for f in new if f.source == s)
+            write_batch(spark, lh, run_id, parsed, dates, entries)
         finally:
             parsed.unpersist()
     finished = utcnow()
@@ -487,16 +492,18 @@ def ingest(
     return counted
 
 
-def _write_batch(
+def write_batch(
     spark: SparkSession,
     lh: Lakehouse,
     run_id: str,
     parsed: DataFrame,
-    new: list[LandedFile],
+    dates: dict[str, set[str]],
     entries: dict[str, LedgerEntry],
 ) -> None:
-    """Insert the new records of the parsed files and quarantine their bad ones, counting them in
-    `entries`. A table with nothing new gets no commit."""
+    """Insert the new records of `parsed` (PARSED_SCHEMA: landed files' records, or a stream's
+    micro-batch) and quarantine their bad ones, counting them in `entries`; `dates` holds each
+    source's ingest dates in the batch (the dedup window is taken around them). A table with
+    nothing new gets no commit."""
     now = utcnow()
     # Read once, and only when a batch holds records bronze has already (`_orphaned`).
     counted_runs: set[str] | None = None
@@ -538,7 +545,6 @@ def _write_batch(
         counted_runs = _runs_with_bronze_rows(spark, lh)
         orphaned_bad = _orphaned_quarantine(spark, lh, parsed, counted_runs)
     for source, entry in entries.items():
-        entry.files_read = sum(1 for f in new if f.source == source)
         if source not in counts:
             continue
         clock = progress.Clock()
@@ -548,12 +554,11 @@ def _write_batch(
         good = _first_copy(rows.where(F.col("reason").isNull()))
         existing, inserted, orphaned = 0, 0, 0
         if int(c["distinct_good"]):
-            dates = {f.ingest_date for f in new if f.source == source and f.ingest_date}
             days = lh.config.bronze.dedup_window_days
             landed = (
                 spark.read.format("delta")
                 .load(path)
-                .where(dedup_window(dates, days))
+                .where(dedup_window(dates[source], days))
                 .select("_record_id", "_run_id")
             )
             held = landed.select("_record_id")
@@ -571,7 +576,7 @@ def _write_batch(
                     counted_runs = _runs_with_bronze_rows(spark, lh)
                 orphaned = _orphaned(good, landed, counted_runs)
             if int(c["distinct_good"]) > existing:
-                window = dedup_window(dates, days, column="t.ingest_date")
+                window = dedup_window(dates[source], days, column="t.ingest_date")
                 inserted = _insert_new(spark, path, fresh, run_id, now, window)
         quarantined = quarantined_by_source.get(source, 0) + orphaned_bad.get(source, 0)
         entry.records_read = int(c["read"])

@@ -275,24 +275,36 @@ def _wrongly_encoded(
 def _parse_json_lines(source: str, lines: Iterator[str]) -> Iterator[LandedRecord]:
     for number, line in enumerate(lines, start=1):
         raw = line.strip()
-        if not raw:
-            continue
-        if _has_bad_bytes(raw):
-            yield _bad(source, number, _printable(raw), "not valid UTF-8")
-            continue
-        try:
-            value = json.loads(raw, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as exc:
-            yield _bad(source, number, raw, f"not valid JSON: {exc.msg} at column {exc.colno}")
-            continue
-        except _DuplicateKey as exc:
-            yield _bad(source, number, raw, f"key {exc.key!r} appears twice in one JSON object")
-            continue
-        if not isinstance(value, dict):
-            yield _bad(source, number, raw, f"not a JSON object but a {type(value).__name__}")
-            continue
-        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        yield LandedRecord(number, raw, record_id(source, canonical))
+        if raw:
+            yield _json_record(source, number, raw)
+
+
+def _json_record(source: str, number: int, raw: str) -> LandedRecord:
+    """One JSON object's record: its identity is its canonical content (keys sorted, no spaces),
+    so the same event delivered by a file and by a stream is one record."""
+    if _has_bad_bytes(raw):
+        return _bad(source, number, _printable(raw), "not valid UTF-8")
+    try:
+        value = json.loads(raw, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}" if exc.lineno > 1 else f"column {exc.colno}"
+        return _bad(source, number, raw, f"not valid JSON: {exc.msg} at {where}")
+    except _DuplicateKey as exc:
+        return _bad(source, number, raw, f"key {exc.key!r} appears twice in one JSON object")
+    if not isinstance(value, dict):
+        return _bad(source, number, raw, f"not a JSON object but a {type(value).__name__}")
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return LandedRecord(number, raw, record_id(source, canonical))
+
+
+def parse_message(source: str, payload: bytes | None) -> LandedRecord:
+    """One streamed message (a Kafka record's or a Kinesis record's data) as one record, read
+    exactly as a JSON-lines file's line is: the same checks, reasons and identity. A message is
+    one JSON object (line breaks between its tokens allowed); an empty one is bad input."""
+    text = (payload or b"").decode("utf-8", "surrogateescape").strip()
+    if not text:
+        return _bad(source, 1, "", "empty message: one message is one JSON object")
+    return _json_record(source, 1, text)
 
 
 class _DuplicateKey(Exception):

@@ -8,14 +8,14 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from lakehouse.cli import emr, maintenance, pipeline, time_travel
+from lakehouse.cli import emr, maintenance, pipeline, stream, time_travel
 from lakehouse.core import progress
 from lakehouse.core.config import ENVIRONMENTS, ConfigError
 from lakehouse.core.errors import UserError
 
 # The command groups, one module each: `register(subparsers)` adds its subcommands, each of which
 # sets `func(args) -> int`.
-COMMAND_GROUPS: tuple[ModuleType, ...] = (pipeline, time_travel, maintenance, emr)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (pipeline, stream, time_travel, maintenance, emr)
 
 
 def build_parser() -> argparse.ArgumentParser:

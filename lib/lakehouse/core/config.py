@@ -168,6 +168,48 @@ class BronzeConfig:
 
 
 @dataclass(frozen=True)
+class KafkaConfig:
+    """The Kafka topic `lakehouse stream` reads (Amazon MSK or any Kafka): `options` go to Spark's
+    Kafka source as `kafka.<name>` (security settings, e.g. MSK IAM authentication)."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "clickstream"
+    starting_offsets: str = "earliest"
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KinesisConfig:
+    """The Kinesis data stream `lakehouse stream` reads on EMR, through the connector EMR ships
+    (format `aws-kinesis`); `options` go to it as given (e.g. `kinesis.consumerType`)."""
+
+    stream_name: str = "clickstream"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    starting_position: str = "TRIM_HORIZON"
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Near-real-time ingestion of one source (docs/STREAMING.md): Structured Streaming from
+    `kafka` or `kinesis` into the same bronze table the daily files feed. A micro-batch starts
+    every `trigger_seconds` (`--available-now` reads what is there and stops) with at most
+    `max_records_per_batch` records; its checkpoint is `<lakehouse_root>/_checkpoints/stream/
+    <name>`. With `follow_silver` each micro-batch also applies the new bronze records of the
+    source to silver (when the lakehouse's lock is free)."""
+
+    source_type: Literal["kafka", "kinesis"] = "kafka"
+    source: str = "clickstream"
+    name: str = "clickstream"
+    trigger_seconds: float = 10
+    max_records_per_batch: int = 200_000
+    follow_silver: bool = False
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    kinesis: KinesisConfig = field(default_factory=KinesisConfig)
+
+
+@dataclass(frozen=True)
 class ContractConfig:
     """The landing contract version the senders deliver (docs/CONTRACTS.md): table columns
     declared `since` a later version stay out of silver and gold until it is raised."""
@@ -200,6 +242,7 @@ class Config:
     aws: AwsConfig | None = None
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     bronze: BronzeConfig = field(default_factory=BronzeConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
     lock: LockConfig = field(default_factory=LockConfig)
     contract: ContractConfig = field(default_factory=ContractConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
@@ -258,7 +301,23 @@ def load_config(
             f"'bronze.dedup_window_days': expected 0 or more days, got "
             f"{config.bronze.dedup_window_days}"
         )
+    _check_stream(config.stream, origin, str(env_file))
     return _resolve_local_roots(config, conf_path.resolve().parent)
+
+
+def _check_stream(stream: StreamConfig, origin: dict[str, str], default_file: str) -> None:
+    def fail(key: str, expected: str, got: object) -> ConfigError:
+        return ConfigError(
+            f"{_file_of(origin, f'stream.{key}', default_file)}: key 'stream.{key}': "
+            f"expected {expected}, got {got}"
+        )
+
+    if not stream.trigger_seconds > 0:
+        raise fail("trigger_seconds", "a positive number of seconds", stream.trigger_seconds)
+    if stream.max_records_per_batch < 1:
+        raise fail("max_records_per_batch", "1 or more", stream.max_records_per_batch)
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", stream.name):
+        raise fail("name", "a name of lower-case letters, digits, '-' and '_'", stream.name)
 
 
 TABLE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$")

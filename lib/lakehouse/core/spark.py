@@ -38,7 +38,15 @@ JARS_DIR_ENV = "LAKEHOUSE_JARS_DIR"
 # already running takes the SQL ones at once).
 SETTINGS_ENV = "LAKEHOUSE_SPARK_SETTINGS"
 REQUIRED_JARS = ("delta-spark_2.12-", "delta-storage-", "deequ-")
-OPTIONAL_JARS = ("hadoop-aws-", "aws-java-sdk-bundle-")
+OPTIONAL_JARS = (
+    "hadoop-aws-",
+    "aws-java-sdk-bundle-",
+    # Structured Streaming from Kafka (`lakehouse stream`).
+    "spark-sql-kafka-0-10_2.12-",
+    "spark-token-provider-kafka-0-10_2.12-",
+    "kafka-clients-",
+    "commons-pool2-",
+)
 
 DELTA_SETTINGS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
