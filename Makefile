@@ -27,7 +27,7 @@ AIRFLOW_PY := $(AIRFLOW_VENV)/bin/python
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 AIRFLOW_REQS := orchestration/airflow/requirements.txt orchestration/airflow/requirements-test.txt orchestration/airflow/constraints.txt
 
-.PHONY: help setup venv airflow-venv jars kafka-jars browser pages run maintain package upload test fuzz faults chaos lint format typecheck check clean clean-data bench notebooks
+.PHONY: help setup venv airflow-venv jars kafka-jars browser pages run maintain package upload test fuzz faults chaos lint format typecheck check clean clean-data bench bench-stream notebooks
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -151,6 +151,9 @@ pages: venv browser ## open the last run's dashboard and two made-up shops' in h
 
 bench: venv jars kafka-jars ## benchmark on generated data (SCALE=small|default|large) -> docs/BENCHMARKS.md, docs/bench/
 	$(PY) -m lakehouse_dev.bench --scale $(SCALE) --command "make bench SCALE=$(SCALE)"
+
+bench-stream: venv jars kafka-jars ## the streaming ingestion's latency (10 s trigger) and throughput on a local Kafka broker
+	$(PY) -m lakehouse_dev.bench.stream --command "make bench-stream"
 
 lint: venv ## ruff (lint and format check) on lib, jobs, orchestration and tests
 	$(VENV)/bin/ruff check lib jobs orchestration tests

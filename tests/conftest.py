@@ -40,6 +40,7 @@ SLOWEST_FIRST = (
     "test_time_travel.py",
     "test_notebooks.py",
     "test_quality_stories.py",
+    "test_stream.py",
     "test_catch_up.py",
     "test_quality_gate.py",
     "test_erasure.py",

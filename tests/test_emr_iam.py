@@ -126,6 +126,9 @@ def test_every_resource_is_inside_the_configured_scope(env: str, airflow_target:
         f"arn:aws:events:{region}:{acct}:rule/StepFunctionsGetEventsForEMRServerlessJobRule",
         # This env's state machine (its daily schedule starts it).
         f"arn:aws:states:{region}:{acct}:stateMachine:{machine}",
+        # The Kinesis data stream the streaming ingestion reads, and its shards.
+        f"arn:aws:kinesis:{region}:{acct}:stream/lakehouse-{env}-clickstream",
+        f"arn:aws:kinesis:{region}:{acct}:stream/lakehouse-{env}-clickstream/*",
     }
 
     this_env = {
@@ -370,3 +373,54 @@ def test_the_airflow_role_runs_the_steps_of_this_env_and_notifies_only() -> None
         "arn:aws:elasticmapreduce:eu-west-1:123456789012:cluster/*"
     ]
     assert by_sid["RunClusterSteps"]["Condition"] == dev_applications
+
+
+def test_the_job_role_reads_the_envs_kinesis_stream_and_nothing_else_of_kinesis() -> None:
+    policy = render_policies(load_config("dev"), load_definitions("dev"))["job-role-policy.json"]
+    kinesis = [s for s in _statements(policy) if any(a.startswith("kinesis:") for a in s["Action"])]
+    account = load_definitions("dev").account.account_id
+    stream = f"arn:aws:kinesis:eu-west-1:{account}:stream/lakehouse-dev-clickstream"
+    assert kinesis == [
+        {
+            "Sid": "ReadClickstreamStream",
+            "Effect": "Allow",
+            "Action": [
+                "kinesis:DescribeStreamSummary",
+                "kinesis:ListShards",
+                "kinesis:GetShardIterator",
+                "kinesis:GetRecords",
+            ],
+            "Resource": [stream, f"{stream}/*"],
+        }
+    ]
+
+
+def test_a_stream_from_msk_lets_the_job_role_read_its_topic_with_its_own_consumer_groups() -> None:
+    cluster = (
+        "arn:aws:kafka:eu-west-1:111122223333:cluster/shop/0a1b2c3d-4e5f-6789-abcd-ef0123456789-2"
+    )
+    config = load_config(
+        "dev",
+        overrides={
+            "stream": {
+                "source_type": "kafka",
+                "name": "clicks",
+                "kafka": {"topic": "web-events", "msk_cluster_arn": cluster},
+            }
+        },
+    )
+    policy = render_policies(config, load_definitions("dev"))["job-role-policy.json"]
+    by_sid = {s["Sid"]: s for s in _statements(policy)}
+    scope = "shop/0a1b2c3d-4e5f-6789-abcd-ef0123456789-2"
+    assert by_sid["ConnectToClickstreamCluster"]["Resource"] == [cluster]
+    assert by_sid["ReadClickstreamTopic"]["Action"] == [
+        "kafka-cluster:DescribeTopic",
+        "kafka-cluster:ReadData",
+    ]
+    assert by_sid["ReadClickstreamTopic"]["Resource"] == [
+        f"arn:aws:kafka:eu-west-1:111122223333:topic/{scope}/web-events"
+    ]
+    assert by_sid["ClickstreamConsumerGroups"]["Resource"] == [
+        f"arn:aws:kafka:eu-west-1:111122223333:group/{scope}/lakehouse-stream-clicks*"
+    ]
+    assert "ReadClickstreamStream" not in by_sid

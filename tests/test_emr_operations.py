@@ -14,7 +14,7 @@ from lakehouse.core.config import Config
 from lakehouse.emr import cluster, operations
 from lakehouse.emr.bundle import bundle_layout
 from lakehouse.emr.definitions import load_definitions
-from moto_server import aws_clients, run_cli
+from moto_server import aws_clients, capture, run_cli
 
 moto_url = moto_server.moto_url
 moto = moto_server.moto
@@ -115,3 +115,83 @@ def test_a_job_entry_point_hands_its_arguments_to_the_lakehouse_command() -> Non
         "/c",
         ["--env", "dev", "--conf-dir", "/c", "erase", "--customer", "C-1"],
     )
+
+
+KINESIS_JAR = (
+    "/usr/share/aws/kinesis/spark-sql-kinesis/lib/spark-streaming-sql-kinesis-connector.jar"
+)
+
+
+def test_the_stream_starts_one_serverless_streaming_run_restarted_from_its_checkpoint(
+    moto: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[list[dict]] = []
+
+    def clients_with_capture(config: Config) -> object:
+        clients = aws_clients(config)
+        sent.append(capture(clients.client("emr-serverless"), "StartJobRun"))
+        return clients
+
+    monkeypatch.setattr("lakehouse.cli.emr._clients", clients_with_capture)
+    assert run_cli(["emr", "stream", "--env", "dev"], monkeypatch) == 0
+    assert run_cli(["emr", "stream", "--env", "dev"], monkeypatch) == 0
+
+    (run,) = _runs(moto)  # the second submission found the first running
+    assert run["name"] == "stream-clickstream"
+    (request,) = [r for batch in sent for r in batch]
+    assert request["mode"] == "STREAMING"
+    assert request["retryPolicy"] == {"maxFailedAttemptsPerHour": 5}
+    assert "executionTimeoutMinutes" not in request  # it runs until cancelled
+    submit = request["jobDriver"]["sparkSubmit"]
+    assert submit["entryPoint"] == f"{ARTIFACTS}/jobs/stream.py"
+    assert submit["entryPointArguments"] == ["--env", "dev"]
+    parameters = submit["sparkSubmitParameters"].split(" ")
+    jars = parameters[parameters.index("--jars") + 1].split(",")
+    assert jars == [
+        f"{ARTIFACTS}/jars/deequ-2.0.7-spark-3.5.jar",
+        f"{ARTIFACTS}/jars/spark-sql-kafka-0-10_2.12-3.5.7.jar",
+        f"{ARTIFACTS}/jars/spark-token-provider-kafka-0-10_2.12-3.5.7.jar",
+        f"{ARTIFACTS}/jars/kafka-clients-3.4.1.jar",
+        f"{ARTIFACTS}/jars/commons-pool2-2.11.1.jar",
+        "/usr/share/aws/delta/lib/delta-spark.jar",
+        "/usr/share/aws/delta/lib/delta-storage.jar",
+        KINESIS_JAR,
+    ]
+    assert "spark.speculation=false" in parameters
+    # The daily run's settings are all there too (Delta, Glue, the bundle's Python).
+    daily = operations.serverless.spark_submit_parameters(
+        load_definitions("dev"),
+        bundle_layout(
+            "s3://lakehouse-dev-artifacts/lakehouse", load_definitions("dev").bundle, "0.1.0"
+        ),
+    ).split(" ")
+    daily_conf = {daily[i + 1] for i, a in enumerate(daily) if a == "--conf"}
+    assert daily_conf <= {parameters[i + 1] for i, a in enumerate(parameters) if a == "--conf"}
+
+
+def test_the_stream_as_a_cluster_step_hands_the_application_to_yarn_and_continues_on_failure(
+    dev_config: Config,
+) -> None:
+    clients = aws_clients(dev_config)
+    defs = load_definitions("dev")
+    cluster.cluster_up(clients, dev_config, defs, log=lambda _: None)
+    layout = bundle_layout("s3://lakehouse-dev-artifacts/lakehouse", defs.bundle, "0.1.0")
+    job = operations.stream_job(dev_config)
+
+    first = operations.submit_step(clients, dev_config, defs, layout, job, log=lambda _: None)
+    again = operations.submit_step(clients, dev_config, defs, layout, job, log=lambda _: None)
+
+    assert first == again
+    (step,) = clients.client("emr").list_steps(ClusterId=first[0])["Steps"]
+    assert step["Name"] == "stream-clickstream"
+    assert step["ActionOnFailure"] == "CONTINUE"
+    args = step["Config"]["Args"]
+    assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
+    assert args[-3:] == [f"{ARTIFACTS}/jobs/stream.py", "--env", "dev"]
+    confs = {args[i + 1] for i, a in enumerate(args) if a == "--conf"}
+    assert {"spark.yarn.submit.waitAppCompletion=false", "spark.speculation=false"} <= confs
+    assert args[args.index("--jars") + 1].split(",")[-1] == KINESIS_JAR
+    # Everything the daily steps set is kept.
+    daily = cluster.step_params(defs, layout, "x", "stream", ["--env", "dev"])["HadoopJarStep"]
+    daily_args = daily["Args"]
+    assert {daily_args[i + 1] for i, a in enumerate(daily_args) if a == "--conf"} <= confs

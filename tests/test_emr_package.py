@@ -26,7 +26,17 @@ from moto_server import run_cli
 moto_url = moto_server.moto_url
 moto = moto_server.moto
 
-JOBS = ["bronze", "silver", "quality", "gold", "pipeline", "maintain", "erase", "backfill"]
+JOBS = [
+    "bronze", "silver", "quality", "gold", "pipeline", "maintain", "erase", "backfill", "stream"
+]  # fmt: skip
+# The jars emr/bundle.yaml ships: Deequ, and the Kafka connector with what it needs.
+JARS = [
+    "deequ-2.0.7-spark-3.5.jar",
+    "spark-sql-kafka-0-10_2.12-3.5.7.jar",
+    "spark-token-provider-kafka-0-10_2.12-3.5.7.jar",
+    "kafka-clients-3.4.1.jar",
+    "commons-pool2-2.11.1.jar",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +52,8 @@ def _project(root: Path) -> tuple[Path, Path]:
         (root / "jobs" / f"{job}.py").write_text(f"# {job} entry point\n")
     jars = root / ".jars"
     jars.mkdir()
-    (jars / "deequ-2.0.7-spark-3.5.jar").write_bytes(b"PK fake jar")
+    for jar in JARS:
+        (jars / jar).write_bytes(b"PK fake jar")
     wheel = root / "build" / "lakehouse-0.1.0-py3-none-any.whl"
     wheel.parent.mkdir()
     requires = importlib.metadata.requires("lakehouse") or []
@@ -88,7 +99,7 @@ def test_bundle_holds_wheel_pure_python_deps_jobs_and_deequ(
     manifest = json.loads((target / "manifest.json").read_text())
     assert sorted(e["path"] for e in manifest["files"]) == sorted(
         [
-            "jars/deequ-2.0.7-spark-3.5.jar",
+            *(f"jars/{j}" for j in JARS),
             *(f"jobs/{j}.py" for j in JOBS),
             "lakehouse-0.1.0-py3-none-any.whl",
             "pyfiles.zip",
@@ -213,7 +224,7 @@ def test_upload_puts_the_bundle_under_the_version(
     assert sorted(o["Key"] for o in listed) == sorted(
         f"lakehouse/0.1.0/{p}"
         for p in [
-            "jars/deequ-2.0.7-spark-3.5.jar",
+            *(f"jars/{j}" for j in JARS),
             *(f"jobs/{j}.py" for j in JOBS),
             "lakehouse-0.1.0-py3-none-any.whl",
             "pyfiles.zip",

@@ -13,6 +13,8 @@ folder, starts the server on two free loopback ports, waits until it answers, an
 
 from __future__ import annotations
 
+import datetime as dt
+import gzip
 import os
 import shutil
 import socket
@@ -100,6 +102,9 @@ class Broker:
                 "share.coordinator.state.topic.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=false",
+                # Tests publish events stamped with their (past) delivery day: time-based
+                # retention would delete them at its next check, five minutes on.
+                "log.retention.ms=-1",
                 "",
             ]
         )
@@ -198,19 +203,49 @@ def publish(
     *,
     keys: Sequence[bytes | None] | None = None,
     partition: int | None = None,
+    timestamp_ms: int | None = None,
 ) -> int:
-    """Send `messages` to `topic` and wait until the broker has them all; how many were sent."""
+    """Send `messages` to `topic` and wait until the broker has them all; how many were sent.
+    `timestamp_ms` sets every record's timestamp (the stream's `ingest_date` is its UTC date;
+    default: when it is sent)."""
     send = producer(bootstrap)
     sent = 0
     try:
         futures = []
         for i, message in enumerate(messages):
             key = keys[i] if keys is not None else None
-            futures.append(send.send(topic, value=message, key=key, partition=partition))
+            futures.append(
+                send.send(
+                    topic, value=message, key=key, partition=partition, timestamp_ms=timestamp_ms
+                )
+            )
             sent += 1
         send.flush()
         for f in futures:
             f.get(timeout=30)
     finally:
         send.close()
+    return sent
+
+
+def day_start_ms(day: str) -> int:
+    """Midnight UTC of `day` (YYYY-MM-DD) in epoch milliseconds."""
+    return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def publish_landed(landing_root: str | Path, source: str, bootstrap: str, topic: str) -> int:
+    """Publish every line of `source`'s landed files (a generated landing zone's clickstream),
+    a message per non-blank line, in file order, each stamped with its file's ingest date: the
+    stream then receives what the daily files deliver, as the front end would have sent it."""
+    folder = Path(landing_root) / source
+    sent = 0
+    for day_folder in sorted(folder.glob("ingest_date=*")):
+        day = day_folder.name.split("=", 1)[1]
+        lines: list[bytes] = []
+        for path in sorted(p for p in day_folder.iterdir() if not p.name.startswith((".", "_"))):
+            content = path.read_bytes()
+            if path.name.endswith(".gz"):
+                content = gzip.decompress(content)
+            lines.extend(line for line in content.split(b"\n") if line.strip())
+        sent += publish(bootstrap, topic, lines, timestamp_ms=day_start_ms(day))
     return sent

@@ -29,8 +29,9 @@ run holding it does the same work itself).
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pyspark.sql import DataFrame, Row, SparkSession
@@ -46,7 +47,7 @@ from lakehouse.bronze.ingestion import (
 )
 from lakehouse.bronze.landing import parse_message
 from lakehouse.core import progress
-from lakehouse.core.config import StreamConfig, join_uri
+from lakehouse.core.config import StreamConfig, group_id_prefix, join_uri
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.crash import crash_point
 from lakehouse.core.delta_io import ensure_table
@@ -54,11 +55,7 @@ from lakehouse.core.errors import UserError
 from lakehouse.core.spark import BATCH_STORAGE
 from lakehouse.silver.merge import Txn, delta_txn
 from lakehouse.state import ledger as ledger_mod
-from lakehouse.state.ledger import LedgerEntry, utcnow
-
-# Every stream micro-batch's run id starts so (the run index leaves them out: a run there is a
-# pipeline run; the stream's rows are read with `stream_ledger`).
-STREAM_RUN_PREFIX = "stream-"
+from lakehouse.state.ledger import STREAM_RUN_PREFIX, LedgerEntry, utcnow
 
 # The columns every source's messages are brought to before parsing.
 MESSAGE_COLUMNS = ("_file", "_line", "ingest_date", "payload")
@@ -97,7 +94,7 @@ def kinesis_messages(raw: DataFrame) -> DataFrame:
     )
 
 
-def _parse_rows(rows: Iterator[Row], source: str) -> Iterator[tuple[object, ...]]:
+def _parse_rows(rows: Iterable[Row], source: str) -> Iterator[tuple[object, ...]]:
     for row in rows:
         rec = parse_message(source, row["payload"])
         yield (
@@ -163,7 +160,9 @@ def write_micro_batch(
     return entries
 
 
-def _follow_silver(spark: SparkSession, lh: Lakehouse, run_id: str, source: str) -> list[LedgerEntry]:
+def _follow_silver(
+    spark: SparkSession, lh: Lakehouse, run_id: str, source: str
+) -> list[LedgerEntry]:
     """Apply the source's new bronze records to silver under the lakehouse's lock, or leave them
     to the run that holds it (never waiting: the stream keeps its pace)."""
     from lakehouse.silver import engine
@@ -195,6 +194,7 @@ def read_messages(spark: SparkSession, config: StreamConfig) -> DataFrame:
             .option("subscribe", k.topic)
             .option("startingOffsets", k.starting_offsets)
             .option("maxOffsetsPerTrigger", str(config.max_records_per_batch))
+            .option("groupIdPrefix", group_id_prefix(config.name))
             # A topic's retention deleting records the checkpoint has not read is data lost:
             # fail rather than skip past them.
             .option("failOnDataLoss", "true")
@@ -237,7 +237,7 @@ class StreamIngestion:
         if lh.sources[config.source].format != "jsonl":
             raise UserError(
                 f"stream.source {config.source!r} lands as {lh.sources[config.source].format}: "
-                "only JSON sources are streamed (one message is one JSON object)"
+                "only JSON-lines sources are streamed (one message is one JSON object)"
             )
         self.spark, self.lh, self.config = spark, lh, config
         self.query: StreamingQuery | None = None
@@ -266,7 +266,9 @@ class StreamIngestion:
                 rows_written=(written[0].records_written or 0) + (written[0].quarantined or 0),
             )
 
-    def start(self, *, available_now: bool = False, trigger_seconds: float | None = None) -> StreamingQuery:
+    def start(
+        self, *, available_now: bool = False, trigger_seconds: float | None = None
+    ) -> StreamingQuery:
         spark, lh, config = self.spark, self.lh, self.config
         if available_now and config.source_type == "kinesis":
             raise UserError(
@@ -302,7 +304,7 @@ class StreamIngestion:
         if timeout_s is None:
             self.query.awaitTermination()
             return True
-        return bool(self.query.awaitTermination(timeout_s))
+        return bool(self.query.awaitTermination(max(1, math.ceil(timeout_s))))
 
     def stop(self) -> None:
         if self.query is not None and self.query.isActive:

@@ -142,6 +142,14 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser(
+        "stream",
+        parents=[common, target],
+        help="start the streaming ingestion (conf `stream`): a Serverless STREAMING run, or with "
+        "--cluster a step handing it to YARN; one per stream name",
+    )
+    p.set_defaults(func=cmd_stream)
+
+    p = sub.add_parser(
         "maintain",
         parents=[common, target],
         help="run the maintenance job now (OPTIMIZE, VACUUM, full quality scan)",
@@ -398,6 +406,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_maintain(args: argparse.Namespace) -> int:
     config, _ = _context(args)
     return _submit_ops(args, operations.maintenance_job(config, date.today(), args.no_quality))
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    config, _ = _context(args)
+    return _submit_ops(args, operations.stream_job(config))
 
 
 def cmd_erase(args: argparse.Namespace) -> int:

@@ -24,6 +24,14 @@ def register(sub: Any) -> None:
     gen.add_argument("--orders-per-day", type=int, default=None)
     gen.add_argument("--no-defects", action="store_true", help="clean, in-order, exactly-once data")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing landing zone")
+    gen.add_argument(
+        "--publish-to",
+        metavar="BOOTSTRAP",
+        default=None,
+        help="also publish the generated clickstream to Kafka at BOOTSTRAP (host:port), a "
+        "message per event stamped with its delivery day, for `lakehouse stream`",
+    )
+    gen.add_argument("--topic", default=None, help="the Kafka topic (default: stream.kafka.topic)")
     gen.set_defaults(func=cmd_generate)
 
     ing = sub.add_parser("ingest", help="land new files into bronze")
@@ -94,6 +102,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(
         f"generated landing zone in {config.storage.landing_root}: {describe_generation(summary)}"
     )
+    if args.publish_to:
+        from lakehouse_dev.kafka import publish_landed
+
+        topic = args.topic or config.stream.kafka.topic
+        sent = publish_landed(
+            config.storage.landing_root, config.stream.source, args.publish_to, topic
+        )
+        print(f"published {sent} {config.stream.source} messages to {topic} at {args.publish_to}")
     return 0
 
 

@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import time
 from typing import Any
 
 from lakehouse.cli.common import lakehouse_of, session
 from lakehouse.core import progress
+
+# How often the command looks for a stop request or the end of `--for-seconds`.
+POLL_SECONDS = 2.0
 
 
 def _positive(text: str) -> float:
@@ -29,7 +33,7 @@ def register(sub: Any) -> None:
     when.add_argument(
         "--available-now",
         action="store_true",
-        help="read what the topic holds now (in batches of stream.max_records_per_batch), then stop",
+        help="read what the topic holds now (batches of stream.max_records_per_batch), then stop",
     )
     when.add_argument(
         "--trigger-seconds",
@@ -41,7 +45,7 @@ def register(sub: Any) -> None:
         "--for-seconds",
         type=_positive,
         default=None,
-        help="stop the query after this long (default: run until stopped, SIGTERM stops it cleanly)",
+        help="stop the query after this long (default: until stopped; SIGTERM stops it cleanly)",
     )
     stream.add_argument("--source-type", choices=("kafka", "kinesis"), default=None)
     stream.add_argument(
@@ -95,19 +99,20 @@ def cmd_stream(args: argparse.Namespace) -> int:
     spark = session(lh, f"lakehouse-stream-{config.name}")
     ingestion = stream_mod.StreamIngestion(spark, lh, config)
     ingestion.start(available_now=args.available_now, trigger_seconds=args.trigger_seconds)
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def stop(signum: int, frame: Any) -> None:
-        progress.report(f"  stream {config.name}: stopping (signal {signum})")
-        ingestion.stop()
-
-    signal.signal(signal.SIGTERM, stop)
+    # SIGTERM (EMR cancelling the run, `kill`) asks for a clean stop: the handler only records
+    # it (a Py4J call from a signal handler would interleave with the main thread's own), and the
+    # loop below stops the query between two waits: the micro-batch in flight finishes or is
+    # replayed from the checkpoint, never half-written.
+    asked: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: asked.append(signum))
+    deadline = None if args.for_seconds is None else time.monotonic() + args.for_seconds
     try:
-        if args.for_seconds is not None and not args.available_now:
-            ingestion.await_termination(args.for_seconds)
-            ingestion.stop()
-        else:
-            ingestion.await_termination(args.for_seconds)
+        while not ingestion.await_termination(POLL_SECONDS):
+            if asked:
+                progress.report(f"  stream {config.name}: stopping (signal {asked[0]})")
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
     finally:
         signal.signal(signal.SIGTERM, previous)
         ingestion.stop()

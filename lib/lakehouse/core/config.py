@@ -176,6 +176,15 @@ class KafkaConfig:
     topic: str = "clickstream"
     starting_offsets: str = "earliest"
     options: dict[str, str] = field(default_factory=dict)
+    # An MSK cluster's ARN: the job role may then read the topic with IAM authentication
+    # (`lakehouse emr iam`); set the matching `options` (security.protocol SASL_SSL, ...).
+    msk_cluster_arn: str | None = None
+
+
+def group_id_prefix(stream_name: str) -> str:
+    """The prefix of the consumer groups the stream's Kafka source uses (the IAM policy of an
+    MSK cluster allows those groups alone)."""
+    return f"lakehouse-stream-{stream_name}"
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
@@ -181,9 +183,27 @@ def clear_caches(spark: SparkSession) -> None:
 
 
 def stop_spark(spark: SparkSession) -> None:
-    """Stop the session and the Py4J callback server pydeequ may have started, so the process
-    can exit."""
+    """Stop the session and the Py4J callback server pydeequ or a streaming query's
+    `foreachBatch` may have started, so the process can exit."""
     gateway = getattr(spark.sparkContext, "_gateway", None)
     if gateway is not None:
+        _end_callback_connections(gateway)
         gateway.shutdown_callback_server()
     spark.stop()
+
+
+def _end_callback_connections(gateway: Any) -> None:
+    """Shut the sockets of the callback server's open connections down first: Py4J's shutdown
+    closes a connection's reader before its socket, and a thread blocked reading that socket
+    (the JVM's connection for `foreachBatch`) holds the reader's lock, so the close waited for
+    a command that never came and `lakehouse stream` never exited. Shut down, the blocked read
+    ends and the thread lets go."""
+    server = getattr(gateway, "_callback_server", None)
+    for connection in list(getattr(server, "connections", None) or ()):
+        sock = getattr(connection, "socket", None)
+        if sock is None:
+            continue
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed

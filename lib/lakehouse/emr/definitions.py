@@ -322,6 +322,30 @@ class OrchestrationDef:
 
 
 @dataclass(frozen=True)
+class StreamingServerlessDef:
+    max_failed_attempts_per_hour: int = 5
+
+
+@dataclass(frozen=True)
+class StreamingClusterDef:
+    action_on_failure: Literal["CANCEL_AND_WAIT", "TERMINATE_CLUSTER", "CONTINUE"] = "CONTINUE"
+
+
+@dataclass(frozen=True)
+class StreamingDef:
+    """The streaming ingestion job on EMR (`lakehouse.emr.operations.stream_job`): a Serverless
+    STREAMING run restarted from its checkpoint after a failure, or a cluster step that hands
+    the application to YARN and ends."""
+
+    serverless: StreamingServerlessDef = field(default_factory=StreamingServerlessDef)
+    cluster: StreamingClusterDef = field(default_factory=StreamingClusterDef)
+    spark_conf: dict[str, str] = field(default_factory=dict)
+    kinesis_connector_jar: str = (
+        "/usr/share/aws/kinesis/spark-sql-kinesis/lib/spark-streaming-sql-kinesis-connector.jar"
+    )
+
+
+@dataclass(frozen=True)
 class EmrDefinitions:
     """All EMR definitions of one environment."""
 
@@ -333,6 +357,7 @@ class EmrDefinitions:
     schedule: ScheduleDef
     monitoring: MonitoringDef
     orchestration: OrchestrationDef
+    streaming: StreamingDef = field(default_factory=StreamingDef)
 
 
 def load_definition(name: str, tp: type[T], env: str, emr_dir: str | Path | None = None) -> T:
@@ -356,6 +381,7 @@ def load_definitions(env: str, emr_dir: str | Path | None = None) -> EmrDefiniti
         schedule=load_definition("schedule", ScheduleDef, env, emr_dir),
         monitoring=load_definition("monitoring", MonitoringDef, env, emr_dir),
         orchestration=load_definition("orchestration", OrchestrationDef, env, emr_dir),
+        streaming=load_definition("streaming", StreamingDef, env, emr_dir),
     )
 
 

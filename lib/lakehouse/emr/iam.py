@@ -53,7 +53,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lakehouse.core.config import Config, is_uri
+from lakehouse.core.config import Config, group_id_prefix, is_uri
 from lakehouse.emr.bundle import split_s3_uri
 from lakehouse.emr.definitions import EmrDefinitions, require_aws
 from lakehouse.emr.stepfunctions import SYNC_EVENTS_RULE, state_machine_arn
@@ -204,8 +204,60 @@ def job_role_policy(config: Config, defs: EmrDefinitions) -> dict[str, Any]:
         },
         *_secret_statements(config, account),
         *_outcome_statements(defs),
+        *_stream_statements(config, account),
     ]
     return {"Version": VERSION, "Statement": statements}
+
+
+def _stream_statements(config: Config, account: str) -> list[dict[str, Any]]:
+    """Reading the stream `lakehouse stream` ingests (conf `stream`): the Kinesis data stream
+    with the connector's GetRecords consumer, or the topic of the MSK cluster
+    (`stream.kafka.msk_cluster_arn`, IAM authentication) with consumer groups of the stream's
+    prefix. A Kafka outside MSK authenticates by its own means (`stream.kafka.options`)."""
+    assert config.aws is not None
+    stream = config.stream
+    if stream.source_type == "kinesis":
+        arn = (
+            f"arn:aws:kinesis:{stream.kinesis.region}:{account}:stream/{stream.kinesis.stream_name}"
+        )
+        return [
+            {
+                "Sid": "ReadClickstreamStream",
+                "Effect": "Allow",
+                "Action": [
+                    "kinesis:DescribeStreamSummary",
+                    "kinesis:ListShards",
+                    "kinesis:GetShardIterator",
+                    "kinesis:GetRecords",
+                ],
+                "Resource": [arn, f"{arn}/*"],
+            }
+        ]
+    cluster = stream.kafka.msk_cluster_arn
+    if not cluster:
+        return []
+    name_and_id = cluster.split(":cluster/", 1)[1]
+    prefix = cluster.split(":cluster/", 1)[0]
+    return [
+        {
+            "Sid": "ConnectToClickstreamCluster",
+            "Effect": "Allow",
+            "Action": ["kafka-cluster:Connect", "kafka-cluster:DescribeCluster"],
+            "Resource": [cluster],
+        },
+        {
+            "Sid": "ReadClickstreamTopic",
+            "Effect": "Allow",
+            "Action": ["kafka-cluster:DescribeTopic", "kafka-cluster:ReadData"],
+            "Resource": [f"{prefix}:topic/{name_and_id}/{stream.kafka.topic}"],
+        },
+        {
+            "Sid": "ClickstreamConsumerGroups",
+            "Effect": "Allow",
+            "Action": ["kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup"],
+            "Resource": [f"{prefix}:group/{name_and_id}/{group_id_prefix(stream.name)}*"],
+        },
+    ]
 
 
 def secret_arn(config: Config, account: str) -> str | None:

@@ -11,18 +11,18 @@ of that name is queued, running or done starts nothing (a failed one may be subm
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from lakehouse.core.config import Config
 from lakehouse.emr import cluster, serverless
-from lakehouse.emr.bundle import BundleLayout
+from lakehouse.emr.bundle import BundleLayout, spark_submit_args
 from lakehouse.emr.clients import AwsClients, Request
 from lakehouse.emr.definitions import EmrDefinitions
 
-MAINTAIN, ERASE, BACKFILL = "maintain", "erase", "backfill"
+MAINTAIN, ERASE, BACKFILL, STREAM = "maintain", "erase", "backfill", "stream"
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,28 @@ def backfill_job(config: Config, first: date, last: date, dry_run: bool = False)
     return OpsJob(BACKFILL, f"backfill-{span}", tuple(arguments))
 
 
+def stream_job(config: Config) -> OpsJob:
+    """The streaming ingestion (`lakehouse stream` with conf/<env>.yaml's `stream` section),
+    running until cancelled: one per stream name (`stream-<name>`)."""
+    return OpsJob(STREAM, f"stream-{config.stream.name}", ("--env", config.env))
+
+
+def _streaming_attachments(
+    config: Config,
+    defs: EmrDefinitions,
+    layout: BundleLayout,
+    jars: Sequence[str],
+    conf: dict[str, str],
+) -> list[str]:
+    """The stream's spark-submit options: the bundle (the Kafka connector among its jars), the
+    target's own `jars`, the Kinesis connector EMR ships when the stream reads Kinesis, the
+    streaming settings over `conf`."""
+    kinesis = (
+        [defs.streaming.kinesis_connector_jar] if config.stream.source_type == "kinesis" else []
+    )
+    return spark_submit_args(layout, [*jars, *kinesis], {**conf, **defs.streaming.spark_conf})
+
+
 # ---------------------------------------------------------------- EMR Serverless
 
 
@@ -86,7 +108,30 @@ def run_request(
         arguments=list(job.arguments),
         entry_point=job.entry_point,
     )
+    if job.entry_point == STREAM:
+        params = _streaming_run(config, defs, layout, params)
     return Request("emr-serverless", "start_job_run", params)
+
+
+def _streaming_run(
+    config: Config, defs: EmrDefinitions, layout: BundleLayout, params: dict[str, Any]
+) -> dict[str, Any]:
+    """A STREAMING job run (EMR Serverless 7.1+): restarted from its checkpoint after a failure,
+    up to `max_failed_attempts_per_hour`; no execution timeout (it runs until cancelled)."""
+    submit = dict(params["jobDriver"]["sparkSubmit"])
+    base = serverless.spark_submit_parameters(defs, layout).split(" ")
+    conf = dict(base[i + 1].split("=", 1) for i, arg in enumerate(base) if arg == "--conf")
+    jars = defs.serverless.job.extra_jars
+    submit["sparkSubmitParameters"] = " ".join(
+        _streaming_attachments(config, defs, layout, jars, conf)
+    )
+    streaming = {k: v for k, v in params.items() if k != "executionTimeoutMinutes"}
+    streaming["mode"] = "STREAMING"
+    streaming["retryPolicy"] = {
+        "maxFailedAttemptsPerHour": defs.streaming.serverless.max_failed_attempts_per_hour
+    }
+    streaming["jobDriver"] = {"sparkSubmit": submit}
+    return streaming
 
 
 def run_plan(
@@ -140,7 +185,33 @@ def step_params(
     config: Config, defs: EmrDefinitions, layout: BundleLayout, job: OpsJob
 ) -> dict[str, Any]:
     """The cluster step of `job` (spark-submit in cluster mode, like the daily steps)."""
-    return cluster.step_params(defs, layout, job.name, job.entry_point, list(job.arguments))
+    step = cluster.step_params(defs, layout, job.name, job.entry_point, list(job.arguments))
+    if job.entry_point == STREAM:
+        step = _streaming_step(config, defs, layout, step)
+    return step
+
+
+def _streaming_step(
+    config: Config, defs: EmrDefinitions, layout: BundleLayout, step: dict[str, Any]
+) -> dict[str, Any]:
+    """The stream as a cluster step that hands the application to YARN and ends
+    (`spark.yarn.submit.waitAppCompletion=false`): a step that ran as long as the stream would
+    hold the cluster's step queue, and the daily steps behind it would never start. A failure
+    continues (`streaming.cluster.action_on_failure`)."""
+    args = list(step["HadoopJarStep"]["Args"])
+    job_at = args.index(layout.job_uri(STREAM))
+    options = args[3:job_at]  # after spark-submit --deploy-mode cluster
+    conf = dict(options[i + 1].split("=", 1) for i, arg in enumerate(options) if arg == "--conf")
+    conf["spark.yarn.submit.waitAppCompletion"] = "false"
+    attach = _streaming_attachments(config, defs, layout, [], conf)
+    return {
+        **step,
+        "ActionOnFailure": defs.streaming.cluster.action_on_failure,
+        "HadoopJarStep": {
+            **step["HadoopJarStep"],
+            "Args": [*args[:3], *attach, *args[job_at:]],
+        },
+    }
 
 
 def step_plan(

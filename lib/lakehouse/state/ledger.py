@@ -26,6 +26,9 @@ from lakehouse.core.context import Lakehouse
 from lakehouse.core.delta_io import ensure_table, with_conflict_retries
 
 LEDGER_TABLE = "ledger.runs"
+# The run ids of the streaming ingestion's micro-batches start so (`lakehouse.bronze.stream`):
+# one bronze row each. The run index leaves them out (a run there is a pipeline or operations run).
+STREAM_RUN_PREFIX = "stream-"
 # What can become of a record read, in the order the ledger and the CLI show them: exactly one
 # of these per record (`LedgerEntry.check_balance`).
 OUTCOMES = (

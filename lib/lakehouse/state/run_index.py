@@ -29,7 +29,7 @@ from lakehouse.core.config import join_uri
 from lakehouse.core.context import Lakehouse
 from lakehouse.gold.published import PUBLISHED_TABLE
 from lakehouse.state import reports
-from lakehouse.state.ledger import LEDGER_TABLE, read_ledger
+from lakehouse.state.ledger import LEDGER_TABLE, STREAM_RUN_PREFIX, read_ledger
 
 INDEX = "index.html"
 RUNS = "runs.json"  # every run's RunRecord, at the top of the reports root
@@ -206,6 +206,7 @@ def read_runs(
     if DeltaTable.isDeltaTable(spark, lh.path(LEDGER_TABLE)):  # the index never creates it
         ledger = (
             read_ledger(spark, lh)
+            .where(~F.col("run_id").startswith(STREAM_RUN_PREFIX))
             .groupBy("run_id", "layer", "status")
             .agg(
                 F.min("started_at").alias("started_at"),
