@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,6 +25,7 @@ from pyspark.sql import functions as F
 from lakehouse.bronze.landing import parse_landed_lines
 from lakehouse.bronze.stream import (
     StreamIngestion,
+    _yield_to_runs,
     checkpoint_path,
     kinesis_options,
     stream_ledger,
@@ -34,6 +36,7 @@ from lakehouse.core.crash import CRASH_ENV, CRASH_STATUS
 from lakehouse.core.errors import UserError
 from lakehouse.pipeline import run_bronze, run_silver
 from lakehouse.state.ledger import read_ledger
+from lakehouse.state.lock import release, store_for, try_acquire
 from lakehouse.state.quarantine import read_quarantine
 from lakehouse_dev.kafka import Broker, day_start_ms, publish
 from lakehouses import local_lakehouse
@@ -106,16 +109,17 @@ def test_published_events_reach_bronze_as_the_files_records_with_where_they_came
 ) -> None:
     broker.create_topic("reach")
     lh = streaming_lakehouse(tmp_path, broker, "reach")
-    lines = [line(event(1)), line(event(2)), line(event(3, "product_view"))]
-    publish(broker.bootstrap, "reach", lines, timestamp_ms=AT)
+    lines = [line(event(1)), line(event(2)), line(event(3, "product_view")), line(event(4))]
+    # The last one sent with a UTF-8 byte order mark, which a file's first line may carry too.
+    publish(broker.bootstrap, "reach", [*lines[:3], b"\xef\xbb\xbf" + lines[3]], timestamp_ms=AT)
 
     ingestion = drain(spark, lh)
 
     ids = file_identity(*lines)
     assert bronze(spark, lh) == sorted(
-        ("kafka://reach/0", offset, DAY, lines[offset].decode(), ids[offset]) for offset in range(3)
+        ("kafka://reach/0", offset, DAY, lines[offset].decode(), ids[offset]) for offset in range(4)
     )
-    assert ledger_counts(spark, lh) == [(3, 3, 0, 0)]
+    assert ledger_counts(spark, lh) == [(4, 4, 0, 0)]
     assert [e.run_id for e in ingestion.entries] == [
         r["run_id"] for r in stream_ledger(spark, lh).collect()
     ]
@@ -258,6 +262,18 @@ def test_a_query_killed_after_its_bronze_commit_and_restarted_writes_no_duplicat
     assert len(bronze(spark, lh)) == 6
     assert stream_ledger(spark, lh).count() == 0
 
+    # A daily run delivering the same records meanwhile counts them as duplicates: they are the
+    # killed batch's, which its replay counts (were both to claim them, they would be counted
+    # written twice).
+    _land(lh, lines)
+    daily = next(e for e in run_bronze(spark, lh, "daily-1") if e.table_name == "clickstream")
+    assert (daily.records_read, daily.records_written, daily.duplicates, daily.quarantined) == (
+        7,
+        0,
+        7,
+        0,
+    )
+
     # Restarted as it runs in production (a micro-batch a second, until stopped), then stopped
     # by SIGTERM as EMR cancels a run: it finishes cleanly.
     restarted = subprocess.Popen(
@@ -384,6 +400,10 @@ def test_a_stream_of_a_csv_source_is_refused(spark: SparkSession, tmp_path: Path
         ({"max_records_per_batch": 0}, "key 'stream.max_records_per_batch': expected 1 or more"),
         ({"name": "Click Stream"}, "key 'stream.name': expected a name of lower-case letters"),
         ({"source_type": "pubsub"}, "key 'stream.source_type': expected one of 'kafka', 'kinesis'"),
+        (
+            {"kafka": {"msk_cluster_arn": "arn:aws:kafka:eu-west-1:111122223333:topic/shop/x/t"}},
+            "key 'stream.kafka.msk_cluster_arn': expected an MSK cluster ARN",
+        ),
     ],
 )
 def test_a_wrong_stream_setting_names_its_key(setting: dict[str, object], message: str) -> None:
@@ -463,3 +483,23 @@ def test_a_generated_shops_clickstream_published_then_delivered_as_files_lands_o
     assert clicks.duplicates == len(lines)
     assert len(bronze(spark, lh)) == held
     assert read_quarantine(spark, lh).where(F.col("source") == "clickstream").count() == quarantined
+
+
+def test_the_stream_waits_while_a_run_holds_the_lakehouse_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lh = local_lakehouse(tmp_path)
+    lh = lh.with_config(lock=replace(lh.config.lock, poll_seconds=0.1))
+    store = store_for(lh)
+    holder, _ = try_acquire(store, "daily-run", "pipeline", lh.config.lock.lease_minutes)
+    assert holder is not None
+    heard: list[str] = []
+    monkeypatch.setattr("lakehouse.bronze.stream.progress.report", heard.append)
+    threading.Timer(1.0, release, (store, holder)).start()
+
+    started = time.monotonic()
+    _yield_to_runs(lh, "clickstream")
+
+    assert time.monotonic() - started >= 1.0
+    assert len(heard) == 1 and heard[0].startswith("  stream clickstream: waiting while ")
+    assert "daily-run" in heard[0]

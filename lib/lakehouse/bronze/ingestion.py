@@ -33,7 +33,7 @@ from functools import reduce
 from urllib.parse import unquote
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, Row, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     DateType,
@@ -71,6 +71,7 @@ from lakehouse.core.spark import BATCH_STORAGE, session_conf
 from lakehouse.core.specs import LandingSpec
 from lakehouse.state.ledger import (
     LEDGER_TABLE,
+    STREAM_RUN_PREFIX,
     LedgerEntry,
     LedgerImbalanceError,
     read_ledger,
@@ -499,11 +500,18 @@ def write_batch(
     parsed: DataFrame,
     dates: dict[str, set[str]],
     entries: dict[str, LedgerEntry],
+    stream_run: bool = False,
 ) -> None:
     """Insert the new records of `parsed` (PARSED_SCHEMA: landed files' records, or a stream's
     micro-batch) and quarantine their bad ones, counting them in `entries`; `dates` holds each
     source's ingest dates in the batch (the dedup window is taken around them). A table with
-    nothing new gets no commit."""
+    nothing new gets no commit.
+
+    Records an earlier attempt wrote without counting them (stopped before its ledger rows) are
+    counted as written by the one writer that will replay that attempt: a stream micro-batch
+    (`stream_run`, `run_id` its batch's) claims those of its own run id alone, which only its
+    replay carries (the checkpoint replays it, however late); a daily run claims those of any
+    run but a stream's. Neither counts the other's, so no record is counted written twice."""
     now = utcnow()
     # Read once, and only when a batch holds records bronze has already (`_orphaned`).
     counted_runs: set[str] | None = None
@@ -542,8 +550,9 @@ def write_batch(
     if any(quarantined_by_source.get(s, 0) < int(c["distinct_bad"]) for s, c in counts.items()):
         # Bad records quarantined already: by a run that has no bronze ledger row (stopped
         # before it), they are this run's to count, as `_orphaned` does for written records.
-        counted_runs = _runs_with_bronze_rows(spark, lh)
-        orphaned_bad = _orphaned_quarantine(spark, lh, parsed, counted_runs)
+        counted_runs = set() if stream_run else _runs_with_bronze_rows(spark, lh)
+        claimable = _claimable(counted_runs, run_id if stream_run else None)
+        orphaned_bad = _orphaned_quarantine(spark, lh, parsed, claimable("run_id"))
     for source, entry in entries.items():
         if source not in counts:
             continue
@@ -573,8 +582,9 @@ def write_batch(
             existing = good.join(held, "_record_id", "left_semi").count()
             if existing:
                 if counted_runs is None:
-                    counted_runs = _runs_with_bronze_rows(spark, lh)
-                orphaned = _orphaned(good, landed, counted_runs)
+                    counted_runs = set() if stream_run else _runs_with_bronze_rows(spark, lh)
+                claimable = _claimable(counted_runs, run_id if stream_run else None)
+                orphaned = _orphaned(good, landed, claimable("_run_id"))
             if int(c["distinct_good"]) > existing:
                 window = dedup_window(dates[source], days, column="t.ingest_date")
                 inserted = _insert_new(spark, path, fresh, run_id, now, window)
@@ -643,25 +653,40 @@ def _runs_with_bronze_rows(spark: SparkSession, lh: Lakehouse) -> set[str]:
     return {r["run_id"] for r in ledger.select("run_id").distinct().collect()}
 
 
-def _orphaned(good: DataFrame, landed: DataFrame, counted_runs: set[str]) -> int:
-    """How many of the batch's records bronze holds from a run that wrote no bronze ledger row:
-    a run stopped between its bronze commit and its ledger rows. This run counts them as
-    written (not as duplicates), so every bronze record is counted written exactly once."""
-    uncounted = (
-        landed.where(~F.col("_run_id").isin(sorted(counted_runs))) if counted_runs else landed
-    )
+def _claimable(counted_runs: set[str], stream_run: str | None) -> Callable[[str], Column]:
+    """The predicate, on a run id column, of the uncounted records this writer claims (see
+    `write_batch`): a stream micro-batch's own run id; for a daily run, any run with no bronze
+    ledger row that is not a stream's."""
+
+    def on(column: str) -> Column:
+        run = F.col(column)
+        if stream_run is not None:
+            return run == F.lit(stream_run)
+        mine = ~run.startswith(STREAM_RUN_PREFIX)
+        return mine & ~run.isin(sorted(counted_runs)) if counted_runs else mine
+
+    return on
+
+
+def _orphaned(good: DataFrame, landed: DataFrame, claimable: Column) -> int:
+    """How many of the batch's records bronze holds from a run that wrote no bronze ledger row
+    (`claimable`, on `_run_id`): a run stopped between its bronze commit and its ledger rows.
+    This run counts them as written (not as duplicates), so every bronze record is counted
+    written exactly once."""
+    uncounted = landed.where(claimable)
     return good.join(uncounted.select("_record_id"), "_record_id", "left_semi").count()
 
 
 def _orphaned_quarantine(
-    spark: SparkSession, lh: Lakehouse, parsed: DataFrame, counted_runs: set[str]
+    spark: SparkSession, lh: Lakehouse, parsed: DataFrame, claimable: Column
 ) -> dict[str, int]:
     """Per source, how many of the batch's bad records the quarantine holds from a run that
-    wrote no bronze ledger row (stopped between its bronze commits and its ledger rows)."""
+    wrote no bronze ledger row (`claimable`, on `run_id`: stopped between its bronze commits
+    and its ledger rows)."""
     held = (
         read_quarantine(spark, lh)
         .where(F.col("layer") == "bronze")
-        .where(~F.col("run_id").isin(sorted(counted_runs)) if counted_runs else F.lit(True))
+        .where(claimable)
         .select(F.col("source").alias("_source"), F.col("record_id").alias("_record_id"))
     )
     bad = parsed.where(F.col("reason").isNotNull()).select("_source", "_record_id").distinct()

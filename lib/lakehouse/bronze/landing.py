@@ -301,7 +301,8 @@ def parse_message(source: str, payload: bytes | None) -> LandedRecord:
     """One streamed message (a Kafka record's or a Kinesis record's data) as one record, read
     exactly as a JSON-lines file's line is: the same checks, reasons and identity. A message is
     one JSON object (line breaks between its tokens allowed); an empty one is bad input."""
-    text = (payload or b"").decode("utf-8", "surrogateescape").strip()
+    text = (payload or b"").decode("utf-8", "surrogateescape")
+    text = (text[1:] if text.startswith("\ufeff") else text).strip()  # a BOM, as a file's
     if not text:
         return _bad(source, 1, "", "empty message: one message is one JSON object")
     return _json_record(source, 1, text)

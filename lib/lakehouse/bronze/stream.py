@@ -10,15 +10,17 @@ code (`ingestion.write_batch`):
   the SHA-256 of the canonical JSON), so an event that arrives by stream and by file is one
   bronze record whichever came first;
 - where it came from: `_file` names the stream and its partition (`kafka://<topic>/<partition>`,
-  `kinesis://<stream>/<shard or sequence number>`), `_line` the message's offset (Kafka; 1 for
-  Kinesis, whose sequence numbers do not fit a long), `ingest_date` the UTC date the broker
-  received it;
+  `kinesis://<stream>/<sequence number>`), `_line` the message's offset (Kafka; 1 for
+  Kinesis, whose sequence numbers do not fit a long), `ingest_date` the UTC date of the
+  message's timestamp (Kafka's record timestamp: the producer's send time unless the topic
+  uses LogAppendTime; Kinesis's approximate arrival time);
 - exactly once: the checkpoint (under `<lakehouse_root>/_checkpoints/stream/<name>`) says which
   offsets each micro-batch holds, and every commit of a micro-batch (bronze, quarantine, ledger)
   carries Delta's idempotent transaction identifiers (app id `stream.<name>.<query id>`, version
   the batch id), so a query restarted after a crash replays the unfinished batch and Delta skips
-  the commits that had happened; bronze's insert-only MERGE on `_record_id` keeps the rows unique
-  besides, and counts records a crashed attempt wrote as written, not duplicates;
+  the commits that had happened (a replay whose ledger row is there is skipped whole); bronze's
+  insert-only MERGE on `_record_id` keeps the rows unique besides, and the replay counts the
+  records its crashed attempt wrote as written, not duplicates (a daily run never claims them);
 - the stream's ledger: one bronze row per micro-batch (run id `stream-<name>-<query>-<batch>`),
   records read = written + duplicates + quarantined, checked before it is written.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -50,7 +53,7 @@ from lakehouse.core import progress
 from lakehouse.core.config import StreamConfig, group_id_prefix, join_uri
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.crash import crash_point
-from lakehouse.core.delta_io import ensure_table
+from lakehouse.core.delta_io import commit_metadata, ensure_table
 from lakehouse.core.errors import UserError
 from lakehouse.core.spark import BATCH_STORAGE
 from lakehouse.silver.merge import Txn, delta_txn
@@ -119,15 +122,27 @@ def parse_messages(spark: SparkSession, messages: DataFrame, source: str) -> Dat
 
 
 def write_micro_batch(
-    lh: Lakehouse, config: StreamConfig, query_id: str, batch: DataFrame, batch_id: int
+    lh: Lakehouse,
+    config: StreamConfig,
+    query_id: str,
+    batch: DataFrame,
+    batch_id: int,
+    *,
+    maybe_done: bool = False,
 ) -> list[LedgerEntry]:
     """One micro-batch of messages (MESSAGE_COLUMNS) into bronze, its bad records quarantined,
-    its ledger row written; every commit idempotent under (`stream.<name>.<query>`, batch id).
-    With `follow_silver`, silver then takes the new records (when the lock is free). The ledger
-    rows written (none when the batch was empty)."""
+    its ledger row written; every commit idempotent under (`stream.<name>.<query>`, batch id)
+    and marked with the batch's run id (`userMetadata`, as a run's commits are). With
+    `follow_silver`, silver then takes the new records (when the lock is free). The ledger rows
+    written: none when the batch was empty or, with `maybe_done` (a restarted query's first
+    batch, the only one that can be a replay), when its ledger row is there already."""
     spark = batch.sparkSession
     source = config.source
     run_id = stream_run_id(config.name, query_id, batch_id)
+    if maybe_done and _counted(spark, lh, run_id):
+        progress.report(f"  stream {config.name}: batch {batch_id} was written before; skipped")
+        return []
+    _yield_to_runs(lh, config.name)
     started = utcnow()
     parsed = parse_messages(spark, batch, source).persist(BATCH_STORAGE)
     try:
@@ -145,8 +160,13 @@ def write_micro_batch(
             quarantined=0,
             started_at=started,
         )
-        with delta_txn(spark, Txn(f"stream.{config.name}.{query_id}", batch_id)):
-            write_batch(spark, lh, run_id, parsed, {source: dates}, {source: entry})
+        with (
+            commit_metadata(spark, run_id),
+            delta_txn(spark, Txn(f"stream.{config.name}.{query_id}", batch_id)),
+        ):
+            write_batch(
+                spark, lh, run_id, parsed, {source: dates}, {source: entry}, stream_run=True
+            )
             entry.finished_at = utcnow()
             entry.check_balance()
             crash_point("stream.written")
@@ -156,31 +176,63 @@ def write_micro_batch(
     crash_point("stream.counted")
     entries = [entry]
     if config.follow_silver:
-        entries += _follow_silver(spark, lh, run_id, source)
+        with commit_metadata(spark, run_id):
+            entries += _follow_silver(spark, lh, run_id, source)
     return entries
+
+
+def _counted(spark: SparkSession, lh: Lakehouse, run_id: str) -> bool:
+    """Whether the ledger holds the bronze row of micro-batch `run_id` (written, then the query
+    stopped before its checkpoint recorded the batch)."""
+    ledger = ledger_mod.read_ledger(spark, lh)
+    return bool(ledger.where((F.col("run_id") == run_id) & (F.col("layer") == "bronze")).take(1))
+
+
+def _yield_to_runs(lh: Lakehouse, name: str) -> None:
+    """Wait while a run holds the lakehouse's lock (docs/STREAMING.md, "Writing beside the daily
+    pipeline"): the daily run's bronze MERGE reads the partitions the stream appends to, and a
+    stream commit between its read and its commit would make it start over. The stream takes no
+    lock itself (two lock objects every few seconds): it looks, and waits up to
+    `lock.wait_minutes`, then writes anyway (a run holding the lock that long is stuck; its
+    conflicts are retried)."""
+    from lakehouse.state.lock import current_holder, store_for
+
+    store = store_for(lh)
+    settings = lh.config.lock
+    deadline = time.monotonic() + settings.wait_minutes * 60
+    told = None
+    while (holder := current_holder(store)) is not None and time.monotonic() < deadline:
+        if holder != told:
+            progress.report(f"  stream {name}: waiting while {holder.describe()} runs")
+            told = holder
+        time.sleep(settings.poll_seconds)
 
 
 def _follow_silver(
     spark: SparkSession, lh: Lakehouse, run_id: str, source: str
 ) -> list[LedgerEntry]:
-    """Apply the source's new bronze records to silver under the lakehouse's lock, or leave them
-    to the run that holds it (never waiting: the stream keeps its pace)."""
+    """Apply the source's new bronze records to silver under the lakehouse's lock (its lease
+    renewed while silver runs), or leave them to the run that holds it (never waiting: the
+    stream keeps its pace)."""
     from lakehouse.silver import engine
-    from lakehouse.state.lock import release, store_for, try_acquire
+    from lakehouse.state.lock import LeaseRenewal, release, store_for, try_acquire
 
     names = [s.name for s in lh.tables.values() if s.source == source]
     store = store_for(lh)
-    mine, other = try_acquire(store, run_id, "stream follow_silver", lh.config.lock.lease_minutes)
+    lease = lh.config.lock.lease_minutes
+    mine, other = try_acquire(store, run_id, "stream follow_silver", lease)
     if mine is None:
         progress.report(
             f"  silver left to the run holding the lock ({other.describe() if other else '?'})"
         )
         return []
+    renewal = LeaseRenewal(store, mine, lease).start()
     try:
         entries = engine.apply(spark, lh, run_id, names)
         ledger_mod.record(spark, lh, entries)
         return entries
     finally:
+        renewal.stop()
         release(store, mine)
 
 
@@ -244,12 +296,16 @@ class StreamIngestion:
         self.entries: list[LedgerEntry] = []
         self._started = threading.Event()
         self._query_id = ""
+        self._first = True
 
     def _batch(self, batch: DataFrame, batch_id: int) -> None:
         if not self._started.wait(120):
             raise RuntimeError("the streaming query's id was not known 120 s after it started")
         clock = progress.Clock()
-        written = write_micro_batch(self.lh, self.config, self._query_id, batch, batch_id)
+        first, self._first = self._first, False
+        written = write_micro_batch(
+            self.lh, self.config, self._query_id, batch, batch_id, maybe_done=first
+        )
         self.entries.extend(written)
         if written:
             progress.table(

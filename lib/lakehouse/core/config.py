@@ -327,6 +327,16 @@ def _check_stream(stream: StreamConfig, origin: dict[str, str], default_file: st
         raise fail("max_records_per_batch", "1 or more", stream.max_records_per_batch)
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", stream.name):
         raise fail("name", "a name of lower-case letters, digits, '-' and '_'", stream.name)
+    arn = stream.kafka.msk_cluster_arn
+    if arn is not None and not MSK_CLUSTER_ARN_RE.fullmatch(arn):
+        raise fail(
+            "kafka.msk_cluster_arn",
+            "an MSK cluster ARN arn:aws:kafka:<region>:<account>:cluster/<name>/<id>",
+            arn,
+        )
+
+
+MSK_CLUSTER_ARN_RE = re.compile(r"arn:aws[a-z-]*:kafka:[a-z0-9-]+:\d{12}:cluster/[^/\s]+/[^/\s]+")
 
 
 TABLE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z_][a-z0-9_]*$")

@@ -177,24 +177,42 @@ def _metrics_of(spark: SparkSession, path: str, version: int) -> dict[str, int]:
     old one's file may be gone with Delta's log clean-up)."""
     jvm = spark._jvm
     assert jvm is not None
+    return _int_metrics(_commit_info(spark, path, version))
+
+
+def _commit_info(spark: SparkSession, path: str, version: int) -> dict[str, Any]:
+    """The `commitInfo` action of commit `version`, from its log file (see `_metrics_of`)."""
+    jvm = spark._jvm
+    assert jvm is not None
     log = _delta_log(spark, path)
     commit_file = jvm.org.apache.hadoop.fs.Path(log.logPath(), f"{version:020d}.json")
     lines = log.store().read(commit_file, log.newDeltaHadoopConf())
-    metrics: dict[str, str] = {}
+    info: dict[str, Any] = {}
     for line in jvm.scala.collection.JavaConverters.seqAsJavaList(lines):
         action = json.loads(line)
         if "commitInfo" in action:
-            metrics = action["commitInfo"].get("operationMetrics") or {}
+            info = action["commitInfo"]
+    return info
+
+
+def _int_metrics(info: dict[str, Any]) -> dict[str, int]:
+    metrics = info.get("operationMetrics") or {}
     return {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
 
 
 def rows_inserted_since(spark: SparkSession, path: str, version_before: int) -> int:
     """Rows a MERGE inserted, read from its commit; 0 when it committed nothing (an insert-only
-    MERGE with nothing new writes no version, so the newest commit is someone else's)."""
+    MERGE with nothing new writes no version, so the newest commit is someone else's). Under
+    `commit_metadata` (every run and stream micro-batch writes so) its commit is the newest one
+    after `version_before` carrying this session's user metadata: another writer committing to
+    the table meanwhile (the stream beside the daily run) is not mistaken for it."""
     after = current_version(spark, path)
-    if after == version_before:
-        return 0
-    return _metrics_of(spark, path, after).get("numTargetRowsInserted", 0)
+    mine = spark.conf.get(USER_METADATA_CONF, None)
+    for version in range(after, version_before, -1):
+        info = _commit_info(spark, path, version)
+        if mine is None or info.get("userMetadata") == mine:
+            return _int_metrics(info).get("numTargetRowsInserted", 0)
+    return 0
 
 
 def with_conflict_retries(

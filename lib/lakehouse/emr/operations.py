@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from lakehouse.core.config import Config
+from lakehouse.core.config import Config, ConfigError
 from lakehouse.emr import cluster, serverless
 from lakehouse.emr.bundle import BundleLayout, spark_submit_args
 from lakehouse.emr.clients import AwsClients, Request
@@ -80,7 +80,11 @@ def _streaming_attachments(
     kinesis = (
         [defs.streaming.kinesis_connector_jar] if config.stream.source_type == "kinesis" else []
     )
-    return spark_submit_args(layout, [*jars, *kinesis], {**conf, **defs.streaming.spark_conf})
+    streaming = defs.streaming.spark_conf
+    spaced = [f"{k}={v}" for k, v in streaming.items() if any(c.isspace() for c in k + v)]
+    if spaced:
+        raise ConfigError(f"emr/streaming.yaml: spark setting with whitespace: {spaced[0]!r}")
+    return spark_submit_args(layout, [*jars, *kinesis], {**conf, **streaming})
 
 
 # ---------------------------------------------------------------- EMR Serverless
