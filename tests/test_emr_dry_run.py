@@ -282,3 +282,37 @@ def test_upload_and_iam_dry_runs_send_nothing(
         },
     ]
     _moto_is_empty(moto)
+
+
+def test_stream_dry_runs_print_the_streaming_run_and_the_step_they_would_start(
+    moto: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    run = _dry_run(["emr", "stream", "--env", "dev"], monkeypatch, capsys)
+    step = _dry_run(
+        ["emr", "stream", "--env", "dev", "--cluster", "--cluster-id", "j-1"], monkeypatch, capsys
+    )
+
+    assert _ops(run) == [
+        ("emr-serverless", "ListApplications"),
+        ("emr-serverless", "CreateApplication"),
+        ("emr-serverless", "ListJobRuns"),
+        ("emr-serverless", "StartJobRun"),
+    ]
+    assert (
+        run[3]["when"]
+        == "only if no run named 'stream-clickstream' is queued, running or succeeded"
+    )
+    params = run[3]["params"]
+    assert (params["name"], params["mode"]) == ("stream-clickstream", "STREAMING")
+    assert params["retryPolicy"] == {"maxFailedAttemptsPerHour": 5}
+    assert params["jobDriver"]["sparkSubmit"]["entryPoint"] == f"{ARTIFACTS}/jobs/stream.py"
+    assert (
+        "spark-streaming-sql-kinesis-connector.jar"
+        in (params["jobDriver"]["sparkSubmit"]["sparkSubmitParameters"])
+    )
+    assert _ops(step) == [("emr", "ListSteps"), ("emr", "AddJobFlowSteps")]
+    (added,) = step[1]["params"]["Steps"]
+    assert (added["Name"], added["ActionOnFailure"]) == ("stream-clickstream", "CONTINUE")
+    assert "spark.yarn.submit.waitAppCompletion=false" in added["HadoopJarStep"]["Args"]
+    assert added["HadoopJarStep"]["Args"][-3:] == [f"{ARTIFACTS}/jobs/stream.py", "--env", "dev"]
+    _moto_is_empty(moto)
