@@ -31,7 +31,17 @@ dev_config = moto_server.dev_config
 DAY = date(2024, 1, 3)
 ARTIFACTS = "s3://lakehouse-dev-artifacts/lakehouse/0.1.0"
 PYFILES = f"{ARTIFACTS}/pyfiles.zip"
-DEEQU = f"{ARTIFACTS}/jars/deequ-2.0.7-spark-3.5.jar"
+# The bundle's jars: Deequ, and the Kafka connector (`lakehouse stream`) with what it needs.
+BUNDLE_JARS = ",".join(
+    f"{ARTIFACTS}/jars/{jar}"
+    for jar in (
+        "deequ-2.0.7-spark-3.5.jar",
+        "spark-sql-kafka-0-10_2.12-3.5.7.jar",
+        "spark-token-provider-kafka-0-10_2.12-3.5.7.jar",
+        "kafka-clients-3.4.1.jar",
+        "commons-pool2-2.11.1.jar",
+    )
+)
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:lakehouse-dev-runs"
 KMS = "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555"
 
@@ -206,7 +216,7 @@ def test_steps_run_the_layers_in_order_and_stop_on_failure(dev_config: Config) -
         "--py-files",
         PYFILES,
         "--jars",
-        DEEQU,
+        BUNDLE_JARS,
         "--conf",
         "spark.dynamicAllocation.enabled=true",
         "--conf",

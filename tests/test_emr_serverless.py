@@ -113,6 +113,11 @@ def test_job_run_request_attaches_bundle_delta_glue_and_limits(dev_config: Confi
         f"{ARTIFACTS}/pyfiles.zip",
         "--jars",
         f"{ARTIFACTS}/jars/deequ-2.0.7-spark-3.5.jar,"
+        # The Kafka connector travels with every job of the bundle (`lakehouse stream` uses it).
+        f"{ARTIFACTS}/jars/spark-sql-kafka-0-10_2.12-3.5.7.jar,"
+        f"{ARTIFACTS}/jars/spark-token-provider-kafka-0-10_2.12-3.5.7.jar,"
+        f"{ARTIFACTS}/jars/kafka-clients-3.4.1.jar,"
+        f"{ARTIFACTS}/jars/commons-pool2-2.11.1.jar,"
         "/usr/share/aws/delta/lib/delta-spark.jar,/usr/share/aws/delta/lib/delta-storage.jar",
         "--conf",
         "spark.emr-serverless.driverEnv.LAKEHOUSE_METRICS_NAMESPACE=Lakehouse",
