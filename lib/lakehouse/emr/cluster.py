@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -205,16 +205,24 @@ def step_requests_params(
 
 
 def step_params(
-    defs: EmrDefinitions, layout: BundleLayout, name: str, job: str, arguments: list[str]
+    defs: EmrDefinitions,
+    layout: BundleLayout,
+    name: str,
+    job: str,
+    arguments: list[str],
+    extra_jars: Sequence[str] = (),
+    extra_conf: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """One step `name`: `spark-submit --deploy-mode cluster jobs/<job>.py <arguments>` through
-    command-runner.jar, the bundle attached, the notification target in the driver's env."""
+    command-runner.jar, the bundle (and `extra_jars`) attached, the notification target in the
+    driver's env, then `extra_conf` (a job's own, e.g. the stream's)."""
     conf = {
         **defs.cluster.step_spark_conf,
         f"spark.yarn.appMasterEnv.{TOPIC_ENV}": defs.account.sns_topic_arn,
         f"spark.yarn.appMasterEnv.{NAMESPACE_ENV}": defs.account.metrics_namespace,
+        **(extra_conf or {}),
     }
-    attach = spark_submit_args(layout, [], conf)
+    attach = spark_submit_args(layout, list(extra_jars), conf)
     return {
         "Name": name,
         "ActionOnFailure": defs.cluster.step_action_on_failure,

@@ -11,14 +11,14 @@ of that name is queued, running or done starts nothing (a failed one may be subm
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from lakehouse.core.config import Config, ConfigError
 from lakehouse.emr import cluster, serverless
-from lakehouse.emr.bundle import BundleLayout, spark_submit_args
+from lakehouse.emr.bundle import BundleLayout
 from lakehouse.emr.clients import AwsClients, Request
 from lakehouse.emr.definitions import EmrDefinitions
 
@@ -67,24 +67,17 @@ def stream_job(config: Config) -> OpsJob:
     return OpsJob(STREAM, f"stream-{config.stream.name}", ("--env", config.env))
 
 
-def _streaming_attachments(
-    config: Config,
-    defs: EmrDefinitions,
-    layout: BundleLayout,
-    jars: Sequence[str],
-    conf: dict[str, str],
-) -> list[str]:
-    """The stream's spark-submit options: the bundle (the Kafka connector among its jars), the
-    target's own `jars`, the Kinesis connector EMR ships when the stream reads Kinesis, the
-    streaming settings over `conf`."""
-    kinesis = (
-        [defs.streaming.kinesis_connector_jar] if config.stream.source_type == "kinesis" else []
-    )
-    streaming = defs.streaming.spark_conf
-    spaced = [f"{k}={v}" for k, v in streaming.items() if any(c.isspace() for c in k + v)]
+def _streaming_extras(config: Config, defs: EmrDefinitions) -> tuple[list[str], dict[str, str]]:
+    """What the stream adds to a job's spark-submit: the Kinesis connector EMR ships when the
+    stream reads Kinesis (the Kafka connector is among the bundle's jars), and the streaming
+    settings of emr/streaming.yaml."""
+    kinesis = config.stream.source_type == "kinesis"
+    jars = [defs.streaming.kinesis_connector_jar] if kinesis else []
+    conf = dict(defs.streaming.spark_conf)
+    spaced = [f"{k}={v}" for k, v in conf.items() if any(c.isspace() for c in k + v)]
     if spaced:
         raise ConfigError(f"emr/streaming.yaml: spark setting with whitespace: {spaced[0]!r}")
-    return spark_submit_args(layout, [*jars, *kinesis], {**conf, **streaming})
+    return jars, conf
 
 
 # ---------------------------------------------------------------- EMR Serverless
@@ -123,12 +116,8 @@ def _streaming_run(
     """A STREAMING job run (EMR Serverless 7.1+): restarted from its checkpoint after a failure,
     up to `max_failed_attempts_per_hour`; no execution timeout (it runs until cancelled)."""
     submit = dict(params["jobDriver"]["sparkSubmit"])
-    base = serverless.spark_submit_parameters(defs, layout).split(" ")
-    conf = dict(base[i + 1].split("=", 1) for i, arg in enumerate(base) if arg == "--conf")
-    jars = defs.serverless.job.extra_jars
-    submit["sparkSubmitParameters"] = " ".join(
-        _streaming_attachments(config, defs, layout, jars, conf)
-    )
+    jars, conf = _streaming_extras(config, defs)
+    submit["sparkSubmitParameters"] = serverless.spark_submit_parameters(defs, layout, jars, conf)
     streaming = {k: v for k, v in params.items() if k != "executionTimeoutMinutes"}
     streaming["mode"] = "STREAMING"
     streaming["retryPolicy"] = {
@@ -189,33 +178,24 @@ def step_params(
     config: Config, defs: EmrDefinitions, layout: BundleLayout, job: OpsJob
 ) -> dict[str, Any]:
     """The cluster step of `job` (spark-submit in cluster mode, like the daily steps)."""
-    step = cluster.step_params(defs, layout, job.name, job.entry_point, list(job.arguments))
     if job.entry_point == STREAM:
-        step = _streaming_step(config, defs, layout, step)
-    return step
+        return _streaming_step(config, defs, layout, job)
+    return cluster.step_params(defs, layout, job.name, job.entry_point, list(job.arguments))
 
 
 def _streaming_step(
-    config: Config, defs: EmrDefinitions, layout: BundleLayout, step: dict[str, Any]
+    config: Config, defs: EmrDefinitions, layout: BundleLayout, job: OpsJob
 ) -> dict[str, Any]:
     """The stream as a cluster step that hands the application to YARN and ends
     (`spark.yarn.submit.waitAppCompletion=false`): a step that ran as long as the stream would
     hold the cluster's step queue, and the daily steps behind it would never start. A failure
     continues (`streaming.cluster.action_on_failure`)."""
-    args = list(step["HadoopJarStep"]["Args"])
-    job_at = args.index(layout.job_uri(STREAM))
-    options = args[3:job_at]  # after spark-submit --deploy-mode cluster
-    conf = dict(options[i + 1].split("=", 1) for i, arg in enumerate(options) if arg == "--conf")
-    conf["spark.yarn.submit.waitAppCompletion"] = "false"
-    attach = _streaming_attachments(config, defs, layout, [], conf)
-    return {
-        **step,
-        "ActionOnFailure": defs.streaming.cluster.action_on_failure,
-        "HadoopJarStep": {
-            **step["HadoopJarStep"],
-            "Args": [*args[:3], *attach, *args[job_at:]],
-        },
-    }
+    jars, conf = _streaming_extras(config, defs)
+    conf = {"spark.yarn.submit.waitAppCompletion": "false", **conf}
+    step = cluster.step_params(
+        defs, layout, job.name, job.entry_point, list(job.arguments), jars, conf
+    )
+    return {**step, "ActionOnFailure": defs.streaming.cluster.action_on_failure}
 
 
 def step_plan(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -110,10 +110,15 @@ def _token(text: str) -> str:
     return f"{safe[:47]}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
-def spark_submit_parameters(defs: EmrDefinitions, layout: BundleLayout) -> str:
+def spark_submit_parameters(
+    defs: EmrDefinitions,
+    layout: BundleLayout,
+    extra_jars: Sequence[str] = (),
+    extra_conf: Mapping[str, str] | None = None,
+) -> str:
     """The run's sparkSubmitParameters: the bundle (`--py-files`, `--jars` with Deequ and the
-    cluster's Delta jars), Delta and Glue settings, the bundle's Python and the notification
-    target for the driver."""
+    cluster's Delta jars, then `extra_jars`), Delta and Glue settings, the bundle's Python and
+    the notification target for the driver, then `extra_conf` (a job's own, e.g. the stream's)."""
     python = defs.bundle.python
     conf = {
         **defs.serverless.job.spark_conf,
@@ -122,8 +127,9 @@ def spark_submit_parameters(defs: EmrDefinitions, layout: BundleLayout) -> str:
         "spark.executorEnv.PYSPARK_PYTHON": python,
         f"spark.emr-serverless.driverEnv.{TOPIC_ENV}": defs.account.sns_topic_arn,
         f"spark.emr-serverless.driverEnv.{NAMESPACE_ENV}": defs.account.metrics_namespace,
+        **(extra_conf or {}),
     }
-    args = spark_submit_args(layout, defs.serverless.job.extra_jars, conf)
+    args = spark_submit_args(layout, [*defs.serverless.job.extra_jars, *extra_jars], conf)
     spaced = [a for a in args if any(ch.isspace() for ch in a)]
     if spaced:
         raise ConfigError(f"emr/serverless.yaml: spark setting with whitespace: {spaced[0]!r}")
