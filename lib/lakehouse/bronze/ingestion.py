@@ -28,7 +28,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from functools import reduce
 from urllib.parse import unquote
 
@@ -444,21 +444,7 @@ def ingest(
         s: sum(1 for f in landed if f.source == s and f.relative in done and not reprocess)
         for s in sources
     }
-    entries = {
-        s: LedgerEntry(
-            run_id=run_id,
-            layer="bronze",
-            table_name=s,
-            records_read=0,
-            files_read=0,
-            files_skipped=skipped[s],
-            records_written=0,
-            duplicates=0,
-            quarantined=0,
-            started_at=started,
-        )
-        for s in sources
-    }
+    entries = {s: bronze_entry(run_id, s, started, files_skipped=skipped[s]) for s in sources}
     for s in sources:
         ensure_table(
             spark,
@@ -493,19 +479,37 @@ def ingest(
     return counted
 
 
+def bronze_entry(
+    run_id: str, source: str, started: datetime, files_skipped: int = 0
+) -> LedgerEntry:
+    """A source's bronze ledger entry before its batch is written: every count at 0."""
+    return LedgerEntry(
+        run_id=run_id,
+        layer="bronze",
+        table_name=source,
+        records_read=0,
+        files_read=0,
+        files_skipped=files_skipped,
+        records_written=0,
+        duplicates=0,
+        quarantined=0,
+        started_at=started,
+    )
+
+
 def write_batch(
     spark: SparkSession,
     lh: Lakehouse,
     run_id: str,
     parsed: DataFrame,
-    dates: dict[str, set[str]],
+    dates: dict[str, set[str]] | None,
     entries: dict[str, LedgerEntry],
     stream_run: bool = False,
 ) -> None:
     """Insert the new records of `parsed` (PARSED_SCHEMA: landed files' records, or a stream's
     micro-batch) and quarantine their bad ones, counting them in `entries`; `dates` holds each
-    source's ingest dates in the batch (the dedup window is taken around them). A table with
-    nothing new gets no commit.
+    source's ingest dates in the batch (the dedup window is taken around them; None: the
+    records' own, found with the counts). A table with nothing new gets no commit.
 
     Records an earlier attempt wrote without counting them (stopped before its ledger rows) are
     counted as written by the one writer that will replay that attempt: a stream micro-batch
@@ -532,9 +536,12 @@ def write_batch(
             F.countDistinct(F.when(F.col("reason").isNotNull(), F.col("_record_id"))).alias(
                 "distinct_bad"
             ),
+            F.collect_set("ingest_date").alias("dates"),
         )
         .collect()
     }
+    if dates is None:
+        dates = {source: set(c["dates"]) for source, c in counts.items()}
     # One MERGE quarantines the bad records of every source (a MERGE per source cost a look-up,
     # version reads and a commit each: a quarter of a small day's bronze time).
     quarantined_by_source = (

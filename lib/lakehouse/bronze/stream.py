@@ -45,6 +45,7 @@ from lakehouse.bronze.ingestion import (
     BRONZE_PROPERTIES,
     BRONZE_SCHEMA,
     PARSED_SCHEMA,
+    bronze_entry,
     bronze_path,
     write_batch,
 )
@@ -145,28 +146,15 @@ def write_micro_batch(
     _yield_to_runs(lh, config.name)
     started = utcnow()
     parsed = parse_messages(spark, batch, source).persist(BATCH_STORAGE)
+    entry = bronze_entry(run_id, source, started)
     try:
-        dates = {r["ingest_date"] for r in parsed.select("ingest_date").distinct().collect()}
-        if not dates:
-            return []
-        entry = LedgerEntry(
-            run_id=run_id,
-            layer="bronze",
-            table_name=source,
-            files_read=0,
-            files_skipped=0,
-            records_written=0,
-            duplicates=0,
-            quarantined=0,
-            started_at=started,
-        )
         with (
             commit_metadata(spark, run_id),
             delta_txn(spark, Txn(f"stream.{config.name}.{query_id}", batch_id)),
         ):
-            write_batch(
-                spark, lh, run_id, parsed, {source: dates}, {source: entry}, stream_run=True
-            )
+            write_batch(spark, lh, run_id, parsed, None, {source: entry}, stream_run=True)
+            if not entry.records_read:
+                return []  # an empty trigger: nothing written, no ledger row
             entry.finished_at = utcnow()
             entry.check_balance()
             crash_point("stream.written")
