@@ -8,7 +8,8 @@ unpublished.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -75,12 +76,18 @@ def write_reports(spark: SparkSession, lh: Lakehouse, run_id: str) -> str:
 
 
 def run_gold_gated(
-    spark: SparkSession, lh: Lakehouse, run_id: str, mode: str = "incremental"
+    spark: SparkSession,
+    lh: Lakehouse,
+    run_id: str,
+    mode: str = "incremental",
+    report_pending: bool = False,
 ) -> tuple[object, object]:
     """Stage gold, check the staged tables with the gold suites, publish only if no error check
     failed. On a failure the staging is discarded, gold and its consumed versions stay as they
     were (dashboards keep reading the previous gold) and `QualityGateError` is raised. Its
-    day-level checks judge the days of the staged rows (gold has no ingest days)."""
+    day-level checks judge the days of the staged rows (gold has no ingest days).
+    `report_pending`: an earlier gate of the run left the report to this one, which writes it
+    even when there is nothing to check."""
     from lakehouse.gold.build import discard_staged, publish_gold, stage_gold
     from lakehouse.quality import QualityOutcome
 
@@ -90,6 +97,10 @@ def run_gold_gated(
         # Silver has no version gold has not consumed: gold stays as the run that published it
         # left it (checked then), and there is nothing to check or publish.
         progress.report("  gold: nothing new in silver, nothing to check or publish")
+        if report_pending:
+            from lakehouse.quality import write_report
+
+            write_report(spark, lh, run_id)
         return publish_gold(staged), QualityOutcome(run_id)
     try:
         outcome = run_quality_gate(
@@ -117,17 +128,23 @@ def run_quality_gate(
     frames: Mapping[str, DataFrame] | None = None,
     scopes: Mapping[str, DataFrame] | None = None,
     run_days: Sequence[date] | None = None,
+    report: bool = True,
 ) -> object:
     """Run the suites (on `frames` where given, on the rows in `scopes` where given, judging
     `run_days` in day-level checks, see `run_quality`), write the run's report (under the
     reports root), then stop the run with `QualityGateError` if an error-severity check failed
-    and `gate_errors` is set."""
+    and `gate_errors` is set. `report=False` leaves the report to a later gate of the same run
+    (the report holds every result of the run: written after each gate, it was written twice),
+    unless this gate stops the run."""
     from lakehouse.quality import gate, run_quality, write_report
+    from lakehouse.quality.runner import QualityOutcome
 
     outcome = run_quality(
         spark, lh, run_id, list(suites), frames=frames, scopes=scopes, run_days=run_days
     )
-    write_report(spark, lh, run_id, gated=gate_errors)
+    assert isinstance(outcome, QualityOutcome)
+    if report or (gate_errors and not outcome.ok):
+        write_report(spark, lh, run_id, gated=gate_errors)
     if gate_errors:
         gate(outcome)
     return outcome
@@ -278,6 +295,26 @@ def _unchecked_silver(spark: SparkSession, lh: Lakehouse) -> list[str]:
     ]
 
 
+@contextmanager
+def _finish_report(
+    spark: SparkSession, lh: Lakehouse, run_id: str, pending: bool
+) -> Iterator[None]:
+    """When the silver gate left the run's report to the gold gate (`pending`) and the gold
+    step fails before its gate writes it, write it on the way out: the silver results are
+    reported whatever happens to gold."""
+    try:
+        yield
+    except BaseException:
+        if pending:
+            from lakehouse.quality import write_report
+
+            try:
+                write_report(spark, lh, run_id)
+            except Exception as exc:  # the gold step's own error is what the caller sees
+                progress.LOG.warning("quality report not written: %s: %s", type(exc).__name__, exc)
+        raise
+
+
 def _run_steps(
     spark: SparkSession,
     lh: Lakehouse,
@@ -289,6 +326,10 @@ def _run_steps(
     reprocess: bool,
 ) -> RunReport:
     report = RunReport(run_id)
+    # The run's quality report is written once, by its last gate: the gold gate, when this run
+    # has one (the silver gate writes it only if it stops the run; see `_finish_report`).
+    gold_gate = "gold" in steps and checks
+    pending = False
     if "bronze" in steps:
         with progress.step("bronze"):
             report.bronze = run_bronze(spark, lh, run_id, dates, reprocess)
@@ -312,9 +353,16 @@ def _run_steps(
                 with progress.step("quality (landing)"):
                     report.quality.append(
                         run_quality_gate(
-                            spark, lh, run_id, lh.suites("bronze"), True, run_days=days
+                            spark,
+                            lh,
+                            run_id,
+                            lh.suites("bronze"),
+                            True,
+                            run_days=days,
+                            report=not gold_gate,
                         )
                     )
+                    pending = gold_gate
         else:
             with progress.step("quality (silver suites)"):
                 from lakehouse.core.delta_io import current_version
@@ -329,16 +377,26 @@ def _run_steps(
                 ]
                 versions = {name: current_version(spark, lh.path(name)) for name in unread}
                 outcome = run_quality_gate(
-                    spark, lh, run_id, suites, True, scopes=scopes, run_days=days
+                    spark,
+                    lh,
+                    run_id,
+                    suites,
+                    True,
+                    scopes=scopes,
+                    run_days=days,
+                    report=not gold_gate,
                 )
+                pending = gold_gate
                 # Passed: what gold does not read is checked up to these versions.
                 record_checked(spark, lh, run_id, versions)
             report.quality.append(outcome)
     if "gold" in steps:
-        with progress.step("gold"):
+        with progress.step("gold"), _finish_report(spark, lh, run_id, pending):
             if checks:
                 # Gold is staged, checked, and published only if no error check failed.
-                report.gold, gold_outcome = run_gold_gated(spark, lh, run_id, gold_mode)
+                report.gold, gold_outcome = run_gold_gated(
+                    spark, lh, run_id, gold_mode, report_pending=pending
+                )
                 report.quality.append(gold_outcome)
             else:
                 report.gold = run_gold(spark, lh, run_id, gold_mode)

@@ -170,7 +170,7 @@ def current_version(spark: SparkSession, path: str) -> int:
     return version
 
 
-def _metrics_of(spark: SparkSession, path: str, version: int) -> dict[str, int]:
+def commit_metrics(spark: SparkSession, path: str, version: int) -> dict[str, int]:
     """`operationMetrics` of the commit `version` as integers, read from the commit's own log
     file through Delta's log store (any file system): no Spark job, where `history()` through a
     DataFrame cost one and 0.2-0.3 s, about ten times a run. Meant for a commit just made (an
@@ -181,7 +181,7 @@ def _metrics_of(spark: SparkSession, path: str, version: int) -> dict[str, int]:
 
 
 def _commit_info(spark: SparkSession, path: str, version: int) -> dict[str, Any]:
-    """The `commitInfo` action of commit `version`, from its log file (see `_metrics_of`)."""
+    """The `commitInfo` action of commit `version`, from its log file (see `commit_metrics`)."""
     jvm = spark._jvm
     assert jvm is not None
     log = _delta_log(spark, path)

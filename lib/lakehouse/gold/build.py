@@ -46,7 +46,7 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType, Tim
 from lakehouse.core import progress
 from lakehouse.core.context import Lakehouse
 from lakehouse.core.crash import crash_point
-from lakehouse.core.delta_io import current_version
+from lakehouse.core.delta_io import commit_metrics, current_version
 from lakehouse.core.spark import BATCH_STORAGE
 from lakehouse.core.sql import sql_literal
 from lakehouse.gold import behaviour
@@ -908,7 +908,8 @@ def _replace_scope(
     )
 
 
-def _last_commit(spark: SparkSession, path: str) -> tuple[int, dict[str, str]]:
-    rows = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics")
-    row = rows.collect()[0]
-    return int(row[0]), dict(row[1] or {})
+def _last_commit(spark: SparkSession, path: str) -> tuple[int, dict[str, int]]:
+    """The version and metrics of the write just made, from Delta's log (no Spark job: a
+    `history(1)` DataFrame cost one per gold table)."""
+    version = current_version(spark, path)
+    return version, commit_metrics(spark, path, version)

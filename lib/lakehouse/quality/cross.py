@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse.quality.suites import EqualsAggregateSpec, ExistsInSpec, ReconcilesSpec, SideSpec
@@ -25,8 +25,11 @@ def exists_in(
     parents = read(spec.table).select(F.col(ref).alias(spec.column))
     if scoped:
         parents = _restrict(parents, spec.column, checked.select(spec.column).distinct())
-    missing = checked.join(parents.distinct(), spec.column, "left_anti")
-    return missing, _fraction_ok(checked.count(), missing.count())
+    present = parents.distinct().withColumn("_present", F.lit(True))
+    joined = checked.join(present, spec.column, "left")
+    absent = F.col("_present").isNull()
+    missing = joined.where(absent).select(*checked.columns)
+    return missing, _judged(joined, absent)
 
 
 def _restrict(rows: DataFrame, column: str, keys: DataFrame | None) -> DataFrame:
@@ -67,8 +70,8 @@ def reconciles(
         "difference",
         F.abs(F.col("left_total") - F.coalesce(F.col("right_total"), F.lit(0))),
     )
-    bad = joined.where(F.col("left_total").isNull() | (F.col("difference") > F.lit(spec.tolerance)))
-    return bad, _fraction_ok(joined.count(), bad.count())
+    off = F.col("left_total").isNull() | (F.col("difference") > F.lit(spec.tolerance))
+    return joined.where(off), _judged(joined, off)
 
 
 def equals_aggregate(
@@ -88,9 +91,13 @@ def equals_aggregate(
     )
     joined = actual.join(expected, spec.key, "full_outer")
     matches = F.coalesce(F.col("actual") == F.coalesce(F.col("expected"), F.lit(0)), F.lit(False))
-    bad = joined.where(~matches)
-    return bad, _fraction_ok(joined.count(), bad.count())
+    return joined.where(~matches), _judged(joined, ~matches)
 
 
-def _fraction_ok(total: int, bad: int) -> float:
-    return 1.0 if total == 0 else (total - bad) / total
+def _judged(joined: DataFrame, bad: Column) -> float:
+    """The fraction of `joined`'s rows not `bad` (1.0 for no rows), in one aggregation (two
+    counts, of the rows and of the bad ones, ran the join twice)."""
+    row = joined.agg(F.count(F.lit(1)).alias("total"), F.sum(bad.cast("long")).alias("bad")).first()
+    assert row is not None
+    total, failed = int(row["total"]), int(row["bad"] or 0)
+    return 1.0 if total == 0 else (total - failed) / total
