@@ -164,6 +164,23 @@ def test_only_a_newest_delete_without_partition_values_is_unplaced(spark: SparkS
     assert T.version_counts(classified).first()["unplaced"] == 0
 
 
+def test_the_newest_versions_partition_values_come_with_the_counts(spark: SparkSession) -> None:
+    df = batch(
+        spark,
+        [
+            ("O1", 1, 3, D1, "u", "010", D1, "a", 1),  # older: its date is not the MERGE's
+            ("O1", 1, 3, D2, "u", "020", D2, "b", 1),
+            ("O2", 1, None, None, "d", "030", D2, "b", 2),  # newest, no date: the null partition
+            ("O3", 1, 4, D2, "u", "010", D2, "b", 3),
+        ],
+    )
+
+    versions = T.version_counts(T.classify_batch(df, LINES.keys), LINES.partition_by).first()
+
+    assert sorted((p["order_date"] for p in versions["places"]), key=str) == [D2, None]
+    assert "places" not in T.version_counts(T.classify_batch(df, LINES.keys)).first().asDict()
+
+
 def test_a_delete_takes_its_partition_from_its_keys_newer_version_in_the_batch(
     spark: SparkSession,
 ) -> None:

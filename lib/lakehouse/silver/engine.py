@@ -323,28 +323,40 @@ def _merge_versions(
         assert versions is not None
         counts = Counts(duplicates=_n(versions["dups"]), stale_ignored=_n(versions["older"]))
         source = ranked.transform(T.newest_versions(spec))
+        values: list[dict[str, object]] | None = (
+            [p.asDict() for p in versions["places"]] if spec.partition_by else []
+        )
         if _n(versions["unplaced"]):
             # Only deletes whose key has no partition values in the batch are looked up in the
-            # table (a look-up of its keys across every partition).
+            # table (a look-up of its keys across every partition); their values are then
+            # the table's.
             source = source.transform(T.partitions_from_table(spec, target.toDF()))
-        merged, touched = _merge_source(spark, spec, source, target, txn)
+            values = None
+        merged, touched = _merge_source(spark, spec, source, target, txn, values)
         return counts + merged, touched
     finally:
         ranked.unpersist()
 
 
 def _merge_source(
-    spark: SparkSession, spec: TableSpec, source: DataFrame, target: DeltaTable, txn: merge.Txn
+    spark: SparkSession,
+    spec: TableSpec,
+    source: DataFrame,
+    target: DeltaTable,
+    txn: merge.Txn,
+    values: list[dict[str, object]] | None = None,
 ) -> tuple[Counts, list[dict[str, object]]]:
     """MERGE one row per key; the counts come from the source against the table's keys in the
-    pruned partitions, taken before the MERGE. Also returns the batch's partition values."""
+    pruned partitions, taken before the MERGE. Also returns the batch's partition values
+    (`values` when the caller knows them already, else read from `source`)."""
     source = source.persist(BATCH_STORAGE)
     try:
-        values = (
-            [r.asDict() for r in source.select(*spec.partition_by).distinct().collect()]
-            if spec.partition_by
-            else []
-        )
+        if values is None:
+            values = (
+                [r.asDict() for r in source.select(*spec.partition_by).distinct().collect()]
+                if spec.partition_by
+                else []
+            )
         plan = MergePlan.of(
             target,
             spec.keys,

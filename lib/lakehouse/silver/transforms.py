@@ -64,16 +64,24 @@ def version_counts(classified: DataFrame, partition_by: tuple[str, ...] = ()) ->
     """One row: `dups` (the same version of a key again) and `older` (older versions than the
     batch's newest of their key) among classified records, and `unplaced`: newest versions that
     are deletes without a value for some column of `partition_by` (after
-    `fill_partitions_from_batch`), the only ones `partitions_from_table` must look up."""
+    `fill_partitions_from_batch`), the only ones `partitions_from_table` must look up; with
+    `partition_by`, `places`: the distinct partition values of the newest versions (structs), so
+    the MERGE's partition literals need no query of their own."""
     unplaced = (
         reduce(lambda a, b: a | b, [F.col(p).isNull() for p in partition_by], F.lit(False))
         & (F.col("_rank") == 1)
         & (F.col("_op") == "d")
     )
+    newest_places = (
+        [F.collect_set(F.when(F.col("_rank") == 1, F.struct(*partition_by))).alias("places")]
+        if partition_by
+        else []
+    )
     return classified.agg(
         F.sum(F.col("_dup").cast("long")).alias("dups"),
         F.sum(((F.col("_rank") > 1) & ~F.col("_dup")).cast("long")).alias("older"),
         F.sum(unplaced.cast("long")).alias("unplaced"),
+        *newest_places,
     )
 
 
