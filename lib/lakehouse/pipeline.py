@@ -8,8 +8,7 @@ unpublished.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -31,6 +30,36 @@ class RunReport:
     gold: object | None = None
     quality: list[object] = field(default_factory=list)
     dashboard: str | None = None
+
+
+@dataclass
+class DeferredReport:
+    """A run's quality report, written once after its last gate: each gate wrote the whole
+    report (every result of the run) again, twice a run with a silver and a gold gate. A gate
+    given one marks it `due` instead of writing; `flush` writes it if due, also when a gate
+    stopped the run or a later step failed (then a failed write is only logged: the run's own
+    error is what the caller sees)."""
+
+    spark: SparkSession
+    lh: Lakehouse
+    run_id: str
+    gated: bool = True
+    due: bool = False
+
+    def flush(self, failing: bool = False) -> None:
+        if not self.due:
+            return
+        from lakehouse.quality import write_report
+
+        self.due = False
+        if not failing:
+            with progress.step("quality report"):
+                write_report(self.spark, self.lh, self.run_id, gated=self.gated)
+            return
+        try:
+            write_report(self.spark, self.lh, self.run_id, gated=self.gated)
+        except Exception as exc:
+            progress.LOG.warning("quality report not written: %s: %s", type(exc).__name__, exc)
 
 
 def run_bronze(
@@ -80,14 +109,13 @@ def run_gold_gated(
     lh: Lakehouse,
     run_id: str,
     mode: str = "incremental",
-    report_pending: bool = False,
+    deferred: DeferredReport | None = None,
 ) -> tuple[object, object]:
     """Stage gold, check the staged tables with the gold suites, publish only if no error check
     failed. On a failure the staging is discarded, gold and its consumed versions stay as they
     were (dashboards keep reading the previous gold) and `QualityGateError` is raised. Its
-    day-level checks judge the days of the staged rows (gold has no ingest days).
-    `report_pending`: an earlier gate of the run left the report to this one, which writes it
-    even when there is nothing to check."""
+    day-level checks judge the days of the staged rows (gold has no ingest days). `deferred`:
+    the run writes its report later (see `run_quality_gate`)."""
     from lakehouse.gold.build import discard_staged, publish_gold, stage_gold
     from lakehouse.quality import QualityOutcome
 
@@ -97,10 +125,6 @@ def run_gold_gated(
         # Silver has no version gold has not consumed: gold stays as the run that published it
         # left it (checked then), and there is nothing to check or publish.
         progress.report("  gold: nothing new in silver, nothing to check or publish")
-        if report_pending:
-            from lakehouse.quality import write_report
-
-            write_report(spark, lh, run_id)
         return publish_gold(staged), QualityOutcome(run_id)
     try:
         outcome = run_quality_gate(
@@ -112,6 +136,7 @@ def run_gold_gated(
             frames=staged.candidates(),
             # A full build overwrites every table: its rows are every row.
             scopes=None if staged.mode == "full" else staged.scopes(),
+            deferred=deferred,
         )
     except BaseException:
         discard_staged(staged)
@@ -128,23 +153,22 @@ def run_quality_gate(
     frames: Mapping[str, DataFrame] | None = None,
     scopes: Mapping[str, DataFrame] | None = None,
     run_days: Sequence[date] | None = None,
-    report: bool = True,
+    deferred: DeferredReport | None = None,
 ) -> object:
     """Run the suites (on `frames` where given, on the rows in `scopes` where given, judging
     `run_days` in day-level checks, see `run_quality`), write the run's report (under the
-    reports root), then stop the run with `QualityGateError` if an error-severity check failed
-    and `gate_errors` is set. `report=False` leaves the report to a later gate of the same run
-    (the report holds every result of the run: written after each gate, it was written twice),
-    unless this gate stops the run."""
+    reports root; with `deferred`, mark it due for the caller to write once after its last
+    gate), then stop the run with `QualityGateError` if an error-severity check failed and
+    `gate_errors` is set."""
     from lakehouse.quality import gate, run_quality, write_report
-    from lakehouse.quality.runner import QualityOutcome
 
     outcome = run_quality(
         spark, lh, run_id, list(suites), frames=frames, scopes=scopes, run_days=run_days
     )
-    assert isinstance(outcome, QualityOutcome)
-    if report or (gate_errors and not outcome.ok):
+    if deferred is None:
         write_report(spark, lh, run_id, gated=gate_errors)
+    else:
+        deferred.due = True
     if gate_errors:
         gate(outcome)
     return outcome
@@ -295,26 +319,6 @@ def _unchecked_silver(spark: SparkSession, lh: Lakehouse) -> list[str]:
     ]
 
 
-@contextmanager
-def _finish_report(
-    spark: SparkSession, lh: Lakehouse, run_id: str, pending: bool
-) -> Iterator[None]:
-    """When the silver gate left the run's report to the gold gate (`pending`) and the gold
-    step fails before its gate writes it, write it on the way out: the silver results are
-    reported whatever happens to gold."""
-    try:
-        yield
-    except BaseException:
-        if pending:
-            from lakehouse.quality import write_report
-
-            try:
-                write_report(spark, lh, run_id)
-            except Exception as exc:  # the gold step's own error is what the caller sees
-                progress.LOG.warning("quality report not written: %s: %s", type(exc).__name__, exc)
-        raise
-
-
 def _run_steps(
     spark: SparkSession,
     lh: Lakehouse,
@@ -326,16 +330,38 @@ def _run_steps(
     reprocess: bool,
 ) -> RunReport:
     report = RunReport(run_id)
-    # The run's quality report is written once, by its last gate: the gold gate, when this run
-    # has one (the silver gate writes it only if it stops the run; see `_finish_report`).
-    gold_gate = "gold" in steps and checks
-    pending = False
     if "bronze" in steps:
         with progress.step("bronze"):
             report.bronze = run_bronze(spark, lh, run_id, dates, reprocess)
     if "silver" in steps:
         with progress.step("silver"):
             report.silver = run_silver(spark, lh, run_id)
+    # The run's quality report is written once, after its last gate (`DeferredReport`).
+    deferred = DeferredReport(spark, lh, run_id)
+    try:
+        _check_and_build_gold(spark, lh, run_id, steps, dates, checks, gold_mode, report, deferred)
+    except BaseException:
+        deferred.flush(failing=True)
+        raise
+    deferred.flush()
+    if "gold" in steps:
+        with progress.step("reports"):
+            report.dashboard = write_reports(spark, lh, run_id)
+    return report
+
+
+def _check_and_build_gold(
+    spark: SparkSession,
+    lh: Lakehouse,
+    run_id: str,
+    steps: Sequence[str],
+    dates: Sequence[str] | None,
+    checks: bool,
+    gold_mode: str,
+    report: RunReport,
+    deferred: DeferredReport,
+) -> None:
+    """The silver gate (the `quality` step) and the gold step of `_run_steps`."""
     if "quality" in steps and checks:
         # Silver is checked before gold reads it: an error stops the run here and gold keeps
         # the version dashboards read (see docs/QUALITY.md). When gold has consumed every
@@ -359,10 +385,9 @@ def _run_steps(
                             lh.suites("bronze"),
                             True,
                             run_days=days,
-                            report=not gold_gate,
+                            deferred=deferred,
                         )
                     )
-                    pending = gold_gate
         else:
             with progress.step("quality (silver suites)"):
                 from lakehouse.core.delta_io import current_version
@@ -384,22 +409,18 @@ def _run_steps(
                     True,
                     scopes=scopes,
                     run_days=days,
-                    report=not gold_gate,
+                    deferred=deferred,
                 )
-                pending = gold_gate
                 # Passed: what gold does not read is checked up to these versions.
                 record_checked(spark, lh, run_id, versions)
             report.quality.append(outcome)
     if "gold" in steps:
-        with progress.step("gold"), _finish_report(spark, lh, run_id, pending):
+        with progress.step("gold"):
             if checks:
                 # Gold is staged, checked, and published only if no error check failed.
                 report.gold, gold_outcome = run_gold_gated(
-                    spark, lh, run_id, gold_mode, report_pending=pending
+                    spark, lh, run_id, gold_mode, deferred=deferred
                 )
                 report.quality.append(gold_outcome)
             else:
                 report.gold = run_gold(spark, lh, run_id, gold_mode)
-        with progress.step("reports"):
-            report.dashboard = write_reports(spark, lh, run_id)
-    return report

@@ -73,6 +73,7 @@ from lakehouse.state.ledger import (
     LEDGER_TABLE,
     STREAM_RUN_PREFIX,
     LedgerEntry,
+    LedgerImbalanceError,
     read_ledger,
     utcnow,
 )
@@ -570,32 +571,48 @@ def write_batch(
         existing, inserted, orphaned = 0, 0, 0
         if int(c["distinct_good"]):
             days = lh.config.bronze.dedup_window_days
+            before = current_version(spark, path)
+            # Bronze as it was before this batch's MERGE: the records it inserts are no orphans.
+            landed = (
+                spark.read.format("delta")
+                .option("versionAsOf", before)
+                .load(path)
+                .where(dedup_window(dates[source], days))
+                .select("_record_id", "_run_id")
+            )
+            held = landed.select("_record_id")
+            fresh = good
             if erased is not None:
                 gone = erased.where(F.col("source") == source).select(
                     F.col("record_id").alias("_record_id")
                 )
+                held = held.unionByName(gone)
                 fresh = good.join(gone, "_record_id", "left_anti")
-            else:
-                fresh = good
-            # No count of the batch's keys in bronze first: the insert-only MERGE says how many
-            # it inserted (its commit's metrics; no commit when nothing is new), and every other
-            # distinct good record is one bronze holds or erasure forbids.
-            before = current_version(spark, path)
             window = dedup_window(dates[source], days, column="t.ingest_date")
-            inserted = _insert_new(spark, path, fresh, run_id, now, window, before)
-            existing = int(c["distinct_good"]) - inserted
+            distinct = int(c["distinct_good"])
+            if stream_run:
+                # A micro-batch commits under a transaction id, with which even a MERGE that
+                # inserts nothing writes a version: count what bronze holds first, MERGE only
+                # when something is new.
+                existing = good.join(held, "_record_id", "left_semi").count()
+                if distinct > existing:
+                    inserted = _insert_new(spark, path, fresh, run_id, now, window, before)
+            else:
+                # No count of the batch's keys in bronze first: the insert-only MERGE says how
+                # many it inserted (its commit's metrics; no commit when nothing is new), and
+                # every other distinct good record is one bronze holds or erasure forbids.
+                inserted = _insert_new(spark, path, fresh, run_id, now, window, before)
+                existing = distinct - inserted
+            if not 0 <= existing <= distinct or inserted != distinct - existing:
+                raise LedgerImbalanceError(
+                    f"run {run_id}, bronze.{source}: {distinct - existing} new records expected "
+                    f"of {distinct}, Delta reports {inserted} inserted; the files are not marked "
+                    "ingested"
+                )
             if existing:
                 if counted_runs is None:
                     counted_runs = set() if stream_run else _runs_with_bronze_rows(spark, lh)
                 claimable = _claimable(counted_runs, run_id if stream_run else None)
-                # Bronze as it was before this MERGE: the records it inserted are not orphans.
-                landed = (
-                    spark.read.format("delta")
-                    .option("versionAsOf", before)
-                    .load(path)
-                    .where(dedup_window(dates[source], days))
-                    .select("_record_id", "_run_id")
-                )
                 orphaned = _orphaned(good, landed, claimable("_run_id"))
         quarantined = quarantined_by_source.get(source, 0) + orphaned_bad.get(source, 0)
         entry.records_read = int(c["read"])

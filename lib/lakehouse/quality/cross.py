@@ -28,7 +28,8 @@ def exists_in(
     present = parents.distinct().withColumn("_present", F.lit(True))
     joined = checked.join(present, spec.column, "left")
     absent = F.col("_present").isNull()
-    missing = joined.where(absent).select(*checked.columns)
+    # The checked column first (as a left-anti join put it): the report shows it first.
+    missing = joined.where(absent).drop("_present")
     return missing, _judged(joined, absent)
 
 
