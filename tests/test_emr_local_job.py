@@ -21,6 +21,7 @@ import pytest
 import moto_server
 from lakehouse.core.config import load_config
 from lakehouse.core.generator_spec import DefectSwitches
+from lakehouse.core.spark import SETTINGS_ENV
 from lakehouse.emr.bundle import bundle_layout, upload
 from lakehouse.emr.cluster import step_requests_params
 from lakehouse.emr.definitions import load_definitions
@@ -73,6 +74,12 @@ def test_the_scheduled_job_then_a_cluster_step_run_end_to_end_on_s3(
     )
     argv, env = spark_submit_command(request, moto, region=REGION, credentials=FAKE_ENV)
     process_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LAKEHOUSE_"))}
+    # Small-data settings (the dev environment's 64 shuffle partitions and Delta's 50 snapshot
+    # partitions cost a few days of a few orders minutes over moto); applied after every
+    # configured setting, as an operator's one-off override would be.
+    process_env[SETTINGS_ENV] = json.dumps(
+        {"spark.sql.shuffle.partitions": "2", "spark.databricks.delta.snapshotPartitions": "2"}
+    )
 
     done = subprocess.run(
         argv, env={**process_env, **env}, capture_output=True, text=True, timeout=1200
