@@ -339,7 +339,72 @@ def _run_steps(
     # The run's quality report is written once, after its last gate (`DeferredReport`).
     deferred = DeferredReport(spark, lh, run_id)
     try:
-        _check_and_build_gold(spark, lh, run_id, steps, dates, checks, gold_mode, report, deferred)
+        if "quality" in steps and checks:
+            # Silver is checked before gold reads it: an error stops the run here and gold keeps
+            # the version dashboards read (see docs/QUALITY.md). When gold has consumed every
+            # silver version already, published by a run that passed this gate, there is nothing
+            # to hold back, and the suites would check the rows they checked then; what landed is
+            # still judged (a day on which nothing came is what those checks are for).
+            days = _days_to_judge(spark, lh, run_id, dates)
+            if (
+                gold_mode == "incremental"
+                and _published_after_silver_gate(spark, lh)
+                and not _unchecked_silver(spark, lh)
+            ):
+                progress.report("quality (silver suites): skipped, gold has consumed every version")
+                if days and lh.suites("bronze"):
+                    with progress.step("quality (landing)"):
+                        report.quality.append(
+                            run_quality_gate(
+                                spark,
+                                lh,
+                                run_id,
+                                lh.suites("bronze"),
+                                True,
+                                run_days=days,
+                                deferred=deferred,
+                            )
+                        )
+            else:
+                with progress.step("quality (silver suites)"):
+                    from lakehouse.core.delta_io import current_version
+                    from lakehouse.quality.scope import record_checked
+
+                    # What landed per source and day, then silver.
+                    suites = (*lh.suites("bronze"), *lh.suites("silver"))
+                    # The rows gold has not published yet; a full gold build checks every row.
+                    scopes = (
+                        unpublished_silver(spark, lh, suites) if gold_mode == "incremental" else {}
+                    )
+                    unread = [
+                        f"silver.{t}"
+                        for t in sorted(not_read_by_gold(lh))
+                        if f"silver.{t}" in suites
+                    ]
+                    versions = {name: current_version(spark, lh.path(name)) for name in unread}
+                    outcome = run_quality_gate(
+                        spark,
+                        lh,
+                        run_id,
+                        suites,
+                        True,
+                        scopes=scopes,
+                        run_days=days,
+                        deferred=deferred,
+                    )
+                    # Passed: what gold does not read is checked up to these versions.
+                    record_checked(spark, lh, run_id, versions)
+                report.quality.append(outcome)
+        if "gold" in steps:
+            with progress.step("gold"):
+                if checks:
+                    # Gold is staged, checked, and published only if no error check failed.
+                    report.gold, gold_outcome = run_gold_gated(
+                        spark, lh, run_id, gold_mode, deferred=deferred
+                    )
+                    report.quality.append(gold_outcome)
+                else:
+                    report.gold = run_gold(spark, lh, run_id, gold_mode)
     except BaseException:
         deferred.flush(failing=True)
         raise
@@ -348,79 +413,3 @@ def _run_steps(
         with progress.step("reports"):
             report.dashboard = write_reports(spark, lh, run_id)
     return report
-
-
-def _check_and_build_gold(
-    spark: SparkSession,
-    lh: Lakehouse,
-    run_id: str,
-    steps: Sequence[str],
-    dates: Sequence[str] | None,
-    checks: bool,
-    gold_mode: str,
-    report: RunReport,
-    deferred: DeferredReport,
-) -> None:
-    """The silver gate (the `quality` step) and the gold step of `_run_steps`."""
-    if "quality" in steps and checks:
-        # Silver is checked before gold reads it: an error stops the run here and gold keeps
-        # the version dashboards read (see docs/QUALITY.md). When gold has consumed every
-        # silver version already, published by a run that passed this gate, there is nothing
-        # to hold back, and the suites would check the rows they checked then; what landed is
-        # still judged (a day on which nothing came is what those checks are for).
-        days = _days_to_judge(spark, lh, run_id, dates)
-        if (
-            gold_mode == "incremental"
-            and _published_after_silver_gate(spark, lh)
-            and not _unchecked_silver(spark, lh)
-        ):
-            progress.report("quality (silver suites): skipped, gold has consumed every version")
-            if days and lh.suites("bronze"):
-                with progress.step("quality (landing)"):
-                    report.quality.append(
-                        run_quality_gate(
-                            spark,
-                            lh,
-                            run_id,
-                            lh.suites("bronze"),
-                            True,
-                            run_days=days,
-                            deferred=deferred,
-                        )
-                    )
-        else:
-            with progress.step("quality (silver suites)"):
-                from lakehouse.core.delta_io import current_version
-                from lakehouse.quality.scope import record_checked
-
-                # What landed per source and day, then silver.
-                suites = (*lh.suites("bronze"), *lh.suites("silver"))
-                # The rows gold has not published yet; a full gold build checks every row.
-                scopes = unpublished_silver(spark, lh, suites) if gold_mode == "incremental" else {}
-                unread = [
-                    f"silver.{t}" for t in sorted(not_read_by_gold(lh)) if f"silver.{t}" in suites
-                ]
-                versions = {name: current_version(spark, lh.path(name)) for name in unread}
-                outcome = run_quality_gate(
-                    spark,
-                    lh,
-                    run_id,
-                    suites,
-                    True,
-                    scopes=scopes,
-                    run_days=days,
-                    deferred=deferred,
-                )
-                # Passed: what gold does not read is checked up to these versions.
-                record_checked(spark, lh, run_id, versions)
-            report.quality.append(outcome)
-    if "gold" in steps:
-        with progress.step("gold"):
-            if checks:
-                # Gold is staged, checked, and published only if no error check failed.
-                report.gold, gold_outcome = run_gold_gated(
-                    spark, lh, run_id, gold_mode, deferred=deferred
-                )
-                report.quality.append(gold_outcome)
-            else:
-                report.gold = run_gold(spark, lh, run_id, gold_mode)
