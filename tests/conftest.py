@@ -25,11 +25,11 @@ collect_ignore = ["airflow"]
 # store holds the plan and metrics of its last 1,000 SQL executions and jobs by default (the
 # suite's JVM ran out of its 3 GB heap in its last module at 480 tests).
 #
-# It also keeps the classes Spark generates for a query's code: a module builds its lakehouse
+# But it keeps the classes Spark generates for a query's code: a module builds its lakehouse
 # with the same queries as the module before it, and by default only the last 100 generated
 # classes are kept, fewer than one pipeline run makes, so each run compiled them again (Janino,
-# then the JIT). Kept, a fresh three-day lakehouse's first run took 48-55 s instead of 58-65 s
-# in one long session (docs/BENCHMARKS.md, "The suite's session").
+# then the JIT). Kept, a fresh three-day lakehouse's first run in a warm session took 48-52 s
+# instead of 58-65 s (docs/BENCHMARKS.md, "The suite's session").
 LONG_SESSION = {
     "spark.sql.ui.retainedExecutions": "20",
     "spark.ui.retainedJobs": "200",
